@@ -1,0 +1,168 @@
+/**
+ * The actor runtime contract: what dstate needs from the platform it runs on.
+ * A runtime knows this node's id, spawns supervised actors (a fiber consuming
+ * a `Queue` mailbox, restarted on defects by a `Schedule`), runs timers, keeps
+ * named groups of nodes, and moves frames between nodes: one-way sends,
+ * broadcasts to a group, and request/reply with a timeout.
+ *
+ * Implementations: the in-process runtime of `dstate/testing`, the TCP runtime
+ * of `dstate/node`, the Effect cluster adapter of `dstate/cluster`.
+ *
+ * @since 0.1.0
+ */
+import { Context, Data, Duration, Effect, Schedule, type Fiber, type Scope } from "effect"
+import type { MailboxFull, NodeUnreachable, RequestTimeout } from "./DStateError.ts"
+import type { NodeId } from "./NodeId.ts"
+import * as Actor from "./internal/actor.ts"
+
+/**
+ * A mailbox capacity: a positive number of messages, or `"unbounded"`.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type MailboxCapacity = number | "unbounded"
+
+/**
+ * A handle to a running actor.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ActorRef<in M> {
+  /** The actor's name, unique on its node. */
+  readonly name: string
+  /** Enqueues a message; fails with `MailboxFull` when a bounded mailbox is full. */
+  readonly tell: (message: M) => Effect.Effect<void, MailboxFull>
+  /** Messages waiting in the mailbox. */
+  readonly mailboxSize: Effect.Effect<number>
+  /** How many times the actor was restarted after a defect. */
+  readonly restarts: Effect.Effect<number>
+}
+
+/**
+ * How to spawn an actor.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface SpawnOptions<M, R> {
+  /** Unique on the node; used in logs and errors. */
+  readonly name: string
+  /** Mailbox capacity (default `"unbounded"`). */
+  readonly mailbox?: MailboxCapacity | undefined
+  /** Handles one message. Messages are handled one at a time, in order. */
+  readonly receive: (message: M) => Effect.Effect<void, never, R>
+  /** Called with a message whose handling died, before the actor restarts (e.g. to fail a waiting caller). */
+  readonly onDefect?: ((message: M, defect: unknown) => Effect.Effect<void>) | undefined
+  /** Delays between restarts after defects; when it ends, the actor stops (default: restart at once, forever). */
+  readonly restart?: Schedule.Schedule<unknown, unknown> | undefined
+}
+
+/**
+ * What a node does with inbound frames. Installed once per node by the
+ * registry.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Inbound {
+  /** A one-way frame from `from`. */
+  readonly onMessage: (from: NodeId, frame: Uint8Array) => Effect.Effect<void>
+  /** A request frame from `from`; the returned frame is the reply. */
+  readonly onRequest: (from: NodeId, frame: Uint8Array) => Effect.Effect<Uint8Array, RequestRejected>
+}
+
+/**
+ * The receiver of a request could not answer it (for example, the state it
+ * names is not registered there).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class RequestRejected extends Data.TaggedError("RequestRejected")<{
+  readonly node: NodeId
+  readonly reason: string
+}> {
+  override get message() {
+    return `request rejected by ${this.node}: ${this.reason}`
+  }
+}
+
+/**
+ * The actor runtime service.
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export class ActorRuntime extends Context.Service<ActorRuntime, {
+  /** This node's id. */
+  readonly nodeId: NodeId
+  /** Spawns a supervised actor that lives as long as the given scope. */
+  spawn<M, R>(options: SpawnOptions<M, R>): Effect.Effect<ActorRef<M>, never, Scope.Scope | R>
+  /** Runs `effect` at each recurrence of `schedule` (first run after the first delay) until the scope closes. */
+  every<E, R>(
+    schedule: Schedule.Schedule<unknown>,
+    effect: Effect.Effect<void, E, R>
+  ): Effect.Effect<Fiber.Fiber<void, E>, never, Scope.Scope | R>
+  /** Runs `effect` once after `delay`, unless the scope closes first. */
+  after<E, R>(
+    delay: Duration.Input,
+    effect: Effect.Effect<void, E, R>
+  ): Effect.Effect<Fiber.Fiber<void, E>, never, Scope.Scope | R>
+  /** Installs the node's inbound handlers for as long as the scope lives. */
+  serve(inbound: Inbound): Effect.Effect<void, never, Scope.Scope>
+  /** Adds this node to a named group. */
+  joinGroup(group: string): Effect.Effect<void>
+  /** Removes this node from a named group. */
+  leaveGroup(group: string): Effect.Effect<void>
+  /** The nodes currently in a group, this node included when it joined. */
+  members(group: string): Effect.Effect<ReadonlyArray<NodeId>>
+  /** Sends a frame to every member of a group except this node. */
+  broadcast(group: string, frame: Uint8Array): Effect.Effect<void>
+  /** Sends a frame to one node. Delivery is not guaranteed. */
+  send(node: NodeId, frame: Uint8Array): Effect.Effect<void, NodeUnreachable>
+  /** Sends a request frame and waits for the reply frame. */
+  request(
+    node: NodeId,
+    frame: Uint8Array,
+    timeout: Duration.Input
+  ): Effect.Effect<Uint8Array, RequestTimeout | NodeUnreachable | RequestRejected>
+}>()("dstate/ActorRuntime") {}
+
+/**
+ * Spawns an actor with the standard mailbox and supervision, for runtimes
+ * that need no special scheduling. Runtimes may wrap it (the in-process
+ * runtime counts work in flight and freezes paused nodes).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const spawnActor: <M, R>(
+  options: SpawnOptions<M, R>,
+  hooks?: Actor.Hooks
+) => Effect.Effect<ActorRef<M>, never, Scope.Scope | R> = Actor.spawn
+
+/**
+ * Runs `effect` on `schedule` in the current scope, as `ActorRuntime.every`.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const every = <E, R>(
+  schedule: Schedule.Schedule<unknown>,
+  effect: Effect.Effect<void, E, R>
+): Effect.Effect<Fiber.Fiber<void, E>, never, Scope.Scope | R> =>
+  Effect.schedule(effect, schedule).pipe(Effect.asVoid, Effect.forkScoped)
+
+/**
+ * Runs `effect` once after `delay` in the current scope, as `ActorRuntime.after`.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const after = <E, R>(
+  delay: Duration.Input,
+  effect: Effect.Effect<void, E, R>
+): Effect.Effect<Fiber.Fiber<void, E>, never, Scope.Scope | R> =>
+  Effect.delay(effect, delay).pipe(Effect.forkScoped)

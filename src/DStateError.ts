@@ -1,0 +1,200 @@
+/**
+ * The typed errors of dstate. Each carries the context needed to act on it
+ * (state name, node, sizes, limits, versions). Errors that can cross a process
+ * boundary are `Schema.TaggedError`s so they can be encoded like any message.
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+import { NodeId } from "./NodeId.ts"
+
+/**
+ * `StateRegistry.lookup` found no state registered under that name on this node.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class StateNotRegistered extends Schema.TaggedError<StateNotRegistered>()("StateNotRegistered", {
+  stateName: Schema.String
+}) {
+  override get message() {
+    return `state "${this.stateName}" is not registered on this node`
+  }
+}
+
+/**
+ * A state with this name is already registered on this node.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class DuplicateStateName extends Schema.TaggedError<DuplicateStateName>()("DuplicateStateName", {
+  stateName: Schema.String
+}) {
+  override get message() {
+    return `state "${this.stateName}" is already registered on this node`
+  }
+}
+
+/**
+ * A query needed a view fresher than the one held for `node`, and no fresh
+ * view could be obtained (the pull timed out, failed, or pulling is disabled).
+ * `lastSyncedAt` is the monotonic time in milliseconds of the last successful
+ * sync from that peer.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class StalePeer extends Schema.TaggedError<StalePeer>()("StalePeer", {
+  stateName: Schema.String,
+  node: NodeId,
+  lastSyncedAt: Schema.Number
+}) {
+  override get message() {
+    return `view of "${this.stateName}" from ${this.node} is stale (last synced at ${this.lastSyncedAt} ms)`
+  }
+}
+
+/**
+ * Saving or loading the owner's state failed. A failed save leaves the state
+ * unchanged and publishes nothing.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class PersistenceFailed extends Schema.TaggedError<PersistenceFailed>()("PersistenceFailed", {
+  stateName: Schema.String,
+  operation: Schema.Literals(["load", "save"]),
+  reason: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {
+  override get message() {
+    return `${this.operation} of state "${this.stateName}" failed: ${this.reason}`
+  }
+}
+
+/**
+ * An inbound frame or payload could not be decoded: bad checksum, unknown
+ * protocol version, truncated bytes, or a payload that does not match the
+ * state's schema. The frame is dropped and counted; nothing changes.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class MalformedMessage extends Schema.TaggedError<MalformedMessage>()("MalformedMessage", {
+  node: Schema.optionalKey(NodeId),
+  stateName: Schema.optionalKey(Schema.String),
+  reason: Schema.String
+}) {
+  override get message() {
+    return `malformed message${this.node === undefined ? "" : ` from ${this.node}`}${
+      this.stateName === undefined ? "" : ` for "${this.stateName}"`
+    }: ${this.reason}`
+  }
+}
+
+/**
+ * A frame is longer than the configured limit. It is rejected before its body
+ * is allocated.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class MessageTooLarge extends Schema.TaggedError<MessageTooLarge>()("MessageTooLarge", {
+  node: Schema.optionalKey(NodeId),
+  size: Schema.Number,
+  limit: Schema.Number
+}) {
+  override get message() {
+    return `frame of ${this.size} bytes exceeds the limit of ${this.limit} bytes`
+  }
+}
+
+/**
+ * A peer sent a view or delta in a wire version this node cannot decode.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class UnsupportedWireVersion extends Schema.TaggedError<UnsupportedWireVersion>()("UnsupportedWireVersion", {
+  stateName: Schema.String,
+  node: NodeId,
+  wireVersion: Schema.Number,
+  supported: Schema.Array(Schema.Number)
+}) {
+  override get message() {
+    return `"${this.stateName}" from ${this.node}: wire version ${this.wireVersion} is not one of ${
+      this.supported.join(", ")
+    }`
+  }
+}
+
+/**
+ * A persisted state could not be migrated from its storage version.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class MigrationFailed extends Schema.TaggedError<MigrationFailed>()("MigrationFailed", {
+  stateName: Schema.String,
+  fromVersion: Schema.Number,
+  toVersion: Schema.Number,
+  reason: Schema.String
+}) {
+  override get message() {
+    return `migration of "${this.stateName}" from storage version ${this.fromVersion} to ${this.toVersion} failed: ${this.reason}`
+  }
+}
+
+/**
+ * A bounded actor mailbox is full; the message was not enqueued.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class MailboxFull extends Schema.TaggedError<MailboxFull>()("MailboxFull", {
+  actor: Schema.String,
+  capacity: Schema.Number
+}) {
+  override get message() {
+    return `mailbox of ${this.actor} is full (capacity ${this.capacity})`
+  }
+}
+
+/**
+ * A request to another node got no reply within its timeout.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class RequestTimeout extends Schema.TaggedError<RequestTimeout>()("RequestTimeout", {
+  node: NodeId,
+  timeoutMillis: Schema.Number
+}) {
+  override get message() {
+    return `no reply from ${this.node} within ${this.timeoutMillis} ms`
+  }
+}
+
+/**
+ * The target node is not a member of the cluster (unknown, departed, or not
+ * reachable by this runtime).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class NodeUnreachable extends Schema.TaggedError<NodeUnreachable>()("NodeUnreachable", {
+  node: NodeId
+}) {
+  override get message() {
+    return `node ${this.node} is not reachable`
+  }
+}
+
+/**
+ * Every error an inbound frame can produce.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export type FrameError = MalformedMessage | MessageTooLarge | UnsupportedWireVersion

@@ -1,0 +1,114 @@
+/**
+ * Diagnostics of replication: per-peer sync status, per-state counters and
+ * the health of every registered state.
+ *
+ * @since 0.1.0
+ */
+import type { NodeId } from "./NodeId.ts"
+
+/**
+ * How replication from one peer is going, as seen by this node.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface PeerSyncStatus {
+  readonly node: NodeId
+  /** This node's own age for the state. */
+  readonly localAge: number
+  /** The age of the peer's view held here (`undefined` before the first sync). */
+  readonly remoteAge: number | undefined
+  /** The incarnation of the peer's view held here. */
+  readonly remoteIncarnation: number | undefined
+  /** Gaps detected in the peer's delta stream. */
+  readonly gapCount: number
+  /** Failed syncs (pulls, undecodable payloads) since the last success. */
+  readonly consecutiveFailures: number
+  /** Monotonic ms of the last successful sync. */
+  readonly lastSyncAt: number | undefined
+  /** Monotonic ms of the last sync attempt (inbound message or pull). */
+  readonly lastAttemptAt: number | undefined
+  /** The last error, rendered. */
+  readonly lastError: string | undefined
+  /** Milliseconds the last pull took. */
+  readonly lastSyncLatencyMillis: number | undefined
+}
+
+/**
+ * Counters of one state on one node.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface StateSyncMetrics {
+  readonly mutations: number
+  readonly snapshotsSent: number
+  readonly snapshotsReceived: number
+  readonly deltasSent: number
+  readonly deltasReceived: number
+  readonly snapshotRequestsSent: number
+  readonly snapshotRequestsReceived: number
+  /** Inbound snapshots or deltas at or below the generation held (duplicates and stale copies). */
+  readonly staleDiscarded: number
+  readonly gapsDetected: number
+  /** Messages from a departed incarnation, ignored. */
+  readonly departedIgnored: number
+  /** Payloads that did not decode against the state's schemas. */
+  readonly malformedReceived: number
+  /** Payloads in a wire version this node cannot read. */
+  readonly unsupportedVersion: number
+  /** Inbound messages dropped because the shard's mailbox was full. */
+  readonly mailboxDropped: number
+  readonly pulls: number
+  readonly syncFailures: number
+  readonly suppressed: number
+  readonly immediate: number
+  readonly persistenceFailures: number
+}
+
+/**
+ * Counters of frames that reached this node but no state: rejected frames by
+ * reason, and messages for states not registered here.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface InboundMetrics {
+  readonly framesReceived: number
+  readonly framesRejected: number
+  readonly malformed: number
+  readonly tooLarge: number
+  readonly unknownState: number
+}
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export type HealthStatus = "Healthy" | "Degraded" | "Unhealthy"
+
+/**
+ * The health of one state on this node.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface StateHealth {
+  readonly stateName: string
+  readonly status: HealthStatus
+  readonly peers: number
+  readonly freshPeers: number
+  readonly stalePeers: number
+  readonly failingPeers: number
+}
+
+/**
+ * The health of every registered state; `status` is the worst of them.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface SystemHealth {
+  readonly status: HealthStatus
+  readonly states: ReadonlyArray<StateHealth>
+}

@@ -1,0 +1,432 @@
+/**
+ * The state registry: the node-level service that registers state types,
+ * hands out typed handles, routes inbound frames to the right state, follows
+ * membership, and reports health.
+ *
+ * @since 0.1.0
+ */
+import { Context, Duration, Effect, Layer, PubSub, Result, Scope, Stream } from "effect"
+import { ActorRuntime, type MailboxCapacity, RequestRejected } from "./ActorRuntime.ts"
+import { ClusterEvents } from "./ClusterEvents.ts"
+import type { HealthStatus, InboundMetrics, PeerSyncStatus, StateHealth, StateSyncMetrics, SystemHealth } from "./Diagnostics.ts"
+import type * as DistributedState from "./DistributedState.ts"
+import { DuplicateStateName, type MailboxFull, type PersistenceFailed, type StalePeer, StateNotRegistered } from "./DStateError.ts"
+import type { Generation } from "./Generation.ts"
+import { decodeFrame } from "./internal/codec.ts"
+import * as Shard from "./internal/shard.ts"
+import type { NodeId } from "./NodeId.ts"
+import { StatePersistence } from "./StatePersistence.ts"
+import type { StateView, ViewMap } from "./StateView.ts"
+import { MaxFrameBytes } from "./SyncMessage.ts"
+import * as SyncStrategy from "./SyncStrategy.ts"
+
+/**
+ * What a version mismatch does to the view held of that peer.
+ *
+ * - `KeepStale` (default): keep the last good view (it ages and queries see it as stale).
+ * - `DropAndWait`: remove the peer's view until a decodable update arrives.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type VersionMismatchPolicy = Shard.VersionMismatchPolicy
+
+/**
+ * Options of `register`.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface RegisterOptions {
+  /** How changes travel (default `SyncStrategy.activePush()`). */
+  readonly strategy?: SyncStrategy.SyncStrategy | undefined
+  /** Save through `StatePersistence` when a layer provides one (default `true`). */
+  readonly persist?: boolean | undefined
+  /** How long a query waits for a pulled snapshot (default 5 seconds). */
+  readonly pullTimeout?: Duration.Input | undefined
+  /** What an undecodable wire version does (default `"KeepStale"`). */
+  readonly versionMismatchPolicy?: VersionMismatchPolicy | undefined
+  /** The state actor's mailbox capacity (default 10,000; `"unbounded"` allowed). */
+  readonly mailbox?: MailboxCapacity | undefined
+}
+
+/**
+ * Options of a `query`.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface QueryOptions {
+  /**
+   * The oldest a peer's view may be (measured from its last sync). Views that
+   * are older, or announced as changed by a change feed, are pulled first;
+   * omitted = no freshness requirement.
+   */
+  readonly maxStaleness?: Duration.Input | undefined
+}
+
+/**
+ * A committed mutation: the generation it reached and the owner's new state.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Committed<S> {
+  readonly generation: Generation
+  readonly state: S
+}
+
+/**
+ * What every state handle offers.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface StateHandle<S, V> {
+  /** The state's name. */
+  readonly name: string
+  /** This node's id. */
+  readonly nodeId: NodeId
+  /**
+   * Runs `f` over the view map once every peer's view is at most
+   * `maxStaleness` old, pulling stale ones first (concurrently, one pull per
+   * peer however many queries wait). Fails with `StalePeer` when a peer cannot
+   * be brought up to date. The fast path reads an immutable map and does not
+   * touch the state's actor.
+   */
+  readonly query: <A>(options: QueryOptions, f: (views: ViewMap<V>) => A) => Effect.Effect<A, StalePeer>
+  /** The current view map, without any freshness check. */
+  readonly snapshot: Effect.Effect<ViewMap<V>>
+  /** The view map now and after every change. */
+  readonly changes: Stream.Stream<ViewMap<V>>
+  /** This node's own view. */
+  readonly local: Effect.Effect<StateView<V>>
+  /** This node's private state (owner only). */
+  readonly state: Effect.Effect<S>
+  /** Per-peer sync status. */
+  readonly syncStatus: Effect.Effect<ReadonlyArray<PeerSyncStatus>>
+  /** Counters of this state on this node. */
+  readonly metrics: Effect.Effect<StateSyncMetrics>
+}
+
+/**
+ * The handle of a simple state.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface SimpleHandle<S> extends StateHandle<S, S> {
+  readonly _tag: "Simple"
+  /**
+   * Applies `f` to the owner's state. The new state is persisted first; only
+   * when that succeeded does it become visible locally and get pushed to
+   * peers. On `PersistenceFailed` nothing changed and nothing was sent.
+   */
+  readonly mutate: (f: (state: S) => S) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull>
+}
+
+/**
+ * The handle of a delta-aware state.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface DeltaHandle<S, V, C> extends StateHandle<S, V> {
+  readonly _tag: "Delta"
+  /**
+   * Applies `f`, which returns the next state and the change it made. Persist
+   * before publish as for `mutate`; peers receive `projectDelta(change)`.
+   */
+  readonly mutateWithDelta: (
+    f: (state: S) => { readonly state: S; readonly change: C }
+  ) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull>
+}
+
+/**
+ * The handle type of a definition.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type HandleOf<T> = T extends DistributedState.Delta<infer S, infer V, any, infer C> ? DeltaHandle<S, V, C>
+  : T extends DistributedState.Simple<infer S> ? SimpleHandle<S>
+  : never
+
+/**
+ * Node-level limits and timings of the registry.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface RegistryConfig {
+  /** Departed (node, incarnation) entries remembered per state (default 10,000; oldest forgotten first). */
+  readonly departedCapacity: number
+  /** Views older than this count as stale in `health` (default 30 seconds). */
+  readonly healthStaleAfter: Duration.Input
+}
+
+/**
+ * The registry configuration in force; provide it to change the defaults.
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export const Config = Context.Reference<RegistryConfig>("dstate/StateRegistry/Config", {
+  defaultValue: () => ({ departedCapacity: 10_000, healthStaleAfter: "30 seconds" })
+})
+
+/**
+ * The registry service.
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export class StateRegistry extends Context.Service<StateRegistry, {
+  /** This node's id. */
+  readonly nodeId: NodeId
+  /** Registers a state on this node and starts replicating it. */
+  register<T extends DistributedState.Any>(
+    definition: T,
+    options?: RegisterOptions
+  ): Effect.Effect<HandleOf<T>, DuplicateStateName>
+  /** The handle of a registered state. */
+  lookup<T extends DistributedState.Any>(definition: T): Effect.Effect<HandleOf<T>, StateNotRegistered>
+  /** The names of the registered states. */
+  readonly states: Effect.Effect<ReadonlyArray<string>>
+  /** Health of every registered state. */
+  readonly health: Effect.Effect<SystemHealth>
+  /** Counters of inbound frames that reached no state. */
+  readonly inboundMetrics: Effect.Effect<InboundMetrics>
+}>()("dstate/StateRegistry") {
+  /**
+   * The registry on top of an `ActorRuntime` and `ClusterEvents` (and a
+   * `StatePersistence`, used when present).
+   *
+   * @category layers
+   * @since 0.1.0
+   */
+  static readonly layer: Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEvents> = Layer.effect(
+    StateRegistry,
+    Effect.gen(function*() {
+      const runtime = yield* ActorRuntime
+      const events = yield* ClusterEvents
+      const persistence = yield* Effect.serviceOption(StatePersistence)
+      const maxFrameBytes = yield* MaxFrameBytes
+      const config = yield* Config
+      const scope = yield* Scope.Scope
+      const shards = new Map<string, Shard.Shard<any, any, any>>()
+      const handles = new Map<string, { readonly definition: DistributedState.Any; readonly handle: unknown }>()
+      const inbound = { framesReceived: 0, framesRejected: 0, malformed: 0, tooLarge: 0, unknownState: 0 }
+      const env: Shard.ShardEnv = {
+        runtime,
+        persistence: persistence._tag === "Some" ? persistence.value : undefined,
+        maxFrameBytes,
+        departedCapacity: config.departedCapacity
+      }
+      const annotate = Effect.annotateLogs({ node: runtime.nodeId })
+
+      const reject = (from: NodeId, error: { readonly _tag: string; readonly message: string }) =>
+        Effect.suspend(() => {
+          inbound.framesRejected++
+          if (error._tag === "MessageTooLarge") inbound.tooLarge++
+          else inbound.malformed++
+          return Effect.logWarning("rejected an inbound frame").pipe(
+            Effect.annotateLogs({ peer: from, error: error.message }),
+            annotate
+          )
+        })
+
+      yield* runtime.serve({
+        onMessage: (from, frame) =>
+          Effect.suspend(() => {
+            inbound.framesReceived++
+            const decoded = decodeFrame(frame, maxFrameBytes, from)
+            if (Result.isFailure(decoded)) return reject(from, decoded.failure)
+            const message = decoded.success
+            if (message._tag === "BatchedChangeFeed") return Effect.void
+            const shard = shards.get(message.stateName)
+            if (shard === undefined) {
+              inbound.unknownState++
+              return Effect.void
+            }
+            return shard.deliver(from, message)
+          }),
+        onRequest: (from, frame) =>
+          Effect.suspend(() => {
+            inbound.framesReceived++
+            const decoded = decodeFrame(frame, maxFrameBytes, from)
+            if (Result.isFailure(decoded)) {
+              return reject(from, decoded.failure).pipe(
+                Effect.andThen(Effect.fail(new RequestRejected({ node: runtime.nodeId, reason: decoded.failure.message })))
+              )
+            }
+            const message = decoded.success
+            if (message._tag !== "RequestSnapshot") {
+              return Effect.fail(new RequestRejected({ node: runtime.nodeId, reason: `${message._tag} is not a request` }))
+            }
+            const shard = shards.get(message.stateName)
+            if (shard === undefined) {
+              inbound.unknownState++
+              return Effect.fail(
+                new RequestRejected({ node: runtime.nodeId, reason: `state "${message.stateName}" is not registered` })
+              )
+            }
+            return shard.reply(from, message)
+          })
+      })
+
+      // Membership: every state hears of joins and departures, in order.
+      const subscription = yield* events.subscribe
+      yield* Effect.gen(function*() {
+        while (true) {
+          const event = yield* PubSub.take(subscription)
+          for (const shard of shards.values()) {
+            yield* event._tag === "NodeJoined" ? shard.peerJoined(event.node) : shard.peerLeft(event.node)
+          }
+        }
+      }).pipe(Effect.forkScoped)
+
+      const register = <T extends DistributedState.Any>(definition: T, options?: RegisterOptions) =>
+        Effect.gen(function*() {
+          const name = definition.name
+          if (handles.has(name)) return yield* new DuplicateStateName({ stateName: name })
+          handles.set(name, { definition, handle: undefined })
+          const shard = yield* Shard.make(definition as DistributedState.DistributedState<any, any, any, any>, {
+            strategy: options?.strategy ?? SyncStrategy.activePush(),
+            persist: options?.persist ?? true,
+            pullTimeout: Duration.fromInputUnsafe(options?.pullTimeout ?? "5 seconds"),
+            versionMismatchPolicy: options?.versionMismatchPolicy ?? "KeepStale",
+            mailbox: options?.mailbox ?? 10_000
+          }, env).pipe(Scope.provide(scope), Effect.onInterrupt(() => Effect.sync(() => handles.delete(name))))
+          shards.set(name, shard)
+          const handle = makeHandle(shard, runtime.nodeId)
+          handles.set(name, { definition, handle })
+          yield* Effect.logDebug("registered state").pipe(
+            Effect.annotateLogs({ state: name, strategy: (options?.strategy ?? SyncStrategy.activePush()).pushMode }),
+            annotate
+          )
+          return handle as HandleOf<T>
+        })
+
+      return StateRegistry.of({
+        nodeId: runtime.nodeId,
+        register: Effect.fnUntraced(function*<T extends DistributedState.Any>(definition: T, options?: RegisterOptions) {
+          return yield* register(definition, options)
+        }) as StateRegistry["Service"]["register"],
+        lookup: <T extends DistributedState.Any>(definition: T) =>
+          Effect.suspend(() => {
+            const entry = handles.get(definition.name)
+            return entry === undefined || entry.handle === undefined
+              ? Effect.fail(new StateNotRegistered({ stateName: definition.name }))
+              : Effect.succeed(entry.handle as HandleOf<T>)
+          }),
+        states: Effect.sync(() => [...shards.keys()]),
+        health: Effect.gen(function*() {
+          const staleAfter = Duration.fromInputUnsafe(config.healthStaleAfter)
+          const states: Array<StateHealth> = []
+          for (const shard of shards.values()) states.push(yield* shard.health(staleAfter))
+          return { status: worst(states.map((s) => s.status)), states }
+        }),
+        inboundMetrics: Effect.sync(() => ({ ...inbound }))
+      })
+    })
+  )
+
+  /**
+   * The registry with some of its configuration changed.
+   *
+   * @category layers
+   * @since 0.1.0
+   */
+  static readonly layerWith = (
+    options: Partial<RegistryConfig> & { readonly maxFrameBytes?: number | undefined }
+  ): Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEvents> => {
+    const { maxFrameBytes, ...config } = options
+    return StateRegistry.layer.pipe(
+      Layer.provide(Layer.succeed(Config, { ...Config.defaultValue(), ...config })),
+      maxFrameBytes === undefined ? (l) => l : Layer.provide(Layer.succeed(MaxFrameBytes, maxFrameBytes))
+    )
+  }
+}
+
+const severity: Record<HealthStatus, number> = { Healthy: 0, Degraded: 1, Unhealthy: 2 }
+const worst = (statuses: ReadonlyArray<HealthStatus>): HealthStatus =>
+  statuses.reduce<HealthStatus>((acc, s) => severity[s] > severity[acc] ? s : acc, "Healthy")
+
+const makeHandle = (shard: Shard.Shard<any, any, any>, nodeId: NodeId): unknown => {
+  const common = {
+    name: shard.name,
+    nodeId,
+    query: shard.query,
+    snapshot: shard.snapshot,
+    changes: shard.changes,
+    local: shard.local,
+    state: shard.state,
+    syncStatus: shard.syncStatus,
+    metrics: shard.metrics
+  }
+  return shard.definition._tag === "Simple"
+    ? {
+      ...common,
+      _tag: "Simple",
+      mutate: (f: (state: unknown) => unknown) => shard.mutate((state) => ({ state: f(state), change: undefined }))
+    }
+    : {
+      ...common,
+      _tag: "Delta",
+      mutateWithDelta: (f: (state: unknown) => { readonly state: unknown; readonly change: unknown }) => shard.mutate(f)
+    }
+}
+
+/**
+ * Registers a state on this node (see `StateRegistry.register`).
+ *
+ * @example
+ * ```ts
+ * import { Effect, Schema } from "effect"
+ * import { DistributedState, StateRegistry, SyncStrategy } from "dstate"
+ *
+ * const Counter = DistributedState.make({
+ *   name: "counter",
+ *   schema: Schema.Struct({ value: Schema.Int }),
+ *   initial: () => ({ value: 0 })
+ * })
+ *
+ * const program = Effect.gen(function*() {
+ *   const counter = yield* StateRegistry.register(Counter, { strategy: SyncStrategy.activePush() })
+ *   yield* counter.mutate((s) => ({ value: s.value + 1 }))
+ * })
+ * ```
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const register = Effect.fn("StateRegistry.register")(function*<T extends DistributedState.Any>(
+  definition: T,
+  options?: RegisterOptions
+) {
+  const registry = yield* StateRegistry
+  return yield* registry.register(definition, options)
+})
+
+/**
+ * The handle of a state registered on this node, or `StateNotRegistered`.
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const lookup = <T extends DistributedState.Any>(
+  definition: T
+): Effect.Effect<HandleOf<T>, StateNotRegistered, StateRegistry> =>
+  Effect.flatMap(StateRegistry, (registry) => registry.lookup(definition))
+
+/**
+ * The health of every state registered on this node.
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const health: Effect.Effect<SystemHealth, never, StateRegistry> = Effect.flatMap(
+  StateRegistry,
+  (registry) => registry.health
+)

@@ -1,0 +1,43 @@
+/**
+ * The replica envelope: what a node holds of one owner's view, with the
+ * owner's generation and timestamps and the local sync bookkeeping a query
+ * needs to judge freshness.
+ *
+ * @since 0.1.0
+ */
+import type { Generation } from "./Generation.ts"
+import type { NodeId } from "./NodeId.ts"
+
+/**
+ * One node's view of one owner's state.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface StateView<V> {
+  /** The owner of this view. */
+  readonly source: NodeId
+  /** The owner's generation this view reflects. */
+  readonly generation: Generation
+  /** The wire version the view arrived in (the local one for the local view). */
+  readonly wireVersion: number
+  /** The public view. */
+  readonly value: V
+  /** Owner's wall-clock time (ms) when this incarnation's state was created. */
+  readonly createdAt: number
+  /** Owner's wall-clock time (ms) of the last committed mutation. */
+  readonly modifiedAt: number
+  /** Local monotonic time (ms) of the last sync that confirmed this view (always "now" for the local view). */
+  readonly syncedAt: number
+  /** A newer generation announced by a change feed but not pulled yet. */
+  readonly pendingRemote: Generation | undefined
+}
+
+/**
+ * The views a node holds of one state, keyed by owner; always contains the
+ * local node's own view.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type ViewMap<V> = ReadonlyMap<NodeId, StateView<V>>

@@ -1,0 +1,143 @@
+/**
+ * The messages nodes exchange and the frame format they travel in.
+ *
+ * Every message names its state, its source node, a generation and a wire
+ * version. State payloads are bytes produced by the state's own schemas, so the
+ * envelope can be decoded (and routed, counted, rejected) without knowing the
+ * state's types.
+ *
+ * A frame is:
+ *
+ * ```text
+ * u32 BE  body length (protocol version + checksum + message bytes)
+ * u8      protocol version (currently 1)
+ * u32 BE  CRC32 of the message bytes
+ * ...     message bytes (SchemaBinary encoding of `SyncMessage`)
+ * ```
+ *
+ * A frame whose length exceeds the configured limit is rejected from its first
+ * four bytes, before the body is read or allocated.
+ *
+ * @since 0.1.0
+ */
+import { Context, Schema } from "effect"
+import { Generation } from "./Generation.ts"
+import { NodeId } from "./NodeId.ts"
+
+/**
+ * The owner's whole view.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export class FullSnapshot extends Schema.TaggedClass<FullSnapshot>()("FullSnapshot", {
+  stateName: Schema.String,
+  source: NodeId,
+  generation: Generation,
+  wireVersion: Schema.Int,
+  createdAt: Schema.Number,
+  modifiedAt: Schema.Number,
+  payload: Schema.Uint8Array
+}) {}
+
+/**
+ * One committed change as a view-level delta; `generation` is the generation
+ * after the change (its age is one more than the view it applies to).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export class DeltaUpdate extends Schema.TaggedClass<DeltaUpdate>()("DeltaUpdate", {
+  stateName: Schema.String,
+  source: NodeId,
+  generation: Generation,
+  wireVersion: Schema.Int,
+  modifiedAt: Schema.Number,
+  payload: Schema.Uint8Array
+}) {}
+
+/**
+ * Asks the owner of `stateName` for a full snapshot. `generation` is the
+ * requester's current view of the owner (`undefined` when it has none); an
+ * owner that finds it newer than its own incarnation learns that its clock
+ * stepped back and moves to a newer incarnation.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export class RequestSnapshot extends Schema.TaggedClass<RequestSnapshot>()("RequestSnapshot", {
+  stateName: Schema.String,
+  source: NodeId,
+  generation: Schema.optionalKey(Generation),
+  wireVersion: Schema.Int
+}) {}
+
+/**
+ * One notice of the change feed: `source`'s `stateName` reached `generation`.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export const ChangeNotice = Schema.Struct({
+  stateName: Schema.String,
+  source: NodeId,
+  generation: Generation
+})
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export type ChangeNotice = typeof ChangeNotice.Type
+
+/**
+ * A node's batch of change notices for every state type, flushed once per
+ * change-feed interval.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export class BatchedChangeFeed extends Schema.TaggedClass<BatchedChangeFeed>()("BatchedChangeFeed", {
+  source: NodeId,
+  notices: Schema.Array(ChangeNotice)
+}) {}
+
+/**
+ * Every message.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export const SyncMessage = Schema.Union([FullSnapshot, DeltaUpdate, RequestSnapshot, BatchedChangeFeed])
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export type SyncMessage = typeof SyncMessage.Type
+
+/**
+ * The protocol version written in every frame.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export const PROTOCOL_VERSION = 1
+
+/**
+ * Bytes before a frame's message: length (4), protocol version (1), CRC32 (4).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export const FRAME_HEADER_BYTES = 9
+
+/**
+ * The largest frame (header included) a node accepts or sends. Default 16 MiB.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export const MaxFrameBytes = Context.Reference<number>("dstate/SyncMessage/MaxFrameBytes", {
+  defaultValue: () => 16 * 1024 * 1024
+})

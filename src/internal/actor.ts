@@ -1,0 +1,96 @@
+/**
+ * The supervised actor: a fiber consuming a `Queue` mailbox.
+ * @internal
+ */
+import { Cause, Effect, Queue, Schedule, type Scope } from "effect"
+import type { ActorRef, SpawnOptions } from "../ActorRuntime.ts"
+import { MailboxFull } from "../DStateError.ts"
+
+/** Hooks a runtime can use to observe and gate actors. */
+export interface Hooks {
+  /** A message was enqueued. */
+  readonly onEnqueue?: (() => void) | undefined
+  /** A message was handled (or dropped by a stopped actor). */
+  readonly onDone?: (() => void) | undefined
+  /** Runs before each message; a paused node blocks here. */
+  readonly gate?: Effect.Effect<void> | undefined
+}
+
+class ActorDefect {
+  readonly _tag = "ActorDefect"
+  readonly defect: unknown
+  constructor(defect: unknown) {
+    this.defect = defect
+  }
+}
+
+/** Spawns an actor in the current scope. */
+export const spawn = <M, R>(
+  options: SpawnOptions<M, R>,
+  hooks?: Hooks
+): Effect.Effect<ActorRef<M>, never, Scope.Scope | R> =>
+  Effect.gen(function*() {
+    const capacity = options.mailbox === undefined || options.mailbox === "unbounded"
+      ? Number.POSITIVE_INFINITY
+      : options.mailbox
+    if (!(capacity >= 1)) return yield* Effect.die(new Error(`mailbox capacity must be >= 1, got ${capacity}`))
+    const mailbox = yield* Queue.make<M>({ capacity, strategy: "dropping" })
+    let restarts = 0
+    const onEnqueue = hooks?.onEnqueue
+    const onDone = hooks?.onDone
+    const gate = hooks?.gate
+
+    const handle = (message: M) =>
+      options.receive(message).pipe(
+        Effect.catchDefect((defect) =>
+          Effect.gen(function*() {
+            yield* Effect.logError("actor handler died").pipe(
+              Effect.annotateLogs({ actor: options.name, defect: String(defect) })
+            )
+            if (options.onDefect) yield* options.onDefect(message, defect)
+            return yield* Effect.fail(new ActorDefect(defect))
+          })
+        ),
+        Effect.ensuring(Effect.sync(() => onDone?.()))
+      )
+
+    const loop = Effect.gen(function*() {
+      while (true) {
+        const message = yield* Queue.take(mailbox)
+        if (gate) yield* gate
+        yield* handle(message)
+      }
+    })
+
+    const supervised = loop.pipe(
+      Effect.tapError(() => Effect.sync(() => restarts++)),
+      Effect.retry(options.restart ?? Schedule.forever),
+      Effect.catchCause((cause) =>
+        Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logError("actor stopped after repeated defects").pipe(
+          Effect.annotateLogs({ actor: options.name, restarts })
+        )
+      ),
+      Effect.ensuring(Effect.sync(() => {
+        // Whatever is left will never be handled: release the runtime's accounting.
+        const left = Queue.sizeUnsafe(mailbox)
+        Queue.shutdownUnsafe(mailbox)
+        for (let i = 0; i < left; i++) onDone?.()
+      }))
+    )
+    yield* Effect.forkScoped(supervised)
+
+    const full = new MailboxFull({ actor: options.name, capacity: Number.isFinite(capacity) ? capacity : -1 })
+    return {
+      name: options.name,
+      tell: (message: M) =>
+        Effect.suspend(() => {
+          if (Queue.offerUnsafe(mailbox, message)) {
+            onEnqueue?.()
+            return Effect.void
+          }
+          return Effect.fail(full)
+        }),
+      mailboxSize: Queue.size(mailbox),
+      restarts: Effect.sync(() => restarts)
+    }
+  })

@@ -1,0 +1,173 @@
+/**
+ * Frame and payload codecs: SyncMessage <-> framed bytes, and per-state
+ * encoders for views, deltas (SchemaBinary) and stored states (JSON).
+ * @internal
+ */
+import { Result, Schema } from "effect"
+import { SchemaBinary } from "effect/encoding"
+import { crc32 } from "node:zlib"
+import type * as DistributedState from "../DistributedState.ts"
+import { MalformedMessage, MessageTooLarge, UnsupportedWireVersion } from "../DStateError.ts"
+import type { NodeId } from "../NodeId.ts"
+import { FRAME_HEADER_BYTES, PROTOCOL_VERSION, SyncMessage } from "../SyncMessage.ts"
+
+const messageCodec = SchemaBinary.toCodec(SyncMessage)
+const encodeMessage = Schema.encodeUnknownResult(messageCodec)
+const decodeMessage = Schema.decodeUnknownResult(messageCodec)
+
+/** Encodes a message into one frame (a fresh, independently owned buffer). */
+export const encodeFrame = (
+  message: SyncMessage,
+  maxFrameBytes: number
+): Result.Result<Uint8Array, MessageTooLarge | MalformedMessage> => {
+  const encoded = encodeMessage(message)
+  if (Result.isFailure(encoded)) {
+    return Result.fail(new MalformedMessage({ reason: `cannot encode ${message._tag}: ${encoded.failure.message}` }))
+  }
+  const body = encoded.success
+  const size = FRAME_HEADER_BYTES + body.length
+  if (size > maxFrameBytes) return Result.fail(new MessageTooLarge({ size, limit: maxFrameBytes }))
+  const frame = new Uint8Array(size)
+  const view = new DataView(frame.buffer)
+  view.setUint32(0, size - 4)
+  frame[4] = PROTOCOL_VERSION
+  view.setUint32(5, crc32(body))
+  frame.set(body, FRAME_HEADER_BYTES)
+  return Result.succeed(frame)
+}
+
+/**
+ * Reads the total frame size announced by a frame's first four bytes, so that
+ * stream readers can reject an oversized frame before reading its body.
+ */
+export const announcedFrameSize = (prefix: Uint8Array): number =>
+  new DataView(prefix.buffer, prefix.byteOffset, 4).getUint32(0) + 4
+
+/** Decodes one complete frame. */
+export const decodeFrame = (
+  frame: Uint8Array,
+  maxFrameBytes: number,
+  from?: NodeId
+): Result.Result<SyncMessage, MalformedMessage | MessageTooLarge> => {
+  const node = from === undefined ? {} : { node: from }
+  if (frame.length < FRAME_HEADER_BYTES) {
+    return Result.fail(new MalformedMessage({ ...node, reason: `frame of ${frame.length} bytes is shorter than its header` }))
+  }
+  const size = announcedFrameSize(frame)
+  if (size > maxFrameBytes) return Result.fail(new MessageTooLarge({ ...node, size, limit: maxFrameBytes }))
+  if (size !== frame.length) {
+    return Result.fail(
+      new MalformedMessage({ ...node, reason: `frame announces ${size} bytes but has ${frame.length}` })
+    )
+  }
+  if (frame[4] !== PROTOCOL_VERSION) {
+    return Result.fail(new MalformedMessage({ ...node, reason: `unknown protocol version ${frame[4]}` }))
+  }
+  const body = frame.subarray(FRAME_HEADER_BYTES)
+  const expected = new DataView(frame.buffer, frame.byteOffset + 5, 4).getUint32(0)
+  if (crc32(body) !== expected) return Result.fail(new MalformedMessage({ ...node, reason: "checksum mismatch" }))
+  const decoded = decodeMessage(body)
+  if (Result.isFailure(decoded)) {
+    return Result.fail(new MalformedMessage({ ...node, reason: `undecodable message: ${decoded.failure.message}` }))
+  }
+  const message = decoded.success
+  if (from !== undefined && message.source !== from) {
+    return Result.fail(
+      new MalformedMessage({ ...node, reason: `message claims source ${message.source} but came from ${from}` })
+    )
+  }
+  return Result.succeed(message)
+}
+
+/** Per-state encoders and decoders derived from a definition's schemas. */
+export interface StateCodec<S, V, D> {
+  readonly encodeView: (view: V) => Result.Result<Uint8Array, MalformedMessage>
+  readonly decodeView: (
+    bytes: Uint8Array,
+    wireVersion: number,
+    from: NodeId
+  ) => Result.Result<V, MalformedMessage | UnsupportedWireVersion>
+  readonly encodeDelta: (delta: D) => Result.Result<Uint8Array, MalformedMessage>
+  readonly decodeDelta: (
+    bytes: Uint8Array,
+    wireVersion: number,
+    from: NodeId
+  ) => Result.Result<D, MalformedMessage | UnsupportedWireVersion>
+  readonly encodeState: (state: S) => Result.Result<unknown, MalformedMessage>
+  readonly decodeState: (encoded: unknown) => Result.Result<S, MalformedMessage>
+}
+
+const binaryEncoder = <T>(schema: Schema.Codec<T, unknown>, stateName: string, what: string) => {
+  const encode = Schema.encodeUnknownResult(SchemaBinary.toCodec(schema))
+  return (value: T): Result.Result<Uint8Array, MalformedMessage> => {
+    const r = encode(value)
+    return Result.isSuccess(r)
+      ? Result.succeed(r.success.slice())
+      : Result.fail(new MalformedMessage({ stateName, reason: `cannot encode ${what}: ${r.failure.message}` }))
+  }
+}
+
+const binaryDecoder = <T>(schema: Schema.Codec<T, unknown>) => Schema.decodeUnknownResult(SchemaBinary.toCodec(schema))
+
+/** Builds the codec of a definition. */
+export const makeStateCodec = <S, V, D, C>(
+  definition: DistributedState.DistributedState<S, V, D, C>
+): StateCodec<S, V, D> => {
+  const stateName = definition.name
+  const current = definition.wireVersion
+  const viewSchema = definition.view as Schema.Codec<V, unknown>
+  const viewDecoders = new Map<number, (u: unknown) => Result.Result<V, Schema.SchemaError>>()
+  const deltaDecoders = new Map<number, (u: unknown) => Result.Result<D, Schema.SchemaError>>()
+  viewDecoders.set(current, binaryDecoder(viewSchema))
+  if (definition._tag === "Delta") {
+    deltaDecoders.set(current, binaryDecoder(definition.delta))
+    for (const [version, decoder] of Object.entries(definition.wireDecoders)) {
+      const v = Number(version)
+      if (v === current) continue
+      viewDecoders.set(v, binaryDecoder(decoder.view))
+      if (decoder.delta !== undefined) deltaDecoders.set(v, binaryDecoder(decoder.delta))
+    }
+  }
+  const decodeWith = <T>(decoders: Map<number, (u: unknown) => Result.Result<T, Schema.SchemaError>>, what: string) =>
+  (
+    bytes: Uint8Array,
+    wireVersion: number,
+    from: NodeId
+  ): Result.Result<T, MalformedMessage | UnsupportedWireVersion> => {
+    const decode = decoders.get(wireVersion)
+    if (decode === undefined) {
+      return Result.fail(
+        new UnsupportedWireVersion({ stateName, node: from, wireVersion, supported: [...decoders.keys()] })
+      )
+    }
+    const r = decode(bytes)
+    return Result.isSuccess(r)
+      ? Result.succeed(r.success)
+      : Result.fail(
+        new MalformedMessage({ node: from, stateName, reason: `undecodable ${what}: ${r.failure.message}` })
+      )
+  }
+  const stateJson = Schema.toCodecJson(definition.state)
+  const encodeStateJson = Schema.encodeUnknownResult(stateJson)
+  const decodeStateJson = Schema.decodeUnknownResult(stateJson)
+  return {
+    encodeView: binaryEncoder(viewSchema, stateName, "view"),
+    decodeView: decodeWith(viewDecoders, "view"),
+    encodeDelta: definition._tag === "Delta"
+      ? binaryEncoder(definition.delta, stateName, "delta")
+      : () => Result.fail(new MalformedMessage({ stateName, reason: "a simple state has no deltas" })),
+    decodeDelta: decodeWith(deltaDecoders, "delta"),
+    encodeState: (state) => {
+      const r = encodeStateJson(state)
+      return Result.isSuccess(r)
+        ? Result.succeed(r.success as unknown)
+        : Result.fail(new MalformedMessage({ stateName, reason: `cannot encode state: ${r.failure.message}` }))
+    },
+    decodeState: (encoded) => {
+      const r = decodeStateJson(encoded)
+      return Result.isSuccess(r)
+        ? Result.succeed(r.success)
+        : Result.fail(new MalformedMessage({ stateName, reason: `cannot decode stored state: ${r.failure.message}` }))
+    }
+  }
+}

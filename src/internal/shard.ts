@@ -1,0 +1,874 @@
+/**
+ * The StateShard: one actor per registered state on a node. It owns the
+ * state, applies inbound snapshots and deltas by the acceptance rules,
+ * publishes an immutable view map for lock-free reads, and pushes changes
+ * according to the sync strategy.
+ * @internal
+ */
+import { Cause, Clock, Deferred, Duration, Effect, Result, type Scope, Stream, SubscriptionRef } from "effect"
+import type { ActorRef, ActorRuntime, MailboxCapacity } from "../ActorRuntime.ts"
+import type { PeerSyncStatus, StateHealth, StateSyncMetrics } from "../Diagnostics.ts"
+import type * as DistributedState from "../DistributedState.ts"
+import {
+  type MailboxFull,
+  MalformedMessage,
+  MigrationFailed,
+  PersistenceFailed,
+  StalePeer,
+  type UnsupportedWireVersion
+} from "../DStateError.ts"
+import * as Generation from "../Generation.ts"
+import type { NodeId } from "../NodeId.ts"
+import type { StatePersistence, StoredState } from "../StatePersistence.ts"
+import type { StateView, ViewMap } from "../StateView.ts"
+import { DeltaUpdate, FullSnapshot, RequestSnapshot } from "../SyncMessage.ts"
+import type { SyncStrategy } from "../SyncStrategy.ts"
+import * as Acceptance from "./acceptance.ts"
+import { decodeFrame, encodeFrame, makeStateCodec } from "./codec.ts"
+
+/** What a version mismatch does to the view held of that peer. */
+export type VersionMismatchPolicy = "KeepStale" | "DropAndWait"
+
+export interface ShardOptions {
+  readonly strategy: SyncStrategy
+  readonly persist: boolean
+  readonly pullTimeout: Duration.Duration
+  readonly versionMismatchPolicy: VersionMismatchPolicy
+  readonly mailbox: MailboxCapacity
+}
+
+export interface ShardEnv {
+  readonly runtime: ActorRuntime["Service"]
+  readonly persistence: StatePersistence["Service"] | undefined
+  readonly maxFrameBytes: number
+  readonly departedCapacity: number
+}
+
+export interface QueryOptions {
+  readonly maxStaleness?: Duration.Input | undefined
+}
+
+export interface Committed<S> {
+  readonly generation: Generation.Generation
+  readonly state: S
+}
+
+type Inbound = FullSnapshot | DeltaUpdate | RequestSnapshot
+
+type Message<S, C> =
+  | {
+    readonly _tag: "Mutate"
+    readonly apply: (state: S) => { readonly state: S; readonly change: C | undefined }
+    readonly done: Deferred.Deferred<Committed<S>, PersistenceFailed>
+  }
+  | { readonly _tag: "Inbound"; readonly from: NodeId; readonly message: Inbound; readonly done?: Deferred.Deferred<void> }
+  | { readonly _tag: "PeerJoined"; readonly node: NodeId }
+  | { readonly _tag: "PeerLeft"; readonly node: NodeId }
+
+interface Owner<S, V> {
+  readonly generation: Generation.Generation
+  readonly state: S
+  readonly view: V
+  readonly createdAt: number
+  readonly modifiedAt: number
+}
+
+interface PeerStatusMut {
+  gapCount: number
+  consecutiveFailures: number
+  lastSyncAt: number | undefined
+  lastAttemptAt: number | undefined
+  lastError: string | undefined
+  lastSyncLatencyMillis: number | undefined
+  lastSnapshotRequestAt: number | undefined
+  lastHintAt: number | undefined
+}
+
+type MetricsMut = { -readonly [K in keyof StateSyncMetrics]: number }
+
+const emptyMetrics = (): MetricsMut => ({
+  mutations: 0,
+  snapshotsSent: 0,
+  snapshotsReceived: 0,
+  deltasSent: 0,
+  deltasReceived: 0,
+  snapshotRequestsSent: 0,
+  snapshotRequestsReceived: 0,
+  staleDiscarded: 0,
+  gapsDetected: 0,
+  departedIgnored: 0,
+  malformedReceived: 0,
+  unsupportedVersion: 0,
+  mailboxDropped: 0,
+  pulls: 0,
+  syncFailures: 0,
+  suppressed: 0,
+  immediate: 0,
+  persistenceFailures: 0
+})
+
+export interface Shard<S, V, C> {
+  readonly name: string
+  readonly definition: DistributedState.DistributedState<S, V, any, C>
+  readonly group: string
+  /** Routes a decoded one-way message to the actor. */
+  readonly deliver: (from: NodeId, message: Inbound) => Effect.Effect<void>
+  /** Answers a pull with the current snapshot frame. */
+  readonly reply: (from: NodeId, message: RequestSnapshot) => Effect.Effect<Uint8Array>
+  readonly peerJoined: (node: NodeId) => Effect.Effect<void>
+  readonly peerLeft: (node: NodeId) => Effect.Effect<void>
+  readonly mutate: (
+    apply: (state: S) => { readonly state: S; readonly change: C | undefined }
+  ) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull>
+  readonly query: <A>(options: QueryOptions, f: (views: ViewMap<V>) => A) => Effect.Effect<A, StalePeer>
+  readonly snapshot: Effect.Effect<ViewMap<V>>
+  readonly changes: Stream.Stream<ViewMap<V>>
+  readonly state: Effect.Effect<S>
+  readonly local: Effect.Effect<StateView<V>>
+  readonly syncStatus: Effect.Effect<ReadonlyArray<PeerSyncStatus>>
+  readonly metrics: Effect.Effect<StateSyncMetrics>
+  readonly health: (staleAfter: Duration.Duration) => Effect.Effect<StateHealth>
+}
+
+const monotonicMillis = Effect.clockWith((clock) => Effect.sync(() => Number(clock.monotonicTimeNanosUnsafe() / 1_000_000n)))
+
+/** Starts a shard in the current scope: loads or creates the owner state, spawns the actor, announces itself. */
+export const make = <S, V, D, C>(
+  definition: DistributedState.DistributedState<S, V, D, C>,
+  options: ShardOptions,
+  env: ShardEnv
+): Effect.Effect<Shard<S, V, C>, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const name = definition.name
+    const self = env.runtime.nodeId
+    const group = `dstate/state/${name}`
+    const codec = makeStateCodec(definition)
+    const persistence = options.persist ? env.persistence : undefined
+    const metrics = emptyMetrics()
+    const peers = new Map<NodeId, PeerStatusMut>()
+    const departed = new Map<NodeId, number>()
+    const annotate = Effect.annotateLogs({ state: name, node: self })
+    const project = (state: S): V => DistributedState_projectView(definition, state)
+
+    // ---- startup: load, migrate or start fresh -------------------------------------------------
+    const wallNow = yield* Clock.currentTimeMillis
+    const loaded = persistence === undefined
+      ? { owner: undefined, floor: undefined }
+      : yield* loadOwner(definition, persistence, codec.decodeState).pipe(annotate)
+    let owner: Owner<S, V>
+    if (loaded.owner !== undefined) {
+      owner = { ...loaded.owner, view: project(loaded.owner.state) }
+      if (loaded.migrated) yield* saveQuietly(owner)
+    } else {
+      const state = definition.initial()
+      const incarnation = Generation.nextIncarnation(wallNow, loaded.floor)
+      owner = { generation: Generation.initial(incarnation), state, view: project(state), createdAt: wallNow, modifiedAt: wallNow }
+      yield* saveQuietly(owner)
+    }
+
+    function saveQuietly(o: Owner<S, V>) {
+      if (persistence === undefined) return Effect.void
+      return toRecord(o).pipe(
+        Effect.flatMap((record) => persistence.save(name, record)),
+        Effect.catch((error) =>
+          Effect.logWarning("could not persist the state at startup").pipe(
+            Effect.annotateLogs({ error: error.message }),
+            annotate
+          )
+        )
+      )
+    }
+
+    function toRecord(o: Owner<S, V>): Effect.Effect<StoredState, PersistenceFailed> {
+      const encoded = codec.encodeState(o.state)
+      if (Result.isFailure(encoded)) {
+        return Effect.fail(new PersistenceFailed({ stateName: name, operation: "save", reason: encoded.failure.reason }))
+      }
+      return Effect.succeed({
+        generation: o.generation,
+        storageVersion: definition.storageVersion,
+        value: encoded.success as StoredState["value"],
+        createdAt: o.createdAt,
+        modifiedAt: o.modifiedAt
+      })
+    }
+
+    // ---- the published view map ----------------------------------------------------------------
+    const localEntry = (o: Owner<S, V>, syncedAt: number): StateView<V> => ({
+      source: self,
+      generation: o.generation,
+      wireVersion: definition.wireVersion,
+      value: o.view,
+      createdAt: o.createdAt,
+      modifiedAt: o.modifiedAt,
+      syncedAt,
+      pendingRemote: undefined
+    })
+    const views = yield* SubscriptionRef.make<ViewMap<V>>(new Map([[self, localEntry(owner, yield* monotonicMillis)]]))
+    const publish = (update: (map: Map<NodeId, StateView<V>>) => void) =>
+      Effect.suspend(() => {
+        const next = new Map(SubscriptionRef.getUnsafe(views))
+        update(next)
+        return SubscriptionRef.set(views, next)
+      })
+
+    // ---- outbound ------------------------------------------------------------------------------
+    let snapshotCache: { readonly generation: Generation.Generation; readonly frame: Uint8Array } | undefined
+    const snapshotFrame = Effect.suspend((): Effect.Effect<Uint8Array | undefined> => {
+      const o = owner
+      if (snapshotCache !== undefined && Generation.equals(snapshotCache.generation, o.generation)) {
+        return Effect.succeed(snapshotCache.frame)
+      }
+      const payload = codec.encodeView(o.view)
+      if (Result.isFailure(payload)) return logSendFailure(payload.failure)
+      const frame = encodeFrame(
+        new FullSnapshot({
+          stateName: name,
+          source: self,
+          generation: o.generation,
+          wireVersion: definition.wireVersion,
+          createdAt: o.createdAt,
+          modifiedAt: o.modifiedAt,
+          payload: payload.success
+        }),
+        env.maxFrameBytes
+      )
+      if (Result.isFailure(frame)) return logSendFailure(frame.failure)
+      snapshotCache = { generation: o.generation, frame: frame.success }
+      return Effect.succeed(frame.success)
+    })
+    const logSendFailure = (error: { readonly message: string }) =>
+      Effect.logError("cannot send the view").pipe(
+        Effect.annotateLogs({ error: error.message, generation: Generation.format(owner.generation) }),
+        annotate,
+        Effect.as(undefined)
+      )
+
+    const broadcastSnapshot = Effect.gen(function*() {
+      const frame = yield* snapshotFrame
+      if (frame === undefined) return
+      const members = yield* env.runtime.members(group)
+      metrics.snapshotsSent += members.filter((m) => m !== self).length
+      yield* env.runtime.broadcast(group, frame)
+    })
+
+    const sendSnapshot = (to: NodeId) =>
+      Effect.gen(function*() {
+        const frame = yield* snapshotFrame
+        if (frame === undefined) return
+        metrics.snapshotsSent++
+        yield* env.runtime.send(to, frame).pipe(Effect.ignore)
+      })
+
+    const requestFrame = (to: NodeId | undefined) => {
+      const held = to === undefined ? undefined : SubscriptionRef.getUnsafe(views).get(to)?.generation
+      const frame = encodeFrame(
+        new RequestSnapshot({
+          stateName: name,
+          source: self,
+          wireVersion: definition.wireVersion,
+          ...(held === undefined ? {} : { generation: held })
+        }),
+        env.maxFrameBytes
+      )
+      return Result.getOrThrow(frame)
+    }
+
+    const requestSnapshot = (to: NodeId, now: number) =>
+      Effect.suspend(() => {
+        const status = peerStatus(to)
+        if (status.lastSnapshotRequestAt !== undefined && now - status.lastSnapshotRequestAt < Duration.toMillis(options.pullTimeout)) {
+          return Effect.void
+        }
+        status.lastSnapshotRequestAt = now
+        metrics.snapshotRequestsSent++
+        return env.runtime.send(to, requestFrame(to)).pipe(Effect.ignore)
+      })
+
+    const broadcastDelta = (generation: Generation.Generation, modifiedAt: number, delta: D) =>
+      Effect.gen(function*() {
+        const payload = codec.encodeDelta(delta)
+        if (Result.isFailure(payload)) return yield* logSendFailure(payload.failure)
+        const frame = encodeFrame(
+          new DeltaUpdate({ stateName: name, source: self, generation, wireVersion: definition.wireVersion, modifiedAt, payload: payload.success }),
+          env.maxFrameBytes
+        )
+        if (Result.isFailure(frame)) {
+          // Too large as a delta: peers will see a gap and ask for the snapshot.
+          return yield* logSendFailure(frame.failure)
+        }
+        const members = yield* env.runtime.members(group)
+        metrics.deltasSent += members.filter((m) => m !== self).length
+        yield* env.runtime.broadcast(group, frame.success)
+      })
+
+    // ---- peer bookkeeping ----------------------------------------------------------------------
+    function peerStatus(node: NodeId): PeerStatusMut {
+      let status = peers.get(node)
+      if (status === undefined) {
+        status = {
+          gapCount: 0,
+          consecutiveFailures: 0,
+          lastSyncAt: undefined,
+          lastAttemptAt: undefined,
+          lastError: undefined,
+          lastSyncLatencyMillis: undefined,
+          lastSnapshotRequestAt: undefined,
+          lastHintAt: undefined
+        }
+        peers.set(node, status)
+      }
+      return status
+    }
+
+    const isDeparted = (node: NodeId, generation: Generation.Generation) => {
+      const incarnation = departed.get(node)
+      return incarnation !== undefined && generation.incarnation <= incarnation
+    }
+
+    const markDeparted = (node: NodeId, incarnation: number) => {
+      departed.delete(node)
+      departed.set(node, incarnation)
+      while (departed.size > env.departedCapacity) {
+        const oldest = departed.keys().next().value as NodeId
+        departed.delete(oldest)
+      }
+    }
+
+    const recordFailure = (node: NodeId, error: { readonly message: string }) => {
+      const status = peerStatus(node)
+      status.consecutiveFailures++
+      status.lastError = error.message
+      metrics.syncFailures++
+    }
+
+    const onDecodeFailure = (from: NodeId, error: MalformedMessage | UnsupportedWireVersion) =>
+      Effect.gen(function*() {
+        recordFailure(from, error)
+        if (error._tag === "MalformedMessage") {
+          metrics.malformedReceived++
+          return yield* Effect.logWarning("rejected a malformed payload").pipe(
+            Effect.annotateLogs({ peer: from, error: error.reason }),
+            annotate
+          )
+        }
+        metrics.unsupportedVersion++
+        yield* Effect.logWarning("peer sent an unsupported wire version").pipe(
+          Effect.annotateLogs({ peer: from, wireVersion: error.wireVersion, policy: options.versionMismatchPolicy }),
+          annotate
+        )
+        if (options.versionMismatchPolicy === "DropAndWait") {
+          yield* publish((map) => map.delete(from))
+        }
+      })
+
+    /** A peer holds a newer generation of ours than we do: our clock stepped back or an older state was restored. */
+    const reincarnate = (seen: Generation.Generation) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const incarnation = Generation.nextIncarnation(now, Math.max(seen.incarnation, owner.generation.incarnation))
+        const next: Owner<S, V> = { ...owner, generation: Generation.initial(incarnation), modifiedAt: now }
+        yield* Effect.logWarning("a peer holds a newer generation of this node's state; moving to a new incarnation").pipe(
+          Effect.annotateLogs({ seen: Generation.format(seen), held: Generation.format(owner.generation), incarnation }),
+          annotate
+        )
+        if (persistence !== undefined) {
+          const saved = yield* toRecord(next).pipe(Effect.flatMap((r) => persistence.save(name, r)), Effect.result)
+          if (Result.isFailure(saved)) {
+            metrics.persistenceFailures++
+            return false
+          }
+        }
+        owner = next
+        const syncedAt = yield* monotonicMillis
+        yield* publish((map) => map.set(self, localEntry(next, syncedAt)))
+        yield* broadcastSnapshot
+        return true
+      })
+
+    // ---- inbound -------------------------------------------------------------------------------
+    const hintStale = (from: NodeId, now: number) =>
+      Effect.suspend(() => {
+        // The owner sent something older than what we hold: tell it what we hold (rate-limited), so
+        // an owner that went back in time moves to a newer incarnation.
+        const status = peerStatus(from)
+        if (status.lastHintAt !== undefined && now - status.lastHintAt < Duration.toMillis(options.pullTimeout)) {
+          return Effect.void
+        }
+        status.lastHintAt = now
+        metrics.snapshotRequestsSent++
+        return env.runtime.send(from, requestFrame(from)).pipe(Effect.ignore)
+      })
+
+    const onSnapshot = (from: NodeId, m: FullSnapshot) =>
+      Effect.gen(function*() {
+        const now = yield* monotonicMillis
+        const status = peerStatus(from)
+        status.lastAttemptAt = now
+        const held = SubscriptionRef.getUnsafe(views).get(from)
+        const verdict = Acceptance.snapshot(held?.generation, m.generation)
+        switch (verdict._tag) {
+          case "Duplicate": {
+            metrics.staleDiscarded++
+            status.lastSyncAt = now
+            status.consecutiveFailures = 0
+            const pending = held!.pendingRemote
+            const clearPending = pending !== undefined && !Generation.isNewer(pending, m.generation)
+            yield* publish((map) =>
+              map.set(from, { ...held!, syncedAt: now, pendingRemote: clearPending ? undefined : pending })
+            )
+            return
+          }
+          case "Stale": {
+            metrics.staleDiscarded++
+            return yield* hintStale(from, now)
+          }
+          default: {
+            const value = codec.decodeView(m.payload, m.wireVersion, from)
+            if (Result.isFailure(value)) return yield* onDecodeFailure(from, value.failure)
+            metrics.snapshotsReceived++
+            status.lastSyncAt = now
+            status.consecutiveFailures = 0
+            status.lastSnapshotRequestAt = undefined
+            const pending = held?.pendingRemote
+            yield* publish((map) =>
+              map.set(from, {
+                source: from,
+                generation: m.generation,
+                wireVersion: m.wireVersion,
+                value: value.success,
+                createdAt: m.createdAt,
+                modifiedAt: m.modifiedAt,
+                syncedAt: now,
+                pendingRemote: pending !== undefined && Generation.isNewer(pending, m.generation) ? pending : undefined
+              })
+            )
+          }
+        }
+      })
+
+    const onDelta = (from: NodeId, m: DeltaUpdate) =>
+      Effect.gen(function*() {
+        const now = yield* monotonicMillis
+        const status = peerStatus(from)
+        status.lastAttemptAt = now
+        const held = SubscriptionRef.getUnsafe(views).get(from)
+        const verdict = Acceptance.delta(held?.generation, m.generation)
+        switch (verdict._tag) {
+          case "Duplicate":
+          case "Stale": {
+            metrics.staleDiscarded++
+            if (verdict._tag === "Stale") yield* hintStale(from, now)
+            return
+          }
+          case "Gap": {
+            metrics.gapsDetected++
+            status.gapCount++
+            yield* Effect.logDebug("gap in deltas; requesting a snapshot").pipe(
+              Effect.annotateLogs({
+                peer: from,
+                reason: verdict.reason,
+                held: held === undefined ? "none" : Generation.format(held.generation),
+                received: Generation.format(m.generation)
+              }),
+              annotate
+            )
+            return yield* requestSnapshot(from, now)
+          }
+          case "Accept": {
+            if (definition._tag !== "Delta") {
+              return yield* onDecodeFailure(from, new MalformedMessage({ node: from, stateName: name, reason: "delta for a simple state" }))
+            }
+            const delta = codec.decodeDelta(m.payload, m.wireVersion, from)
+            if (Result.isFailure(delta)) return yield* onDecodeFailure(from, delta.failure)
+            const applied = yield* Effect.try({
+              try: () => definition.applyDelta(held!.value, delta.success),
+              catch: (cause) => new MalformedMessage({ node: from, stateName: name, reason: `applyDelta threw: ${String(cause)}` })
+            }).pipe(Effect.result)
+            if (Result.isFailure(applied)) {
+              yield* onDecodeFailure(from, applied.failure)
+              return yield* requestSnapshot(from, now)
+            }
+            metrics.deltasReceived++
+            status.lastSyncAt = now
+            status.consecutiveFailures = 0
+            const pending = held!.pendingRemote
+            yield* publish((map) =>
+              map.set(from, {
+                ...held!,
+                generation: m.generation,
+                wireVersion: m.wireVersion,
+                value: applied.success,
+                modifiedAt: m.modifiedAt,
+                syncedAt: now,
+                pendingRemote: pending !== undefined && Generation.isNewer(pending, m.generation) ? pending : undefined
+              })
+            )
+          }
+        }
+      })
+
+    const onRequest = (from: NodeId, m: RequestSnapshot) =>
+      Effect.gen(function*() {
+        metrics.snapshotRequestsReceived++
+        if (m.generation !== undefined && Generation.isNewer(m.generation, owner.generation)) {
+          const moved = yield* reincarnate(m.generation)
+          if (moved) return // the broadcast reached the requester too
+        }
+        yield* sendSnapshot(from)
+      })
+
+    const onMutate = (apply: (state: S) => { readonly state: S; readonly change: C | undefined }, done: Deferred.Deferred<Committed<S>, PersistenceFailed>) =>
+      Effect.gen(function*() {
+        const before = owner
+        const result = yield* Effect.try({ try: () => apply(before.state), catch: (cause) => cause }).pipe(Effect.result)
+        if (Result.isFailure(result)) return yield* Deferred.die(done, result.failure)
+        const now = yield* Clock.currentTimeMillis
+        const next: Owner<S, V> = {
+          generation: Generation.next(before.generation),
+          state: result.success.state,
+          view: before.view,
+          createdAt: before.createdAt,
+          modifiedAt: now
+        }
+        if (persistence !== undefined) {
+          const saved = yield* toRecord(next).pipe(
+            Effect.flatMap((record) => persistence.save(name, record, result.success.change)),
+            Effect.result
+          )
+          if (Result.isFailure(saved)) {
+            metrics.persistenceFailures++
+            yield* Effect.logWarning("mutation not committed: persistence failed").pipe(
+              Effect.annotateLogs({ error: saved.failure.message, age: before.generation.age }),
+              annotate
+            )
+            return yield* Deferred.fail(done, saved.failure)
+          }
+        }
+        const view = yield* Effect.try({ try: () => project(next.state), catch: (cause) => cause }).pipe(Effect.orDie)
+        const committed: Owner<S, V> = { ...next, view }
+        owner = committed
+        metrics.mutations++
+        const syncedAt = yield* monotonicMillis
+        yield* publish((map) => map.set(self, localEntry(committed, syncedAt)))
+        yield* Deferred.succeed(done, { generation: committed.generation, state: committed.state })
+        if (options.strategy.pushMode === "ActivePush") {
+          if (definition._tag === "Delta" && result.success.change !== undefined) {
+            const delta = definition.projectDelta(result.success.change)
+            yield* broadcastDelta(committed.generation, committed.modifiedAt, delta)
+          } else {
+            yield* broadcastSnapshot
+          }
+        }
+      })
+
+    const onPeerJoined = (node: NodeId) =>
+      Effect.gen(function*() {
+        departed.delete(node)
+        const members = yield* env.runtime.members(group)
+        if (!members.includes(node)) return
+        yield* sendSnapshot(node)
+        metrics.snapshotRequestsSent++
+        yield* env.runtime.send(node, requestFrame(node)).pipe(Effect.ignore)
+      })
+
+    const onPeerLeft = (node: NodeId) =>
+      Effect.gen(function*() {
+        const held = SubscriptionRef.getUnsafe(views).get(node)
+        // Without a view we do not know its incarnation: ignore all until it rejoins.
+        markDeparted(node, held === undefined ? Number.MAX_SAFE_INTEGER : held.generation.incarnation)
+        peers.delete(node)
+        if (held !== undefined) yield* publish((map) => map.delete(node))
+      })
+
+    const receive = (message: Message<S, C>): Effect.Effect<void> => {
+      switch (message._tag) {
+        case "Mutate":
+          return onMutate(message.apply, message.done)
+        case "PeerJoined":
+          return onPeerJoined(message.node)
+        case "PeerLeft":
+          return onPeerLeft(message.node)
+        case "Inbound": {
+          const { from, message: m } = message
+          const handled = m._tag === "RequestSnapshot"
+            ? onRequest(from, m)
+            : isDeparted(from, m.generation)
+            ? Effect.sync(() => {
+              metrics.departedIgnored++
+            })
+            : m._tag === "FullSnapshot"
+            ? onSnapshot(from, m)
+            : onDelta(from, m)
+          return message.done === undefined ? handled : Effect.ensuring(handled, Deferred.succeed(message.done, undefined))
+        }
+      }
+    }
+
+    const actor: ActorRef<Message<S, C>> = yield* env.runtime.spawn<Message<S, C>, never>({
+      name: `state/${name}`,
+      mailbox: options.mailbox,
+      receive: (m) => receive(m).pipe(annotate),
+      onDefect: (m, defect) =>
+        m._tag === "Mutate"
+          ? Deferred.die(m.done, defect).pipe(Effect.asVoid)
+          : m._tag === "Inbound" && m.done !== undefined
+          ? Deferred.succeed(m.done, undefined).pipe(Effect.asVoid)
+          : Effect.void
+    })
+
+    const tellDropping = (message: Message<S, C>) =>
+      actor.tell(message).pipe(
+        Effect.catch(() =>
+          Effect.sync(() => {
+            metrics.mailboxDropped++
+          })
+        )
+      )
+
+    // ---- pulls ---------------------------------------------------------------------------------
+    const inFlightPulls = new Map<NodeId, Deferred.Deferred<void, StalePeer>>()
+    const stalePeer = (node: NodeId) =>
+      new StalePeer({ stateName: name, node, lastSyncedAt: SubscriptionRef.getUnsafe(views).get(node)?.syncedAt ?? 0 })
+
+    const runPull = (node: NodeId) =>
+      Effect.gen(function*() {
+        metrics.pulls++
+        const started = yield* monotonicMillis
+        peerStatus(node).lastAttemptAt = started
+        const reply = yield* env.runtime.request(node, requestFrame(node), options.pullTimeout).pipe(Effect.result)
+        if (Result.isFailure(reply)) {
+          recordFailure(node, reply.failure)
+          return yield* Effect.fail(stalePeer(node))
+        }
+        const decoded = decodeFrame(reply.success, env.maxFrameBytes, node)
+        if (Result.isFailure(decoded) || decoded.success._tag !== "FullSnapshot" || decoded.success.stateName !== name) {
+          const error = Result.isFailure(decoded)
+            ? decoded.failure
+            : new MalformedMessage({ node, stateName: name, reason: `unexpected reply ${decoded.success._tag}` })
+          recordFailure(node, error)
+          metrics.malformedReceived++
+          return yield* Effect.fail(stalePeer(node))
+        }
+        const applied = yield* Deferred.make<void>()
+        const told = yield* actor.tell({ _tag: "Inbound", from: node, message: decoded.success, done: applied }).pipe(Effect.result)
+        if (Result.isFailure(told)) {
+          recordFailure(node, told.failure)
+          return yield* Effect.fail(stalePeer(node))
+        }
+        yield* Deferred.await(applied)
+        peerStatus(node).lastSyncLatencyMillis = (yield* monotonicMillis) - started
+      })
+
+    const pull = (node: NodeId): Effect.Effect<void, StalePeer> =>
+      Effect.suspend(() => {
+        const existing = inFlightPulls.get(node)
+        if (existing !== undefined) return Deferred.await(existing)
+        return Effect.uninterruptibleMask((restore) =>
+          Effect.gen(function*() {
+            const deferred = yield* Deferred.make<void, StalePeer>()
+            inFlightPulls.set(node, deferred)
+            const exit = yield* Effect.exit(restore(runPull(node)))
+            inFlightPulls.delete(node)
+            yield* Deferred.done(deferred, exit)
+            return yield* exit
+          })
+        )
+      })
+
+    const staleEntries = (map: ViewMap<V>, now: number, maxStaleness: number): Array<StateView<V>> => {
+      const stale: Array<StateView<V>> = []
+      for (const entry of map.values()) {
+        if (entry.source === self) continue
+        if (entry.pendingRemote !== undefined || now - entry.syncedAt > maxStaleness) stale.push(entry)
+      }
+      return stale
+    }
+
+    const query = <A>(queryOptions: QueryOptions, f: (views: ViewMap<V>) => A): Effect.Effect<A, StalePeer> =>
+      Effect.gen(function*() {
+        const map = SubscriptionRef.getUnsafe(views)
+        if (queryOptions.maxStaleness === undefined) return f(map)
+        const maxStaleness = Duration.toMillis(queryOptions.maxStaleness)
+        const now = yield* monotonicMillis
+        const stale = staleEntries(map, now, maxStaleness)
+        if (stale.length === 0) return f(map)
+        if (!options.strategy.pullOnQuery) return yield* Effect.fail(stalePeer(stale[0].source))
+        yield* Effect.forEach(stale, (entry) => pull(entry.source), { concurrency: "unbounded", discard: true })
+        const after = SubscriptionRef.getUnsafe(views)
+        const stillStale = staleEntries(after, yield* monotonicMillis, maxStaleness)
+        if (stillStale.length > 0) return yield* Effect.fail(stalePeer(stillStale[0].source))
+        return f(after)
+      })
+
+    // ---- announce ------------------------------------------------------------------------------
+    yield* env.runtime.joinGroup(group)
+    yield* Effect.addFinalizer(() => env.runtime.leaveGroup(group))
+    yield* broadcastSnapshot
+    const members = yield* env.runtime.members(group)
+    const others = members.filter((m) => m !== self)
+    metrics.snapshotRequestsSent += others.length
+    if (others.length > 0) yield* env.runtime.broadcast(group, requestFrame(undefined))
+
+    const statusOf = (node: NodeId, status: PeerSyncStatus | PeerStatusMut, map: ViewMap<V>): PeerSyncStatus => {
+      const held = map.get(node)
+      return {
+        node,
+        localAge: owner.generation.age,
+        remoteAge: held?.generation.age,
+        remoteIncarnation: held?.generation.incarnation,
+        gapCount: status.gapCount,
+        consecutiveFailures: status.consecutiveFailures,
+        lastSyncAt: status.lastSyncAt,
+        lastAttemptAt: status.lastAttemptAt,
+        lastError: status.lastError,
+        lastSyncLatencyMillis: status.lastSyncLatencyMillis
+      }
+    }
+
+    return {
+      name,
+      definition,
+      group,
+      deliver: (from, message) => tellDropping({ _tag: "Inbound", from, message }),
+      reply: (from, message) =>
+        Effect.gen(function*() {
+          metrics.snapshotRequestsReceived++
+          if (message.generation !== undefined && Generation.isNewer(message.generation, owner.generation)) {
+            // Let the actor move to a newer incarnation; the pull gets the current snapshot meanwhile.
+            yield* tellDropping({ _tag: "Inbound", from, message })
+          }
+          metrics.snapshotsSent++
+          const frame = yield* snapshotFrame
+          return frame ?? new Uint8Array(0)
+        }),
+      peerJoined: (node) => tellDropping({ _tag: "PeerJoined", node }),
+      peerLeft: (node) => tellDropping({ _tag: "PeerLeft", node }),
+      mutate: (apply) =>
+        Effect.gen(function*() {
+          const done = yield* Deferred.make<Committed<S>, PersistenceFailed>()
+          yield* actor.tell({ _tag: "Mutate", apply, done })
+          return yield* Deferred.await(done)
+        }),
+      query,
+      snapshot: SubscriptionRef.get(views),
+      changes: SubscriptionRef.changes(views),
+      state: Effect.sync(() => owner.state),
+      local: Effect.sync(() => SubscriptionRef.getUnsafe(views).get(self)!),
+      syncStatus: Effect.sync(() => {
+        const map = SubscriptionRef.getUnsafe(views)
+        const out: Array<PeerSyncStatus> = []
+        for (const node of map.keys()) {
+          if (node !== self) out.push(statusOf(node, peerStatus(node), map))
+        }
+        return out
+      }),
+      metrics: Effect.sync(() => ({ ...metrics })),
+      health: (staleAfter) =>
+        Effect.gen(function*() {
+          const now = yield* monotonicMillis
+          const map = SubscriptionRef.getUnsafe(views)
+          let fresh = 0
+          let stale = 0
+          let failing = 0
+          for (const entry of map.values()) {
+            if (entry.source === self) continue
+            const status = peers.get(entry.source)
+            if (status !== undefined && status.consecutiveFailures > 0) failing++
+            else if (entry.pendingRemote !== undefined || now - entry.syncedAt > Duration.toMillis(staleAfter)) stale++
+            else fresh++
+          }
+          const total = fresh + stale + failing
+          return {
+            stateName: name,
+            status: failing > 0 && failing * 2 >= total ? "Unhealthy" : failing > 0 || stale > 0 ? "Degraded" : "Healthy",
+            peers: total,
+            freshPeers: fresh,
+            stalePeers: stale,
+            failingPeers: failing
+          } satisfies StateHealth
+        })
+    }
+  })
+
+const DistributedState_projectView = <S, V, D, C>(
+  definition: DistributedState.DistributedState<S, V, D, C>,
+  state: S
+): V => definition._tag === "Simple" ? state as unknown as V : definition.projectView(state)
+
+interface Loaded<S> {
+  readonly owner:
+    | { readonly generation: Generation.Generation; readonly state: S; readonly createdAt: number; readonly modifiedAt: number }
+    | undefined
+  readonly migrated?: boolean
+  readonly floor: number | undefined
+}
+
+const loadOwner = <S, V, D, C>(
+  definition: DistributedState.DistributedState<S, V, D, C>,
+  persistence: StatePersistence["Service"],
+  decodeState: (encoded: unknown) => Result.Result<S, MalformedMessage>
+): Effect.Effect<Loaded<S>> =>
+  Effect.gen(function*() {
+    const name = definition.name
+    const loaded = yield* persistence.load(name).pipe(Effect.result)
+    if (Result.isFailure(loaded)) {
+      yield* Effect.logWarning("could not load the persisted state; starting fresh with a new incarnation").pipe(
+        Effect.annotateLogs({ error: loaded.failure.message })
+      )
+      return { owner: undefined, floor: undefined }
+    }
+    const record = loaded.success
+    if (record === undefined) return { owner: undefined, floor: undefined }
+    const floor = record.generation.incarnation
+    const fromRecord = (state: S) => ({
+      generation: record.generation,
+      state,
+      createdAt: record.createdAt,
+      modifiedAt: record.modifiedAt
+    })
+    if (record.storageVersion === definition.storageVersion) {
+      const state = decodeState(record.value)
+      if (Result.isSuccess(state)) return { owner: fromRecord(state.success), floor }
+      yield* Effect.logWarning("persisted state does not decode; starting fresh with a new incarnation").pipe(
+        Effect.annotateLogs({ error: state.failure.reason })
+      )
+      return { owner: undefined, floor }
+    }
+    const migrated = record.storageVersion < definition.storageVersion && definition.migrateState !== undefined
+      ? yield* definition.migrateState(record.value, record.storageVersion).pipe(
+        Effect.catchDefect((defect) =>
+          Effect.fail(
+            new MigrationFailed({
+              stateName: name,
+              fromVersion: record.storageVersion,
+              toVersion: definition.storageVersion,
+              reason: String(defect)
+            })
+          )
+        ),
+        Effect.result
+      )
+      : Result.fail(
+        new MigrationFailed({
+          stateName: name,
+          fromVersion: record.storageVersion,
+          toVersion: definition.storageVersion,
+          reason: record.storageVersion > definition.storageVersion
+            ? "stored by a newer version of this state"
+            : "no migrateState for older storage versions"
+        })
+      )
+    if (Result.isSuccess(migrated)) {
+      yield* Effect.logInfo("migrated the persisted state").pipe(
+        Effect.annotateLogs({ fromVersion: record.storageVersion, toVersion: definition.storageVersion })
+      )
+      return { owner: fromRecord(migrated.success), migrated: true, floor }
+    }
+    yield* Effect.logWarning("could not migrate the persisted state; starting fresh with a new incarnation").pipe(
+      Effect.annotateLogs({ error: migrated.failure.message })
+    )
+    return { owner: undefined, floor }
+  })
+
+export const causeMessage = (cause: Cause.Cause<unknown>): string => Cause.pretty(cause)

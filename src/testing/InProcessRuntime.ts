@@ -1,0 +1,76 @@
+/**
+ * The in-process runtime: `ActorRuntime` and `ClusterEvents` for a node that
+ * lives in the same process as its peers, connected by a `SimNetwork`. Used by
+ * `TestCluster` and by applications that want several nodes in one process.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer } from "effect"
+import { ActorRuntime, after, every, spawnActor } from "../ActorRuntime.ts"
+import { ClusterEvents, makeSource } from "../ClusterEvents.ts"
+import type { NodeId } from "../NodeId.ts"
+import type { Endpoint, SimNetwork } from "./SimNetwork.ts"
+
+/**
+ * A node attached to `network` as `nodeId` for as long as the layer lives.
+ * Closing the layer's scope is a graceful leave; `crash` in `TestCluster`
+ * marks the node dead first, so its frames in flight are dropped.
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layer = (
+  network: SimNetwork,
+  nodeId: NodeId,
+  options?: { readonly onEndpoint?: ((endpoint: Endpoint) => void) | undefined }
+): Layer.Layer<ActorRuntime | ClusterEvents> =>
+  Layer.effectContext(Effect.gen(function*() {
+    const source = yield* makeSource
+    const endpoint: Endpoint = {
+      nodeId,
+      inbound: undefined,
+      alive: true,
+      busy: 0,
+      joined: source.joined,
+      left: source.left
+    }
+    options?.onEndpoint?.(endpoint)
+    const hooks = {
+      onEnqueue: () => {
+        endpoint.busy++
+      },
+      onDone: () => {
+        endpoint.busy--
+      }
+    }
+    yield* network.attach(endpoint)
+    yield* Effect.addFinalizer(() => network.detach(nodeId, !endpoint.alive))
+    const runtime = ActorRuntime.of({
+      nodeId,
+      spawn: (spawnOptions) => spawnActor(spawnOptions, hooks),
+      every,
+      after,
+      serve: (inbound) =>
+        Effect.acquireRelease(
+          Effect.sync(() => {
+            endpoint.inbound = inbound
+          }),
+          () =>
+            Effect.sync(() => {
+              endpoint.inbound = undefined
+            })
+        ),
+      joinGroup: (group) => Effect.sync(() => network.joinGroup(group, nodeId)),
+      leaveGroup: (group) => Effect.sync(() => network.leaveGroup(group, nodeId)),
+      members: (group) => Effect.sync(() => network.members(group)),
+      broadcast: (group, frame) =>
+        Effect.forEach(
+          network.members(group).filter((m) => m !== nodeId),
+          (member) => Effect.ignore(network.send(nodeId, member, frame)),
+          { discard: true }
+        ),
+      send: (to, frame) => network.send(nodeId, to, frame),
+      request: (to, frame, timeout) => network.request(nodeId, to, frame, timeout)
+    })
+    return Context.make(ActorRuntime, runtime).pipe(Context.add(ClusterEvents, source.service))
+  }))
