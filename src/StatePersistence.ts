@@ -91,3 +91,11 @@ export const makeMemory = (records: Map<string, string>): StatePersistence["Serv
         return Effect.void
       })
   })
+
+/**
+ * The in-memory store (same as `StatePersistence.StatePersistence.layerMemory`).
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerMemory: Layer.Layer<StatePersistence> = StatePersistence.layerMemory

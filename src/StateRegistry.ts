@@ -430,3 +430,22 @@ export const health: Effect.Effect<SystemHealth, never, StateRegistry> = Effect.
   StateRegistry,
   (registry) => registry.health
 )
+
+/**
+ * The registry layer (same as `StateRegistry.StateRegistry.layer`): needs an
+ * `ActorRuntime` and `ClusterEvents`, uses a `StatePersistence` when present.
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layer: Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEvents> = StateRegistry.layer
+
+/**
+ * The registry layer with some configuration changed.
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerWith: (
+  options: Partial<RegistryConfig> & { readonly maxFrameBytes?: number | undefined }
+) => Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEvents> = StateRegistry.layerWith
