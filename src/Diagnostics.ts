@@ -59,10 +59,21 @@ export interface StateSyncMetrics {
   readonly unsupportedVersion: number
   /** Inbound messages dropped because the shard's mailbox was full. */
   readonly mailboxDropped: number
+  /** Change-feed notices that marked a view as pending. */
+  readonly noticesReceived: number
+  /** Pulls started by queries (concurrent queries share one). */
   readonly pulls: number
+  /** Failed pulls, undecodable or unsupported payloads. */
   readonly syncFailures: number
+  /** Mutations whose urgency was `Suppress`. */
   readonly suppressed: number
+  /** Mutations whose urgency was `Immediate`. */
   readonly immediate: number
+  /** Mutations whose urgency was `Delayed`. */
+  readonly delayed: number
+  /** Periodic full syncs that sent a snapshot (ticks with no change send nothing and are not counted). */
+  readonly periodicSyncs: number
+  /** Saves that failed (the mutation was not committed). */
   readonly persistenceFailures: number
 }
 
@@ -78,7 +89,11 @@ export interface InboundMetrics {
   readonly framesRejected: number
   readonly malformed: number
   readonly tooLarge: number
+  /** Messages or change-feed notices naming a state not registered here. */
   readonly unknownState: number
+  readonly feedBatchesSent: number
+  readonly feedNoticesSent: number
+  readonly feedBatchesReceived: number
 }
 
 /**

@@ -5,19 +5,20 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Layer, PubSub, Result, Scope, Stream } from "effect"
+import { Context, Duration, Effect, Layer, PubSub, Result, Schedule, Scope, type Stream } from "effect"
 import { ActorRuntime, type MailboxCapacity, RequestRejected } from "./ActorRuntime.ts"
 import { ClusterEvents } from "./ClusterEvents.ts"
 import type { HealthStatus, InboundMetrics, PeerSyncStatus, StateHealth, StateSyncMetrics, SystemHealth } from "./Diagnostics.ts"
 import type * as DistributedState from "./DistributedState.ts"
 import { DuplicateStateName, type MailboxFull, type PersistenceFailed, type StalePeer, StateNotRegistered } from "./DStateError.ts"
 import type { Generation } from "./Generation.ts"
+import * as ChangeFeed from "./internal/changeFeed.ts"
 import { decodeFrame } from "./internal/codec.ts"
 import * as Shard from "./internal/shard.ts"
 import type { NodeId } from "./NodeId.ts"
 import { StatePersistence } from "./StatePersistence.ts"
 import type { StateView, ViewMap } from "./StateView.ts"
-import { MaxFrameBytes } from "./SyncMessage.ts"
+import { type BatchedChangeFeed, MaxFrameBytes } from "./SyncMessage.ts"
 import * as SyncStrategy from "./SyncStrategy.ts"
 
 /**
@@ -163,6 +164,8 @@ export interface RegistryConfig {
   readonly departedCapacity: number
   /** Views older than this count as stale in `health` (default 30 seconds). */
   readonly healthStaleAfter: Duration.Input
+  /** When the change feed flushes its batch (a `Schedule`, or a duration for a fixed spacing; default every second). */
+  readonly changeFeedFlush: Schedule.Schedule<unknown> | Duration.Input
 }
 
 /**
@@ -172,7 +175,7 @@ export interface RegistryConfig {
  * @since 0.1.0
  */
 export const Config = Context.Reference<RegistryConfig>("dstate/StateRegistry/Config", {
-  defaultValue: () => ({ departedCapacity: 10_000, healthStaleAfter: "30 seconds" })
+  defaultValue: () => ({ departedCapacity: 10_000, healthStaleAfter: "30 seconds", changeFeedFlush: "1 second" })
 })
 
 /**
@@ -216,9 +219,20 @@ export class StateRegistry extends Context.Service<StateRegistry, {
       const scope = yield* Scope.Scope
       const shards = new Map<string, Shard.Shard<any, any, any>>()
       const handles = new Map<string, { readonly definition: DistributedState.Any; readonly handle: unknown }>()
-      const inbound = { framesReceived: 0, framesRejected: 0, malformed: 0, tooLarge: 0, unknownState: 0 }
+      const inbound = {
+        framesReceived: 0,
+        framesRejected: 0,
+        malformed: 0,
+        tooLarge: 0,
+        unknownState: 0,
+        feedBatchesSent: 0,
+        feedNoticesSent: 0,
+        feedBatchesReceived: 0
+      }
+      const feed = ChangeFeed.make(runtime.nodeId, maxFrameBytes)
       const env: Shard.ShardEnv = {
         runtime,
+        notify: feed.notify,
         persistence: persistence._tag === "Some" ? persistence.value : undefined,
         maxFrameBytes,
         departedCapacity: config.departedCapacity
@@ -243,7 +257,7 @@ export class StateRegistry extends Context.Service<StateRegistry, {
             const decoded = decodeFrame(frame, maxFrameBytes, from)
             if (Result.isFailure(decoded)) return reject(from, decoded.failure)
             const message = decoded.success
-            if (message._tag === "BatchedChangeFeed") return Effect.void
+            if (message._tag === "BatchedChangeFeed") return routeFeed(message)
             const shard = shards.get(message.stateName)
             if (shard === undefined) {
               inbound.unknownState++
@@ -274,6 +288,35 @@ export class StateRegistry extends Context.Service<StateRegistry, {
             return shard.reply(from, message)
           })
       })
+
+      // The change feed: one batch per interval for every state type, to every node.
+      yield* runtime.joinGroup(FEED_GROUP)
+      const flushSchedule = Schedule.isSchedule(config.changeFeedFlush)
+        ? config.changeFeedFlush as Schedule.Schedule<unknown>
+        : Schedule.spaced(config.changeFeedFlush as Duration.Input)
+      yield* runtime.every(
+        flushSchedule,
+        ChangeFeed.flush(feed, (frame) => runtime.broadcast(FEED_GROUP, frame), (notices) => {
+          inbound.feedBatchesSent++
+          inbound.feedNoticesSent += notices
+        }).pipe(annotate)
+      )
+
+      function routeFeed(batch: BatchedChangeFeed) {
+        return Effect.gen(function*() {
+          if (batch.source === runtime.nodeId) return
+          inbound.feedBatchesReceived++
+          for (const notice of batch.notices) {
+            if (notice.source === runtime.nodeId) continue
+            const shard = shards.get(notice.stateName)
+            if (shard === undefined) {
+              inbound.unknownState++
+              continue
+            }
+            yield* shard.markStale(notice.source, notice.generation)
+          }
+        })
+      }
 
       // Membership: every state hears of joins and departures, in order.
       const subscription = yield* events.subscribe
@@ -348,6 +391,8 @@ export class StateRegistry extends Context.Service<StateRegistry, {
     )
   }
 }
+
+const FEED_GROUP = "dstate/feed"
 
 const severity: Record<HealthStatus, number> = { Healthy: 0, Degraded: 1, Unhealthy: 2 }
 const worst = (statuses: ReadonlyArray<HealthStatus>): HealthStatus =>

@@ -5,7 +5,7 @@
  * according to the sync strategy.
  * @internal
  */
-import { Cause, Clock, Deferred, Duration, Effect, Result, type Scope, Stream, SubscriptionRef } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Fiber, Result, Scope, type Stream, SubscriptionRef } from "effect"
 import type { ActorRef, ActorRuntime, MailboxCapacity } from "../ActorRuntime.ts"
 import type { PeerSyncStatus, StateHealth, StateSyncMetrics } from "../Diagnostics.ts"
 import type * as DistributedState from "../DistributedState.ts"
@@ -21,9 +21,11 @@ import * as Generation from "../Generation.ts"
 import type { NodeId } from "../NodeId.ts"
 import type { StatePersistence, StoredState } from "../StatePersistence.ts"
 import type { StateView, ViewMap } from "../StateView.ts"
-import { DeltaUpdate, FullSnapshot, RequestSnapshot } from "../SyncMessage.ts"
+import { type ChangeNotice, DeltaUpdate, FullSnapshot, RequestSnapshot } from "../SyncMessage.ts"
+import type * as SyncUrgency from "../SyncUrgency.ts"
 import type { SyncStrategy } from "../SyncStrategy.ts"
 import * as Acceptance from "./acceptance.ts"
+import * as Counters from "./counters.ts"
 import { decodeFrame, encodeFrame, makeStateCodec } from "./codec.ts"
 
 /** What a version mismatch does to the view held of that peer. */
@@ -39,6 +41,8 @@ export interface ShardOptions {
 
 export interface ShardEnv {
   readonly runtime: ActorRuntime["Service"]
+  /** The node's change-feed aggregator. */
+  readonly notify: (notice: ChangeNotice) => void
   readonly persistence: StatePersistence["Service"] | undefined
   readonly maxFrameBytes: number
   readonly departedCapacity: number
@@ -64,6 +68,9 @@ type Message<S, C> =
   | { readonly _tag: "Inbound"; readonly from: NodeId; readonly message: Inbound; readonly done?: Deferred.Deferred<void> }
   | { readonly _tag: "PeerJoined"; readonly node: NodeId }
   | { readonly _tag: "PeerLeft"; readonly node: NodeId }
+  | { readonly _tag: "MarkStale"; readonly source: NodeId; readonly generation: Generation.Generation }
+  | { readonly _tag: "FlushDelayed" }
+  | { readonly _tag: "PeriodicSync" }
 
 interface Owner<S, V> {
   readonly generation: Generation.Generation
@@ -84,28 +91,29 @@ interface PeerStatusMut {
   lastHintAt: number | undefined
 }
 
-type MetricsMut = { -readonly [K in keyof StateSyncMetrics]: number }
-
-const emptyMetrics = (): MetricsMut => ({
-  mutations: 0,
-  snapshotsSent: 0,
-  snapshotsReceived: 0,
-  deltasSent: 0,
-  deltasReceived: 0,
-  snapshotRequestsSent: 0,
-  snapshotRequestsReceived: 0,
-  staleDiscarded: 0,
-  gapsDetected: 0,
-  departedIgnored: 0,
-  malformedReceived: 0,
-  unsupportedVersion: 0,
-  mailboxDropped: 0,
-  pulls: 0,
-  syncFailures: 0,
-  suppressed: 0,
-  immediate: 0,
-  persistenceFailures: 0
-})
+const metricKeys: ReadonlyArray<keyof StateSyncMetrics> = [
+  "mutations",
+  "snapshotsSent",
+  "snapshotsReceived",
+  "deltasSent",
+  "deltasReceived",
+  "snapshotRequestsSent",
+  "snapshotRequestsReceived",
+  "staleDiscarded",
+  "gapsDetected",
+  "departedIgnored",
+  "malformedReceived",
+  "unsupportedVersion",
+  "mailboxDropped",
+  "noticesReceived",
+  "pulls",
+  "syncFailures",
+  "suppressed",
+  "immediate",
+  "delayed",
+  "periodicSyncs",
+  "persistenceFailures"
+]
 
 export interface Shard<S, V, C> {
   readonly name: string
@@ -117,6 +125,8 @@ export interface Shard<S, V, C> {
   readonly reply: (from: NodeId, message: RequestSnapshot) => Effect.Effect<Uint8Array>
   readonly peerJoined: (node: NodeId) => Effect.Effect<void>
   readonly peerLeft: (node: NodeId) => Effect.Effect<void>
+  /** A change-feed notice: `source`'s view reached `generation`. */
+  readonly markStale: (source: NodeId, generation: Generation.Generation) => Effect.Effect<void>
   readonly mutate: (
     apply: (state: S) => { readonly state: S; readonly change: C | undefined }
   ) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull>
@@ -130,6 +140,8 @@ export interface Shard<S, V, C> {
   readonly health: (staleAfter: Duration.Duration) => Effect.Effect<StateHealth>
 }
 
+const defaultUrgency: SyncUrgency.SyncUrgency = { _tag: "Default" }
+
 const monotonicMillis = Effect.clockWith((clock) => Effect.sync(() => Number(clock.monotonicTimeNanosUnsafe() / 1_000_000n)))
 
 /** Starts a shard in the current scope: loads or creates the owner state, spawns the actor, announces itself. */
@@ -141,10 +153,12 @@ export const make = <S, V, D, C>(
   Effect.gen(function*() {
     const name = definition.name
     const self = env.runtime.nodeId
+    const shardScope = yield* Scope.Scope
     const group = `dstate/state/${name}`
     const codec = makeStateCodec(definition)
     const persistence = options.persist ? env.persistence : undefined
-    const metrics = emptyMetrics()
+    const counters = Counters.make("dstate", metricKeys, { state: name, node: self }, yield* Effect.context<never>())
+    const count = counters.inc
     const peers = new Map<NodeId, PeerStatusMut>()
     const departed = new Map<NodeId, number>()
     const annotate = Effect.annotateLogs({ state: name, node: self })
@@ -248,7 +262,7 @@ export const make = <S, V, D, C>(
       const frame = yield* snapshotFrame
       if (frame === undefined) return
       const members = yield* env.runtime.members(group)
-      metrics.snapshotsSent += members.filter((m) => m !== self).length
+      count("snapshotsSent", members.filter((m) => m !== self).length)
       yield* env.runtime.broadcast(group, frame)
     })
 
@@ -256,7 +270,7 @@ export const make = <S, V, D, C>(
       Effect.gen(function*() {
         const frame = yield* snapshotFrame
         if (frame === undefined) return
-        metrics.snapshotsSent++
+        count("snapshotsSent")
         yield* env.runtime.send(to, frame).pipe(Effect.ignore)
       })
 
@@ -281,7 +295,7 @@ export const make = <S, V, D, C>(
           return Effect.void
         }
         status.lastSnapshotRequestAt = now
-        metrics.snapshotRequestsSent++
+        count("snapshotRequestsSent")
         return env.runtime.send(to, requestFrame(to)).pipe(Effect.ignore)
       })
 
@@ -298,7 +312,7 @@ export const make = <S, V, D, C>(
           return yield* logSendFailure(frame.failure)
         }
         const members = yield* env.runtime.members(group)
-        metrics.deltasSent += members.filter((m) => m !== self).length
+        count("deltasSent", members.filter((m) => m !== self).length)
         yield* env.runtime.broadcast(group, frame.success)
       })
 
@@ -339,20 +353,20 @@ export const make = <S, V, D, C>(
       const status = peerStatus(node)
       status.consecutiveFailures++
       status.lastError = error.message
-      metrics.syncFailures++
+      count("syncFailures")
     }
 
     const onDecodeFailure = (from: NodeId, error: MalformedMessage | UnsupportedWireVersion) =>
       Effect.gen(function*() {
         recordFailure(from, error)
         if (error._tag === "MalformedMessage") {
-          metrics.malformedReceived++
+          count("malformedReceived")
           return yield* Effect.logWarning("rejected a malformed payload").pipe(
             Effect.annotateLogs({ peer: from, error: error.reason }),
             annotate
           )
         }
-        metrics.unsupportedVersion++
+        count("unsupportedVersion")
         yield* Effect.logWarning("peer sent an unsupported wire version").pipe(
           Effect.annotateLogs({ peer: from, wireVersion: error.wireVersion, policy: options.versionMismatchPolicy }),
           annotate
@@ -375,7 +389,7 @@ export const make = <S, V, D, C>(
         if (persistence !== undefined) {
           const saved = yield* toRecord(next).pipe(Effect.flatMap((r) => persistence.save(name, r)), Effect.result)
           if (Result.isFailure(saved)) {
-            metrics.persistenceFailures++
+            count("persistenceFailures")
             return false
           }
         }
@@ -396,7 +410,7 @@ export const make = <S, V, D, C>(
           return Effect.void
         }
         status.lastHintAt = now
-        metrics.snapshotRequestsSent++
+        count("snapshotRequestsSent")
         return env.runtime.send(from, requestFrame(from)).pipe(Effect.ignore)
       })
 
@@ -409,7 +423,7 @@ export const make = <S, V, D, C>(
         const verdict = Acceptance.snapshot(held?.generation, m.generation)
         switch (verdict._tag) {
           case "Duplicate": {
-            metrics.staleDiscarded++
+            count("staleDiscarded")
             status.lastSyncAt = now
             status.consecutiveFailures = 0
             const pending = held!.pendingRemote
@@ -420,13 +434,13 @@ export const make = <S, V, D, C>(
             return
           }
           case "Stale": {
-            metrics.staleDiscarded++
+            count("staleDiscarded")
             return yield* hintStale(from, now)
           }
           default: {
             const value = codec.decodeView(m.payload, m.wireVersion, from)
             if (Result.isFailure(value)) return yield* onDecodeFailure(from, value.failure)
-            metrics.snapshotsReceived++
+            count("snapshotsReceived")
             status.lastSyncAt = now
             status.consecutiveFailures = 0
             status.lastSnapshotRequestAt = undefined
@@ -457,12 +471,12 @@ export const make = <S, V, D, C>(
         switch (verdict._tag) {
           case "Duplicate":
           case "Stale": {
-            metrics.staleDiscarded++
+            count("staleDiscarded")
             if (verdict._tag === "Stale") yield* hintStale(from, now)
             return
           }
           case "Gap": {
-            metrics.gapsDetected++
+            count("gapsDetected")
             status.gapCount++
             yield* Effect.logDebug("gap in deltas; requesting a snapshot").pipe(
               Effect.annotateLogs({
@@ -489,7 +503,7 @@ export const make = <S, V, D, C>(
               yield* onDecodeFailure(from, applied.failure)
               return yield* requestSnapshot(from, now)
             }
-            metrics.deltasReceived++
+            count("deltasReceived")
             status.lastSyncAt = now
             status.consecutiveFailures = 0
             const pending = held!.pendingRemote
@@ -510,7 +524,7 @@ export const make = <S, V, D, C>(
 
     const onRequest = (from: NodeId, m: RequestSnapshot) =>
       Effect.gen(function*() {
-        metrics.snapshotRequestsReceived++
+        count("snapshotRequestsReceived")
         if (m.generation !== undefined && Generation.isNewer(m.generation, owner.generation)) {
           const moved = yield* reincarnate(m.generation)
           if (moved) return // the broadcast reached the requester too
@@ -537,7 +551,7 @@ export const make = <S, V, D, C>(
             Effect.result
           )
           if (Result.isFailure(saved)) {
-            metrics.persistenceFailures++
+            count("persistenceFailures")
             yield* Effect.logWarning("mutation not committed: persistence failed").pipe(
               Effect.annotateLogs({ error: saved.failure.message, age: before.generation.age }),
               annotate
@@ -548,19 +562,131 @@ export const make = <S, V, D, C>(
         const view = yield* Effect.try({ try: () => project(next.state), catch: (cause) => cause }).pipe(Effect.orDie)
         const committed: Owner<S, V> = { ...next, view }
         owner = committed
-        metrics.mutations++
+        count("mutations")
         const syncedAt = yield* monotonicMillis
         yield* publish((map) => map.set(self, localEntry(committed, syncedAt)))
         yield* Deferred.succeed(done, { generation: committed.generation, state: committed.state })
-        if (options.strategy.pushMode === "ActivePush") {
-          if (definition._tag === "Delta" && result.success.change !== undefined) {
-            const delta = definition.projectDelta(result.success.change)
-            yield* broadcastDelta(committed.generation, committed.modifiedAt, delta)
-          } else {
-            yield* broadcastSnapshot
+        yield* dispatch(before.view, committed, result.success.change)
+      })
+
+    // ---- the sync engine: what a committed change sends, and when --------------------------------
+    /** The generation peers last received by push (delta or snapshot). */
+    let lastPushed: Generation.Generation = owner.generation
+    /** The delta of the newest mutation, while it is the only change not yet pushed. */
+    let unsentDelta: { readonly generation: Generation.Generation; readonly delta: D } | undefined
+    let delayedSend: { readonly deadline: number; readonly fiber: Fiber.Fiber<void, MailboxFull> } | undefined
+    let lastPeriodic: Generation.Generation | undefined
+
+    const cancelDelayed = Effect.suspend(() => {
+      const pending = delayedSend
+      delayedSend = undefined
+      return pending === undefined ? Effect.void : Fiber.interrupt(pending.fiber)
+    })
+
+    /** Sends whatever peers have not received yet: the single pending delta when it follows what they hold, else a snapshot. */
+    const pushNow = Effect.gen(function*() {
+      yield* cancelDelayed
+      const current = owner
+      if (Generation.equals(lastPushed, current.generation)) return
+      const followsPushed = lastPushed.incarnation === current.generation.incarnation &&
+        lastPushed.age + 1 === current.generation.age
+      if (definition._tag === "Delta" && followsPushed && unsentDelta !== undefined &&
+        Generation.equals(unsentDelta.generation, current.generation)) {
+        yield* broadcastDelta(current.generation, current.modifiedAt, unsentDelta.delta)
+      } else {
+        yield* broadcastSnapshot
+      }
+      lastPushed = current.generation
+      unsentDelta = undefined
+    })
+
+    const urgencyOf = (oldView: V, committed: Owner<S, V>, delta: D | undefined): SyncUrgency.SyncUrgency =>
+      definition._tag === "Delta" && definition.syncUrgency !== undefined && delta !== undefined
+        ? definition.syncUrgency(oldView, committed.view, delta)
+        : defaultUrgency
+
+    const dispatch = (oldView: V, committed: Owner<S, V>, change: C | undefined) =>
+      Effect.gen(function*() {
+        const delta = definition._tag === "Delta" && change !== undefined
+          ? yield* Effect.try({ try: () => definition.projectDelta(change), catch: (cause) => cause }).pipe(
+            Effect.catch((cause) =>
+              Effect.logError("projectDelta threw; peers will get a snapshot").pipe(
+                Effect.annotateLogs({ error: String(cause) }),
+                Effect.as(undefined)
+              )
+            )
+          )
+          : undefined
+        // A delta is only worth keeping when it is the one change peers miss.
+        const followsPushed = lastPushed.incarnation === committed.generation.incarnation &&
+          lastPushed.age + 1 === committed.generation.age
+        unsentDelta = delta !== undefined && followsPushed ? { generation: committed.generation, delta } : undefined
+        const urgency = yield* Effect.try({ try: () => urgencyOf(oldView, committed, delta), catch: (cause) => cause }).pipe(
+          Effect.catch((cause) =>
+            Effect.logError("syncUrgency threw; following the strategy").pipe(
+              Effect.annotateLogs({ error: String(cause) }),
+              Effect.as(defaultUrgency)
+            )
+          )
+        )
+        switch (urgency._tag) {
+          case "Immediate": {
+            count("immediate")
+            return yield* pushNow
+          }
+          case "Suppress": {
+            count("suppressed")
+            return
+          }
+          case "Delayed": {
+            count("delayed")
+            const now = yield* Clock.currentTimeMillis
+            const deadline = now + Duration.toMillis(urgency.duration)
+            if (delayedSend !== undefined && delayedSend.deadline <= deadline) return
+            yield* cancelDelayed
+            const fiber = yield* env.runtime.after(urgency.duration, actor.tell({ _tag: "FlushDelayed" })).pipe(
+              Scope.provide(shardScope)
+            )
+            delayedSend = { deadline, fiber }
+            return
+          }
+          case "Default": {
+            switch (options.strategy.pushMode) {
+              case "ActivePush":
+                return yield* pushNow
+              case "FeedLazyPull":
+                return env.notify({ stateName: name, source: self, generation: committed.generation })
+              case "None":
+                return
+            }
           }
         }
       })
+
+    const onMarkStale = (source: NodeId, generation: Generation.Generation) =>
+      Effect.gen(function*() {
+        if (isDeparted(source, generation)) return count("departedIgnored")
+        const held = SubscriptionRef.getUnsafe(views).get(source)
+        if (held === undefined) {
+          // We never got this peer's view (a lost join snapshot): ask for it.
+          return yield* requestSnapshot(source, yield* monotonicMillis)
+        }
+        if (!Generation.isNewer(generation, held.generation)) return
+        if (held.pendingRemote !== undefined && !Generation.isNewer(generation, held.pendingRemote)) return
+        count("noticesReceived")
+        yield* publish((map) => map.set(source, { ...held, pendingRemote: generation }))
+      })
+
+    const onPeriodicSync = Effect.gen(function*() {
+      const current = owner.generation
+      if (lastPeriodic !== undefined && Generation.equals(lastPeriodic, current)) return
+      yield* cancelDelayed
+      count("periodicSyncs")
+      yield* broadcastSnapshot
+      lastPeriodic = current
+      lastPushed = current
+      unsentDelta = undefined
+    })
 
     const onPeerJoined = (node: NodeId) =>
       Effect.gen(function*() {
@@ -568,7 +694,7 @@ export const make = <S, V, D, C>(
         const members = yield* env.runtime.members(group)
         if (!members.includes(node)) return
         yield* sendSnapshot(node)
-        metrics.snapshotRequestsSent++
+        count("snapshotRequestsSent")
         yield* env.runtime.send(node, requestFrame(node)).pipe(Effect.ignore)
       })
 
@@ -589,13 +715,22 @@ export const make = <S, V, D, C>(
           return onPeerJoined(message.node)
         case "PeerLeft":
           return onPeerLeft(message.node)
+        case "MarkStale":
+          return onMarkStale(message.source, message.generation)
+        case "FlushDelayed":
+          return Effect.suspend(() => {
+            delayedSend = undefined
+            return pushNow
+          })
+        case "PeriodicSync":
+          return onPeriodicSync
         case "Inbound": {
           const { from, message: m } = message
           const handled = m._tag === "RequestSnapshot"
             ? onRequest(from, m)
             : isDeparted(from, m.generation)
             ? Effect.sync(() => {
-              metrics.departedIgnored++
+              count("departedIgnored")
             })
             : m._tag === "FullSnapshot"
             ? onSnapshot(from, m)
@@ -621,7 +756,7 @@ export const make = <S, V, D, C>(
       actor.tell(message).pipe(
         Effect.catch(() =>
           Effect.sync(() => {
-            metrics.mailboxDropped++
+            count("mailboxDropped")
           })
         )
       )
@@ -633,7 +768,7 @@ export const make = <S, V, D, C>(
 
     const runPull = (node: NodeId) =>
       Effect.gen(function*() {
-        metrics.pulls++
+        count("pulls")
         const started = yield* monotonicMillis
         peerStatus(node).lastAttemptAt = started
         const reply = yield* env.runtime.request(node, requestFrame(node), options.pullTimeout).pipe(Effect.result)
@@ -647,7 +782,7 @@ export const make = <S, V, D, C>(
             ? decoded.failure
             : new MalformedMessage({ node, stateName: name, reason: `unexpected reply ${decoded.success._tag}` })
           recordFailure(node, error)
-          metrics.malformedReceived++
+          count("malformedReceived")
           return yield* Effect.fail(stalePeer(node))
         }
         const applied = yield* Deferred.make<void>()
@@ -707,8 +842,22 @@ export const make = <S, V, D, C>(
     yield* broadcastSnapshot
     const members = yield* env.runtime.members(group)
     const others = members.filter((m) => m !== self)
-    metrics.snapshotRequestsSent += others.length
+    count("snapshotRequestsSent", others.length)
     if (others.length > 0) yield* env.runtime.broadcast(group, requestFrame(undefined))
+    lastPushed = owner.generation
+
+    const periodic = options.strategy.periodicFullSync
+    if (periodic !== undefined) {
+      yield* env.runtime.every(periodic, actor.tell({ _tag: "PeriodicSync" }).pipe(Effect.ignore))
+    }
+    if (
+      definition._tag === "Delta" && definition.syncUrgency !== undefined && periodic === undefined &&
+      !options.strategy.pullOnQuery
+    ) {
+      yield* Effect.logWarning(
+        "this state's syncUrgency may suppress changes and the strategy has neither periodic sync nor pull on query: a suppressed change reaches peers only with the next sent update"
+      ).pipe(annotate)
+    }
 
     const statusOf = (node: NodeId, status: PeerSyncStatus | PeerStatusMut, map: ViewMap<V>): PeerSyncStatus => {
       const held = map.get(node)
@@ -733,17 +882,19 @@ export const make = <S, V, D, C>(
       deliver: (from, message) => tellDropping({ _tag: "Inbound", from, message }),
       reply: (from, message) =>
         Effect.gen(function*() {
-          metrics.snapshotRequestsReceived++
           if (message.generation !== undefined && Generation.isNewer(message.generation, owner.generation)) {
             // Let the actor move to a newer incarnation; the pull gets the current snapshot meanwhile.
             yield* tellDropping({ _tag: "Inbound", from, message })
+          } else {
+            count("snapshotRequestsReceived")
           }
-          metrics.snapshotsSent++
+          count("snapshotsSent")
           const frame = yield* snapshotFrame
           return frame ?? new Uint8Array(0)
         }),
       peerJoined: (node) => tellDropping({ _tag: "PeerJoined", node }),
       peerLeft: (node) => tellDropping({ _tag: "PeerLeft", node }),
+      markStale: (source, generation) => tellDropping({ _tag: "MarkStale", source, generation }),
       mutate: (apply) =>
         Effect.gen(function*() {
           const done = yield* Deferred.make<Committed<S>, PersistenceFailed>()
@@ -763,7 +914,7 @@ export const make = <S, V, D, C>(
         }
         return out
       }),
-      metrics: Effect.sync(() => ({ ...metrics })),
+      metrics: Effect.sync(() => ({ ...counters.values })),
       health: (staleAfter) =>
         Effect.gen(function*() {
           const now = yield* monotonicMillis
