@@ -81,6 +81,10 @@ export interface Delta<S, V, D, C> extends Common<S, V> {
   readonly applyDelta: (view: V, delta: D) => V
   readonly syncUrgency: ((oldView: V, newView: V, delta: D) => SyncUrgency) | undefined
   readonly wireDecoders: { readonly [version: number]: WireDecoder<V, D> }
+  /** The schema of a state-level change, for stores that log changes instead of rewriting the state. */
+  readonly change: Schema.Codec<C, unknown> | undefined
+  /** Replays a logged change on the state it was made from (needed with `change`). */
+  readonly applyChange: ((state: S, change: C) => S) | undefined
 }
 
 /**
@@ -192,8 +196,13 @@ export const makeDelta = <S, V, D, C>(options: {
   readonly wireDecoders?: { readonly [version: number]: WireDecoder<V, D> } | undefined
   readonly storageVersion?: number | undefined
   readonly migrateState?: MigrateState<S> | undefined
+  readonly change?: Schema.Codec<C, unknown> | undefined
+  readonly applyChange?: ((state: S, change: C) => S) | undefined
 }): Delta<S, V, D, C> => {
   validateName(options.name)
+  if ((options.change === undefined) !== (options.applyChange === undefined)) {
+    throw new globalThis.Error(`dstate: state "${options.name}" must give both change and applyChange, or neither`)
+  }
   return {
     _tag: "Delta",
     name: options.name,
@@ -208,7 +217,9 @@ export const makeDelta = <S, V, D, C>(options: {
     wireVersion: options.wireVersion ?? 1,
     wireDecoders: options.wireDecoders ?? {},
     storageVersion: options.storageVersion ?? 1,
-    migrateState: options.migrateState
+    migrateState: options.migrateState,
+    change: options.change,
+    applyChange: options.applyChange
   }
 }
 

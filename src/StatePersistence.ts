@@ -11,6 +11,24 @@ import { PersistenceFailed } from "./DStateError.ts"
 import { Generation } from "./Generation.ts"
 
 /**
+ * One logged change of a delta-aware state that declares a `change` schema:
+ * the generation it produced and the change encoded as JSON.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export const StoredChange = Schema.Struct({
+  generation: Generation,
+  value: Schema.Json
+})
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export type StoredChange = typeof StoredChange.Type
+
+/**
  * What is stored for one state: the generation, the storage version the value
  * was written under, the state encoded as JSON by the definition's `state`
  * schema, and the owner's wall-clock timestamps.
@@ -23,7 +41,13 @@ export const StoredState = Schema.Struct({
   storageVersion: Schema.Int,
   value: Schema.Json,
   createdAt: Schema.Number,
-  modifiedAt: Schema.Number
+  modifiedAt: Schema.Number,
+  /**
+   * Changes logged after this snapshot, oldest first (only from stores that
+   * keep a change log). The owner replays them with the definition's
+   * `applyChange`; `generation` above is the snapshot's.
+   */
+  changes: Schema.optionalKey(Schema.Array(StoredChange))
 })
 
 /**
@@ -41,8 +65,13 @@ export type StoredState = typeof StoredState.Type
 export class StatePersistence extends Context.Service<StatePersistence, {
   /** Loads a state's record, `undefined` when none was saved. */
   load(stateName: string): Effect.Effect<StoredState | undefined, PersistenceFailed>
-  /** Saves a state's record; returns once it is durable. `change` is the mutation's change, for stores that log them. */
-  save(stateName: string, record: StoredState, change?: unknown): Effect.Effect<void, PersistenceFailed>
+  /**
+   * Saves a state's record; returns once it is durable. `change` is the
+   * mutation's change (present for delta-aware states with a `change` schema):
+   * a store may append it to a log instead of rewriting the record, as long as
+   * `load` then returns the last snapshot with the changes after it.
+   */
+  save(stateName: string, record: StoredState, change?: StoredChange): Effect.Effect<void, PersistenceFailed>
 }>()("dstate/StatePersistence") {
   /**
    * A store in memory: records live as long as the layer. Records are kept as

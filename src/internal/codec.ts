@@ -95,6 +95,9 @@ export interface StateCodec<S, V, D> {
   ) => Result.Result<D, MalformedMessage | UnsupportedWireVersion>
   readonly encodeState: (state: S) => Result.Result<unknown, MalformedMessage>
   readonly decodeState: (encoded: unknown) => Result.Result<S, MalformedMessage>
+  /** Encodes a state-level change as JSON; `undefined` when the definition has no `change` schema. */
+  readonly encodeChange: ((change: unknown) => Result.Result<unknown, MalformedMessage>) | undefined
+  readonly decodeChange: ((encoded: unknown) => Result.Result<unknown, MalformedMessage>) | undefined
 }
 
 const binaryEncoder = <T>(schema: Schema.Codec<T, unknown>, stateName: string, what: string) => {
@@ -147,6 +150,28 @@ export const makeStateCodec = <S, V, D, C>(
         new MalformedMessage({ node: from, stateName, reason: `undecodable ${what}: ${r.failure.message}` })
       )
   }
+  const jsonCodec = <T>(schema: Schema.Codec<T, unknown>, what: string) => {
+    const json = Schema.toCodecJson(schema)
+    const encode = Schema.encodeUnknownResult(json)
+    const decode = Schema.decodeUnknownResult(json)
+    return {
+      encode: (value: unknown): Result.Result<unknown, MalformedMessage> => {
+        const r = encode(value)
+        return Result.isSuccess(r)
+          ? Result.succeed(r.success as unknown)
+          : Result.fail(new MalformedMessage({ stateName, reason: `cannot encode ${what}: ${r.failure.message}` }))
+      },
+      decode: (encoded: unknown): Result.Result<unknown, MalformedMessage> => {
+        const r = decode(encoded)
+        return Result.isSuccess(r)
+          ? Result.succeed(r.success as unknown)
+          : Result.fail(new MalformedMessage({ stateName, reason: `cannot decode stored ${what}: ${r.failure.message}` }))
+      }
+    }
+  }
+  const changeJson = definition._tag === "Delta" && definition.change !== undefined
+    ? jsonCodec(definition.change, "change")
+    : undefined
   const stateJson = Schema.toCodecJson(definition.state)
   const encodeStateJson = Schema.encodeUnknownResult(stateJson)
   const decodeStateJson = Schema.decodeUnknownResult(stateJson)
@@ -163,6 +188,8 @@ export const makeStateCodec = <S, V, D, C>(
         ? Result.succeed(r.success as unknown)
         : Result.fail(new MalformedMessage({ stateName, reason: `cannot encode state: ${r.failure.message}` }))
     },
+    encodeChange: changeJson?.encode,
+    decodeChange: changeJson?.decode,
     decodeState: (encoded) => {
       const r = decodeStateJson(encoded)
       return Result.isSuccess(r)

@@ -26,7 +26,7 @@ import type * as SyncUrgency from "../SyncUrgency.ts"
 import type { SyncStrategy } from "../SyncStrategy.ts"
 import * as Acceptance from "./acceptance.ts"
 import * as Counters from "./counters.ts"
-import { decodeFrame, encodeFrame, makeStateCodec } from "./codec.ts"
+import { decodeFrame, encodeFrame, makeStateCodec, type StateCodec } from "./codec.ts"
 
 /** What a version mismatch does to the view held of that peer. */
 export type VersionMismatchPolicy = "KeepStale" | "DropAndWait"
@@ -168,7 +168,7 @@ export const make = <S, V, D, C>(
     const wallNow = yield* Clock.currentTimeMillis
     const loaded = persistence === undefined
       ? { owner: undefined, floor: undefined }
-      : yield* loadOwner(definition, persistence, codec.decodeState).pipe(annotate)
+      : yield* loadOwner(definition, persistence, codec).pipe(annotate)
     let owner: Owner<S, V>
     if (loaded.owner !== undefined) {
       owner = { ...loaded.owner, view: project(loaded.owner.state) }
@@ -547,7 +547,14 @@ export const make = <S, V, D, C>(
         }
         if (persistence !== undefined) {
           const saved = yield* toRecord(next).pipe(
-            Effect.flatMap((record) => persistence.save(name, record, result.success.change)),
+            Effect.flatMap((record) => {
+              const change = result.success.change
+              if (codec.encodeChange === undefined || change === undefined) return persistence.save(name, record)
+              const encoded = codec.encodeChange(change)
+              return Result.isSuccess(encoded)
+                ? persistence.save(name, record, { generation: next.generation, value: encoded.success as StoredState["value"] })
+                : Effect.fail(new PersistenceFailed({ stateName: name, operation: "save", reason: encoded.failure.reason }))
+            }),
             Effect.result
           )
           if (Result.isFailure(saved)) {
@@ -958,7 +965,7 @@ interface Loaded<S> {
 const loadOwner = <S, V, D, C>(
   definition: DistributedState.DistributedState<S, V, D, C>,
   persistence: StatePersistence["Service"],
-  decodeState: (encoded: unknown) => Result.Result<S, MalformedMessage>
+  codec: StateCodec<S, V, D>
 ): Effect.Effect<Loaded<S>> =>
   Effect.gen(function*() {
     const name = definition.name
@@ -971,16 +978,48 @@ const loadOwner = <S, V, D, C>(
     }
     const record = loaded.success
     if (record === undefined) return { owner: undefined, floor: undefined }
-    const floor = record.generation.incarnation
+    const changes = record.changes ?? []
+    const lastGeneration = changes.length > 0 ? changes[changes.length - 1].generation : record.generation
+    const floor = Math.max(record.generation.incarnation, lastGeneration.incarnation)
     const fromRecord = (state: S) => ({
       generation: record.generation,
       state,
       createdAt: record.createdAt,
       modifiedAt: record.modifiedAt
     })
+    /** Replays the logged changes on the snapshot's state. */
+    const replay = (loaded: ReturnType<typeof fromRecord>): Result.Result<ReturnType<typeof fromRecord>, string> => {
+      if (changes.length === 0) return Result.succeed(loaded)
+      if (definition._tag !== "Delta" || definition.applyChange === undefined || codec.decodeChange === undefined) {
+        return Result.fail("the store logged changes but the definition has no change schema and applyChange")
+      }
+      let state = loaded.state
+      let generation = loaded.generation
+      for (const change of changes) {
+        if (change.generation.incarnation !== generation.incarnation || change.generation.age !== generation.age + 1) {
+          return Result.fail(`change log skips from ${Generation.format(generation)} to ${Generation.format(change.generation)}`)
+        }
+        const decoded = codec.decodeChange(change.value)
+        if (Result.isFailure(decoded)) return Result.fail(decoded.failure.reason)
+        const applied = Result.try(() => definition.applyChange!(state, decoded.success as C))
+        if (Result.isFailure(applied)) return Result.fail(`applyChange threw: ${String(applied.failure)}`)
+        state = applied.success
+        generation = change.generation
+      }
+      return Result.succeed({ ...loaded, state, generation })
+    }
+    const replayed = (loaded: ReturnType<typeof fromRecord>) =>
+      Effect.gen(function*() {
+        const r = replay(loaded)
+        if (Result.isSuccess(r)) return r.success
+        yield* Effect.logWarning("could not replay the change log; starting fresh with a new incarnation").pipe(
+          Effect.annotateLogs({ error: r.failure })
+        )
+        return undefined
+      })
     if (record.storageVersion === definition.storageVersion) {
-      const state = decodeState(record.value)
-      if (Result.isSuccess(state)) return { owner: fromRecord(state.success), floor }
+      const state = codec.decodeState(record.value)
+      if (Result.isSuccess(state)) return { owner: yield* replayed(fromRecord(state.success)), floor }
       yield* Effect.logWarning("persisted state does not decode; starting fresh with a new incarnation").pipe(
         Effect.annotateLogs({ error: state.failure.reason })
       )
@@ -1014,7 +1053,8 @@ const loadOwner = <S, V, D, C>(
       yield* Effect.logInfo("migrated the persisted state").pipe(
         Effect.annotateLogs({ fromVersion: record.storageVersion, toVersion: definition.storageVersion })
       )
-      return { owner: fromRecord(migrated.success), migrated: true, floor }
+      const owner = yield* replayed(fromRecord(migrated.success))
+      return owner === undefined ? { owner, floor } : { owner, migrated: true, floor }
     }
     yield* Effect.logWarning("could not migrate the persisted state; starting fresh with a new incarnation").pipe(
       Effect.annotateLogs({ error: migrated.failure.message })
