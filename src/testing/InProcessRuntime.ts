@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer } from "effect"
+import { Context, Deferred, Effect, Layer } from "effect"
 import { ActorRuntime, after, every, spawnActor } from "../ActorRuntime.ts"
 import { ClusterEvents, makeSource } from "../ClusterEvents.ts"
 import type { NodeId } from "../NodeId.ts"
@@ -31,25 +31,29 @@ export const layer = (
       inbound: undefined,
       alive: true,
       busy: 0,
+      paused: undefined,
       joined: source.joined,
       left: source.left
     }
     options?.onEndpoint?.(endpoint)
+    // A paused node's actors and timers wait here until it is resumed.
+    const gate = Effect.suspend(() => endpoint.paused === undefined ? Effect.void : Deferred.await(endpoint.paused))
     const hooks = {
       onEnqueue: () => {
         endpoint.busy++
       },
       onDone: () => {
         endpoint.busy--
-      }
+      },
+      gate
     }
     yield* network.attach(endpoint)
     yield* Effect.addFinalizer(() => network.detach(nodeId, !endpoint.alive))
     const runtime = ActorRuntime.of({
       nodeId,
       spawn: (spawnOptions) => spawnActor(spawnOptions, hooks),
-      every,
-      after,
+      every: (schedule, effect) => every(schedule, Effect.andThen(gate, effect)),
+      after: (delay, effect) => after(delay, Effect.andThen(gate, effect)),
       serve: (inbound) =>
         Effect.acquireRelease(
           Effect.sync(() => {

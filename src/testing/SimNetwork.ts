@@ -1,9 +1,12 @@
 /**
  * The simulated network of the in-process runtime: it carries frames between
  * the nodes of one process on simulated time, keeps the member list and the
- * named groups, and lets a test cut, heal and observe links. Every frame is a
- * real encoded frame; the network can inject raw bytes as if a node had sent
- * them.
+ * named groups, and lets a test inject faults: per directed link loss,
+ * duplication, delay (reordering follows), clogging, bounded capacity and
+ * corruption of frames; partitions of any shape; paused nodes. Every random
+ * choice comes from a seeded stream, so one seed reproduces a run exactly.
+ * Every frame is a real encoded frame, and the network can inject raw bytes
+ * as if a node had sent them.
  *
  * @since 0.1.0
  */
@@ -12,6 +15,7 @@ import type { Inbound } from "../ActorRuntime.ts"
 import { RequestRejected } from "../ActorRuntime.ts"
 import { NodeUnreachable, RequestTimeout } from "../DStateError.ts"
 import type { NodeId } from "../NodeId.ts"
+import * as Prng from "./Prng.ts"
 
 /**
  * One node as the network knows it.
@@ -27,8 +31,43 @@ export interface Endpoint {
   alive: boolean
   /** Messages enqueued in the node's actors and not yet handled. */
   busy: number
+  /** While set, the node's actors and timers do not run. */
+  paused: Deferred.Deferred<void> | undefined
   readonly joined: (node: NodeId) => Effect.Effect<boolean>
   readonly left: (node: NodeId) => Effect.Effect<boolean>
+}
+
+/**
+ * Faults of one directed link (or the default of every link).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface LinkFaults {
+  /** Probability that a frame is lost. */
+  readonly loss: number
+  /** Probability that a frame is delivered twice. */
+  readonly duplicate: number
+  /** One-way delay in ms, drawn uniformly from [min, max] per frame (frames reorder when it varies). */
+  readonly delay: { readonly min: number; readonly max: number }
+  /** Probability that a frame is corrupted (one flipped bit, or truncated). */
+  readonly corrupt: number
+  /** Frames that may be in flight on the link at once; more are dropped. */
+  readonly capacity: number
+}
+
+/**
+ * A link without faults.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const perfectLink: LinkFaults = {
+  loss: 0,
+  duplicate: 0,
+  delay: { min: 0, max: 0 },
+  corrupt: 0,
+  capacity: Number.POSITIVE_INFINITY
 }
 
 /**
@@ -41,8 +80,25 @@ export interface NetworkStats {
   /** Frames handed to the network (messages, requests and replies). */
   readonly sent: number
   readonly delivered: number
-  /** Frames dropped by a cut link, a missing or crashed node. */
+  /** Frames dropped by a cut link, loss, a full link, a missing or crashed node. */
   readonly dropped: number
+}
+
+/**
+ * What the link faults did.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface FaultStats {
+  /** Frames lost to the loss probability (included in `dropped`). */
+  readonly lost: number
+  /** Extra deliveries made by duplication. */
+  readonly duplicated: number
+  /** Deliveries whose bytes were corrupted. */
+  readonly corrupted: number
+  /** Frames dropped because their link was at capacity (included in `dropped`). */
+  readonly overflowed: number
 }
 
 /**
@@ -65,23 +121,44 @@ export interface SentFrame {
  * @since 0.1.0
  */
 export interface SimNetwork {
-  /** Frames in flight plus messages waiting in any node's actors. */
+  /** The network's random stream (derived from the seed given to `makeWith`). */
+  readonly random: Prng.Prng
+  /** Frames in flight plus messages waiting in the actors of nodes that are not paused. */
   readonly pendingWork: () => number
+  /** Messages waiting in the actors of nodes that are not paused. */
+  readonly busyActors: () => number
   /** The earliest delivery time (ms, simulated) of a frame in flight. */
   readonly nextDeliveryAt: () => number | undefined
   /** Counters. */
   readonly stats: () => NetworkStats
-  /** Every frame sent since the last `clearLog`, in order (recording is on by default). */
+  /** What the link faults did. */
+  readonly faultStats: () => FaultStats
+  /** Every frame sent since the last `clearLog`, in order (off with `makeWith({ log: false })`). */
   readonly log: () => ReadonlyArray<SentFrame>
   readonly clearLog: () => void
   /** Sets the one-way delay of every link (default 0). */
   readonly setDelay: (delay: Duration.Input) => void
+  /** Sets faults of every link that has no faults of its own. */
+  readonly setDefaultLink: (faults: Partial<LinkFaults>) => void
+  /** Sets faults of one directed link. */
+  readonly setLink: (from: NodeId, to: NodeId, faults: Partial<LinkFaults>) => void
+  /** Removes every link's own faults and resets the default to a perfect link. */
+  readonly resetLinks: () => void
+  /** Holds every frame sent on the link until `duration` from now has passed. */
+  readonly clog: (from: NodeId, to: NodeId, duration: Duration.Input) => Effect.Effect<void>
   /** Cuts every link between the two sides, both ways. */
   readonly partition: (side: ReadonlyArray<NodeId>, other: ReadonlyArray<NodeId>) => void
+  /** Cuts every link between different groups. */
+  readonly partitionGroups: (groups: ReadonlyArray<ReadonlyArray<NodeId>>) => void
+  /** Cuts every link to and from one node. */
+  readonly isolate: (node: NodeId) => void
   /** Cuts the link from `from` to `to` only. */
   readonly cut: (from: NodeId, to: NodeId) => void
-  /** Restores every link. */
+  /** Restores every cut link (faults set with `setLink` stay). */
   readonly heal: () => void
+  /** Stops a node's actors and timers until `resume`; frames still reach its mailboxes. */
+  readonly pause: (node: NodeId) => Effect.Effect<void>
+  readonly resume: (node: NodeId) => Effect.Effect<void>
   /** Delivers raw bytes to `to` as a one-way frame from `from`, bypassing links. */
   readonly inject: (from: NodeId, to: NodeId, frame: Uint8Array) => Effect.Effect<void>
   /** The nodes currently attached. */
@@ -108,159 +185,280 @@ export interface SimNetwork {
 }
 
 /**
- * Creates a network whose delivery fibers live in the current scope.
+ * Options of `makeWith`.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Options {
+  /** Seed of every random choice of the network (default 1). */
+  readonly seed?: number | undefined
+  /** Keep a log of every frame (default `true`; turn off for long simulations). */
+  readonly log?: boolean | undefined
+}
+
+/**
+ * Creates a network (seed 1, perfect links) whose delivery fibers live in
+ * the current scope.
  *
  * @category constructors
  * @since 0.1.0
  */
-export const make: Effect.Effect<SimNetwork, never, Scope.Scope> = Effect.gen(function*() {
-  const scope = yield* Scope.Scope
-  const endpoints = new Map<NodeId, Endpoint>()
-  const groups = new Map<string, Set<NodeId>>()
-  const cuts = new Set<string>()
-  const deliveries: Array<number> = [] // pending delivery times, unsorted
-  let delayMillis = 0
-  let inFlight = 0
-  let sent = 0
-  let delivered = 0
-  let dropped = 0
-  let log: Array<SentFrame> = []
+export const make: Effect.Effect<SimNetwork, never, Scope.Scope> = Effect.suspend(() => makeWith({}))
 
-  const linkKey = (from: NodeId, to: NodeId) => `${from}\u0000${to}`
+/**
+ * Creates a network with a seed and options.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const makeWith = (options: Options): Effect.Effect<SimNetwork, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.Scope
+    const random = Prng.make(options.seed ?? 1)
+    const keepLog = options.log ?? true
+    const endpoints = new Map<NodeId, Endpoint>()
+    const groups = new Map<string, Set<NodeId>>()
+    const cuts = new Set<string>()
+    const links = new Map<string, LinkFaults>()
+    const clogs = new Map<string, number>()
+    const linkInFlight = new Map<string, number>()
+    const deliveries = new Map<number, number>() // delivery time -> frames
+    let defaultLink: LinkFaults = perfectLink
+    let inFlight = 0
+    const counts = { sent: 0, delivered: 0, dropped: 0, lost: 0, duplicated: 0, corrupted: 0, overflowed: 0 }
+    let log: Array<SentFrame> = []
 
-  const transmit = (
-    from: NodeId,
-    to: NodeId,
-    kind: SentFrame["kind"],
-    frame: Uint8Array,
-    deliver: (target: Endpoint) => Effect.Effect<void>
-  ) =>
-    Effect.gen(function*() {
-      sent++
-      log.push({ from, to, kind, frame })
-      const source = endpoints.get(from)
-      const target = endpoints.get(to)
-      if (target === undefined || cuts.has(linkKey(from, to))) {
-        dropped++
-        return
-      }
-      const now = yield* Clock.currentTimeMillis
-      const at = now + delayMillis
-      inFlight++
-      deliveries.push(at)
-      yield* Effect.gen(function*() {
-        if (delayMillis > 0) yield* Effect.sleep(delayMillis)
-        // A crash drops what was in flight to or from the crashed node.
-        if (endpoints.get(to) !== target || !target.alive || (source !== undefined && !source.alive)) {
-          dropped++
+    const linkKey = (from: NodeId, to: NodeId) => `${from}\u0000${to}`
+    const faultsOf = (key: string) => links.get(key) ?? defaultLink
+
+    const corrupt = (frame: Uint8Array): Uint8Array => {
+      const copy = frame.slice()
+      if (copy.length > 1 && random.chance(0.5)) return copy.subarray(0, random.int(0, copy.length - 1))
+      const bit = random.int(0, copy.length * 8 - 1)
+      copy[bit >>> 3] ^= 1 << (bit & 7)
+      return copy
+    }
+
+    const track = (at: number, delta: number) => {
+      const n = (deliveries.get(at) ?? 0) + delta
+      if (n === 0) deliveries.delete(at)
+      else deliveries.set(at, n)
+    }
+
+    const transmit = (
+      from: NodeId,
+      to: NodeId,
+      kind: SentFrame["kind"],
+      frame: Uint8Array,
+      deliver: (target: Endpoint, bytes: Uint8Array) => Effect.Effect<void>
+    ) =>
+      Effect.gen(function*() {
+        counts.sent++
+        if (keepLog) log.push({ from, to, kind, frame })
+        const source = endpoints.get(from)
+        const target = endpoints.get(to)
+        const key = linkKey(from, to)
+        if (target === undefined || cuts.has(key)) {
+          counts.dropped++
           return
         }
-        delivered++
-        yield* deliver(target)
-      }).pipe(
-        Effect.ensuring(Effect.sync(() => {
-          inFlight--
-          const i = deliveries.indexOf(at)
-          if (i >= 0) deliveries.splice(i, 1)
-        })),
-        Effect.forkIn(scope)
-      )
-    })
+        const faults = faultsOf(key)
+        if (random.chance(faults.loss)) {
+          counts.dropped++
+          counts.lost++
+          return
+        }
+        const onLink = linkInFlight.get(key) ?? 0
+        if (onLink >= faults.capacity) {
+          counts.dropped++
+          counts.overflowed++
+          return
+        }
+        const copies = random.chance(faults.duplicate) ? 2 : 1
+        counts.duplicated += copies - 1
+        const now = yield* Clock.currentTimeMillis
+        for (let copy = 0; copy < copies; copy++) {
+          const delay = faults.delay.max > faults.delay.min
+            ? random.int(faults.delay.min, faults.delay.max)
+            : faults.delay.min
+          const at = Math.max(now + delay, clogs.get(key) ?? 0)
+          const bytes = random.chance(faults.corrupt) ? corrupt(frame) : frame
+          const corrupted = bytes !== frame
+          inFlight++
+          linkInFlight.set(key, (linkInFlight.get(key) ?? 0) + 1)
+          track(at, 1)
+          yield* Effect.gen(function*() {
+            if (at > now) yield* Effect.sleep(at - now)
+            // A crash drops what was in flight to or from the crashed node.
+            if (endpoints.get(to) !== target || !target.alive || (source !== undefined && !source.alive)) {
+              counts.dropped++
+              return
+            }
+            counts.delivered++
+            if (corrupted) counts.corrupted++
+            yield* deliver(target, bytes)
+          }).pipe(
+            Effect.ensuring(Effect.sync(() => {
+              inFlight--
+              linkInFlight.set(key, (linkInFlight.get(key) ?? 1) - 1)
+              track(at, -1)
+            })),
+            Effect.forkIn(scope)
+          )
+        }
+      })
 
-  const network: SimNetwork = {
-    pendingWork: () => {
-      let busy = inFlight
-      for (const e of endpoints.values()) busy += e.busy
+    const busyActors = () => {
+      let busy = 0
+      for (const e of endpoints.values()) if (e.paused === undefined) busy += e.busy
       return busy
-    },
-    nextDeliveryAt: () => deliveries.length === 0 ? undefined : Math.min(...deliveries),
-    stats: () => ({ sent, delivered, dropped }),
-    log: () => log,
-    clearLog: () => {
-      log = []
-    },
-    setDelay: (delay) => {
-      delayMillis = Duration.toMillis(Duration.fromInputUnsafe(delay))
-    },
-    partition: (side, other) => {
-      for (const a of side) {
-        for (const b of other) {
-          cuts.add(linkKey(a, b))
-          cuts.add(linkKey(b, a))
+    }
+
+    const network: SimNetwork = {
+      random,
+      pendingWork: () => inFlight + busyActors(),
+      busyActors,
+      nextDeliveryAt: () => {
+        let min: number | undefined
+        for (const at of deliveries.keys()) if (min === undefined || at < min) min = at
+        return min
+      },
+      stats: () => ({ sent: counts.sent, delivered: counts.delivered, dropped: counts.dropped }),
+      faultStats: () => ({
+        lost: counts.lost,
+        duplicated: counts.duplicated,
+        corrupted: counts.corrupted,
+        overflowed: counts.overflowed
+      }),
+      log: () => log,
+      clearLog: () => {
+        log = []
+      },
+      setDelay: (delay) => {
+        const millis = Duration.toMillis(Duration.fromInputUnsafe(delay))
+        defaultLink = { ...defaultLink, delay: { min: millis, max: millis } }
+      },
+      setDefaultLink: (faults) => {
+        defaultLink = { ...defaultLink, ...faults }
+      },
+      setLink: (from, to, faults) => {
+        const key = linkKey(from, to)
+        links.set(key, { ...faultsOf(key), ...faults })
+      },
+      resetLinks: () => {
+        links.clear()
+        defaultLink = perfectLink
+      },
+      clog: (from, to, duration) =>
+        Effect.map(Clock.currentTimeMillis, (now) => {
+          clogs.set(linkKey(from, to), now + Duration.toMillis(Duration.fromInputUnsafe(duration)))
+        }),
+      partition: (side, other) => {
+        for (const a of side) {
+          for (const b of other) {
+            cuts.add(linkKey(a, b))
+            cuts.add(linkKey(b, a))
+          }
         }
-      }
-    },
-    cut: (from, to) => {
-      cuts.add(linkKey(from, to))
-    },
-    heal: () => cuts.clear(),
-    inject: (from, to, frame) =>
-      Effect.suspend(() => {
-        const target = endpoints.get(to)
-        if (target === undefined || target.inbound === undefined) return Effect.void
-        return target.inbound.onMessage(from, frame)
-      }),
-    nodes: () => [...endpoints.keys()],
-    attach: (endpoint) =>
-      Effect.gen(function*() {
-        if (endpoints.has(endpoint.nodeId)) {
-          return yield* Effect.die(new Error(`node ${endpoint.nodeId} is already attached`))
+      },
+      partitionGroups: (parts) => {
+        for (let i = 0; i < parts.length; i++) {
+          for (let j = i + 1; j < parts.length; j++) network.partition(parts[i], parts[j])
         }
-        const others = [...endpoints.values()]
-        endpoints.set(endpoint.nodeId, endpoint)
-        for (const other of others) {
-          yield* other.joined(endpoint.nodeId)
-          yield* endpoint.joined(other.nodeId)
+      },
+      isolate: (node) => {
+        const others = [...endpoints.keys()].filter((n) => n !== node)
+        network.partition([node], others)
+      },
+      cut: (from, to) => {
+        cuts.add(linkKey(from, to))
+      },
+      heal: () => cuts.clear(),
+      pause: (node) =>
+        Effect.gen(function*() {
+          const endpoint = endpoints.get(node)
+          if (endpoint === undefined || endpoint.paused !== undefined) return
+          endpoint.paused = yield* Deferred.make<void>()
+        }),
+      resume: (node) =>
+        Effect.suspend(() => {
+          const endpoint = endpoints.get(node)
+          const paused = endpoint?.paused
+          if (endpoint === undefined || paused === undefined) return Effect.void
+          endpoint.paused = undefined
+          return Deferred.succeed(paused, undefined).pipe(Effect.asVoid)
+        }),
+      inject: (from, to, frame) =>
+        Effect.suspend(() => {
+          const target = endpoints.get(to)
+          if (target === undefined || target.inbound === undefined) return Effect.void
+          return target.inbound.onMessage(from, frame)
+        }),
+      nodes: () => [...endpoints.keys()],
+      attach: (endpoint) =>
+        Effect.gen(function*() {
+          if (endpoints.has(endpoint.nodeId)) {
+            return yield* Effect.die(new Error(`node ${endpoint.nodeId} is already attached`))
+          }
+          const others = [...endpoints.values()]
+          endpoints.set(endpoint.nodeId, endpoint)
+          for (const other of others) {
+            yield* other.joined(endpoint.nodeId)
+            yield* endpoint.joined(other.nodeId)
+          }
+        }),
+      detach: (node, crashed) =>
+        Effect.gen(function*() {
+          const endpoint = endpoints.get(node)
+          if (endpoint === undefined) return
+          if (crashed) endpoint.alive = false
+          endpoints.delete(node)
+          for (const members of groups.values()) members.delete(node)
+          for (const other of endpoints.values()) yield* other.left(node)
+          if (endpoint.paused !== undefined) yield* Deferred.succeed(endpoint.paused, undefined)
+        }),
+      send: (from, to, frame) =>
+        Effect.suspend(() =>
+          endpoints.has(to)
+            ? transmit(from, to, "message", frame, (target, bytes) => target.inbound?.onMessage(from, bytes) ?? Effect.void)
+            : Effect.fail(new NodeUnreachable({ node: to }))
+        ),
+      request: (from, to, frame, timeout) =>
+        Effect.gen(function*() {
+          if (!endpoints.has(to)) return yield* new NodeUnreachable({ node: to })
+          const reply = yield* Deferred.make<Uint8Array, RequestRejected>()
+          yield* transmit(from, to, "request", frame, (target, bytes) =>
+            Effect.gen(function*() {
+              if (target.inbound === undefined) return
+              if (target.paused !== undefined) yield* Deferred.await(target.paused)
+              const answer = yield* Effect.exit(target.inbound.onRequest(from, bytes))
+              const replyBytes = Exit.isSuccess(answer) ? answer.value : new Uint8Array(0)
+              yield* transmit(to, from, "reply", replyBytes, (_, received) =>
+                Deferred.done(reply, Exit.isSuccess(answer) ? Exit.succeed(received) : answer).pipe(Effect.asVoid))
+            }))
+          const millis = Duration.toMillis(Duration.fromInputUnsafe(timeout))
+          return yield* Deferred.await(reply).pipe(
+            Effect.timeoutOrElse({
+              duration: millis,
+              orElse: () => Effect.fail(new RequestTimeout({ node: to, timeoutMillis: millis }))
+            })
+          )
+        }),
+      joinGroup: (group, node) => {
+        let members = groups.get(group)
+        if (members === undefined) {
+          members = new Set()
+          groups.set(group, members)
         }
-      }),
-    detach: (node, crashed) =>
-      Effect.gen(function*() {
-        const endpoint = endpoints.get(node)
-        if (endpoint === undefined) return
-        if (crashed) endpoint.alive = false
-        endpoints.delete(node)
-        for (const members of groups.values()) members.delete(node)
-        for (const other of endpoints.values()) yield* other.left(node)
-      }),
-    send: (from, to, frame) =>
-      Effect.suspend(() =>
-        endpoints.has(to)
-          ? transmit(from, to, "message", frame, (target) => target.inbound?.onMessage(from, frame) ?? Effect.void)
-          : Effect.fail(new NodeUnreachable({ node: to }))
-      ),
-    request: (from, to, frame, timeout) =>
-      Effect.gen(function*() {
-        if (!endpoints.has(to)) return yield* new NodeUnreachable({ node: to })
-        const reply = yield* Deferred.make<Uint8Array, RequestRejected>()
-        yield* transmit(from, to, "request", frame, (target) =>
-          Effect.gen(function*() {
-            if (target.inbound === undefined) return
-            const answer = yield* Effect.exit(target.inbound.onRequest(from, frame))
-            const bytes = Exit.isSuccess(answer) ? answer.value : new Uint8Array(0)
-            yield* transmit(to, from, "reply", bytes, () => Deferred.done(reply, answer).pipe(Effect.asVoid))
-          }))
-        const millis = Duration.toMillis(Duration.fromInputUnsafe(timeout))
-        return yield* Deferred.await(reply).pipe(
-          Effect.timeoutOrElse({
-            duration: millis,
-            orElse: () => Effect.fail(new RequestTimeout({ node: to, timeoutMillis: millis }))
-          })
-        )
-      }),
-    joinGroup: (group, node) => {
-      let members = groups.get(group)
-      if (members === undefined) {
-        members = new Set()
-        groups.set(group, members)
-      }
-      members.add(node)
-    },
-    leaveGroup: (group, node) => {
-      groups.get(group)?.delete(node)
-    },
-    members: (group) => [...(groups.get(group) ?? [])]
-  }
-  return network
-})
+        members.add(node)
+      },
+      leaveGroup: (group, node) => {
+        groups.get(group)?.delete(node)
+      },
+      members: (group) => [...(groups.get(group) ?? [])]
+    }
+    return network
+  })
 
 export { RequestRejected }

@@ -187,8 +187,7 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<TestCluster<
           continue
         }
         quiet = 0
-        let busy = 0
-        for (const r of running.values()) busy += r.endpoint?.busy ?? 0
+        const busy = network.busyActors()
         const next = network.nextDeliveryAt()
         const now = yield* Clock.currentTimeMillis
         if (busy === 0 && next !== undefined && next > now) yield* TestClock.adjust(next - now)
