@@ -179,6 +179,18 @@ export const Config = Context.Reference<RegistryConfig>("dstate/StateRegistry/Co
 })
 
 /**
+ * A synchronous observer of every node's view maps and rejected frames, for
+ * simulation checkers (`dstate/testing`). Not for application use: it runs
+ * inside the state actors.
+ *
+ * @category testing
+ * @since 0.1.0
+ */
+export const Observer = Context.Reference<Shard.Observer | undefined>("dstate/StateRegistry/Observer", {
+  defaultValue: () => undefined
+})
+
+/**
  * The registry service.
  *
  * @category services
@@ -235,12 +247,14 @@ export class StateRegistry extends Context.Service<StateRegistry, {
         notify: feed.notify,
         persistence: persistence._tag === "Some" ? persistence.value : undefined,
         maxFrameBytes,
-        departedCapacity: config.departedCapacity
+        departedCapacity: config.departedCapacity,
+        observer: yield* Observer
       }
       const annotate = Effect.annotateLogs({ node: runtime.nodeId })
 
       const reject = (from: NodeId, error: { readonly _tag: string; readonly message: string }) =>
         Effect.suspend(() => {
+          env.observer?.onRejectedFrame(runtime.nodeId, from, error)
           inbound.framesRejected++
           if (error._tag === "MessageTooLarge") inbound.tooLarge++
           else inbound.malformed++

@@ -46,6 +46,13 @@ export interface ShardEnv {
   readonly persistence: StatePersistence["Service"] | undefined
   readonly maxFrameBytes: number
   readonly departedCapacity: number
+  readonly observer: Observer | undefined
+}
+
+/** Sees every published view map and every rejected inbound frame of a node, synchronously (simulation checkers). */
+export interface Observer {
+  readonly onViews: (stateName: string, node: NodeId, views: ViewMap<unknown>) => void
+  readonly onRejectedFrame: (node: NodeId, from: NodeId, error: { readonly _tag: string; readonly message: string }) => void
 }
 
 export interface QueryOptions {
@@ -223,6 +230,7 @@ export const make = <S, V, D, C>(
       Effect.suspend(() => {
         const next = new Map(SubscriptionRef.getUnsafe(views))
         update(next)
+        env.observer?.onViews(name, self, next)
         return SubscriptionRef.set(views, next)
       })
 
@@ -790,6 +798,7 @@ export const make = <S, V, D, C>(
             : new MalformedMessage({ node, stateName: name, reason: `unexpected reply ${decoded.success._tag}` })
           recordFailure(node, error)
           count("malformedReceived")
+          if (Result.isFailure(decoded)) env.observer?.onRejectedFrame(self, node, decoded.failure)
           return yield* Effect.fail(stalePeer(node))
         }
         const applied = yield* Deferred.make<void>()
