@@ -149,6 +149,21 @@ export interface Shard<S, V, C> {
 
 const defaultUrgency: SyncUrgency.SyncUrgency = { _tag: "Default" }
 
+/** Duration inputs to milliseconds, remembering the last few (queries pass the same literal again and again). */
+const memoMillis = () => {
+  const cache = new Map<Duration.Input, number>()
+  return (input: Duration.Input): number => {
+    const hit = cache.get(input)
+    if (hit !== undefined) return hit
+    const millis = Duration.toMillis(Duration.fromInputUnsafe(input))
+    if (typeof input !== "object") {
+      if (cache.size >= 64) cache.clear()
+      cache.set(input, millis)
+    }
+    return millis
+  }
+}
+
 const monotonicMillis = Effect.clockWith((clock) => Effect.sync(() => Number(clock.monotonicTimeNanosUnsafe() / 1_000_000n)))
 
 /** Starts a shard in the current scope: loads or creates the owner state, spawns the actor, announces itself. */
@@ -226,10 +241,22 @@ export const make = <S, V, D, C>(
       pendingRemote: undefined
     })
     const views = yield* SubscriptionRef.make<ViewMap<V>>(new Map([[self, localEntry(owner, yield* monotonicMillis)]]))
+    // Freshness summary of the published map, so that the query fast path is O(1).
+    let oldestPeerSync = Number.POSITIVE_INFINITY
+    let pendingPeers = 0
     const publish = (update: (map: Map<NodeId, StateView<V>>) => void) =>
       Effect.suspend(() => {
         const next = new Map(SubscriptionRef.getUnsafe(views))
         update(next)
+        let oldest = Number.POSITIVE_INFINITY
+        let pending = 0
+        for (const entry of next.values()) {
+          if (entry.source === self) continue
+          if (entry.syncedAt < oldest) oldest = entry.syncedAt
+          if (entry.pendingRemote !== undefined) pending++
+        }
+        oldestPeerSync = oldest
+        pendingPeers = pending
         env.observer?.onViews(name, self, next)
         return SubscriptionRef.set(views, next)
       })
@@ -836,12 +863,22 @@ export const make = <S, V, D, C>(
       return stale
     }
 
-    const query = <A>(queryOptions: QueryOptions, f: (views: ViewMap<V>) => A): Effect.Effect<A, StalePeer> =>
+    const toMillis = memoMillis()
+    const query = <A>(queryOptions: QueryOptions, f: (views: ViewMap<V>) => A): Effect.Effect<A, StalePeer> => {
+      if (queryOptions.maxStaleness === undefined) return Effect.sync(() => f(SubscriptionRef.getUnsafe(views)))
+      const maxStaleness = toMillis(queryOptions.maxStaleness)
+      return Effect.clockWith((clock) => {
+        const now = Number(clock.monotonicTimeNanosUnsafe() / 1_000_000n)
+        if (pendingPeers === 0 && now - oldestPeerSync <= maxStaleness) {
+          return Effect.sync(() => f(SubscriptionRef.getUnsafe(views)))
+        }
+        return slowQuery(maxStaleness, now, f)
+      })
+    }
+
+    const slowQuery = <A>(maxStaleness: number, now: number, f: (views: ViewMap<V>) => A): Effect.Effect<A, StalePeer> =>
       Effect.gen(function*() {
         const map = SubscriptionRef.getUnsafe(views)
-        if (queryOptions.maxStaleness === undefined) return f(map)
-        const maxStaleness = Duration.toMillis(queryOptions.maxStaleness)
-        const now = yield* monotonicMillis
         const stale = staleEntries(map, now, maxStaleness)
         if (stale.length === 0) return f(map)
         if (!options.strategy.pullOnQuery) return yield* Effect.fail(stalePeer(stale[0].source))
