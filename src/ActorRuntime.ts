@@ -11,7 +11,7 @@
  * @since 0.1.0
  */
 import { Context, Data, Duration, Effect, Schedule, type Fiber, type Scope } from "effect"
-import type { MailboxFull, NodeUnreachable, RequestTimeout } from "./DStateError.ts"
+import type { ActorStopped, MailboxFull, NodeUnreachable, RequestTimeout } from "./DStateError.ts"
 import type { NodeId } from "./NodeId.ts"
 import * as Actor from "./internal/actor.ts"
 
@@ -32,8 +32,8 @@ export type MailboxCapacity = number | "unbounded"
 export interface ActorRef<in M> {
   /** The actor's name, unique on its node. */
   readonly name: string
-  /** Enqueues a message; fails with `MailboxFull` when a bounded mailbox is full. */
-  readonly tell: (message: M) => Effect.Effect<void, MailboxFull>
+  /** Enqueues a message; fails with `MailboxFull` when a bounded mailbox is full, `ActorStopped` when the actor has stopped. */
+  readonly tell: (message: M) => Effect.Effect<void, MailboxFull | ActorStopped>
   /** Messages waiting in the mailbox. */
   readonly mailboxSize: Effect.Effect<number>
   /** How many times the actor was restarted after a defect. */

@@ -48,7 +48,7 @@ export class DuplicateStateName extends Schema.TaggedError<DuplicateStateName>()
 export class StalePeer extends Schema.TaggedError<StalePeer>()("StalePeer", {
   stateName: Schema.String,
   node: NodeId,
-  lastSyncedAt: Schema.Number
+  lastSyncedAt: Schema.Finite
 }) {
   override get message() {
     return `view of "${this.stateName}" from ${this.node} is stale (last synced at ${this.lastSyncedAt} ms)`
@@ -158,6 +158,21 @@ export class MailboxFull extends Schema.TaggedError<MailboxFull>()("MailboxFull"
 }) {
   override get message() {
     return `mailbox of ${this.actor} is full (capacity ${this.capacity})`
+  }
+}
+
+/**
+ * The actor stopped (its restart schedule ended after repeated defects); the
+ * message was not enqueued.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class ActorStopped extends Schema.TaggedError<ActorStopped>()("ActorStopped", {
+  actor: Schema.String
+}) {
+  override get message() {
+    return `actor ${this.actor} has stopped`
   }
 }
 

@@ -40,8 +40,8 @@ export const StoredState = Schema.Struct({
   generation: Generation,
   storageVersion: Schema.Int,
   value: Schema.Json,
-  createdAt: Schema.Number,
-  modifiedAt: Schema.Number,
+  createdAt: Schema.Finite,
+  modifiedAt: Schema.Finite,
   /**
    * Changes logged after this snapshot, oldest first (only from stores that
    * keep a change log). The owner replays them with the definition's

@@ -10,7 +10,7 @@ import { ActorRuntime, type MailboxCapacity, RequestRejected } from "./ActorRunt
 import { ClusterEvents } from "./ClusterEvents.ts"
 import type { HealthStatus, InboundMetrics, PeerSyncStatus, StateHealth, StateSyncMetrics, SystemHealth } from "./Diagnostics.ts"
 import type * as DistributedState from "./DistributedState.ts"
-import { DuplicateStateName, type MailboxFull, type PersistenceFailed, type StalePeer, StateNotRegistered } from "./DStateError.ts"
+import { type ActorStopped, DuplicateStateName, type MailboxFull, type PersistenceFailed, type StalePeer, StateNotRegistered } from "./DStateError.ts"
 import type { Generation } from "./Generation.ts"
 import * as ChangeFeed from "./internal/changeFeed.ts"
 import { decodeFrame } from "./internal/codec.ts"
@@ -123,7 +123,7 @@ export interface SimpleHandle<S> extends StateHandle<S, S> {
    * when that succeeded does it become visible locally and get pushed to
    * peers. On `PersistenceFailed` nothing changed and nothing was sent.
    */
-  readonly mutate: (f: (state: S) => S) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull>
+  readonly mutate: (f: (state: S) => S) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull | ActorStopped>
 }
 
 /**
@@ -140,7 +140,7 @@ export interface DeltaHandle<S, V, C> extends StateHandle<S, V> {
    */
   readonly mutateWithDelta: (
     f: (state: S) => { readonly state: S; readonly change: C }
-  ) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull>
+  ) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull | ActorStopped>
 }
 
 /**

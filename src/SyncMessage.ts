@@ -35,8 +35,8 @@ export class FullSnapshot extends Schema.TaggedClass<FullSnapshot>()("FullSnapsh
   source: NodeId,
   generation: Generation,
   wireVersion: Schema.Int,
-  createdAt: Schema.Number,
-  modifiedAt: Schema.Number,
+  createdAt: Schema.Finite,
+  modifiedAt: Schema.Finite,
   payload: Schema.Uint8Array
 }) {}
 
@@ -52,7 +52,7 @@ export class DeltaUpdate extends Schema.TaggedClass<DeltaUpdate>()("DeltaUpdate"
   source: NodeId,
   generation: Generation,
   wireVersion: Schema.Int,
-  modifiedAt: Schema.Number,
+  modifiedAt: Schema.Finite,
   payload: Schema.Uint8Array
 }) {}
 

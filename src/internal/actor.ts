@@ -4,7 +4,7 @@
  */
 import { Cause, Effect, Queue, Schedule, type Scope } from "effect"
 import type { ActorRef, SpawnOptions } from "../ActorRuntime.ts"
-import { MailboxFull } from "../DStateError.ts"
+import { ActorStopped, MailboxFull } from "../DStateError.ts"
 
 /** Hooks a runtime can use to observe and gate actors. */
 export interface Hooks {
@@ -36,6 +36,7 @@ export const spawn = <M, R>(
     if (!(capacity >= 1)) return yield* Effect.die(new Error(`mailbox capacity must be >= 1, got ${capacity}`))
     const mailbox = yield* Queue.make<M>({ capacity, strategy: "dropping" })
     let restarts = 0
+    let stoppedFlag = false
     const onEnqueue = hooks?.onEnqueue
     const onDone = hooks?.onDone
     const gate = hooks?.gate
@@ -65,12 +66,16 @@ export const spawn = <M, R>(
     const supervised = loop.pipe(
       Effect.tapError(() => Effect.sync(() => restarts++)),
       Effect.retry(options.restart ?? Schedule.forever),
-      Effect.catchCause((cause) =>
-        Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logError("actor stopped after repeated defects").pipe(
+      Effect.catchCause((cause) => {
+        if (Cause.hasInterruptsOnly(cause)) return Effect.void
+        // The last defect was not followed by a restart.
+        restarts--
+        return Effect.logError("actor stopped after repeated defects").pipe(
           Effect.annotateLogs({ actor: options.name, restarts })
         )
-      ),
+      }),
       Effect.ensuring(Effect.sync(() => {
+        stoppedFlag = true
         // Whatever is left will never be handled: release the runtime's accounting.
         const left = Queue.sizeUnsafe(mailbox)
         Queue.shutdownUnsafe(mailbox)
@@ -79,7 +84,8 @@ export const spawn = <M, R>(
     )
     yield* Effect.forkScoped(supervised)
 
-    const full = new MailboxFull({ actor: options.name, capacity: Number.isFinite(capacity) ? capacity : -1 })
+    const full = new MailboxFull({ actor: options.name, capacity })
+    const stopped = new ActorStopped({ actor: options.name })
     return {
       name: options.name,
       tell: (message: M) =>
@@ -88,7 +94,7 @@ export const spawn = <M, R>(
             onEnqueue?.()
             return Effect.void
           }
-          return Effect.fail(full)
+          return Effect.fail(stoppedFlag ? stopped : full)
         }),
       mailboxSize: Queue.size(mailbox),
       restarts: Effect.sync(() => restarts)

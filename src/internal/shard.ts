@@ -10,7 +10,8 @@ import type { ActorRef, ActorRuntime, MailboxCapacity } from "../ActorRuntime.ts
 import type { PeerSyncStatus, StateHealth, StateSyncMetrics } from "../Diagnostics.ts"
 import type * as DistributedState from "../DistributedState.ts"
 import {
-  type MailboxFull,
+  type ActorStopped,
+  MailboxFull,
   MalformedMessage,
   MigrationFailed,
   PersistenceFailed,
@@ -136,7 +137,7 @@ export interface Shard<S, V, C> {
   readonly markStale: (source: NodeId, generation: Generation.Generation) => Effect.Effect<void>
   readonly mutate: (
     apply: (state: S) => { readonly state: S; readonly change: C | undefined }
-  ) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull>
+  ) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull | ActorStopped>
   readonly query: <A>(options: QueryOptions, f: (views: ViewMap<V>) => A) => Effect.Effect<A, StalePeer>
   readonly snapshot: Effect.Effect<ViewMap<V>>
   readonly changes: Stream.Stream<ViewMap<V>>
@@ -183,6 +184,8 @@ export const make = <S, V, D, C>(
     const count = counters.inc
     const peers = new Map<NodeId, PeerStatusMut>()
     const departed = new Map<NodeId, number>()
+    /** The newest generation ever accepted from each peer; survives its departures (bounded like `departed`). */
+    const lastSeen = new Map<NodeId, Generation.Generation>()
     const annotate = Effect.annotateLogs({ state: name, node: self })
     const project = (state: S): V => DistributedState_projectView(definition, state)
 
@@ -310,7 +313,7 @@ export const make = <S, V, D, C>(
       })
 
     const requestFrame = (to: NodeId | undefined) => {
-      const held = to === undefined ? undefined : SubscriptionRef.getUnsafe(views).get(to)?.generation
+      const held = to === undefined ? undefined : SubscriptionRef.getUnsafe(views).get(to)?.generation ?? lastSeen.get(to)
       const frame = encodeFrame(
         new RequestSnapshot({
           stateName: name,
@@ -373,6 +376,12 @@ export const make = <S, V, D, C>(
     const isDeparted = (node: NodeId, generation: Generation.Generation) => {
       const incarnation = departed.get(node)
       return incarnation !== undefined && generation.incarnation <= incarnation
+    }
+
+    const remember = (node: NodeId, generation: Generation.Generation) => {
+      lastSeen.delete(node)
+      lastSeen.set(node, generation)
+      while (lastSeen.size > env.departedCapacity) lastSeen.delete(lastSeen.keys().next().value as NodeId)
     }
 
     const markDeparted = (node: NodeId, incarnation: number) => {
@@ -455,7 +464,12 @@ export const make = <S, V, D, C>(
         const status = peerStatus(from)
         status.lastAttemptAt = now
         const held = SubscriptionRef.getUnsafe(views).get(from)
-        const verdict = Acceptance.snapshot(held?.generation, m.generation)
+        // Without a view (the peer left and came back), the newest generation ever seen from it still
+        // bounds what may be accepted: an owner that restarted with an older generation is told so.
+        const seen = held?.generation ?? lastSeen.get(from)
+        const verdict = held === undefined && seen !== undefined && Generation.equals(seen, m.generation)
+          ? { _tag: "Accept" as const }
+          : Acceptance.snapshot(seen, m.generation)
         switch (verdict._tag) {
           case "Duplicate": {
             count("staleDiscarded")
@@ -479,6 +493,7 @@ export const make = <S, V, D, C>(
             status.lastSyncAt = now
             status.consecutiveFailures = 0
             status.lastSnapshotRequestAt = undefined
+            remember(from, m.generation)
             const pending = held?.pendingRemote
             yield* publish((map) =>
               map.set(from, {
@@ -539,6 +554,7 @@ export const make = <S, V, D, C>(
               return yield* requestSnapshot(from, now)
             }
             count("deltasReceived")
+            remember(from, m.generation)
             status.lastSyncAt = now
             status.consecutiveFailures = 0
             const pending = held!.pendingRemote
@@ -616,7 +632,7 @@ export const make = <S, V, D, C>(
     let lastPushed: Generation.Generation = owner.generation
     /** The delta of the newest mutation, while it is the only change not yet pushed. */
     let unsentDelta: { readonly generation: Generation.Generation; readonly delta: D } | undefined
-    let delayedSend: { readonly deadline: number; readonly fiber: Fiber.Fiber<void, MailboxFull> } | undefined
+    let delayedSend: { readonly deadline: number; readonly fiber: Fiber.Fiber<void> } | undefined
     let lastPeriodic: Generation.Generation | undefined
 
     const cancelDelayed = Effect.suspend(() => {
@@ -686,7 +702,7 @@ export const make = <S, V, D, C>(
             const deadline = now + Duration.toMillis(urgency.duration)
             if (delayedSend !== undefined && delayedSend.deadline <= deadline) return
             yield* cancelDelayed
-            const fiber = yield* env.runtime.after(urgency.duration, actor.tell({ _tag: "FlushDelayed" })).pipe(
+            const fiber = yield* env.runtime.after(urgency.duration, tellControl({ _tag: "FlushDelayed" })).pipe(
               Scope.provide(shardScope)
             )
             delayedSend = { deadline, fiber }
@@ -782,10 +798,43 @@ export const make = <S, V, D, C>(
       }
     }
 
+    // The bound applies to data (mutations and inbound sync messages). Control messages (membership,
+    // timers, feed markers) are never dropped: losing a leave would leave a ghost view behind.
+    const capacity = options.mailbox === "unbounded" ? Number.POSITIVE_INFINITY : options.mailbox
+    if (!(capacity >= 1)) return yield* Effect.die(new Error(`mailbox capacity must be >= 1, got ${capacity}`))
+    let pendingData = 0
+    const full = new MailboxFull({ actor: `state/${name}`, capacity })
+    /** Peers whose messages were dropped on a full mailbox: resynced once the mailbox drains. */
+    const resyncFrom = new Set<NodeId>()
+    const resyncTo = new Set<NodeId>()
+    const isData = (m: Message<S, C>) => m._tag === "Mutate" || m._tag === "Inbound"
+
+    const resync = Effect.suspend(() => {
+      if (pendingData > 0 || (resyncFrom.size === 0 && resyncTo.size === 0)) return Effect.void
+      const from = [...resyncFrom]
+      const to = [...resyncTo]
+      resyncFrom.clear()
+      resyncTo.clear()
+      return Effect.gen(function*() {
+        for (const node of to) yield* sendSnapshot(node)
+        for (const node of from) {
+          count("snapshotRequestsSent")
+          yield* env.runtime.send(node, requestFrame(node)).pipe(Effect.ignore)
+        }
+      })
+    })
+
     const actor: ActorRef<Message<S, C>> = yield* env.runtime.spawn<Message<S, C>, never>({
       name: `state/${name}`,
-      mailbox: options.mailbox,
-      receive: (m) => receive(m).pipe(annotate),
+      mailbox: "unbounded",
+      receive: (m) =>
+        isData(m)
+          ? Effect.suspend(() => {
+            // Taken out of the mailbox: the bound counts waiting messages, as a queue's would.
+            pendingData--
+            return receive(m).pipe(Effect.andThen(resync), annotate)
+          })
+          : receive(m).pipe(annotate),
       onDefect: (m, defect) =>
         m._tag === "Mutate"
           ? Deferred.die(m.done, defect).pipe(Effect.asVoid)
@@ -794,11 +843,27 @@ export const make = <S, V, D, C>(
           : Effect.void
     })
 
-    const tellDropping = (message: Message<S, C>) =>
-      actor.tell(message).pipe(
+    const tellData = (message: Message<S, C>): Effect.Effect<void, MailboxFull | ActorStopped> =>
+      Effect.suspend(() => {
+        if (pendingData >= capacity) return Effect.fail(full)
+        pendingData++
+        return actor.tell(message).pipe(Effect.tapError(() =>
+          Effect.sync(() => {
+            pendingData--
+          })
+        ))
+      })
+
+    const tellControl = (message: Message<S, C>): Effect.Effect<void> => Effect.ignore(actor.tell(message))
+
+    /** Delivers an inbound sync message, or drops it (counted) and remembers to resync with its sender. */
+    const deliverInbound = (from: NodeId, message: Inbound) =>
+      tellData({ _tag: "Inbound", from, message }).pipe(
         Effect.catch(() =>
           Effect.sync(() => {
             count("mailboxDropped")
+            if (message._tag === "RequestSnapshot") resyncTo.add(from)
+            else resyncFrom.add(from)
           })
         )
       )
@@ -829,7 +894,9 @@ export const make = <S, V, D, C>(
           return yield* Effect.fail(stalePeer(node))
         }
         const applied = yield* Deferred.make<void>()
-        const told = yield* actor.tell({ _tag: "Inbound", from: node, message: decoded.success, done: applied }).pipe(Effect.result)
+        const told = yield* tellData({ _tag: "Inbound", from: node, message: decoded.success, done: applied }).pipe(
+          Effect.result
+        )
         if (Result.isFailure(told)) {
           recordFailure(node, told.failure)
           return yield* Effect.fail(stalePeer(node))
@@ -901,7 +968,7 @@ export const make = <S, V, D, C>(
 
     const periodic = options.strategy.periodicFullSync
     if (periodic !== undefined) {
-      yield* env.runtime.every(periodic, actor.tell({ _tag: "PeriodicSync" }).pipe(Effect.ignore))
+      yield* env.runtime.every(periodic, tellControl({ _tag: "PeriodicSync" }))
     }
     if (
       definition._tag === "Delta" && definition.syncUrgency !== undefined && periodic === undefined &&
@@ -932,12 +999,12 @@ export const make = <S, V, D, C>(
       name,
       definition,
       group,
-      deliver: (from, message) => tellDropping({ _tag: "Inbound", from, message }),
+      deliver: deliverInbound,
       reply: (from, message) =>
         Effect.gen(function*() {
           if (message.generation !== undefined && Generation.isNewer(message.generation, owner.generation)) {
             // Let the actor move to a newer incarnation; the pull gets the current snapshot meanwhile.
-            yield* tellDropping({ _tag: "Inbound", from, message })
+            yield* deliverInbound(from, message)
           } else {
             count("snapshotRequestsReceived")
           }
@@ -945,13 +1012,13 @@ export const make = <S, V, D, C>(
           const frame = yield* snapshotFrame
           return frame ?? new Uint8Array(0)
         }),
-      peerJoined: (node) => tellDropping({ _tag: "PeerJoined", node }),
-      peerLeft: (node) => tellDropping({ _tag: "PeerLeft", node }),
-      markStale: (source, generation) => tellDropping({ _tag: "MarkStale", source, generation }),
+      peerJoined: (node) => tellControl({ _tag: "PeerJoined", node }),
+      peerLeft: (node) => tellControl({ _tag: "PeerLeft", node }),
+      markStale: (source, generation) => tellControl({ _tag: "MarkStale", source, generation }),
       mutate: (apply) =>
         Effect.gen(function*() {
           const done = yield* Deferred.make<Committed<S>, PersistenceFailed>()
-          yield* actor.tell({ _tag: "Mutate", apply, done })
+          yield* tellData({ _tag: "Mutate", apply, done })
           return yield* Deferred.await(done)
         }),
       query,
