@@ -1,0 +1,786 @@
+/**
+ * Conformance suite of the runtime contract: one body of tests that every
+ * implementation of `ActorRuntime` + `ClusterEvents` must pass (the in-process
+ * runtime of `dstate/testing`, the TCP runtime of `dstate/node`, the Effect
+ * cluster adapter of `dstate/cluster`).
+ *
+ * A backend plugs in through a `MakeNodes` factory: a scoped effect that
+ * starts N nodes and returns a `RuntimeCluster` (per node its id and the
+ * `Context` holding its `ActorRuntime` and `ClusterEvents`, plus ways to add
+ * and remove nodes and to wait). How to wait depends on the backend's clock:
+ *
+ * - `clock: "simulated"` (default): tests run with `it.effect` on the
+ *   `TestClock`. `settle` must deliver everything in flight (like
+ *   `TestCluster.settle`), `eventually(check)` is `settle` then `check` once,
+ *   `advance(d)` is `TestClock.adjust(d)`. Timing assertions are exact.
+ * - `clock: "real"`: tests run with `it.live` on the real clock (real sockets).
+ *   `settle` waits a quiet period, `eventually(check)` polls `check` until it
+ *   succeeds within a bound (see `pollEventually`), `advance(d)` sleeps `d`.
+ *   Timing assertions become bounds (a timer never fires early).
+ *
+ * Every test starts its own nodes in the test's scope; closing the scope must
+ * stop them.
+ *
+ * A real-socket backend, for example:
+ *
+ * ```ts
+ * RuntimeSuite.suite("tcp", (count) => Effect.gen(function*() {
+ *   // start `count` nodes on port 0 (each built with Layer.buildWithScope in its own
+ *   // closeable scope), wait until every node sees the others, then:
+ *   return {
+ *     nodes, addNode, removeNode,               // removeNode closes that node's scope
+ *     settle: Effect.sleep("50 millis"),
+ *     eventually: RuntimeSuite.pollEventually({ within: "5 seconds" }),
+ *     advance: (d) => Effect.sleep(d)
+ *   }
+ * }), { clock: "real", timeout: 20_000 })
+ * ```
+ */
+import { assert, describe, it } from "@effect/vitest"
+import {
+  Cause,
+  Clock,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  PubSub,
+  Schedule,
+  Scope
+} from "effect"
+import { ActorRuntime, ClusterEvents, DStateError, NodeId } from "dstate"
+
+/**
+ * The services a runtime provides to one node.
+ */
+export type RuntimeServices = ActorRuntime.ActorRuntime | ClusterEvents.ClusterEvents
+
+/**
+ * One running node of the backend under test.
+ */
+export interface RuntimeNode {
+  readonly id: NodeId.NodeId
+  /** The node's services; the suite runs effects "on" the node with `Effect.provideContext`. */
+  readonly context: Context.Context<RuntimeServices>
+}
+
+/**
+ * What a backend factory returns: the started nodes and how to drive them.
+ */
+export interface RuntimeCluster {
+  /** The nodes started by the factory, in start order. */
+  readonly nodes: ReadonlyArray<RuntimeNode>
+  /** Starts one more node; the others must see it join. */
+  readonly addNode: Effect.Effect<RuntimeNode>
+  /** Graceful leave: stops the node; the others must see it leave. */
+  readonly removeNode: (node: RuntimeNode) => Effect.Effect<void>
+  /**
+   * Simulated: delivers every frame in flight and lets every actor go idle,
+   * moving the clock only as far as deliveries need. Real: waits a quiet
+   * period long enough for in-flight frames to arrive.
+   */
+  readonly settle: Effect.Effect<void>
+  /**
+   * Runs `check` once the system has had time to converge. Simulated: `settle`
+   * then `check` once. Real: retries `check` (failures and defects, such as a
+   * failed `assert`) until it succeeds or a bound elapses, then fails with
+   * the last outcome.
+   */
+  readonly eventually: <A, E>(check: Effect.Effect<A, E>) => Effect.Effect<A, E>
+  /** Lets `duration` pass. Simulated: `TestClock.adjust`; real: sleep. */
+  readonly advance: (duration: Duration.Input) => Effect.Effect<void>
+}
+
+/**
+ * A backend: starts `count` nodes in the current scope.
+ */
+export type MakeNodes = (count: number) => Effect.Effect<RuntimeCluster, unknown, Scope.Scope>
+
+/**
+ * Options of `suite`.
+ */
+export interface SuiteOptions {
+  /** `"simulated"` (default): `it.effect` with exact timings; `"real"`: `it.live` with bounds. */
+  readonly clock?: "simulated" | "real" | undefined
+  /** Vitest timeout of each test in ms (default: the vitest config's). */
+  readonly timeout?: number | undefined
+  /**
+   * Real clock only: the base unit of the timing tests (default 100 ms). Timers
+   * and request timeouts use small multiples of it; raise it on slow machines.
+   */
+  readonly tick?: Duration.Input | undefined
+}
+
+/**
+ * `eventually` for real-clock backends: retries `check` every `interval`
+ * until it succeeds; after `within`, runs it one last time and returns that
+ * outcome (so a failed `assert` reports its real message).
+ */
+export const pollEventually = (options?: {
+  readonly within?: Duration.Input | undefined
+  readonly interval?: Duration.Input | undefined
+}) =>
+<A, E>(check: Effect.Effect<A, E>): Effect.Effect<A, E> => {
+  const within = Duration.toMillis(Duration.fromInputUnsafe(options?.within ?? "5 seconds"))
+  const interval = Duration.fromInputUnsafe(options?.interval ?? "20 millis")
+  return Effect.gen(function*() {
+    const deadline = (yield* Clock.currentTimeMillis) + within
+    while ((yield* Clock.currentTimeMillis) < deadline) {
+      const exit = yield* Effect.exit(check)
+      if (Exit.isSuccess(exit)) return exit.value
+      if (Cause.hasInterruptsOnly(exit.cause)) return yield* exit
+      yield* Effect.sleep(interval)
+    }
+    return yield* check
+  })
+}
+
+const runtimeOf = (node: RuntimeNode) => Context.get(node.context, ActorRuntime.ActorRuntime)
+const eventsOf = (node: RuntimeNode) => Context.get(node.context, ClusterEvents.ClusterEvents)
+
+const bytes = (...values: ReadonlyArray<number>) => Uint8Array.from(values)
+
+interface Received {
+  readonly from: NodeId.NodeId
+  readonly frame: ReadonlyArray<number>
+}
+
+/** Installs an inbound handler on `node` that records one-way frames; requests get `reply`. */
+const serveRecording = (
+  node: RuntimeNode,
+  reply: ActorRuntime.Inbound["onRequest"] = (_from, frame) => Effect.succeed(frame)
+) =>
+  Effect.gen(function*() {
+    const received: Array<Received> = []
+    yield* runtimeOf(node).serve({
+      onMessage: (from, frame) => Effect.sync(() => received.push({ from, frame: Array.from(frame) })),
+      onRequest: reply
+    })
+    return received
+  })
+
+/** Records every membership event `node` sees from now on. */
+const recordEvents = (node: RuntimeNode) =>
+  Effect.gen(function*() {
+    const events: Array<ClusterEvents.ClusterEvent> = []
+    const subscription = yield* eventsOf(node).subscribe
+    yield* PubSub.take(subscription).pipe(
+      Effect.tap((event) => Effect.sync(() => events.push(event))),
+      Effect.forever,
+      Effect.forkScoped
+    )
+    return events
+  })
+
+const sortedIds = (ids: Iterable<NodeId.NodeId>): ReadonlyArray<string> => [...ids].map(String).sort()
+
+const check = (f: () => void) => Effect.sync(f)
+
+/**
+ * Registers the runtime conformance tests for one backend.
+ */
+export const suite = (name: string, makeNodes: MakeNodes, options?: SuiteOptions): void => {
+  const simulated = (options?.clock ?? "simulated") === "simulated"
+  const test = simulated ? it.effect : it.live
+  const timeout = options?.timeout
+  // Time unit of the timing tests: exact on simulated time, a bound on real time.
+  const tick = simulated ? 1000 : Duration.toMillis(Duration.fromInputUnsafe(options?.tick ?? "100 millis"))
+
+  describe(`ActorRuntime conformance: ${name}`, () => {
+    test("each node knows its own id, and the ids are distinct", () =>
+      Effect.gen(function*() {
+        const cluster = yield* makeNodes(3)
+        assert.strictEqual(cluster.nodes.length, 3)
+        for (const node of cluster.nodes) assert.strictEqual(runtimeOf(node).nodeId, node.id)
+        assert.strictEqual(new Set(cluster.nodes.map((n) => n.id)).size, 3)
+      }), timeout)
+
+    describe("actors", () => {
+      test("an actor handles its messages one at a time, in order", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(1)
+          const [a] = cluster.nodes
+          const handled: Array<number> = []
+          let running = 0
+          let maxRunning = 0
+          const actor = yield* runtimeOf(a).spawn({
+            name: "ordered",
+            receive: (n: number) =>
+              Effect.gen(function*() {
+                running++
+                maxRunning = Math.max(maxRunning, running)
+                yield* Effect.yieldNow
+                handled.push(n)
+                running--
+              })
+          })
+          assert.strictEqual(actor.name, "ordered")
+          for (let i = 0; i < 50; i++) yield* actor.tell(i)
+          yield* cluster.eventually(check(() => assert.strictEqual(handled.length, 50)))
+          assert.deepStrictEqual(handled, Array.from({ length: 50 }, (_, i) => i))
+          assert.strictEqual(maxRunning, 1)
+          assert.strictEqual(yield* actor.mailboxSize, 0)
+          assert.strictEqual(yield* actor.restarts, 0)
+        }), timeout)
+
+      test("a bounded mailbox of capacity N holds exactly N messages while the actor is blocked", () =>
+        Effect.gen(function*() {
+          const capacity = 3
+          const cluster = yield* makeNodes(1)
+          const [a] = cluster.nodes
+          const started = yield* Deferred.make<void>()
+          const release = yield* Deferred.make<void>()
+          const handled: Array<number> = []
+          const actor = yield* runtimeOf(a).spawn({
+            name: "bounded",
+            mailbox: capacity,
+            receive: (n: number) =>
+              Effect.gen(function*() {
+                if (n === 0) {
+                  yield* Deferred.succeed(started, undefined)
+                  yield* Deferred.await(release)
+                }
+                handled.push(n)
+              })
+          })
+          yield* actor.tell(0)
+          yield* Deferred.await(started)
+          // The actor is blocked on message 0: the mailbox now fills up.
+          for (let i = 1; i <= capacity; i++) yield* actor.tell(i)
+          assert.strictEqual(yield* actor.mailboxSize, capacity)
+          const full = yield* Effect.flip(actor.tell(capacity + 1))
+          assert.instanceOf(full, DStateError.MailboxFull)
+          if (full._tag === "MailboxFull") assert.strictEqual(full.capacity, capacity)
+          assert.strictEqual(full.actor, "bounded")
+          assert.strictEqual(yield* actor.mailboxSize, capacity)
+          yield* Deferred.succeed(release, undefined)
+          yield* cluster.eventually(check(() => assert.strictEqual(handled.length, capacity + 1)))
+          // The refused message was not enqueued.
+          assert.deepStrictEqual(handled, [0, 1, 2, 3])
+          // Once drained, the mailbox accepts again.
+          yield* actor.tell(10)
+          yield* cluster.eventually(check(() => assert.deepStrictEqual(handled, [0, 1, 2, 3, 10])))
+        }), timeout)
+
+      test("an unbounded mailbox accepts every message while the actor is blocked", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(1)
+          const [a] = cluster.nodes
+          const started = yield* Deferred.make<void>()
+          const release = yield* Deferred.make<void>()
+          let handled = 0
+          const actor = yield* runtimeOf(a).spawn({
+            name: "unbounded",
+            receive: (n: number) =>
+              Effect.gen(function*() {
+                if (n === 0) {
+                  yield* Deferred.succeed(started, undefined)
+                  yield* Deferred.await(release)
+                }
+                handled++
+              })
+          })
+          yield* actor.tell(0)
+          yield* Deferred.await(started)
+          for (let i = 1; i <= 10_000; i++) yield* actor.tell(i)
+          assert.strictEqual(yield* actor.mailboxSize, 10_000)
+          yield* Deferred.succeed(release, undefined)
+          yield* cluster.eventually(check(() => assert.strictEqual(handled, 10_001)))
+        }), timeout)
+
+      test("a handler that dies on one message is restarted and handles the following ones", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(1)
+          const [a] = cluster.nodes
+          const handled: Array<string> = []
+          const defects: Array<readonly [string, unknown]> = []
+          const actor = yield* runtimeOf(a).spawn({
+            name: "fragile",
+            receive: (message: string) =>
+              message === "poison" ? Effect.die("boom") : Effect.sync(() => handled.push(message)),
+            onDefect: (message, defect) => Effect.sync(() => defects.push([message, defect]))
+          })
+          for (const m of ["a", "poison", "b", "c"]) yield* actor.tell(m)
+          yield* cluster.eventually(check(() => assert.deepStrictEqual(handled, ["a", "b", "c"])))
+          assert.strictEqual(yield* actor.restarts, 1)
+          assert.deepStrictEqual(defects, [["poison", "boom"]])
+          // Still alive after the restart.
+          yield* actor.tell("d")
+          yield* cluster.eventually(check(() => assert.deepStrictEqual(handled, ["a", "b", "c", "d"])))
+          assert.strictEqual(yield* actor.restarts, 1)
+        }), timeout)
+
+      test("every defect counts one restart under the default schedule", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(1)
+          const [a] = cluster.nodes
+          const handled: Array<string> = []
+          const actor = yield* runtimeOf(a).spawn({
+            name: "often-fragile",
+            receive: (message: string) =>
+              message.startsWith("poison") ? Effect.die(message) : Effect.sync(() => handled.push(message))
+          })
+          for (const m of ["poison1", "a", "poison2", "poison3", "b"]) yield* actor.tell(m)
+          yield* cluster.eventually(check(() => assert.deepStrictEqual(handled, ["a", "b"])))
+          assert.strictEqual(yield* actor.restarts, 3)
+        }), timeout)
+
+      test("an actor whose restart schedule ends stops after that many restarts", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(1)
+          const [a] = cluster.nodes
+          const seen: Array<string> = []
+          const defects: Array<string> = []
+          const actor = yield* runtimeOf(a).spawn({
+            name: "gives-up",
+            restart: Schedule.recurs(1),
+            receive: (message: string) =>
+              Effect.gen(function*() {
+                seen.push(message)
+                if (message.startsWith("poison")) return yield* Effect.die(message)
+              }),
+            onDefect: (message) => Effect.sync(() => defects.push(message))
+          })
+          for (const m of ["poison1", "a", "poison2", "b", "c"]) yield* actor.tell(m)
+          yield* cluster.eventually(check(() => assert.deepStrictEqual(defects, ["poison1", "poison2"])))
+          // One restart after poison1; poison2 exhausted the schedule and the actor stopped.
+          yield* cluster.settle
+          assert.deepStrictEqual(seen, ["poison1", "a", "poison2"])
+          assert.strictEqual(yield* actor.restarts, 1)
+          const refused = yield* Effect.flip(actor.tell("d"))
+          assert.instanceOf(refused, DStateError.ActorStopped)
+          assert.strictEqual(refused.actor, "gives-up")
+          yield* cluster.settle
+          assert.deepStrictEqual(seen, ["poison1", "a", "poison2"])
+        }), timeout)
+
+      test("an actor stops when its scope closes", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(1)
+          const [a] = cluster.nodes
+          const handled: Array<number> = []
+          const scope = yield* Scope.make()
+          const actor = yield* runtimeOf(a).spawn({
+            name: "scoped",
+            receive: (n: number) => Effect.sync(() => handled.push(n))
+          }).pipe(Scope.provide(scope))
+          yield* actor.tell(1)
+          yield* cluster.eventually(check(() => assert.deepStrictEqual(handled, [1])))
+          yield* Scope.close(scope, Exit.void)
+          yield* Effect.ignore(actor.tell(2))
+          yield* cluster.settle
+          assert.deepStrictEqual(handled, [1])
+        }), timeout)
+    })
+
+    describe("timers", () => {
+      if (simulated) {
+        test("after(1s) does not fire at 999 ms, fires once at 1 s", () =>
+          Effect.gen(function*() {
+            const cluster = yield* makeNodes(1)
+            const [a] = cluster.nodes
+            const firedAt: Array<number> = []
+            const start = yield* Clock.currentTimeMillis
+            const fiber = yield* runtimeOf(a).after(
+              "1 second",
+              Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => firedAt.push(now - start)))
+            )
+            yield* cluster.advance("999 millis")
+            assert.deepStrictEqual(firedAt, [])
+            yield* cluster.advance("1 millis")
+            assert.deepStrictEqual(firedAt, [1000])
+            yield* Fiber.join(fiber)
+            yield* cluster.advance("10 seconds")
+            assert.deepStrictEqual(firedAt, [1000])
+          }), timeout)
+
+        test("every(spaced 100ms) runs first after 100 ms, then every 100 ms, until interrupted", () =>
+          Effect.gen(function*() {
+            const cluster = yield* makeNodes(1)
+            const [a] = cluster.nodes
+            const runs: Array<number> = []
+            const start = yield* Clock.currentTimeMillis
+            const fiber = yield* runtimeOf(a).every(
+              Schedule.spaced("100 millis"),
+              Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => runs.push(now - start)))
+            )
+            yield* cluster.advance("99 millis")
+            assert.deepStrictEqual(runs, [])
+            yield* cluster.advance("1 millis")
+            assert.deepStrictEqual(runs, [100])
+            yield* cluster.advance("900 millis")
+            assert.deepStrictEqual(runs, [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000])
+            yield* Fiber.interrupt(fiber)
+            yield* cluster.advance("1 second")
+            assert.strictEqual(runs.length, 10)
+          }), timeout)
+
+        test("every(recurs(2)) runs exactly twice and its fiber completes", () =>
+          Effect.gen(function*() {
+            const cluster = yield* makeNodes(1)
+            const [a] = cluster.nodes
+            let runs = 0
+            const fiber = yield* runtimeOf(a).every(
+              Schedule.max([Schedule.spaced("1 second"), Schedule.recurs(2)]),
+              Effect.sync(() => runs++)
+            )
+            yield* cluster.advance("10 seconds")
+            yield* Fiber.join(fiber)
+            assert.strictEqual(runs, 2)
+          }), timeout)
+      } else {
+        test("after(d) fires once, never before d", () =>
+          Effect.gen(function*() {
+            const cluster = yield* makeNodes(1)
+            const [a] = cluster.nodes
+            const firedAt: Array<number> = []
+            const start = yield* Clock.currentTimeMillis
+            yield* runtimeOf(a).after(
+              Duration.millis(tick),
+              Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => firedAt.push(now - start)))
+            )
+            yield* cluster.eventually(check(() => assert.strictEqual(firedAt.length, 1)))
+            // Timer resolution is 1 ms: allow the wall clock's rounding, never more.
+            assert.isAtLeast(firedAt[0], tick - 1)
+            yield* cluster.advance(Duration.millis(2 * tick))
+            assert.strictEqual(firedAt.length, 1)
+          }), timeout)
+      }
+
+      test("timers stop when their scope closes", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(1)
+          const [a] = cluster.nodes
+          let everyRuns = 0
+          let afterRuns = 0
+          const scope = yield* Scope.make()
+          yield* runtimeOf(a).every(Schedule.spaced(Duration.millis(tick / 4)), Effect.sync(() => everyRuns++))
+            .pipe(Scope.provide(scope))
+          yield* runtimeOf(a).after(Duration.millis(tick * 2), Effect.sync(() => afterRuns++))
+            .pipe(Scope.provide(scope))
+          yield* cluster.advance(Duration.millis(tick))
+          yield* cluster.eventually(check(() => assert.isAtLeast(everyRuns, simulated ? 4 : 1)))
+          if (simulated) assert.strictEqual(everyRuns, 4)
+          yield* Scope.close(scope, Exit.void)
+          const runsAtClose = everyRuns
+          yield* cluster.advance(Duration.millis(tick * 3))
+          assert.strictEqual(everyRuns, runsAtClose)
+          assert.strictEqual(afterRuns, 0)
+        }), timeout)
+    })
+
+    describe("groups and messaging", () => {
+      test("joinGroup / members / leaveGroup", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(3)
+          const [a, b, c] = cluster.nodes
+          const members = (node: RuntimeNode, group: string) => runtimeOf(node).members(group)
+          assert.deepStrictEqual(yield* members(a, "g"), [])
+          yield* runtimeOf(a).joinGroup("g")
+          yield* runtimeOf(b).joinGroup("g")
+          yield* runtimeOf(c).joinGroup("other")
+          for (const node of [a, b, c]) {
+            yield* cluster.eventually(Effect.gen(function*() {
+              assert.deepStrictEqual(sortedIds(yield* members(node, "g")), sortedIds([a.id, b.id]))
+              assert.deepStrictEqual(sortedIds(yield* members(node, "other")), [String(c.id)])
+            }))
+          }
+          // Joining twice is idempotent.
+          yield* runtimeOf(a).joinGroup("g")
+          yield* runtimeOf(a).leaveGroup("g")
+          for (const node of [a, b, c]) {
+            yield* cluster.eventually(Effect.gen(function*() {
+              assert.deepStrictEqual(sortedIds(yield* members(node, "g")), [String(b.id)])
+            }))
+          }
+          // Leaving a group one is not in changes nothing.
+          yield* runtimeOf(c).leaveGroup("g")
+          yield* cluster.eventually(Effect.gen(function*() {
+            assert.deepStrictEqual(sortedIds(yield* members(a, "g")), [String(b.id)])
+          }))
+        }), timeout)
+
+      test("broadcast reaches every other member exactly once, not the sender nor non-members", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(4)
+          const [a, b, c, d] = cluster.nodes
+          const inboxes = yield* Effect.forEach(cluster.nodes, (n) => serveRecording(n))
+          const [inA, inB, inC, inD] = inboxes
+          for (const node of [a, b, c]) yield* runtimeOf(node).joinGroup("g")
+          yield* cluster.eventually(Effect.gen(function*() {
+            for (const node of [a, b, c, d]) {
+              assert.deepStrictEqual(sortedIds(yield* runtimeOf(node).members("g")), sortedIds([a.id, b.id, c.id]))
+            }
+          }))
+          yield* runtimeOf(a).broadcast("g", bytes(1, 2, 3))
+          yield* cluster.eventually(check(() => {
+            assert.deepStrictEqual(inB, [{ from: a.id, frame: [1, 2, 3] }])
+            assert.deepStrictEqual(inC, [{ from: a.id, frame: [1, 2, 3] }])
+          }))
+          yield* cluster.settle
+          assert.deepStrictEqual(inA, [])
+          assert.deepStrictEqual(inB.length, 1)
+          assert.deepStrictEqual(inC.length, 1)
+          assert.deepStrictEqual(inD, [])
+
+          // After c leaves, a broadcast no longer reaches it.
+          yield* runtimeOf(c).leaveGroup("g")
+          yield* cluster.eventually(Effect.gen(function*() {
+            assert.deepStrictEqual(sortedIds(yield* runtimeOf(a).members("g")), sortedIds([a.id, b.id]))
+          }))
+          yield* runtimeOf(b).broadcast("g", bytes(4))
+          yield* cluster.eventually(check(() => assert.deepStrictEqual(inA, [{ from: b.id, frame: [4] }])))
+          yield* cluster.settle
+          assert.deepStrictEqual(inB, [{ from: a.id, frame: [1, 2, 3] }])
+          assert.deepStrictEqual(inC, [{ from: a.id, frame: [1, 2, 3] }])
+          assert.deepStrictEqual(inD, [])
+
+          // A node outside the group reaches every member.
+          yield* runtimeOf(d).broadcast("g", bytes(5))
+          yield* cluster.eventually(check(() => {
+            assert.deepStrictEqual(inA, [{ from: b.id, frame: [4] }, { from: d.id, frame: [5] }])
+            assert.deepStrictEqual(inB, [{ from: a.id, frame: [1, 2, 3] }, { from: d.id, frame: [5] }])
+          }))
+          yield* cluster.settle
+          assert.strictEqual(inC.length, 1)
+          assert.deepStrictEqual(inD, [])
+        }), timeout)
+
+      test("broadcast to an empty or unknown group sends nothing", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(2)
+          const [a, b] = cluster.nodes
+          const inA = yield* serveRecording(a)
+          const inB = yield* serveRecording(b)
+          yield* runtimeOf(a).joinGroup("alone")
+          yield* runtimeOf(a).broadcast("alone", bytes(1))
+          yield* runtimeOf(a).broadcast("nobody", bytes(2))
+          yield* cluster.settle
+          assert.deepStrictEqual(inA, [])
+          assert.deepStrictEqual(inB, [])
+        }), timeout)
+
+      test("send delivers one frame to one node only, in order", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(3)
+          const [a, b, c] = cluster.nodes
+          const [inA, inB, inC] = yield* Effect.forEach(cluster.nodes, (n) => serveRecording(n))
+          yield* runtimeOf(a).send(b.id, bytes(9))
+          yield* runtimeOf(a).send(b.id, bytes(10, 11))
+          yield* runtimeOf(c).send(b.id, bytes())
+          yield* cluster.eventually(check(() => assert.strictEqual(inB.length, 3)))
+          assert.deepStrictEqual(inB.filter((r) => r.from === a.id), [
+            { from: a.id, frame: [9] },
+            { from: a.id, frame: [10, 11] }
+          ])
+          assert.deepStrictEqual(inB.filter((r) => r.from === c.id), [{ from: c.id, frame: [] }])
+          yield* cluster.settle
+          assert.deepStrictEqual(inA, [])
+          assert.deepStrictEqual(inC, [])
+        }), timeout)
+
+      test("a frame of 1 MiB arrives intact", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(2)
+          const [a, b] = cluster.nodes
+          const inB = yield* serveRecording(b)
+          const frame = new Uint8Array(1024 * 1024)
+          for (let i = 0; i < frame.length; i++) frame[i] = (i * 31 + 7) & 0xff
+          yield* runtimeOf(a).send(b.id, frame)
+          yield* cluster.eventually(check(() => assert.strictEqual(inB.length, 1)))
+          assert.strictEqual(inB[0].frame.length, frame.length)
+          assert.isTrue(inB[0].frame.every((v, i) => v === frame[i]))
+        }), timeout)
+
+      test("send to an unknown node fails with NodeUnreachable", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(2)
+          const [a] = cluster.nodes
+          const nowhere = NodeId.make("no-such-node")
+          const error = yield* Effect.flip(runtimeOf(a).send(nowhere, bytes(1)))
+          assert.instanceOf(error, DStateError.NodeUnreachable)
+          assert.strictEqual(error.node, nowhere)
+        }), timeout)
+    })
+
+    describe("request / reply", () => {
+      test("request returns the handler's reply and the handler sees the caller", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(2)
+          const [a, b] = cluster.nodes
+          const callers: Array<NodeId.NodeId> = []
+          yield* serveRecording(b, (from, frame) =>
+            Effect.sync(() => {
+              callers.push(from)
+              return Uint8Array.from([...frame].reverse().concat([0xff]))
+            }))
+          const reply = yield* runtimeOf(a).request(b.id, bytes(1, 2, 3), "5 seconds")
+          assert.deepStrictEqual(Array.from(reply), [3, 2, 1, 0xff])
+          assert.deepStrictEqual(callers, [a.id])
+          // Concurrent requests each get their own reply.
+          const replies = yield* Effect.forEach(
+            [10, 20, 30, 40],
+            (n) => runtimeOf(a).request(b.id, bytes(n), "5 seconds"),
+            { concurrency: "unbounded" }
+          )
+          assert.deepStrictEqual(replies.map((r) => Array.from(r)), [[10, 0xff], [20, 0xff], [30, 0xff], [40, 0xff]])
+        }), timeout)
+
+      test("a request whose handler never answers fails with RequestTimeout after the timeout", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(2)
+          const [a, b] = cluster.nodes
+          yield* serveRecording(b, () => Effect.never)
+          const timeoutMillis = simulated ? 1000 : tick * 2
+          const start = yield* Clock.currentTimeMillis
+          const fiber = yield* runtimeOf(a).request(b.id, bytes(1), Duration.millis(timeoutMillis)).pipe(
+            Effect.exit,
+            Effect.flatMap((exit) => Effect.map(Clock.currentTimeMillis, (now) => [exit, now - start] as const)),
+            Effect.forkChild
+          )
+          if (simulated) {
+            yield* Effect.yieldNow
+            yield* cluster.advance("999 millis")
+            assert.isUndefined(fiber.pollUnsafe())
+            yield* cluster.advance("1 millis")
+          } else {
+            yield* cluster.advance(Duration.millis(timeoutMillis))
+          }
+          const [exit, elapsed] = yield* Fiber.join(fiber)
+          assert.isTrue(Exit.isFailure(exit))
+          const error = yield* Effect.flip(exit)
+          assert.instanceOf(error, DStateError.RequestTimeout)
+          if (error._tag !== "RequestTimeout") return
+          assert.strictEqual(error.node, b.id)
+          assert.strictEqual(error.timeoutMillis, timeoutMillis)
+          if (simulated) assert.strictEqual(elapsed, 1000)
+          else assert.isAtLeast(elapsed, timeoutMillis - 1)
+        }), timeout)
+
+      test("a request to an unknown node fails with NodeUnreachable", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(2)
+          const [a] = cluster.nodes
+          const nowhere = NodeId.make("no-such-node")
+          const error = yield* Effect.flip(runtimeOf(a).request(nowhere, bytes(1), "5 seconds"))
+          assert.instanceOf(error, DStateError.NodeUnreachable)
+          if (error._tag !== "NodeUnreachable") return
+          assert.strictEqual(error.node, nowhere)
+        }), timeout)
+
+      test("a request to a node whose onRequest fails yields RequestRejected", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(2)
+          const [a, b] = cluster.nodes
+          yield* serveRecording(b, (_from, frame) =>
+            frame[0] === 0
+              ? Effect.fail(new ActorRuntime.RequestRejected({ node: b.id, reason: "state \"x\" is not registered" }))
+              : Effect.succeed(frame))
+          const error = yield* Effect.flip(runtimeOf(a).request(b.id, bytes(0), "5 seconds"))
+          assert.instanceOf(error, ActorRuntime.RequestRejected)
+          if (error._tag !== "RequestRejected") return
+          assert.strictEqual(error.node, b.id)
+          assert.strictEqual(error.reason, "state \"x\" is not registered")
+          // The node still answers other requests.
+          const reply = yield* runtimeOf(a).request(b.id, bytes(7), "5 seconds")
+          assert.deepStrictEqual(Array.from(reply), [7])
+        }), timeout)
+
+      test("a request to a node that left fails with NodeUnreachable", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(2)
+          const [a, b] = cluster.nodes
+          yield* serveRecording(b)
+          yield* cluster.removeNode(b)
+          const error = yield* cluster.eventually(Effect.flip(runtimeOf(a).request(b.id, bytes(1), "1 second")).pipe(
+            Effect.tap((e) => check(() => assert.strictEqual(e._tag, "NodeUnreachable")))
+          ))
+          assert.instanceOf(error, DStateError.NodeUnreachable)
+          if (error._tag !== "NodeUnreachable") return
+          assert.strictEqual(error.node, b.id)
+        }), timeout)
+    })
+
+    describe("ClusterEvents", () => {
+      test("each node sees every other node, and not itself, in members", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(3)
+          for (const node of cluster.nodes) {
+            const others = cluster.nodes.filter((n) => n !== node).map((n) => n.id)
+            yield* cluster.eventually(Effect.gen(function*() {
+              assert.deepStrictEqual(sortedIds(yield* eventsOf(node).members), sortedIds(others))
+            }))
+          }
+        }), timeout)
+
+      test("a node leaving produces NodeLeft on every other node, once", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(3)
+          const [a, b, c] = cluster.nodes
+          yield* cluster.eventually(Effect.gen(function*() {
+            for (const node of [a, b]) assert.strictEqual((yield* eventsOf(node).members).size, 2)
+          }))
+          const eventsA = yield* recordEvents(a)
+          const eventsB = yield* recordEvents(b)
+          yield* cluster.removeNode(c)
+          yield* cluster.eventually(check(() => {
+            assert.deepStrictEqual(eventsA, [ClusterEvents.NodeLeft(c.id)])
+            assert.deepStrictEqual(eventsB, [ClusterEvents.NodeLeft(c.id)])
+          }))
+          assert.deepStrictEqual(sortedIds(yield* eventsOf(a).members), [String(b.id)])
+          assert.deepStrictEqual(sortedIds(yield* eventsOf(b).members), [String(a.id)])
+          yield* cluster.settle
+          assert.strictEqual(eventsA.length, 1)
+          assert.strictEqual(eventsB.length, 1)
+        }), timeout)
+
+      test("a new node produces NodeJoined on every other node and sees them as members", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(2)
+          const [a, b] = cluster.nodes
+          yield* cluster.eventually(Effect.gen(function*() {
+            assert.strictEqual((yield* eventsOf(a).members).size, 1)
+          }))
+          const eventsA = yield* recordEvents(a)
+          const eventsB = yield* recordEvents(b)
+          const c = yield* cluster.addNode
+          assert.isFalse([a.id, b.id].includes(c.id))
+          assert.strictEqual(runtimeOf(c).nodeId, c.id)
+          yield* cluster.eventually(check(() => {
+            assert.deepStrictEqual(eventsA, [ClusterEvents.NodeJoined(c.id)])
+            assert.deepStrictEqual(eventsB, [ClusterEvents.NodeJoined(c.id)])
+          }))
+          yield* cluster.eventually(Effect.gen(function*() {
+            assert.deepStrictEqual(sortedIds(yield* eventsOf(c).members), sortedIds([a.id, b.id]))
+            assert.deepStrictEqual(sortedIds(yield* eventsOf(a).members), sortedIds([b.id, c.id]))
+          }))
+          // The new node is reachable at once.
+          yield* serveRecording(c)
+          const reply = yield* runtimeOf(a).request(c.id, bytes(42), "5 seconds")
+          assert.deepStrictEqual(Array.from(reply), [42])
+          yield* cluster.settle
+          assert.strictEqual(eventsA.length, 1)
+          assert.strictEqual(eventsB.length, 1)
+        }), timeout)
+
+      test("a node that leaves and a node that joins are seen in order", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(3)
+          const [a, b, c] = cluster.nodes
+          yield* cluster.eventually(Effect.gen(function*() {
+            assert.strictEqual((yield* eventsOf(a).members).size, 2)
+          }))
+          const eventsA = yield* recordEvents(a)
+          yield* cluster.removeNode(b)
+          yield* cluster.eventually(check(() => assert.strictEqual(eventsA.length, 1)))
+          const d = yield* cluster.addNode
+          yield* cluster.eventually(check(() =>
+            assert.deepStrictEqual(eventsA, [ClusterEvents.NodeLeft(b.id), ClusterEvents.NodeJoined(d.id)])
+          ))
+          assert.deepStrictEqual(sortedIds(yield* eventsOf(a).members), sortedIds([c.id, d.id]))
+        }), timeout)
+    })
+  })
+}
