@@ -511,6 +511,68 @@ describe("Replication", () => {
         })
       }))
 
+    it.effect("an owner that restarts below a generation its peers accepted is told so and moves past it", () =>
+      Effect.gen(function*() {
+        // A peer accepted {2100-01-01, 9} from a; a then loses its state (failed load) with the clock far
+        // behind that incarnation. The peer's snapshot request carries what it saw, and a moves above it.
+        const cluster = yield* TestCluster.make({ nodes: 2, setup: registerCounter })
+        const [a, b] = cluster.nodes
+        yield* cluster.settle
+        yield* cluster.crash(a)
+        const future = 4_102_444_800_000
+        yield* StatePersistence.makeMemory(a.store!.records).save("counter", {
+          generation: { incarnation: future, age: 9 },
+          storageVersion: 1,
+          value: { value: 9 },
+          createdAt: future,
+          modifiedAt: future
+        })
+        yield* cluster.restart(a)
+        yield* cluster.settle
+        assert.deepStrictEqual(summary(yield* viewsOn(cluster, b, Counter))[a.id], {
+          incarnation: future,
+          age: 9,
+          value: { value: 9 }
+        })
+        yield* cluster.crash(a)
+        yield* TestClock.adjust("1 second")
+        a.store!.failLoads = true
+        yield* cluster.restart(a)
+        a.store!.failLoads = false
+        yield* cluster.settle
+        const local = yield* localOn(cluster, a, Counter)
+        assert.deepStrictEqual(local.generation, { incarnation: future + 1, age: 0 })
+        yield* assertEverywhere(cluster, Counter, {
+          [a.id]: { incarnation: future + 1, age: 0, value: { value: 0 } },
+          [b.id]: { incarnation: 0, age: 0, value: { value: 0 } }
+        })
+      }))
+
+    it.effect("a restart that reuses an incarnation at the same clock reading never names two states with one generation", () =>
+      Effect.gen(function*() {
+        const cluster = yield* TestCluster.make({ nodes: 3, setup: registerCounter })
+        const [a, b, c] = cluster.nodes
+        yield* cluster.settle
+        yield* mutateOn(cluster, a, 5)
+        yield* cluster.settle
+        // Crash and restart at the same clock reading with a failed load: a starts fresh at {0, 0}, below
+        // the {0, 1} its peers hold; they refuse it and tell a, which moves to incarnation 1.
+        yield* cluster.crash(a)
+        a.store!.failLoads = true
+        yield* cluster.restart(a)
+        a.store!.failLoads = false
+        yield* cluster.settle
+        yield* mutateOn(cluster, a, 1)
+        yield* cluster.settle
+        const local = yield* localOn(cluster, a, Counter)
+        assert.deepStrictEqual(local.generation, { incarnation: 1, age: 1 })
+        yield* assertEverywhere(cluster, Counter, {
+          [a.id]: { incarnation: 1, age: 1, value: { value: 1 } },
+          [b.id]: { incarnation: 0, age: 0, value: { value: 0 } },
+          [c.id]: { incarnation: 0, age: 0, value: { value: 0 } }
+        })
+      }))
+
     it.effect("a new incarnation is greater than the persisted one even when the clock is behind it", () =>
       Effect.gen(function*() {
         const cluster = yield* TestCluster.make({ nodes: 2, setup: registerCounter })

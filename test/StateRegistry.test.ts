@@ -399,6 +399,35 @@ describe("StateRegistry", () => {
         assert.deepStrictEqual(yield* counter.state, { value: 4 })
       }))
 
+    it.effect("a full mailbox never drops a leave: no ghost view stays behind", () =>
+      Effect.gen(function*() {
+        const cluster = yield* TestCluster.make({ nodes: 3, setup: StateRegistry.register(Counter, { mailbox: 2 }) })
+        const [a, , c] = cluster.nodes
+        yield* cluster.settle
+        const [frame] = loggedFrames(cluster, { from: c.id, to: a.id, tag: "FullSnapshot" })
+        yield* Effect.forEach([1, 2], () => cluster.network.inject(c.id, a.id, frame.frame), {
+          concurrency: "unbounded",
+          discard: true
+        })
+        yield* cluster.removeNode(c)
+        yield* cluster.settle
+        const views = yield* viewsOn(cluster, a, Counter)
+        assert.isFalse(views.has(c.id))
+        assert.strictEqual(views.size, 2)
+      }))
+
+    it.effect("a 3-node cluster with mailbox 2 converges at startup: dropped join frames are made up for", () =>
+      Effect.gen(function*() {
+        const cluster = yield* TestCluster.make({ nodes: 3, setup: StateRegistry.register(Counter, { mailbox: 2 }) })
+        yield* cluster.settle
+        for (const node of cluster.nodes) {
+          assert.deepStrictEqual(
+            Object.keys(summary(yield* viewsOn(cluster, node, Counter))),
+            cluster.nodes.map((n) => n.id).sort()
+          )
+        }
+      }))
+
     it.effect("with the default mailbox, a burst of 100 concurrent mutations all commit", () =>
       Effect.gen(function*() {
         const cluster = yield* TestCluster.make({ nodes: 2, setup: registerCounter })
