@@ -165,7 +165,7 @@ const memoMillis = () => {
   }
 }
 
-const monotonicMillis = Effect.clockWith((clock) => Effect.sync(() => Number(clock.monotonicTimeNanosUnsafe() / 1_000_000n)))
+const monotonicMillis = Effect.clockWith((clock) => Effect.sync(() => Number(clock.monotonicTimeNanosUnsafe()) / 1_000_000))
 
 /** Starts a shard in the current scope: loads or creates the owner state, spawns the actor, announces itself. */
 export const make = <S, V, D, C>(
@@ -177,6 +177,8 @@ export const make = <S, V, D, C>(
     const name = definition.name
     const self = env.runtime.nodeId
     const shardScope = yield* Scope.Scope
+    // The shard's own clock: freshness is judged on the clock that stamped `syncedAt`.
+    const clock = yield* Clock.Clock
     const group = `dstate/state/${name}`
     const codec = makeStateCodec(definition)
     const persistence = options.persist ? env.persistence : undefined
@@ -934,10 +936,10 @@ export const make = <S, V, D, C>(
     const query = <A>(queryOptions: QueryOptions, f: (views: ViewMap<V>) => A): Effect.Effect<A, StalePeer> => {
       if (queryOptions.maxStaleness === undefined) return Effect.sync(() => f(SubscriptionRef.getUnsafe(views)))
       const maxStaleness = toMillis(queryOptions.maxStaleness)
-      return Effect.clockWith((clock) => {
-        const now = Number(clock.monotonicTimeNanosUnsafe() / 1_000_000n)
+      return Effect.suspend(() => {
+        const now = Number(clock.monotonicTimeNanosUnsafe()) / 1_000_000
         if (pendingPeers === 0 && now - oldestPeerSync <= maxStaleness) {
-          return Effect.sync(() => f(SubscriptionRef.getUnsafe(views)))
+          return Effect.succeed(f(SubscriptionRef.getUnsafe(views)))
         }
         return slowQuery(maxStaleness, now, f)
       })
