@@ -100,11 +100,11 @@ export class ActorRuntime extends Context.Service<ActorRuntime, {
   readonly nodeId: NodeId
   /** Spawns a supervised actor that lives as long as the given scope. */
   spawn<M, R>(options: SpawnOptions<M, R>): Effect.Effect<ActorRef<M>, never, Scope.Scope | R>
-  /** Runs `effect` at each recurrence of `schedule` (first run after the first delay) until the scope closes. */
-  every<E, R>(
-    schedule: Schedule.Schedule<unknown>,
+  /** Runs `effect` at each recurrence of `schedule` (first run after the first delay) until the scope closes or the schedule fails. */
+  every<E, R, SE = never>(
+    schedule: Schedule.Schedule<unknown, unknown, SE>,
     effect: Effect.Effect<void, E, R>
-  ): Effect.Effect<Fiber.Fiber<void, E>, never, Scope.Scope | R>
+  ): Effect.Effect<Fiber.Fiber<void, E | SE>, never, Scope.Scope | R>
   /** Runs `effect` once after `delay`, unless the scope closes first. */
   after<E, R>(
     delay: Duration.Input,
@@ -149,10 +149,10 @@ export const spawnActor: <M, R>(
  * @category constructors
  * @since 0.1.0
  */
-export const every = <E, R>(
-  schedule: Schedule.Schedule<unknown>,
+export const every = <E, R, SE = never>(
+  schedule: Schedule.Schedule<unknown, unknown, SE>,
   effect: Effect.Effect<void, E, R>
-): Effect.Effect<Fiber.Fiber<void, E>, never, Scope.Scope | R> =>
+): Effect.Effect<Fiber.Fiber<void, E | SE>, never, Scope.Scope | R> =>
   Effect.schedule(effect, schedule).pipe(Effect.asVoid, Effect.forkScoped)
 
 /**

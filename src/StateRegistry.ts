@@ -162,10 +162,14 @@ export type HandleOf<T> = T extends DistributedState.Delta<infer S, infer V, any
 export interface RegistryConfig {
   /** Departed (node, incarnation) entries remembered per state (default 10,000; oldest forgotten first). */
   readonly departedCapacity: number
-  /** Views older than this count as stale in `health` (default 30 seconds). */
-  readonly healthStaleAfter: Duration.Input
+  /**
+   * Views not synced for this long count as stale in `health` (default: off, since a quiet owner under
+   * active push sends nothing and its view is still current; set it when the strategy refreshes
+   * periodically, e.g. to twice the period). Views with a pending change-feed marker are always stale.
+   */
+  readonly healthStaleAfter: Duration.Input | undefined
   /** When the change feed flushes its batch (a `Schedule`, or a duration for a fixed spacing; default every second). */
-  readonly changeFeedFlush: Schedule.Schedule<unknown> | Duration.Input
+  readonly changeFeedFlush: Schedule.Schedule<unknown, unknown, unknown> | Duration.Input
 }
 
 /**
@@ -175,7 +179,7 @@ export interface RegistryConfig {
  * @since 0.1.0
  */
 export const Config = Context.Reference<RegistryConfig>("dstate/StateRegistry/Config", {
-  defaultValue: () => ({ departedCapacity: 10_000, healthStaleAfter: "30 seconds", changeFeedFlush: "1 second" })
+  defaultValue: () => ({ departedCapacity: 10_000, healthStaleAfter: undefined, changeFeedFlush: "1 second" })
 })
 
 /**
@@ -306,7 +310,7 @@ export class StateRegistry extends Context.Service<StateRegistry, {
       // The change feed: one batch per interval for every state type, to every node.
       yield* runtime.joinGroup(FEED_GROUP)
       const flushSchedule = Schedule.isSchedule(config.changeFeedFlush)
-        ? config.changeFeedFlush as Schedule.Schedule<unknown>
+        ? config.changeFeedFlush as Schedule.Schedule<unknown, unknown, unknown>
         : Schedule.spaced(config.changeFeedFlush as Duration.Input)
       yield* runtime.every(
         flushSchedule,
@@ -379,7 +383,9 @@ export class StateRegistry extends Context.Service<StateRegistry, {
           }),
         states: Effect.sync(() => [...shards.keys()]),
         health: Effect.gen(function*() {
-          const staleAfter = Duration.fromInputUnsafe(config.healthStaleAfter)
+          const staleAfter = config.healthStaleAfter === undefined
+            ? Number.POSITIVE_INFINITY
+            : Duration.toMillis(Duration.fromInputUnsafe(config.healthStaleAfter))
           const states: Array<StateHealth> = []
           for (const shard of shards.values()) states.push(yield* shard.health(staleAfter))
           return { status: worst(states.map((s) => s.status)), states }

@@ -27,7 +27,7 @@ export interface StateView<V> {
   readonly createdAt: number
   /** Owner's wall-clock time (ms) of the last committed mutation. */
   readonly modifiedAt: number
-  /** Local monotonic time (ms) of the last sync that confirmed this view (always "now" for the local view). */
+  /** Local monotonic time (ms) of the last sync that confirmed this view (for the local view: of its last change). */
   readonly syncedAt: number
   /** A newer generation announced by a change feed but not pulled yet. */
   readonly pendingRemote: Generation | undefined

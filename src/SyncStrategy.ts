@@ -34,7 +34,7 @@ export interface SyncStrategy {
   /** How changes are announced when they happen. */
   readonly pushMode: PushMode
   /** When set, a full snapshot is sent to every peer at each recurrence (only when something changed since the last one). */
-  readonly periodicFullSync: Schedule.Schedule<unknown> | undefined
+  readonly periodicFullSync: Schedule.Schedule<unknown, unknown, unknown> | undefined
   /** Whether a query that finds a stale view may pull the peer's current snapshot. */
   readonly pullOnQuery: boolean
 }
@@ -50,8 +50,10 @@ export interface Options {
   readonly pullOnQuery?: boolean | undefined
 }
 
-const toSchedule = (input: Schedule.Schedule<unknown> | Duration.Input): Schedule.Schedule<unknown> =>
-  Schedule.isSchedule(input) ? input as Schedule.Schedule<unknown> : Schedule.spaced(input as Duration.Input)
+const toSchedule = (
+  input: Schedule.Schedule<unknown, unknown, unknown> | Duration.Input
+): Schedule.Schedule<unknown, unknown, unknown> =>
+  Schedule.isSchedule(input) ? input as Schedule.Schedule<unknown, unknown, unknown> : Schedule.spaced(input as Duration.Input)
 
 /**
  * Push every committed change to every peer as it happens.
@@ -99,7 +101,7 @@ export const feedLazyPull = (options?: Options): SyncStrategy => ({
  * @since 0.1.0
  */
 export const feedWithPeriodicSync = (
-  schedule: Schedule.Schedule<unknown> | Duration.Input,
+  schedule: Schedule.Schedule<unknown, unknown, unknown> | Duration.Input,
   options?: Options
 ): SyncStrategy => ({
   pushMode: "FeedLazyPull",
@@ -115,7 +117,7 @@ export const feedWithPeriodicSync = (
  * @since 0.1.0
  */
 export const periodicOnly = (
-  schedule: Schedule.Schedule<unknown> | Duration.Input,
+  schedule: Schedule.Schedule<unknown, unknown, unknown> | Duration.Input,
   options?: Options
 ): SyncStrategy => ({
   pushMode: "None",

@@ -145,7 +145,7 @@ export interface Shard<S, V, C> {
   readonly local: Effect.Effect<StateView<V>>
   readonly syncStatus: Effect.Effect<ReadonlyArray<PeerSyncStatus>>
   readonly metrics: Effect.Effect<StateSyncMetrics>
-  readonly health: (staleAfter: Duration.Duration) => Effect.Effect<StateHealth>
+  readonly health: (staleAfterMillis: number) => Effect.Effect<StateHealth>
 }
 
 const defaultUrgency: SyncUrgency.SyncUrgency = { _tag: "Default" }
@@ -1037,7 +1037,7 @@ export const make = <S, V, D, C>(
         return out
       }),
       metrics: Effect.sync(() => ({ ...counters.values })),
-      health: (staleAfter) =>
+      health: (staleAfterMillis) =>
         Effect.gen(function*() {
           const now = yield* monotonicMillis
           const map = SubscriptionRef.getUnsafe(views)
@@ -1048,7 +1048,7 @@ export const make = <S, V, D, C>(
             if (entry.source === self) continue
             const status = peers.get(entry.source)
             if (status !== undefined && status.consecutiveFailures > 0) failing++
-            else if (entry.pendingRemote !== undefined || now - entry.syncedAt > Duration.toMillis(staleAfter)) stale++
+            else if (entry.pendingRemote !== undefined || now - entry.syncedAt > staleAfterMillis) stale++
             else fresh++
           }
           const total = fresh + stale + failing
