@@ -298,11 +298,14 @@ export const make = <S, V, D, C>(
         Effect.as(undefined)
       )
 
+    const peerCount = Effect.map(env.runtime.members(group), (members) => members.filter((m) => m !== self).length)
+
     const broadcastSnapshot = Effect.gen(function*() {
+      const peers = yield* peerCount
+      if (peers === 0) return // nobody to tell: skip the encoding
       const frame = yield* snapshotFrame
       if (frame === undefined) return
-      const members = yield* env.runtime.members(group)
-      count("snapshotsSent", members.filter((m) => m !== self).length)
+      count("snapshotsSent", peers)
       yield* env.runtime.broadcast(group, frame)
     })
 
@@ -341,6 +344,8 @@ export const make = <S, V, D, C>(
 
     const broadcastDelta = (generation: Generation.Generation, modifiedAt: number, delta: D) =>
       Effect.gen(function*() {
+        const peers = yield* peerCount
+        if (peers === 0) return
         const payload = codec.encodeDelta(delta)
         if (Result.isFailure(payload)) return yield* logSendFailure(payload.failure)
         const frame = encodeFrame(
@@ -351,8 +356,7 @@ export const make = <S, V, D, C>(
           // Too large as a delta: peers will see a gap and ask for the snapshot.
           return yield* logSendFailure(frame.failure)
         }
-        const members = yield* env.runtime.members(group)
-        count("deltasSent", members.filter((m) => m !== self).length)
+        count("deltasSent", peers)
         yield* env.runtime.broadcast(group, frame.success)
       })
 
