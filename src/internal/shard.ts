@@ -595,10 +595,15 @@ export const make = <S, V, D, C>(
         const result = yield* Effect.try({ try: () => apply(before.state), catch: (cause) => cause }).pipe(Effect.result)
         if (Result.isFailure(result)) return yield* Deferred.die(done, result.failure)
         const now = yield* Clock.currentTimeMillis
+        // Project before persisting: a projection that throws must not leave a persisted generation behind.
+        const view = yield* Effect.try({ try: () => project(result.success.state), catch: (cause) => cause }).pipe(
+          Effect.result
+        )
+        if (Result.isFailure(view)) return yield* Deferred.die(done, view.failure)
         const next: Owner<S, V> = {
           generation: Generation.next(before.generation),
           state: result.success.state,
-          view: before.view,
+          view: view.success,
           createdAt: before.createdAt,
           modifiedAt: now
         }
@@ -623,8 +628,7 @@ export const make = <S, V, D, C>(
             return yield* Deferred.fail(done, saved.failure)
           }
         }
-        const view = yield* Effect.try({ try: () => project(next.state), catch: (cause) => cause }).pipe(Effect.orDie)
-        const committed: Owner<S, V> = { ...next, view }
+        const committed = next
         owner = committed
         count("mutations")
         const syncedAt = yield* monotonicMillis
