@@ -17,6 +17,8 @@ export * as DStateError from "./DStateError.ts"
 /** @since 0.1.0 */
 export * as Generation from "./Generation.ts"
 /** @since 0.1.0 */
+export * as KeyValuePersistence from "./KeyValuePersistence.ts"
+/** @since 0.1.0 */
 export * as NodeId from "./NodeId.ts"
 /** @since 0.1.0 */
 export * as StatePersistence from "./StatePersistence.ts"

@@ -1,0 +1,11 @@
+/**
+ * Node-only parts of dstate: durable `StatePersistence` stores on the local
+ * disk and on PostgreSQL.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as FilePersistence from "./FilePersistence.ts"
+/** @since 0.1.0 */
+export * as PostgresPersistence from "./PostgresPersistence.ts"
