@@ -1,0 +1,417 @@
+/**
+ * The TCP runtime: `ActorRuntime` and `ClusterEvents` for nodes that run in
+ * separate OS processes (or machines) and talk over TCP, optionally TLS.
+ *
+ * Each node listens on one port, dials its seeds, and learns the rest of the
+ * cluster from the member lists peers gossip in their handshakes and
+ * heartbeats. Every connection is authenticated both ways with an
+ * HMAC-SHA256 challenge/response over a shared cluster secret before any of
+ * its frames is applied, and every frame is bound to the node id that
+ * authenticated. Failures are found by heartbeats and a failure detector
+ * (fixed timeout or phi accrual); a graceful shutdown tells peers at once.
+ * Each peer has a capped outbound queue in which newer snapshots supersede
+ * older ones, so a slow peer costs bounded memory.
+ *
+ * @example
+ * ```ts
+ * import { Layer, Redacted } from "effect"
+ * import { StateRegistry } from "dstate"
+ * import { TcpRuntime } from "dstate/node"
+ *
+ * const node = StateRegistry.layer.pipe(
+ *   Layer.provideMerge(TcpRuntime.layer({
+ *     nodeId: "node-a",
+ *     port: 7001,
+ *     seeds: ["127.0.0.1:7002"],
+ *     secret: Redacted.make("a long random cluster secret")
+ *   }))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Context, Data, Duration, Effect, Layer, Redacted, Schedule } from "effect"
+import { ActorRuntime, type MailboxCapacity } from "../ActorRuntime.ts"
+import { ClusterEvents } from "../ClusterEvents.ts"
+import * as NodeId from "../NodeId.ts"
+import { MaxFrameBytes } from "../SyncMessage.ts"
+import type { DetectorSettings } from "./internal/detector.ts"
+import type * as Outbound from "./internal/outbound.ts"
+import * as Protocol from "./internal/protocol.ts"
+import * as Transport from "./internal/transport.ts"
+
+/**
+ * A `host:port` address.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Address {
+  readonly host: string
+  readonly port: number
+}
+
+/**
+ * How a node decides that a silent peer is down.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type FailureDetector =
+  | {
+    readonly _tag: "FixedTimeout"
+    /** A peer is down once nothing was heard from it for this long. */
+    readonly timeout: Duration.Input
+  }
+  | {
+    readonly _tag: "PhiAccrual"
+    /** Suspicion level above which a peer is down (default 8: ~1 false positive in 10^8 intervals). */
+    readonly threshold: number
+    /** Floor of the interval standard deviation, so that very regular heartbeats do not make it jumpy (default 100 ms). */
+    readonly minStdDeviation: Duration.Input
+    /** Extra silence tolerated on top of the mean heartbeat interval, e.g. for GC pauses (default 0). */
+    readonly acceptableHeartbeatPause: Duration.Input
+    /** How many heartbeat intervals are remembered (default 200). */
+    readonly maxSampleSize: number
+    /** Hard bound: a peer silent this long is down whatever its history (default 10 seconds). */
+    readonly maxSilence: Duration.Input
+  }
+
+/**
+ * A fixed-timeout detector: a peer is down once nothing was heard from it for
+ * `timeout`. The bound is exact: NodeLeft is published at most `timeout` plus
+ * one detector check interval after the peer's last frame.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const fixedTimeout = (timeout: Duration.Input): FailureDetector => ({ _tag: "FixedTimeout", timeout })
+
+/**
+ * A phi-accrual detector (Hayashibara et al., as in Akka and Cassandra). It
+ * adapts to the observed heartbeat intervals; `maxSilence` keeps a hard bound.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const phiAccrual = (options?: {
+  readonly threshold?: number | undefined
+  readonly minStdDeviation?: Duration.Input | undefined
+  readonly acceptableHeartbeatPause?: Duration.Input | undefined
+  readonly maxSampleSize?: number | undefined
+  readonly maxSilence?: Duration.Input | undefined
+}): FailureDetector => ({
+  _tag: "PhiAccrual",
+  threshold: options?.threshold ?? 8,
+  minStdDeviation: options?.minStdDeviation ?? "100 millis",
+  acceptableHeartbeatPause: options?.acceptableHeartbeatPause ?? 0,
+  maxSampleSize: options?.maxSampleSize ?? 200,
+  maxSilence: options?.maxSilence ?? "10 seconds"
+})
+
+/**
+ * TLS settings. With TLS every connection is encrypted and the server is
+ * verified against `ca`; with `mutual` (default when `ca` is given) clients
+ * must present a certificate signed by `ca` too. The HMAC handshake runs
+ * inside TLS as well.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface TlsOptions {
+  /** This node's certificate chain (PEM). */
+  readonly cert: string | Uint8Array
+  /** This node's private key (PEM). */
+  readonly key: Redacted.Redacted<string | Uint8Array>
+  /** The CA that signs the cluster's certificates (PEM); default: the system's trust store. */
+  readonly ca?: string | Uint8Array | undefined
+  /** Require and verify client certificates (default: `true` when `ca` is given). */
+  readonly mutual?: boolean | undefined
+  /** Check that a peer's certificate names the host dialed (default `true`). */
+  readonly verifyHostname?: boolean | undefined
+  /** The name to verify instead of the dialed host (SNI). */
+  readonly servername?: string | undefined
+}
+
+/**
+ * Limits of one node.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Limits {
+  /**
+   * The largest registry frame sent or accepted (default: `SyncMessage.MaxFrameBytes`, 16 MiB).
+   * The layer also provides this value as `MaxFrameBytes`, so a registry built on top uses the same.
+   */
+  readonly maxFrameBytes: number
+  /** The largest frame accepted before authentication completes (default 64 KiB). */
+  readonly handshakeFrameBytes: number
+  /** Cap of each peer's outbound queue in bytes (default 32 MiB; at least `maxFrameBytes` + 1 KiB). */
+  readonly maxQueuedBytes: number
+  /** Cap of each peer's outbound queue in frames (default 10,000). */
+  readonly maxQueuedFrames: number
+  /** Connections allowed to be in their handshake at once (default 64). */
+  readonly maxPendingHandshakes: number
+  /** Mailbox of actors spawned without an explicit capacity (default `"unbounded"`). */
+  readonly mailbox: MailboxCapacity
+}
+
+/**
+ * Heartbeat and failure-detector settings.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface HeartbeatOptions {
+  /** Spacing of heartbeats to every connected peer (default 1 second). */
+  readonly interval?: Duration.Input | undefined
+  /** How silence is judged (default `fixedTimeout("5 seconds")`). */
+  readonly detector?: FailureDetector | undefined
+  /** How often the detector is consulted (default: half the heartbeat interval). */
+  readonly checkInterval?: Duration.Input | undefined
+}
+
+/**
+ * Options of `layer`.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Options {
+  /** This node's id, unique in the cluster and stable across restarts (persistence is keyed by it). */
+  readonly nodeId: string | NodeId.NodeId
+  /** Interface to listen on (default `"127.0.0.1"`). */
+  readonly host?: string | undefined
+  /** Port to listen on (default 0: chosen by the OS; see `TcpTransport.address`). */
+  readonly port?: number | undefined
+  /** Host peers should dial to reach this node (default: `host`, or 127.0.0.1 when listening on all interfaces). */
+  readonly advertiseHost?: string | undefined
+  /** Addresses of nodes to join through, as `"host:port"` or `{ host, port }`; may include this node's own. */
+  readonly seeds?: ReadonlyArray<string | Address> | undefined
+  /** The shared cluster secret (at least 16 bytes). */
+  readonly secret: Redacted.Redacted<string | Uint8Array>
+  /** TLS for every connection (default: plain TCP). */
+  readonly tls?: TlsOptions | undefined
+  readonly limits?: Partial<Limits> | undefined
+  readonly heartbeat?: HeartbeatOptions | undefined
+  /** Time allowed for authentication of a new connection (default 5 seconds). */
+  readonly handshakeTimeout?: Duration.Input | undefined
+  /** Time allowed for a TCP (and TLS) connect (default 5 seconds). */
+  readonly connectTimeout?: Duration.Input | undefined
+  /** Time the graceful leave may take on shutdown (default 1 second). */
+  readonly leaveTimeout?: Duration.Input | undefined
+  /**
+   * Delays between reconnection attempts to a peer or seed (default: exponential from 100 ms, at most 5 s apart,
+   * for 2 minutes). When it ends, a peer's address is forgotten (gossip brings it back if it returns); seeds are
+   * retried forever, pausing 5 seconds between runs of the schedule.
+   */
+  readonly reconnect?: Schedule.Schedule<unknown, unknown> | undefined
+}
+
+/**
+ * A bad option.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class InvalidOptions extends Data.TaggedError("InvalidOptions")<{
+  readonly option: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `invalid TcpRuntime option ${this.option}: ${this.reason}`
+  }
+}
+
+/**
+ * The node could not listen on its address.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class ListenFailed extends Data.TaggedError("ListenFailed")<{
+  readonly host: string
+  readonly port: number
+  readonly cause: unknown
+}> {
+  override get message() {
+    return `cannot listen on ${this.host}:${this.port}: ${String(this.cause)}`
+  }
+}
+
+/**
+ * Node-wide counters of the transport.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type TransportStats = Transport.TransportStats
+
+/**
+ * What a node knows of one peer, including its outbound queue.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type PeerDiagnostics = Transport.PeerDiagnostics
+
+/**
+ * Counters of one peer's outbound queue.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type OutboundStats = Outbound.OutboundStats
+
+/**
+ * Diagnostics of the TCP transport of this node.
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export class TcpTransport extends Context.Service<TcpTransport, {
+  /** This node's id. */
+  readonly nodeId: NodeId.NodeId
+  /** This process lifetime's session id (peers see a restart as a new session). */
+  readonly session: string
+  /** The address peers dial (with the port actually bound). */
+  readonly address: Address
+  /** Node-wide counters. */
+  readonly stats: Effect.Effect<TransportStats>
+  /** Every current member, with its connection and outbound queue. */
+  readonly peers: Effect.Effect<ReadonlyArray<PeerDiagnostics>>
+}>()("dstate/node/TcpTransport") {}
+
+/**
+ * Parses `"host:port"` (IPv6 hosts in brackets: `"[::1]:7001"`).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const parseAddress = (input: string): Address | undefined => {
+  const match = /^\[([^\]]+)\]:(\d+)$/.exec(input.trim()) ?? /^([^:]+):(\d+)$/.exec(input.trim())
+  if (match === null) return undefined
+  const port = Number(match[2])
+  if (!Number.isInteger(port) || port < 1 || port > 65535) return undefined
+  return { host: match[1], port }
+}
+
+const millis = (input: Duration.Input) => Duration.toMillis(Duration.fromInputUnsafe(input))
+
+const resolve = (options: Options, defaultMaxFrame: number) =>
+  Effect.gen(function*() {
+    const invalid = (option: string, reason: string) => Effect.fail(new InvalidOptions({ option, reason }))
+    if (typeof options.nodeId !== "string" || options.nodeId.length === 0) {
+      return yield* invalid("nodeId", "must be a non-empty string")
+    }
+    const seeds: Array<Transport.Address> = []
+    for (const seed of options.seeds ?? []) {
+      const address = typeof seed === "string" ? parseAddress(seed) : seed
+      if (address === undefined) return yield* invalid("seeds", `cannot parse "${String(seed)}" as host:port`)
+      seeds.push(address)
+    }
+    if (!Redacted.isRedacted(options.secret)) return yield* invalid("secret", "must be a Redacted value")
+    const secretLength = Protocol.secretBytes(Redacted.value(options.secret)).length
+    if (secretLength < 16) return yield* invalid("secret", "must be at least 16 bytes")
+    const limits = options.limits ?? {}
+    const maxFrameBytes = limits.maxFrameBytes ?? defaultMaxFrame
+    const maxQueuedBytes = limits.maxQueuedBytes ?? Math.max(32 * 1024 * 1024, maxFrameBytes + Protocol.ENVELOPE_OVERHEAD)
+    if (maxQueuedBytes < maxFrameBytes + Protocol.ENVELOPE_OVERHEAD) {
+      return yield* invalid("limits.maxQueuedBytes", `must be at least maxFrameBytes + ${Protocol.ENVELOPE_OVERHEAD}`)
+    }
+    const interval = Duration.fromInputUnsafe(options.heartbeat?.interval ?? "1 second")
+    const detector = options.heartbeat?.detector ?? fixedTimeout("5 seconds")
+    const detectorSettings: DetectorSettings = detector._tag === "FixedTimeout"
+      ? { _tag: "FixedTimeout", timeoutMillis: millis(detector.timeout) }
+      : {
+        _tag: "PhiAccrual",
+        threshold: detector.threshold,
+        minStdDeviationMillis: millis(detector.minStdDeviation),
+        acceptablePauseMillis: millis(detector.acceptableHeartbeatPause),
+        maxSampleSize: Math.max(2, detector.maxSampleSize),
+        firstHeartbeatEstimateMillis: Duration.toMillis(interval),
+        maxSilenceMillis: millis(detector.maxSilence)
+      }
+    const host = options.host ?? "127.0.0.1"
+    const tls = options.tls
+    const settings: Transport.Settings = {
+      nodeId: NodeId.make(options.nodeId),
+      host,
+      port: options.port ?? 0,
+      advertiseHost: options.advertiseHost ?? (host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host),
+      seeds,
+      secret: options.secret,
+      tls: tls === undefined ? undefined : {
+        cert: tls.cert,
+        key: tls.key,
+        ca: tls.ca,
+        mutual: tls.mutual ?? tls.ca !== undefined,
+        verifyHostname: tls.verifyHostname ?? true,
+        servername: tls.servername
+      },
+      maxFrameBytes,
+      handshakeFrameBytes: limits.handshakeFrameBytes ?? 64 * 1024,
+      maxQueuedBytes,
+      maxQueuedFrames: limits.maxQueuedFrames ?? 10_000,
+      maxPendingHandshakes: limits.maxPendingHandshakes ?? 64,
+      mailbox: limits.mailbox ?? "unbounded",
+      heartbeatInterval: interval,
+      detectorCheckInterval: Duration.fromInputUnsafe(
+        options.heartbeat?.checkInterval ?? Duration.millis(Math.max(1, Duration.toMillis(interval) / 2))
+      ),
+      detector: detectorSettings,
+      handshakeTimeout: Duration.fromInputUnsafe(options.handshakeTimeout ?? "5 seconds"),
+      connectTimeout: Duration.fromInputUnsafe(options.connectTimeout ?? "5 seconds"),
+      leaveTimeout: Duration.fromInputUnsafe(options.leaveTimeout ?? "1 second"),
+      reconnect: options.reconnect ?? defaultReconnect,
+      seedRetryPause: Duration.seconds(5)
+    }
+    return settings
+  })
+
+/**
+ * The default reconnection schedule: exponential from 100 ms, at most 5 s
+ * apart, for 2 minutes.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const defaultReconnect: Schedule.Schedule<unknown, unknown> = Schedule.min([
+  Schedule.exponential("100 millis"),
+  Schedule.spaced("5 seconds")
+]).pipe(Schedule.upTo({ duration: "2 minutes" })) as Schedule.Schedule<unknown, unknown>
+
+/**
+ * The TCP runtime of one node: listens, joins the cluster through its seeds,
+ * and provides `ActorRuntime`, `ClusterEvents` and the `TcpTransport`
+ * diagnostics (plus `MaxFrameBytes`, so that a registry on top uses the same
+ * frame limit). Closing the layer's scope is a graceful leave: every peer is
+ * sent a `Leave` frame and publishes NodeLeft at once.
+ *
+ * **Gotchas**
+ *
+ * - Node ids must be unique: two live processes with the same id take turns
+ *   being the member (each connection from a new session replaces the other).
+ * - Without `tls`, frames travel in clear text and, after the handshake, are
+ *   protected by CRC32 only: the HMAC handshake keeps out nodes that do not
+ *   know the secret, not an attacker who can rewrite traffic on the path. Use
+ *   `tls` on networks you do not control.
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<ActorRuntime | ClusterEvents | TcpTransport, InvalidOptions | ListenFailed> =>
+  Layer.effectContext(Effect.gen(function*() {
+    const settings = yield* resolve(options, yield* MaxFrameBytes)
+    const node = yield* Transport.make(settings).pipe(
+      Effect.mapError((cause) => new ListenFailed({ host: settings.host, port: settings.port, cause }))
+    )
+    return Context.make(ActorRuntime, node.runtime).pipe(
+      Context.add(ClusterEvents, node.events),
+      Context.add(TcpTransport, TcpTransport.of(node.transport)),
+      Context.add(MaxFrameBytes, settings.maxFrameBytes)
+    )
+  }))

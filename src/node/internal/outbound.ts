@@ -1,0 +1,196 @@
+/**
+ * A peer's outbound queue: an Effect `Queue` of encoded transport frames with
+ * a cap in bytes and in frames. When the peer reads slower than this node
+ * writes, the queue does not grow past its caps:
+ *
+ * - supersede: a newer full snapshot of a state replaces every queued
+ *   snapshot and delta of that state (the snapshot carries all they said);
+ * - drop oldest: when a new frame would exceed a cap, the oldest queued
+ *   frames are dropped until it fits (a receiver that misses a delta sees a
+ *   gap and asks for a snapshot; a missed heartbeat is repeated).
+ *
+ * Superseded frames stay in the `Queue` as tombstones without their bytes
+ * until the writer reaches them; they count against the frame cap, so the
+ * queue's length stays bounded as well as its bytes.
+ * @internal
+ */
+import { Deferred, Effect, Queue } from "effect"
+
+/** What a queued frame says about the registry frame it carries, for superseding. */
+export interface Supersede {
+  readonly state: string
+  readonly kind: "snapshot" | "delta"
+}
+
+interface Item {
+  frame: Uint8Array | undefined
+  readonly size: number
+  readonly supersede: Supersede | undefined
+  readonly written: Deferred.Deferred<void> | undefined
+}
+
+/** Counters of one queue. */
+export interface OutboundStats {
+  /** Bytes of the frames waiting in the queue (tombstones excluded). */
+  readonly queuedBytes: number
+  /** Frames waiting in the queue (tombstones excluded). */
+  readonly queuedFrames: number
+  /** Bytes handed to the socket and not yet acknowledged by its drain. */
+  readonly inFlightBytes: number
+  /** The largest `queuedBytes` ever reached. */
+  readonly peakQueuedBytes: number
+  readonly framesEnqueued: number
+  readonly framesWritten: number
+  readonly bytesWritten: number
+  /** Frames replaced by a newer snapshot of the same state. */
+  readonly superseded: number
+  /** Frames dropped because a cap was reached. */
+  readonly droppedOldest: number
+}
+
+export interface Outbound {
+  /** Enqueues a frame (never blocks). */
+  readonly offer: (frame: Uint8Array, supersede?: Supersede, written?: Deferred.Deferred<void>) => void
+  /** Waits for at least one frame and returns up to `max` of them, marking their bytes in flight. */
+  readonly take: (max: number) => Effect.Effect<ReadonlyArray<Uint8Array>>
+  /** The batch returned by the last `take` reached the socket. */
+  readonly written: Effect.Effect<void>
+  /** Drops everything queued. */
+  readonly clear: () => void
+  readonly stats: () => OutboundStats
+}
+
+/** Creates an empty queue with the given caps. */
+export const make = (caps: { readonly maxBytes: number; readonly maxFrames: number }): Effect.Effect<Outbound> =>
+  Effect.gen(function*() {
+    const queue = yield* Queue.unbounded<Item>()
+    const index = new Map<string, Array<Item>>()
+    let queuedBytes = 0
+    let queuedFrames = 0
+    let inFlightBytes = 0
+    let inFlight: Array<Item> = []
+    let peakQueuedBytes = 0
+    let framesEnqueued = 0
+    let framesWritten = 0
+    let bytesWritten = 0
+    let superseded = 0
+    let droppedOldest = 0
+
+    const unindex = (item: Item) => {
+      if (item.supersede === undefined) return
+      const list = index.get(item.supersede.state)
+      if (list === undefined) return
+      if (list[0] === item) list.shift()
+      else {
+        const i = list.indexOf(item)
+        if (i >= 0) list.splice(i, 1)
+      }
+      if (list.length === 0) index.delete(item.supersede.state)
+    }
+
+    /** Removes an item's bytes from the queue (it stays as a tombstone if still queued). */
+    const discard = (item: Item) => {
+      if (item.frame === undefined) return
+      item.frame = undefined
+      queuedBytes -= item.size
+      queuedFrames--
+      if (item.written !== undefined) Deferred.doneUnsafe(item.written, Effect.void)
+    }
+
+    const offer = (frame: Uint8Array, supersede?: Supersede, written?: Deferred.Deferred<void>) => {
+      const item: Item = { frame, size: frame.length, supersede, written }
+      if (supersede !== undefined) {
+        const list = index.get(supersede.state)
+        if (supersede.kind === "snapshot") {
+          if (list !== undefined) {
+            for (const old of list) {
+              discard(old)
+              superseded++
+            }
+          }
+          index.set(supersede.state, [item])
+        } else if (list === undefined) index.set(supersede.state, [item])
+        else list.push(item)
+      }
+      // Drop the oldest frames until this one fits under both caps.
+      while (
+        Queue.sizeUnsafe(queue) > 0 &&
+        (queuedBytes + item.size > caps.maxBytes || Queue.sizeUnsafe(queue) + 1 > caps.maxFrames)
+      ) {
+        const head = Queue.takeUnsafe(queue)
+        if (head === undefined || head._tag !== "Success") break
+        if (head.value.frame !== undefined) droppedOldest++
+        discard(head.value)
+        unindex(head.value)
+      }
+      Queue.offerUnsafe(queue, item)
+      queuedBytes += item.size
+      queuedFrames++
+      framesEnqueued++
+      if (queuedBytes > peakQueuedBytes) peakQueuedBytes = queuedBytes
+    }
+
+    const take = (max: number): Effect.Effect<ReadonlyArray<Uint8Array>> =>
+      Effect.gen(function*() {
+        while (true) {
+          const items = yield* Queue.takeBetween(queue, 1, max)
+          const live: Array<Item> = []
+          const frames: Array<Uint8Array> = []
+          for (const item of items) {
+            unindex(item)
+            if (item.frame === undefined) continue
+            frames.push(item.frame)
+            live.push(item)
+            queuedBytes -= item.size
+            queuedFrames--
+            inFlightBytes += item.size
+          }
+          if (frames.length === 0) continue
+          inFlight = live
+          return frames
+        }
+      })
+
+    const written = Effect.sync(() => {
+      for (const item of inFlight) {
+        inFlightBytes -= item.size
+        framesWritten++
+        bytesWritten += item.size
+        item.frame = undefined
+        if (item.written !== undefined) Deferred.doneUnsafe(item.written, Effect.void)
+      }
+      inFlight = []
+    })
+
+    const clear = () => {
+      while (Queue.sizeUnsafe(queue) > 0) {
+        const head = Queue.takeUnsafe(queue)
+        if (head === undefined || head._tag !== "Success") break
+        discard(head.value)
+      }
+      index.clear()
+      for (const item of inFlight) {
+        inFlightBytes -= item.size
+        if (item.written !== undefined) Deferred.doneUnsafe(item.written, Effect.void)
+      }
+      inFlight = []
+    }
+
+    return {
+      offer,
+      take,
+      written,
+      clear,
+      stats: () => ({
+        queuedBytes,
+        queuedFrames,
+        inFlightBytes,
+        peakQueuedBytes,
+        framesEnqueued,
+        framesWritten,
+        bytesWritten,
+        superseded,
+        droppedOldest
+      })
+    }
+  })

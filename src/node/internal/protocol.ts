@@ -1,0 +1,308 @@
+/**
+ * The TCP transport's own wire protocol: the control and envelope messages
+ * two nodes exchange over one connection, their frames, an incremental frame
+ * reader that rejects oversized frames from their length prefix, and the
+ * HMAC challenge/response of the handshake.
+ *
+ * A transport frame has the layout of a sync frame (`SyncMessage.ts`) with its
+ * own protocol byte, so that one can never be mistaken for the other:
+ *
+ * ```text
+ * u32 BE  body length (protocol byte + checksum + message bytes)
+ * u8      transport protocol (0x81 = transport protocol 1)
+ * u32 BE  CRC32 of the message bytes
+ * ...     message bytes (SchemaBinary encoding of `TransportMessage`)
+ * ```
+ *
+ * The registry's frames travel as opaque bytes inside `Deliver`, `Request`
+ * and `Reply` messages; the registry checks them again itself.
+ * @internal
+ */
+import { Result, Schema } from "effect"
+import { SchemaBinary } from "effect/encoding"
+import { createHmac, timingSafeEqual } from "node:crypto"
+import { crc32 } from "node:zlib"
+import { MalformedMessage, MessageTooLarge } from "../../DStateError.ts"
+import { NodeId } from "../../NodeId.ts"
+
+/** The protocol byte of transport frames (high bit set: never a sync frame's version). */
+export const TRANSPORT_PROTOCOL = 0x81
+
+/** Bytes before a transport frame's message: length (4), protocol (1), CRC32 (4). */
+export const HEADER_BYTES = 9
+
+/** Bytes a transport envelope may add around a registry frame (tag, id, lengths). */
+export const ENVELOPE_OVERHEAD = 1024
+
+/** Length of handshake nonces and of HMAC-SHA256 proofs. */
+export const NONCE_BYTES = 32
+export const PROOF_BYTES = 32
+
+const Port = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }))
+
+/** A member as gossiped between nodes: who, which process lifetime, where to dial it. */
+export const MemberEntry = Schema.Struct({
+  node: NodeId,
+  session: Schema.String,
+  host: Schema.String,
+  port: Port
+})
+export type MemberEntry = typeof MemberEntry.Type
+
+/** What a node tells a peer about itself once authenticated. */
+export const NodeInfo = Schema.Struct({
+  host: Schema.String,
+  port: Port,
+  groupsVersion: Schema.Int,
+  groups: Schema.Array(Schema.String),
+  members: Schema.Array(MemberEntry)
+})
+export type NodeInfo = typeof NodeInfo.Type
+
+/** Dialer -> acceptor: who I claim to be, and my challenge. */
+export const Hello = Schema.TaggedStruct("Hello", {
+  node: NodeId,
+  session: Schema.String,
+  nonce: Schema.Uint8Array
+})
+/** Acceptor -> dialer: who I am, my challenge, and my answer to yours. */
+export const Challenge = Schema.TaggedStruct("Challenge", {
+  node: NodeId,
+  session: Schema.String,
+  nonce: Schema.Uint8Array,
+  proof: Schema.Uint8Array
+})
+/** Dialer -> acceptor: my answer to your challenge, and my node info. */
+export const Auth = Schema.TaggedStruct("Auth", {
+  proof: Schema.Uint8Array,
+  info: NodeInfo
+})
+/** Acceptor -> dialer: accepted; my node info. */
+export const Welcome = Schema.TaggedStruct("Welcome", { info: NodeInfo })
+/** Periodic liveness signal, carrying the sender's groups and member list (gossip). */
+export const Heartbeat = Schema.TaggedStruct("Heartbeat", {
+  groupsVersion: Schema.Int,
+  groups: Schema.Array(Schema.String),
+  members: Schema.Array(MemberEntry)
+})
+/** The sender's groups changed. */
+export const Groups = Schema.TaggedStruct("Groups", {
+  version: Schema.Int,
+  groups: Schema.Array(Schema.String)
+})
+/** The sender's member list changed. */
+export const Members = Schema.TaggedStruct("Members", { members: Schema.Array(MemberEntry) })
+/** A one-way registry frame. */
+export const Deliver = Schema.TaggedStruct("Deliver", { payload: Schema.Uint8Array })
+/** A request frame; the receiver answers with `Reply` or `Reject` carrying the same id. */
+export const Request = Schema.TaggedStruct("Request", {
+  id: Schema.Int,
+  timeoutMillis: Schema.Int,
+  payload: Schema.Uint8Array
+})
+export const Reply = Schema.TaggedStruct("Reply", { id: Schema.Int, payload: Schema.Uint8Array })
+export const Reject = Schema.TaggedStruct("Reject", { id: Schema.Int, reason: Schema.String })
+/** The sender is leaving the cluster (graceful shutdown). */
+export const Leave = Schema.TaggedStruct("Leave", {})
+
+/** Every transport message. */
+export const TransportMessage = Schema.Union([
+  Hello,
+  Challenge,
+  Auth,
+  Welcome,
+  Heartbeat,
+  Groups,
+  Members,
+  Deliver,
+  Request,
+  Reply,
+  Reject,
+  Leave
+])
+export type TransportMessage = typeof TransportMessage.Type
+
+const codec = SchemaBinary.toCodec(TransportMessage)
+const encodeMessage = Schema.encodeUnknownResult(codec)
+const decodeMessage = Schema.decodeUnknownResult(codec)
+
+/** Encodes a message into one transport frame. */
+export const encode = (
+  message: TransportMessage,
+  maxFrameBytes: number
+): Result.Result<Uint8Array, MessageTooLarge | MalformedMessage> => {
+  const encoded = encodeMessage(message)
+  if (Result.isFailure(encoded)) {
+    return Result.fail(new MalformedMessage({ reason: `cannot encode ${message._tag}: ${encoded.failure.message}` }))
+  }
+  const body = encoded.success
+  const size = HEADER_BYTES + body.length
+  if (size > maxFrameBytes) return Result.fail(new MessageTooLarge({ size, limit: maxFrameBytes }))
+  const frame = new Uint8Array(size)
+  const view = new DataView(frame.buffer)
+  view.setUint32(0, size - 4)
+  frame[4] = TRANSPORT_PROTOCOL
+  view.setUint32(5, crc32(body))
+  frame.set(body, HEADER_BYTES)
+  return Result.succeed(frame)
+}
+
+/** Checks and decodes one complete transport frame (as cut by `FrameReader`). */
+export const decode = (frame: Uint8Array): Result.Result<TransportMessage, MalformedMessage> => {
+  if (frame.length < HEADER_BYTES) {
+    return Result.fail(new MalformedMessage({ reason: `frame of ${frame.length} bytes is shorter than its header` }))
+  }
+  if (frame[4] !== TRANSPORT_PROTOCOL) {
+    return Result.fail(new MalformedMessage({ reason: `unknown transport protocol 0x${frame[4].toString(16)}` }))
+  }
+  const body = frame.subarray(HEADER_BYTES)
+  const expected = new DataView(frame.buffer, frame.byteOffset + 5, 4).getUint32(0)
+  if (crc32(body) !== expected) return Result.fail(new MalformedMessage({ reason: "checksum mismatch" }))
+  const decoded = decodeMessage(body)
+  if (Result.isFailure(decoded)) {
+    return Result.fail(new MalformedMessage({ reason: `undecodable transport message: ${decoded.failure.message}` }))
+  }
+  return Result.succeed(decoded.success)
+}
+
+/**
+ * Cuts a byte stream into frames. Chunks are kept as received; a frame's
+ * bytes are copied into one buffer only once all of them have arrived, so
+ * memory held never exceeds what the peer actually sent, and a frame whose
+ * announced length exceeds the limit is rejected from its first four bytes.
+ */
+export class FrameReader {
+  private chunks: Array<Uint8Array> = []
+  private buffered = 0
+  private expected = -1
+  limit: number
+
+  constructor(limit: number) {
+    this.limit = limit
+  }
+
+  /** Bytes received and not yet returned as frames. */
+  get pending(): number {
+    return this.buffered
+  }
+
+  push(chunk: Uint8Array): void {
+    if (chunk.length === 0) return
+    this.chunks.push(chunk)
+    this.buffered += chunk.length
+  }
+
+  /** The next complete frame, `undefined` when more bytes are needed, or the reason to drop the connection. */
+  next(): Result.Result<Uint8Array | undefined, MessageTooLarge | MalformedMessage> {
+    if (this.expected < 0) {
+      if (this.buffered < 4) return Result.succeed(undefined)
+      const prefix = this.peek(4)
+      const size = ((prefix[0] << 24) >>> 0) + (prefix[1] << 16) + (prefix[2] << 8) + prefix[3] + 4
+      if (size > this.limit) return Result.fail(new MessageTooLarge({ size, limit: this.limit }))
+      if (size < HEADER_BYTES) {
+        return Result.fail(new MalformedMessage({ reason: `frame announces ${size} bytes, less than its header` }))
+      }
+      this.expected = size
+    }
+    if (this.buffered < this.expected) return Result.succeed(undefined)
+    const frame = this.take(this.expected)
+    this.expected = -1
+    return Result.succeed(frame)
+  }
+
+  private peek(n: number): Uint8Array {
+    const first = this.chunks[0]
+    if (first.length >= n) return first
+    const out = new Uint8Array(n)
+    let at = 0
+    for (const chunk of this.chunks) {
+      const part = chunk.subarray(0, Math.min(chunk.length, n - at))
+      out.set(part, at)
+      at += part.length
+      if (at === n) break
+    }
+    return out
+  }
+
+  private take(n: number): Uint8Array {
+    const first = this.chunks[0]
+    if (first.length >= n) {
+      const frame = first.subarray(0, n)
+      if (first.length === n) this.chunks.shift()
+      else this.chunks[0] = first.subarray(n)
+      this.buffered -= n
+      return frame
+    }
+    const frame = new Uint8Array(n)
+    let at = 0
+    while (at < n) {
+      const chunk = this.chunks[0]
+      const want = n - at
+      if (chunk.length <= want) {
+        frame.set(chunk, at)
+        at += chunk.length
+        this.chunks.shift()
+      } else {
+        frame.set(chunk.subarray(0, want), at)
+        this.chunks[0] = chunk.subarray(want)
+        at += want
+      }
+    }
+    this.buffered -= n
+    return frame
+  }
+}
+
+// ---- authentication ---------------------------------------------------------------------------
+
+const textEncoder = new TextEncoder()
+
+/** The facts both proofs of a handshake cover, so a proof cannot be replayed for another pairing. */
+export interface Transcript {
+  readonly dialer: string
+  readonly acceptor: string
+  readonly dialerSession: string
+  readonly acceptorSession: string
+  readonly dialerNonce: Uint8Array
+  readonly acceptorNonce: Uint8Array
+}
+
+const lengthPrefixed = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
+  let size = 0
+  for (const p of parts) size += 4 + p.length
+  const out = new Uint8Array(size)
+  const view = new DataView(out.buffer)
+  let at = 0
+  for (const p of parts) {
+    view.setUint32(at, p.length)
+    out.set(p, at + 4)
+    at += 4 + p.length
+  }
+  return out
+}
+
+/**
+ * HMAC-SHA256 over the shared secret of the role label and the transcript.
+ * The label differs per direction, so a node's proof can never be reflected
+ * back to it as the other side's.
+ */
+export const proof = (secret: Uint8Array, role: "dialer" | "acceptor", t: Transcript): Uint8Array => {
+  const message = lengthPrefixed([
+    textEncoder.encode(`dstate/tcp/v1/${role}`),
+    textEncoder.encode(t.dialer),
+    textEncoder.encode(t.acceptor),
+    textEncoder.encode(t.dialerSession),
+    textEncoder.encode(t.acceptorSession),
+    t.dialerNonce,
+    t.acceptorNonce
+  ])
+  return new Uint8Array(createHmac("sha256", secret).update(message).digest())
+}
+
+/** Constant-time comparison of a received proof with the expected one. */
+export const proofMatches = (expected: Uint8Array, received: Uint8Array): boolean =>
+  received.length === expected.length && timingSafeEqual(expected, received)
+
+/** The secret as bytes. */
+export const secretBytes = (secret: string | Uint8Array): Uint8Array =>
+  typeof secret === "string" ? textEncoder.encode(secret) : secret

@@ -1,0 +1,513 @@
+/**
+ * The TCP runtime over real loopback sockets: the runtime conformance suite
+ * on the real clock, then what only a real transport has to survive
+ * (unauthenticated and forged input, oversized length prefixes, peers that
+ * stop reading, failure detection and reconnection, TLS).
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, PubSub, Redacted, Result, Schedule, Scope } from "effect"
+import { ActorRuntime, ClusterEvents, NodeId, StateRegistry, SyncMessage } from "dstate"
+import { Fixtures } from "dstate/testing"
+import { execFileSync } from "node:child_process"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import * as Net from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { encodeFrame } from "../src/internal/codec.ts"
+import * as Protocol from "../src/node/internal/protocol.ts"
+import * as TcpRuntime from "../src/node/TcpRuntime.ts"
+import * as RuntimeSuite from "./conformance/RuntimeSuite.ts"
+
+const secret = Redacted.make("test-cluster-secret-0123456789")
+
+/** Fast timings for tests: 100 ms heartbeats, down after 1 s of silence. */
+const fast = {
+  heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("1 second"), checkInterval: "50 millis" },
+  reconnect: Schedule.min([Schedule.exponential("50 millis"), Schedule.spaced("500 millis")]).pipe(
+    Schedule.upTo({ duration: "30 seconds" })
+  ),
+  leaveTimeout: "500 millis",
+  handshakeTimeout: "2 seconds"
+} satisfies Partial<TcpRuntime.Options>
+
+type NodeServices = ActorRuntime.ActorRuntime | ClusterEvents.ClusterEvents | TcpRuntime.TcpTransport
+
+interface TcpNode extends RuntimeSuite.RuntimeNode {
+  readonly scope: Scope.Closeable
+  readonly context: Context.Context<NodeServices>
+}
+
+let nodeCounter = 0
+/** Ids that sort in creation order ("tcp-0001" < "tcp-0002"), unique across the file. */
+const nextId = () => NodeId.make(`tcp-${String(++nodeCounter).padStart(4, "0")}`)
+
+const transportOf = (node: { readonly context: Context.Context<NodeServices> }) =>
+  Context.get(node.context, TcpRuntime.TcpTransport)
+const runtimeOf = (node: { readonly context: Context.Context<NodeServices> }) =>
+  Context.get(node.context, ActorRuntime.ActorRuntime)
+const eventsOf = (node: { readonly context: Context.Context<NodeServices> }) =>
+  Context.get(node.context, ClusterEvents.ClusterEvents)
+
+/** Starts one node in its own closeable scope, closed with the test's scope at the latest. */
+const startNode = (options: Partial<TcpRuntime.Options>) =>
+  Effect.gen(function*() {
+    const outer = yield* Scope.Scope
+    const scope = yield* Scope.make()
+    yield* Scope.addFinalizer(outer, Scope.close(scope, Exit.void))
+    const id = options.nodeId ?? nextId()
+    const context = yield* Layer.buildWithScope(TcpRuntime.layer({ ...fast, ...options, nodeId: id, secret: options.secret ?? secret }), scope)
+    return { id: NodeId.make(String(id)), scope, context } satisfies TcpNode
+  })
+
+const poll = RuntimeSuite.pollEventually({ within: "8 seconds" })
+
+/** Waits until every node sees exactly the others as members. */
+const awaitMesh = (nodes: ReadonlyArray<TcpNode>) =>
+  poll(Effect.gen(function*() {
+    for (const node of nodes) {
+      const members = yield* eventsOf(node).members
+      assert.deepStrictEqual(
+        [...members].map(String).sort(),
+        nodes.filter((n) => n !== node).map((n) => String(n.id)).sort()
+      )
+    }
+  }))
+
+const makeCluster: RuntimeSuite.MakeNodes = (count) =>
+  Effect.gen(function*() {
+    const testScope = yield* Scope.Scope
+    const running = new Map<NodeId.NodeId, TcpNode>()
+    const add = Effect.gen(function*() {
+      const seed = running.values().next().value
+      const node = yield* startNode(seed === undefined ? {} : { seeds: [transportOf(seed).address] })
+      running.set(node.id, node)
+      return node
+    })
+    const nodes: Array<TcpNode> = []
+    for (let i = 0; i < count; i++) nodes.push(yield* add)
+    yield* awaitMesh(nodes)
+    return {
+      nodes,
+      addNode: add.pipe(Effect.orDie, Scope.provide(testScope)),
+      removeNode: (node) =>
+        Effect.suspend(() => {
+          const running_ = running.get(node.id)
+          if (running_ === undefined) return Effect.void
+          running.delete(node.id)
+          return Scope.close(running_.scope, Exit.void)
+        }),
+      settle: Effect.sleep("200 millis"),
+      eventually: poll,
+      advance: (d) => Effect.sleep(d)
+    }
+  })
+
+RuntimeSuite.suite("tcp", makeCluster, { clock: "real", timeout: 20_000 })
+
+// ---- raw clients ----------------------------------------------------------------------------------
+
+/** A raw TCP client for attacks and misbehaving peers; data is collected, close is observable. */
+const rawConnect = (address: TcpRuntime.Address) =>
+  Effect.acquireRelease(
+    Effect.callback<{ readonly socket: Net.Socket; readonly received: Array<Uint8Array>; readonly closed: Deferred.Deferred<void> }>((resume) => {
+      const socket = Net.createConnection({ host: address.host, port: address.port })
+      const received: Array<Uint8Array> = []
+      const closed = Deferred.makeUnsafe<void>()
+      socket.on("data", (chunk) => received.push(new Uint8Array(chunk)))
+      socket.on("close", () => Deferred.doneUnsafe(closed, Effect.void))
+      socket.on("error", () => {})
+      socket.once("connect", () => resume(Effect.succeed({ socket, received, closed })))
+    }),
+    ({ socket }) => Effect.sync(() => socket.destroy())
+  )
+
+const write = (socket: Net.Socket, bytes: Uint8Array) => Effect.sync(() => socket.write(bytes))
+
+const frameOf = (message: Protocol.TransportMessage) =>
+  Result.getOrThrow(Protocol.encode(message, 16 * 1024 * 1024))
+
+/** Reads transport messages off a raw client's received bytes. */
+const messagesOf = (received: Array<Uint8Array>) => {
+  const reader = new Protocol.FrameReader(64 * 1024 * 1024)
+  for (const chunk of received) reader.push(chunk)
+  const out: Array<Protocol.TransportMessage> = []
+  while (true) {
+    const frame = reader.next()
+    if (Result.isFailure(frame) || frame.success === undefined) return out
+    out.push(Result.getOrThrow(Protocol.decode(frame.success)))
+  }
+}
+
+/**
+ * Authenticates a raw client as `node` (the dialer side of the handshake),
+ * joining `groups`; returns the client once the node has welcomed it.
+ */
+const rawAuthenticated = (address: TcpRuntime.Address, node: string, groups: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const client = yield* rawConnect(address)
+    const nonce = new Uint8Array(32).fill(7)
+    yield* write(client.socket, frameOf({ _tag: "Hello", node: NodeId.make(node), session: "raw-session", nonce }))
+    const challenge = yield* poll(Effect.sync(() => {
+      const m = messagesOf(client.received)
+      assert.isAtLeast(m.length, 1)
+      return m[0]
+    }))
+    assert.strictEqual(challenge._tag, "Challenge")
+    if (challenge._tag !== "Challenge") return yield* Effect.die("no challenge")
+    const transcript: Protocol.Transcript = {
+      dialer: node,
+      acceptor: challenge.node,
+      dialerSession: "raw-session",
+      acceptorSession: challenge.session,
+      dialerNonce: nonce,
+      acceptorNonce: challenge.nonce
+    }
+    const key = Protocol.secretBytes(Redacted.value(secret))
+    yield* write(client.socket, frameOf({
+      _tag: "Auth",
+      proof: Protocol.proof(key, "dialer", transcript),
+      info: { host: "127.0.0.1", port: 1, groupsVersion: 1, groups: [...groups], members: [] }
+    }))
+    yield* poll(Effect.sync(() => assert.strictEqual(messagesOf(client.received)[1]?._tag, "Welcome")))
+    return client
+  })
+
+/** A node running a registry with the counter state, plus its transport diagnostics. */
+const registryNode = (options: Partial<TcpRuntime.Options> = {}) =>
+  Effect.gen(function*() {
+    const node = yield* startNode(options)
+    const registry = yield* Layer.buildWithScope(
+      StateRegistry.StateRegistry.layer.pipe(Layer.provide(Layer.succeedContext(node.context))),
+      node.scope
+    )
+    const counter = yield* StateRegistry.register(Fixtures.Counter).pipe(
+      Effect.provideContext(registry),
+      Scope.provide(node.scope)
+    )
+    return { node, registry, counter }
+  })
+
+describe("TcpRuntime: security and limits", () => {
+  it.live("a client without the secret is rejected and nothing it sends is applied", () =>
+    Effect.gen(function*() {
+      const { counter, node, registry } = yield* registryNode()
+      const address = transportOf(node).address
+      const before = yield* counter.snapshot
+      const registryInbound = yield* Effect.provideContext(
+        Effect.flatMap(StateRegistry.StateRegistry, (r) => r.inboundMetrics),
+        registry
+      )
+      // A perfectly valid snapshot frame from a made-up node, wrapped in a valid transport frame.
+      const forged = Result.getOrThrow(encodeFrame(
+        new SyncMessage.FullSnapshot({
+          stateName: "counter",
+          source: NodeId.make("intruder"),
+          generation: { incarnation: 1, age: 99 },
+          wireVersion: 1,
+          createdAt: 0,
+          modifiedAt: 0,
+          payload: new Uint8Array([0])
+        }),
+        1024
+      ))
+
+      // 1. No handshake at all: the frame is refused and the connection closed.
+      const bare = yield* rawConnect(address)
+      yield* write(bare.socket, frameOf({ _tag: "Deliver", payload: forged }))
+      yield* Deferred.await(bare.closed).pipe(Effect.timeout("5 seconds"))
+
+      // 2. A handshake with the wrong secret: the proof does not verify.
+      const wrong = yield* rawConnect(address)
+      const nonce = new Uint8Array(32).fill(1)
+      yield* write(wrong.socket, frameOf({ _tag: "Hello", node: NodeId.make("intruder"), session: "s", nonce }))
+      const challenge = yield* poll(Effect.sync(() => {
+        const m = messagesOf(wrong.received)
+        assert.strictEqual(m[0]?._tag, "Challenge")
+        return m[0] as Extract<Protocol.TransportMessage, { _tag: "Challenge" }>
+      }))
+      const badKey = Protocol.secretBytes("not-the-cluster-secret")
+      yield* write(wrong.socket, frameOf({
+        _tag: "Auth",
+        proof: Protocol.proof(badKey, "dialer", {
+          dialer: "intruder",
+          acceptor: challenge.node,
+          dialerSession: "s",
+          acceptorSession: challenge.session,
+          dialerNonce: nonce,
+          acceptorNonce: challenge.nonce
+        }),
+        info: { host: "127.0.0.1", port: 1, groupsVersion: 1, groups: ["dstate/state/counter"], members: [] }
+      }))
+      yield* write(wrong.socket, frameOf({ _tag: "Deliver", payload: forged }))
+      yield* Deferred.await(wrong.closed).pipe(Effect.timeout("5 seconds"))
+
+      const stats = yield* transportOf(node).stats
+      assert.strictEqual(stats.rejectedUnauthenticated, 1)
+      assert.strictEqual(stats.authFailures, 1)
+      assert.strictEqual(stats.nodesJoined, 0)
+      assert.strictEqual(stats.handshakesCompleted, 0)
+      assert.deepStrictEqual(yield* counter.snapshot, before)
+      assert.deepStrictEqual([...(yield* counter.snapshot).keys()], [node.id])
+      assert.strictEqual((yield* eventsOf(node).members).size, 0)
+      const after = yield* Effect.provideContext(
+        Effect.flatMap(StateRegistry.StateRegistry, (r) => r.inboundMetrics),
+        registry
+      )
+      assert.deepStrictEqual(after, registryInbound)
+    }), 20_000)
+
+  it.live("an authenticated frame claiming another source is rejected by the registry and not applied", () =>
+    Effect.gen(function*() {
+      const { counter, node, registry } = yield* registryNode()
+      const client = yield* rawAuthenticated(transportOf(node).address, "raw-peer", ["dstate/state/counter"])
+      yield* poll(Effect.gen(function*() {
+        assert.isTrue((yield* eventsOf(node).members).has(NodeId.make("raw-peer")))
+      }))
+      const forged = Result.getOrThrow(encodeFrame(
+        new SyncMessage.FullSnapshot({
+          stateName: "counter",
+          source: NodeId.make("someone-else"),
+          generation: { incarnation: 1, age: 5 },
+          wireVersion: 1,
+          createdAt: 0,
+          modifiedAt: 0,
+          payload: new Uint8Array([0])
+        }),
+        1024
+      ))
+      yield* write(client.socket, frameOf({ _tag: "Deliver", payload: forged }))
+      const inbound = yield* poll(Effect.gen(function*() {
+        const m = yield* Effect.provideContext(Effect.flatMap(StateRegistry.StateRegistry, (r) => r.inboundMetrics), registry)
+        assert.strictEqual(m.framesRejected, 1)
+        return m
+      }))
+      assert.strictEqual(inbound.malformed, 1)
+      assert.deepStrictEqual([...(yield* counter.snapshot).keys()], [node.id])
+    }), 20_000)
+
+  it.live("a frame announcing 4 GiB is rejected from its length prefix: no allocation, connection closed, node serves", () =>
+    Effect.gen(function*() {
+      const { counter, node } = yield* registryNode()
+      const peer = yield* startNode({ seeds: [transportOf(node).address] })
+      yield* awaitMesh([node, peer])
+      const memoryBefore = process.memoryUsage().arrayBuffers
+
+      // Unauthenticated: the 64 KiB handshake limit applies.
+      const bare = yield* rawConnect(transportOf(node).address)
+      yield* write(bare.socket, Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0x81, 0, 0, 0, 0))
+      yield* Deferred.await(bare.closed).pipe(Effect.timeout("5 seconds"))
+
+      // Authenticated: the frame limit applies; the rest of the body follows, and is never buffered whole.
+      const client = yield* rawAuthenticated(transportOf(node).address, "raw-big", [])
+      yield* write(client.socket, Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0x81, 0, 0, 0, 0))
+      yield* write(client.socket, new Uint8Array(1024 * 1024))
+      yield* Deferred.await(client.closed).pipe(Effect.timeout("5 seconds"))
+
+      const growth = process.memoryUsage().arrayBuffers - memoryBefore
+      assert.isBelow(growth, 64 * 1024 * 1024, `arrayBuffers grew by ${growth} bytes`)
+      const stats = yield* transportOf(node).stats
+      assert.strictEqual(stats.rejectedTooLarge, 2)
+
+      // The node still works: a peer's mutation reaches it and its queries answer.
+      const peerRegistry = yield* Layer.buildWithScope(
+        StateRegistry.StateRegistry.layer.pipe(Layer.provide(Layer.succeedContext(peer.context))),
+        peer.scope
+      )
+      const peerCounter = yield* StateRegistry.register(Fixtures.Counter).pipe(
+        Effect.provideContext(peerRegistry),
+        Scope.provide(peer.scope)
+      )
+      yield* peerCounter.mutate(() => ({ value: 42 }))
+      const seen = yield* poll(counter.query({ maxStaleness: "5 seconds" }, (views) => {
+        assert.strictEqual(views.get(peer.id)?.value.value, 42)
+        return views.size
+      }))
+      assert.strictEqual(seen, 2)
+    }), 20_000)
+
+  it.live("a peer that stops reading: the sender's queue stays under its cap, snapshots supersede", () =>
+    Effect.gen(function*() {
+      const cap = 1024 * 1024
+      const node = yield* startNode({
+        limits: { maxQueuedBytes: cap, maxFrameBytes: 512 * 1024 },
+        // Long detector: the stalled peer stays a member while the queue is under pressure.
+        heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("30 seconds") }
+      })
+      const client = yield* rawAuthenticated(transportOf(node).address, "slow-reader", ["g"])
+      client.socket.pause() // authenticates, then never reads again
+      const slow = NodeId.make("slow-reader")
+      yield* poll(Effect.gen(function*() {
+        assert.deepStrictEqual(yield* runtimeOf(node).members("g"), [slow])
+      }))
+      // 200 frames of 64 KiB = 12.5 MiB, far more than the cap and than the kernel buffers.
+      const frame = new Uint8Array(64 * 1024)
+      for (let i = 0; i < 200; i++) {
+        yield* runtimeOf(node).send(slow, frame)
+        const [peer] = yield* transportOf(node).peers
+        assert.isAtMost(peer.outbound.queuedBytes, cap)
+      }
+      // Snapshots of one state supersede each other in the queue.
+      for (let age = 1; age <= 50; age++) {
+        const snapshot = Result.getOrThrow(encodeFrame(
+          new SyncMessage.FullSnapshot({
+            stateName: "s",
+            source: node.id,
+            generation: { incarnation: 1, age },
+            wireVersion: 1,
+            createdAt: 0,
+            modifiedAt: 0,
+            payload: new Uint8Array(1000)
+          }),
+          512 * 1024
+        ))
+        yield* runtimeOf(node).broadcast("g", snapshot)
+      }
+      yield* Effect.sleep("200 millis")
+      const [peer] = yield* transportOf(node).peers
+      assert.strictEqual(peer.node, slow)
+      assert.isAtMost(peer.outbound.queuedBytes, cap)
+      assert.isAtMost(peer.outbound.peakQueuedBytes, cap)
+      assert.isAbove(peer.outbound.droppedOldest, 0)
+      assert.strictEqual(peer.outbound.superseded, 49)
+      // Still a member: a slow reader is not a failed node.
+      assert.isTrue((yield* eventsOf(node).members).has(slow))
+    }), 30_000)
+})
+
+describe("TcpRuntime: membership", () => {
+  it.live("a peer that goes silent is NodeLeft within the detector bound; it is NodeJoined again when it returns", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode({})
+      const b = yield* startNode({ seeds: [transportOf(a).address] })
+      yield* awaitMesh([a, b])
+      const subscription = yield* eventsOf(a).subscribe
+      // A raw peer that authenticates and then goes quiet (no heartbeats).
+      const client = yield* rawAuthenticated(transportOf(a).address, "tcp-quiet", [])
+      const quiet = NodeId.make("tcp-quiet")
+      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeJoined(quiet))
+      const start = yield* Clock.currentTimeMillis
+      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeLeft(quiet))
+      const elapsed = (yield* Clock.currentTimeMillis) - start
+      // Bound: detector timeout (1 s) + one check interval (50 ms) + scheduling slack.
+      assert.isAtMost(elapsed, 1000 + 50 + 500)
+      assert.isAtLeast(elapsed, 900)
+      // Declared down: its connection was closed.
+      yield* Deferred.await(client.closed).pipe(Effect.timeout("2 seconds"))
+      // b is unaffected.
+      assert.deepStrictEqual([...(yield* eventsOf(a).members)], [b.id])
+    }), 20_000)
+
+  it.live("graceful leave is seen at once, and a restarted node (new session) joins again", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode({ heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("10 seconds") } })
+      const bId = nextId()
+      const b = yield* startNode({ nodeId: bId, seeds: [transportOf(a).address] })
+      yield* awaitMesh([a, b])
+      const subscription = yield* eventsOf(a).subscribe
+      const start = yield* Clock.currentTimeMillis
+      yield* Scope.close(b.scope, Exit.void)
+      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeLeft(bId))
+      // Far below the 10 s detector: the Leave frame did it.
+      assert.isBelow((yield* Clock.currentTimeMillis) - start, 2000)
+      const b2 = yield* startNode({ nodeId: bId, seeds: [transportOf(a).address] })
+      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeJoined(bId))
+      assert.notStrictEqual(transportOf(b2).session, transportOf(b).session)
+      yield* awaitMesh([a, b2])
+    }), 20_000)
+
+  it.live("nodes learn members through gossip and keep one connection per pair", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode({})
+      // Every node seeds a only; b, c and d must find each other through a's member list.
+      const others = yield* Effect.forEach([1, 2, 3], () => startNode({ seeds: [transportOf(a).address] }))
+      const all = [a, ...others]
+      yield* awaitMesh(all)
+      yield* Effect.sleep("300 millis")
+      for (const node of all) {
+        const peers = yield* transportOf(node).peers
+        assert.strictEqual(peers.length, 3)
+        for (const p of peers) {
+          assert.isTrue(p.connected)
+          assert.strictEqual(p.connections, 1)
+        }
+      }
+      // A late group join reaches everyone.
+      yield* runtimeOf(others[2]).joinGroup("late")
+      yield* poll(Effect.forEach(all, (n) =>
+        Effect.map(runtimeOf(n).members("late"), (m) => assert.deepStrictEqual(m, [others[2].id]))))
+    }), 20_000)
+
+  it.live("phi accrual: a silent peer is declared down within maxSilence", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode({
+        heartbeat: {
+          interval: "100 millis",
+          checkInterval: "50 millis",
+          detector: TcpRuntime.phiAccrual({ threshold: 8, minStdDeviation: "50 millis", maxSilence: "2 seconds" })
+        }
+      })
+      const b = yield* startNode({ seeds: [transportOf(a).address] })
+      yield* awaitMesh([a, b])
+      // Healthy heartbeats keep phi low.
+      yield* Effect.sleep("500 millis")
+      const [peer] = yield* transportOf(a).peers
+      assert.isBelow(peer.phi, 1)
+      const subscription = yield* eventsOf(a).subscribe
+      const client = yield* rawAuthenticated(transportOf(a).address, "tcp-phi", [])
+      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeJoined(NodeId.make("tcp-phi")))
+      const start = yield* Clock.currentTimeMillis
+      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeLeft(NodeId.make("tcp-phi")))
+      // phi passes 8 well before the 2 s hard bound with 100 ms heartbeats; the hard bound caps it anyway.
+      assert.isAtMost((yield* Clock.currentTimeMillis) - start, 2000 + 50 + 500)
+      yield* Deferred.await(client.closed).pipe(Effect.timeout("2 seconds"))
+    }), 20_000)
+})
+
+describe("TcpRuntime: TLS", () => {
+  const dir = mkdtempSync(join(tmpdir(), "dstate-tls-"))
+  const openssl = (...args: Array<string>) => execFileSync("openssl", args, { cwd: dir, stdio: "ignore" })
+  let pki: { readonly ca: string; readonly cert: string; readonly key: string } | undefined
+  try {
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=dstate-test-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=127.0.0.1")
+    execFileSync("sh", ["-c", "printf 'subjectAltName=IP:127.0.0.1\\n' > ext.cnf"], { cwd: dir })
+    openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "node.pem", "-days", "1", "-extfile", "ext.cnf")
+    pki = {
+      ca: readFileSync(join(dir, "ca.pem"), "utf8"),
+      cert: readFileSync(join(dir, "node.pem"), "utf8"),
+      key: readFileSync(join(dir, "node.key"), "utf8")
+    }
+  } catch {
+    pki = undefined
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+
+  it.live.skipIf(pki === undefined)("two nodes over mutual TLS exchange frames; a plain-TCP client gets nothing", () =>
+    Effect.gen(function*() {
+      const tls = { cert: pki!.cert, key: Redacted.make(pki!.key), ca: pki!.ca }
+      const a = yield* startNode({ tls })
+      const b = yield* startNode({ tls, seeds: [transportOf(a).address] })
+      yield* awaitMesh([a, b])
+      const received: Array<Array<number>> = []
+      yield* runtimeOf(b).serve({
+        onMessage: (_from, frame) => Effect.sync(() => received.push([...frame])),
+        onRequest: (_from, frame) => Effect.succeed(frame)
+      })
+      yield* runtimeOf(a).send(b.id, Uint8Array.of(1, 2, 3))
+      const reply = yield* runtimeOf(a).request(b.id, Uint8Array.of(4), "5 seconds")
+      assert.deepStrictEqual([...reply], [4])
+      yield* poll(Effect.sync(() => assert.deepStrictEqual(received, [[1, 2, 3]])))
+      // A plain client speaking the protocol in clear is cut off by the TLS layer.
+      const plain = yield* rawConnect(transportOf(a).address)
+      yield* write(plain.socket, frameOf({ _tag: "Hello", node: NodeId.make("plain"), session: "s", nonce: new Uint8Array(32) }))
+      yield* Deferred.await(plain.closed).pipe(Effect.timeout("5 seconds"))
+      assert.strictEqual(messagesOf(plain.received).length, 0)
+      assert.strictEqual((yield* transportOf(a).stats).handshakesCompleted, 1)
+    }), 20_000)
+})
+
+/** The next membership event, failing after 10 seconds. */
+function takeEvent(subscription: PubSub.Subscription<ClusterEvents.ClusterEvent>) {
+  return PubSub.take(subscription).pipe(Effect.timeout(Duration.seconds(10)))
+}
