@@ -5,7 +5,7 @@
  * according to the sync strategy.
  * @internal
  */
-import { Cause, Clock, Deferred, Duration, Effect, Fiber, Result, Scope, type Stream, SubscriptionRef } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Fiber, PubSub, Result, Scope, type Stream, SubscriptionRef } from "effect"
 import type { ActorRef, ActorRuntime, MailboxCapacity } from "../ActorRuntime.ts"
 import type { PeerSyncStatus, StateHealth, StateSyncMetrics } from "../Diagnostics.ts"
 import type * as DistributedState from "../DistributedState.ts"
@@ -13,6 +13,7 @@ import {
   type ActorStopped,
   MailboxFull,
   MalformedMessage,
+  type MessageTooLarge,
   MigrationFailed,
   PersistenceFailed,
   StalePeer,
@@ -179,6 +180,7 @@ export const make = <S, V, D, C>(
     const shardScope = yield* Scope.Scope
     // The shard's own clock: freshness is judged on the clock that stamped `syncedAt`.
     const clock = yield* Clock.Clock
+    const monotonicNow = () => Number(clock.monotonicTimeNanosUnsafe()) / 1_000_000
     const group = `dstate/state/${name}`
     const codec = makeStateCodec(definition)
     const persistence = options.persist ? env.persistence : undefined
@@ -249,32 +251,36 @@ export const make = <S, V, D, C>(
     // Freshness summary of the published map, so that the query fast path is O(1).
     let oldestPeerSync = Number.POSITIVE_INFINITY
     let pendingPeers = 0
-    const publish = (update: (map: Map<NodeId, StateView<V>>) => void) =>
-      Effect.suspend(() => {
-        const next = new Map(SubscriptionRef.getUnsafe(views))
-        update(next)
-        let oldest = Number.POSITIVE_INFINITY
-        let pending = 0
-        for (const entry of next.values()) {
-          if (entry.source === self) continue
-          if (entry.syncedAt < oldest) oldest = entry.syncedAt
-          if (entry.pendingRemote !== undefined) pending++
-        }
-        oldestPeerSync = oldest
-        pendingPeers = pending
-        env.observer?.onViews(name, self, next)
-        return SubscriptionRef.set(views, next)
-      })
+    /** Publishes a new view map (actor only): `update` edits a copy, which replaces the published map. */
+    const publishNow = (update: (map: Map<NodeId, StateView<V>>) => void): void => {
+      const next = new Map(views.value)
+      update(next)
+      let oldest = Number.POSITIVE_INFINITY
+      let pending = 0
+      for (const entry of next.values()) {
+        if (entry.source === self) continue
+        if (entry.syncedAt < oldest) oldest = entry.syncedAt
+        if (entry.pendingRemote !== undefined) pending++
+      }
+      oldestPeerSync = oldest
+      pendingPeers = pending
+      env.observer?.onViews(name, self, next)
+      // Only the actor writes: set and notify subscribers in place, without the ref's semaphore.
+      views.value = next
+      PubSub.publishUnsafe(views.pubsub, next)
+    }
+    const publish = (update: (map: Map<NodeId, StateView<V>>) => void) => Effect.sync(() => publishNow(update))
 
     // ---- outbound ------------------------------------------------------------------------------
     let snapshotCache: { readonly generation: Generation.Generation; readonly frame: Uint8Array } | undefined
-    const snapshotFrame = Effect.suspend((): Effect.Effect<Uint8Array | undefined> => {
+    /** The current snapshot frame, encoded once per generation. */
+    const snapshotFrameNow = (): Result.Result<Uint8Array, MalformedMessage | MessageTooLarge> => {
       const o = owner
       if (snapshotCache !== undefined && Generation.equals(snapshotCache.generation, o.generation)) {
-        return Effect.succeed(snapshotCache.frame)
+        return Result.succeed(snapshotCache.frame)
       }
       const payload = codec.encodeView(o.view)
-      if (Result.isFailure(payload)) return logSendFailure(payload.failure)
+      if (Result.isFailure(payload)) return payload
       const frame = encodeFrame(
         new FullSnapshot({
           stateName: name,
@@ -287,9 +293,12 @@ export const make = <S, V, D, C>(
         }),
         env.maxFrameBytes
       )
-      if (Result.isFailure(frame)) return logSendFailure(frame.failure)
-      snapshotCache = { generation: o.generation, frame: frame.success }
-      return Effect.succeed(frame.success)
+      if (Result.isSuccess(frame)) snapshotCache = { generation: o.generation, frame: frame.success }
+      return frame
+    }
+    const snapshotFrame = Effect.suspend((): Effect.Effect<Uint8Array | undefined> => {
+      const frame = snapshotFrameNow()
+      return Result.isSuccess(frame) ? Effect.succeed(frame.success) : logSendFailure(frame.failure)
     })
     const logSendFailure = (error: { readonly message: string }) =>
       Effect.logError("cannot send the view").pipe(
@@ -298,15 +307,18 @@ export const make = <S, V, D, C>(
         Effect.as(undefined)
       )
 
-    const peerCount = Effect.map(env.runtime.members(group), (members) => members.filter((m) => m !== self).length)
+    const peerCount = Effect.map(env.runtime.members(group), (members) => {
+      let peers = 0
+      for (const member of members) if (member !== self) peers++
+      return peers
+    })
 
-    const broadcastSnapshot = Effect.gen(function*() {
-      const peers = yield* peerCount
-      if (peers === 0) return // nobody to tell: skip the encoding
-      const frame = yield* snapshotFrame
-      if (frame === undefined) return
+    const broadcastSnapshot: Effect.Effect<void> = Effect.flatMap(peerCount, (peers) => {
+      if (peers === 0) return Effect.void // nobody to tell: skip the encoding
+      const frame = snapshotFrameNow()
+      if (Result.isFailure(frame)) return logSendFailure(frame.failure)
       count("snapshotsSent", peers)
-      yield* env.runtime.broadcast(group, frame)
+      return env.runtime.broadcast(group, frame.success)
     })
 
     const sendSnapshot = (to: NodeId) =>
@@ -589,53 +601,62 @@ export const make = <S, V, D, C>(
         yield* sendSnapshot(from)
       })
 
-    const onMutate = (apply: (state: S) => { readonly state: S; readonly change: C | undefined }, done: Deferred.Deferred<Committed<S>, PersistenceFailed>) =>
-      Effect.gen(function*() {
-        const before = owner
-        const result = yield* Effect.try({ try: () => apply(before.state), catch: (cause) => cause }).pipe(Effect.result)
-        if (Result.isFailure(result)) return yield* Deferred.die(done, result.failure)
-        const now = yield* Clock.currentTimeMillis
-        // Project before persisting: a projection that throws must not leave a persisted generation behind.
-        const view = yield* Effect.try({ try: () => project(result.success.state), catch: (cause) => cause }).pipe(
-          Effect.result
-        )
-        if (Result.isFailure(view)) return yield* Deferred.die(done, view.failure)
-        const next: Owner<S, V> = {
-          generation: Generation.next(before.generation),
-          state: result.success.state,
-          view: view.success,
-          createdAt: before.createdAt,
-          modifiedAt: now
-        }
-        if (persistence !== undefined) {
-          const saved = yield* toRecord(next).pipe(
-            Effect.flatMap((record) => {
-              const change = result.success.change
-              if (codec.encodeChange === undefined || change === undefined) return persistence.save(name, record)
-              const encoded = codec.encodeChange(change)
-              return Result.isSuccess(encoded)
-                ? persistence.save(name, record, { generation: next.generation, value: encoded.success as StoredState["value"] })
-                : Effect.fail(new PersistenceFailed({ stateName: name, operation: "save", reason: encoded.failure.reason }))
-            }),
-            Effect.result
-          )
-          if (Result.isFailure(saved)) {
+    const onMutate = (
+      apply: (state: S) => { readonly state: S; readonly change: C | undefined },
+      done: Deferred.Deferred<Committed<S>, PersistenceFailed>
+    ): Effect.Effect<void> => {
+      const before = owner
+      const result = Result.try({ try: () => apply(before.state), catch: (cause) => cause })
+      if (Result.isFailure(result)) return Deferred.die(done, result.failure)
+      const now = clock.currentTimeMillisUnsafe()
+      // Project before persisting: a projection that throws must not leave a persisted generation behind.
+      const view = Result.try({ try: () => project(result.success.state), catch: (cause) => cause })
+      if (Result.isFailure(view)) return Deferred.die(done, view.failure)
+      const next: Owner<S, V> = {
+        generation: Generation.next(before.generation),
+        state: result.success.state,
+        view: view.success,
+        createdAt: before.createdAt,
+        modifiedAt: now
+      }
+      const change = result.success.change
+      if (persistence === undefined) return commit(before, next, change, done)
+      return toRecord(next).pipe(
+        Effect.flatMap((record) => {
+          if (codec.encodeChange === undefined || change === undefined) return persistence.save(name, record)
+          const encoded = codec.encodeChange(change)
+          return Result.isSuccess(encoded)
+            ? persistence.save(name, record, { generation: next.generation, value: encoded.success as StoredState["value"] })
+            : Effect.fail(new PersistenceFailed({ stateName: name, operation: "save", reason: encoded.failure.reason }))
+        }),
+        Effect.matchEffect({
+          onFailure: (error) => {
             count("persistenceFailures")
-            yield* Effect.logWarning("mutation not committed: persistence failed").pipe(
-              Effect.annotateLogs({ error: saved.failure.message, age: before.generation.age }),
-              annotate
+            return Effect.logWarning("mutation not committed: persistence failed").pipe(
+              Effect.annotateLogs({ error: error.message, age: before.generation.age }),
+              annotate,
+              Effect.andThen(Deferred.fail(done, error))
             )
-            return yield* Deferred.fail(done, saved.failure)
-          }
-        }
-        const committed = next
-        owner = committed
-        count("mutations")
-        const syncedAt = yield* monotonicMillis
-        yield* publish((map) => map.set(self, localEntry(committed, syncedAt)))
-        yield* Deferred.succeed(done, { generation: committed.generation, state: committed.state })
-        yield* dispatch(before.view, committed, result.success.change)
-      })
+          },
+          onSuccess: () => commit(before, next, change, done)
+        })
+      )
+    }
+
+    /** Makes a persisted (or unpersisted) mutation visible, acknowledges it, and hands it to the sync engine. */
+    const commit = (
+      before: Owner<S, V>,
+      committed: Owner<S, V>,
+      change: C | undefined,
+      done: Deferred.Deferred<Committed<S>, PersistenceFailed>
+    ): Effect.Effect<void> => {
+      owner = committed
+      count("mutations")
+      const syncedAt = monotonicNow()
+      publishNow((map) => map.set(self, localEntry(committed, syncedAt)))
+      Deferred.doneUnsafe(done, Effect.succeed({ generation: committed.generation, state: committed.state }))
+      return dispatch(before.view, committed, change)
+    }
 
     // ---- the sync engine: what a committed change sends, and when --------------------------------
     /** The generation peers last received by push (delta or snapshot). */
@@ -652,84 +673,96 @@ export const make = <S, V, D, C>(
     })
 
     /** Sends whatever peers have not received yet: the single pending delta when it follows what they hold, else a snapshot. */
-    const pushNow = Effect.gen(function*() {
-      yield* cancelDelayed
-      const current = owner
-      if (Generation.equals(lastPushed, current.generation)) return
-      const followsPushed = lastPushed.incarnation === current.generation.incarnation &&
-        lastPushed.age + 1 === current.generation.age
-      if (definition._tag === "Delta" && followsPushed && unsentDelta !== undefined &&
-        Generation.equals(unsentDelta.generation, current.generation)) {
-        yield* broadcastDelta(current.generation, current.modifiedAt, unsentDelta.delta)
-      } else {
-        yield* broadcastSnapshot
-      }
-      lastPushed = current.generation
-      unsentDelta = undefined
+    const pushNow: Effect.Effect<void> = Effect.suspend(() => {
+      const send = Effect.suspend(() => {
+        const current = owner
+        if (Generation.equals(lastPushed, current.generation)) return Effect.void
+        const followsPushed = lastPushed.incarnation === current.generation.incarnation &&
+          lastPushed.age + 1 === current.generation.age
+        const sent = definition._tag === "Delta" && followsPushed && unsentDelta !== undefined &&
+            Generation.equals(unsentDelta.generation, current.generation)
+          ? broadcastDelta(current.generation, current.modifiedAt, unsentDelta.delta)
+          : broadcastSnapshot
+        return Effect.andThen(sent, pushed(current.generation))
+      })
+      return delayedSend === undefined ? send : Effect.andThen(cancelDelayed, send)
     })
+    const pushed = (generation: Generation.Generation) =>
+      Effect.sync(() => {
+        lastPushed = generation
+        unsentDelta = undefined
+      })
 
     const urgencyOf = (oldView: V, committed: Owner<S, V>, delta: D | undefined): SyncUrgency.SyncUrgency =>
       definition._tag === "Delta" && definition.syncUrgency !== undefined && delta !== undefined
         ? definition.syncUrgency(oldView, committed.view, delta)
         : defaultUrgency
 
-    const dispatch = (oldView: V, committed: Owner<S, V>, change: C | undefined) =>
-      Effect.gen(function*() {
-        const delta = definition._tag === "Delta" && change !== undefined
-          ? yield* Effect.try({ try: () => definition.projectDelta(change), catch: (cause) => cause }).pipe(
-            Effect.catch((cause) =>
-              Effect.logError("projectDelta threw; peers will get a snapshot").pipe(
-                Effect.annotateLogs({ error: String(cause) }),
-                Effect.as(undefined)
-              )
-            )
+    const dispatch = (oldView: V, committed: Owner<S, V>, change: C | undefined): Effect.Effect<void> => {
+      let logged: Effect.Effect<void> | undefined
+      let delta: D | undefined
+      if (definition._tag === "Delta" && change !== undefined) {
+        const projected = Result.try({ try: () => definition.projectDelta(change), catch: (cause) => cause })
+        if (Result.isSuccess(projected)) delta = projected.success
+        else {
+          logged = Effect.logError("projectDelta threw; peers will get a snapshot").pipe(
+            Effect.annotateLogs({ error: String(projected.failure) })
           )
-          : undefined
-        // A delta is only worth keeping when it is the one change peers miss.
-        const followsPushed = lastPushed.incarnation === committed.generation.incarnation &&
-          lastPushed.age + 1 === committed.generation.age
-        unsentDelta = delta !== undefined && followsPushed ? { generation: committed.generation, delta } : undefined
-        const urgency = yield* Effect.try({ try: () => urgencyOf(oldView, committed, delta), catch: (cause) => cause }).pipe(
-          Effect.catch((cause) =>
-            Effect.logError("syncUrgency threw; following the strategy").pipe(
-              Effect.annotateLogs({ error: String(cause) }),
-              Effect.as(defaultUrgency)
-            )
+        }
+      }
+      // A delta is only worth keeping when it is the one change peers miss.
+      const followsPushed = lastPushed.incarnation === committed.generation.incarnation &&
+        lastPushed.age + 1 === committed.generation.age
+      unsentDelta = delta !== undefined && followsPushed ? { generation: committed.generation, delta } : undefined
+      let urgency: SyncUrgency.SyncUrgency = defaultUrgency
+      if (definition._tag === "Delta" && definition.syncUrgency !== undefined && delta !== undefined) {
+        const chosen = Result.try({ try: () => urgencyOf(oldView, committed, delta), catch: (cause) => cause })
+        if (Result.isSuccess(chosen)) urgency = chosen.success
+        else {
+          const log = Effect.logError("syncUrgency threw; following the strategy").pipe(
+            Effect.annotateLogs({ error: String(chosen.failure) })
           )
-        )
-        switch (urgency._tag) {
-          case "Immediate": {
-            count("immediate")
-            return yield* pushNow
-          }
-          case "Suppress": {
-            count("suppressed")
-            return
-          }
-          case "Delayed": {
-            count("delayed")
-            const now = yield* Clock.currentTimeMillis
-            const deadline = now + Duration.toMillis(urgency.duration)
-            if (delayedSend !== undefined && delayedSend.deadline <= deadline) return
+          logged = logged === undefined ? log : Effect.andThen(logged, log)
+        }
+      }
+      const send = sendFor(urgency, committed)
+      return logged === undefined ? send : Effect.andThen(logged, send)
+    }
+
+    const sendFor = (urgency: SyncUrgency.SyncUrgency, committed: Owner<S, V>): Effect.Effect<void> => {
+      switch (urgency._tag) {
+        case "Immediate": {
+          count("immediate")
+          return pushNow
+        }
+        case "Suppress": {
+          count("suppressed")
+          return Effect.void
+        }
+        case "Delayed": {
+          count("delayed")
+          const deadline = clock.currentTimeMillisUnsafe() + Duration.toMillis(urgency.duration)
+          if (delayedSend !== undefined && delayedSend.deadline <= deadline) return Effect.void
+          return Effect.gen(function*() {
             yield* cancelDelayed
             const fiber = yield* env.runtime.after(urgency.duration, tellControl({ _tag: "FlushDelayed" })).pipe(
               Scope.provide(shardScope)
             )
             delayedSend = { deadline, fiber }
-            return
-          }
-          case "Default": {
-            switch (options.strategy.pushMode) {
-              case "ActivePush":
-                return yield* pushNow
-              case "FeedLazyPull":
-                return env.notify({ stateName: name, source: self, generation: committed.generation })
-              case "None":
-                return
-            }
+          })
+        }
+        case "Default": {
+          switch (options.strategy.pushMode) {
+            case "ActivePush":
+              return pushNow
+            case "FeedLazyPull":
+              return Effect.sync(() => env.notify({ stateName: name, source: self, generation: committed.generation }))
+            case "None":
+              return Effect.void
           }
         }
-      })
+      }
+    }
 
     const onMarkStale = (source: NodeId, generation: Generation.Generation) =>
       Effect.gen(function*() {
@@ -842,16 +875,16 @@ export const make = <S, V, D, C>(
           ? Effect.suspend(() => {
             // Taken out of the mailbox: the bound counts waiting messages, as a queue's would.
             pendingData--
-            return receive(m).pipe(Effect.andThen(resync), annotate)
+            return Effect.andThen(receive(m), resync)
           })
-          : receive(m).pipe(annotate),
+          : receive(m),
       onDefect: (m, defect) =>
         m._tag === "Mutate"
           ? Deferred.die(m.done, defect).pipe(Effect.asVoid)
           : m._tag === "Inbound" && m.done !== undefined
           ? Deferred.succeed(m.done, undefined).pipe(Effect.asVoid)
           : Effect.void
-    })
+    }).pipe(annotate) // the actor's fiber inherits the annotations: every log of a handler names state and node
 
     const tellData = (message: Message<S, C>): Effect.Effect<void, MailboxFull | ActorStopped> =>
       Effect.suspend(() => {
@@ -1026,10 +1059,9 @@ export const make = <S, V, D, C>(
       peerLeft: (node) => tellControl({ _tag: "PeerLeft", node }),
       markStale: (source, generation) => tellControl({ _tag: "MarkStale", source, generation }),
       mutate: (apply) =>
-        Effect.gen(function*() {
-          const done = yield* Deferred.make<Committed<S>, PersistenceFailed>()
-          yield* tellData({ _tag: "Mutate", apply, done })
-          return yield* Deferred.await(done)
+        Effect.suspend(() => {
+          const done = Deferred.makeUnsafe<Committed<S>, PersistenceFailed>()
+          return Effect.andThen(tellData({ _tag: "Mutate", apply, done }), Deferred.await(done))
         }),
       query,
       snapshot: SubscriptionRef.get(views),
