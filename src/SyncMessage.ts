@@ -12,7 +12,8 @@
  * u32 BE  body length (protocol version + checksum + message bytes)
  * u8      protocol version (currently 1)
  * u32 BE  CRC32 of the message bytes
- * ...     message bytes (SchemaBinary encoding of `SyncMessage`)
+ * ...     message bytes (a fixed binary envelope: tag byte, length-prefixed
+ *         UTF-8 strings, f64 numbers, the payload as length-prefixed bytes)
  * ```
  *
  * A frame whose length exceeds the configured limit is rejected from its first

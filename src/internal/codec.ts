@@ -1,6 +1,7 @@
 /**
- * Frame and payload codecs: SyncMessage <-> framed bytes, and per-state
- * encoders for views, deltas (SchemaBinary) and stored states (JSON).
+ * Frame and payload codecs: SyncMessage <-> framed bytes (the envelope by
+ * `wire.ts`), and per-state encoders for views, deltas (SchemaBinary) and
+ * stored states (JSON).
  * @internal
  */
 import { Result, Schema } from "effect"
@@ -9,30 +10,23 @@ import { crc32 } from "node:zlib"
 import type * as DistributedState from "../DistributedState.ts"
 import { MalformedMessage, MessageTooLarge, UnsupportedWireVersion } from "../DStateError.ts"
 import type { NodeId } from "../NodeId.ts"
-import { FRAME_HEADER_BYTES, PROTOCOL_VERSION, SyncMessage } from "../SyncMessage.ts"
-
-const messageCodec = SchemaBinary.toCodec(SyncMessage)
-const encodeMessage = Schema.encodeUnknownResult(messageCodec)
-const decodeMessage = Schema.decodeUnknownResult(messageCodec)
+import { FRAME_HEADER_BYTES, PROTOCOL_VERSION, type SyncMessage } from "../SyncMessage.ts"
+import * as Wire from "./wire.ts"
 
 /** Encodes a message into one frame (a fresh, independently owned buffer). */
 export const encodeFrame = (
   message: SyncMessage,
   maxFrameBytes: number
 ): Result.Result<Uint8Array, MessageTooLarge | MalformedMessage> => {
-  const encoded = encodeMessage(message)
-  if (Result.isFailure(encoded)) {
-    return Result.fail(new MalformedMessage({ reason: `cannot encode ${message._tag}: ${encoded.failure.message}` }))
-  }
-  const body = encoded.success
-  const size = FRAME_HEADER_BYTES + body.length
+  // The size is known before anything is allocated: an oversized message costs no buffer.
+  const size = FRAME_HEADER_BYTES + Wire.sizeOf(message)
   if (size > maxFrameBytes) return Result.fail(new MessageTooLarge({ size, limit: maxFrameBytes }))
   const frame = new Uint8Array(size)
+  Wire.encodeInto(message, frame, FRAME_HEADER_BYTES)
   const view = new DataView(frame.buffer)
   view.setUint32(0, size - 4)
   frame[4] = PROTOCOL_VERSION
-  view.setUint32(5, crc32(body))
-  frame.set(body, FRAME_HEADER_BYTES)
+  view.setUint32(5, crc32(frame.subarray(FRAME_HEADER_BYTES)))
   return Result.succeed(frame)
 }
 
@@ -66,9 +60,9 @@ export const decodeFrame = (
   const body = frame.subarray(FRAME_HEADER_BYTES)
   const expected = new DataView(frame.buffer, frame.byteOffset + 5, 4).getUint32(0)
   if (crc32(body) !== expected) return Result.fail(new MalformedMessage({ ...node, reason: "checksum mismatch" }))
-  const decoded = decodeMessage(body)
+  const decoded = Wire.decode(body)
   if (Result.isFailure(decoded)) {
-    return Result.fail(new MalformedMessage({ ...node, reason: `undecodable message: ${decoded.failure.message}` }))
+    return Result.fail(new MalformedMessage({ ...node, reason: `undecodable message: ${decoded.failure}` }))
   }
   const message = decoded.success
   if (from !== undefined && message.source !== from) {

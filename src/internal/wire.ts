@@ -3,8 +3,9 @@
  * envelope is fixed by this module; state payloads inside it are opaque bytes
  * produced by the states' own schemas. Decoding checks every bound and every
  * value the `SyncMessage` schemas would (non-empty node ids, non-negative
- * safe-integer generations, finite timestamps, valid UTF-8, no trailing
- * bytes), and allocates nothing larger than the input.
+ * safe-integer generations, safe-integer wire versions, finite timestamps,
+ * well-formed UTF-8, no trailing bytes), never throws, and allocates nothing
+ * larger than the input.
  *
  * Layout (big endian):
  *
@@ -29,7 +30,11 @@ const REQUEST = 3
 const FEED = 4
 
 const encoder = new TextEncoder()
-const decoder = new TextDecoder("utf-8", { fatal: true })
+// Only ever given well-formed UTF-8 (checked first), so it never substitutes; a leading BOM is kept as U+FEFF.
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true })
+
+/** Strings up to this many code units are written one character at a time when they are ASCII. */
+const INLINE_ASCII = 64
 
 const utf8Length = (s: string): number => {
   let n = 0
@@ -52,7 +57,7 @@ const strSize = (s: string) => 4 + utf8Length(s)
 const GEN = 16
 
 /** The encoded size of a message's body. */
-const sizeOf = (m: SyncMessage): number => {
+export const sizeOf = (m: SyncMessage): number => {
   switch (m._tag) {
     case "FullSnapshot":
       return 1 + strSize(m.stateName) + strSize(m.source) + GEN + 24 + 4 + m.payload.length
@@ -91,6 +96,21 @@ class Writer {
   str(s: string) {
     const at = this.pos
     this.pos += 4
+    if (s.length <= INLINE_ASCII) {
+      const bytes = this.bytes
+      let pos = this.pos
+      let i = 0
+      for (; i < s.length; i++) {
+        const c = s.charCodeAt(i)
+        if (c >= 0x80) break
+        bytes[pos++] = c
+      }
+      if (i === s.length) {
+        this.view.setUint32(at, s.length)
+        this.pos = pos
+        return
+      }
+    }
     const { written } = encoder.encodeInto(s, this.bytes.subarray(this.pos))
     this.view.setUint32(at, written)
     this.pos += written
@@ -107,11 +127,11 @@ class Writer {
 }
 
 /**
- * Encodes a message into a new buffer with `offset` free bytes in front (for
- * the frame header). Returns the buffer; the body is `[offset, length)`.
+ * Encodes a message into `out` from `offset`, which must leave exactly
+ * `sizeOf(m)` bytes (the caller writes anything in front, such as a frame
+ * header).
  */
-export const encode = (m: SyncMessage, offset: number): Uint8Array => {
-  const out = new Uint8Array(offset + sizeOf(m))
+export const encodeInto = (m: SyncMessage, out: Uint8Array, offset: number): void => {
   const w = new Writer(out, offset)
   switch (m._tag) {
     case "FullSnapshot":
@@ -155,93 +175,157 @@ export const encode = (m: SyncMessage, offset: number): Uint8Array => {
       }
       break
   }
+}
+
+/** Encodes a message into a new buffer with `offset` free bytes in front; the body is `[offset, length)`. */
+export const encode = (m: SyncMessage, offset: number): Uint8Array => {
+  const out = new Uint8Array(offset + sizeOf(m))
+  encodeInto(m, out, offset)
   return out
 }
 
-class DecodeError {
-  readonly reason: string
-  constructor(reason: string) {
-    this.reason = reason
+/**
+ * Whether `bytes[start, end)` is well-formed UTF-8: exactly the sequences a
+ * fatal `TextDecoder` accepts (no overlong forms, no surrogates, nothing
+ * above U+10FFFF, no truncated sequence).
+ */
+export const isWellFormedUtf8 = (bytes: Uint8Array, start: number, end: number): boolean => {
+  let i = start
+  while (i < end) {
+    const b = bytes[i]
+    if (b < 0x80) {
+      i++
+      continue
+    }
+    if (b >= 0xc2 && b <= 0xdf) {
+      if (i + 1 >= end || (bytes[i + 1] & 0xc0) !== 0x80) return false
+      i += 2
+      continue
+    }
+    if (b >= 0xe0 && b <= 0xef) {
+      if (i + 2 >= end) return false
+      const b1 = bytes[i + 1]
+      const low = b === 0xe0 ? 0xa0 : 0x80
+      const high = b === 0xed ? 0x9f : 0xbf
+      if (b1 < low || b1 > high || (bytes[i + 2] & 0xc0) !== 0x80) return false
+      i += 3
+      continue
+    }
+    if (b >= 0xf0 && b <= 0xf4) {
+      if (i + 3 >= end) return false
+      const b1 = bytes[i + 1]
+      const low = b === 0xf0 ? 0x90 : 0x80
+      const high = b === 0xf4 ? 0x8f : 0xbf
+      if (b1 < low || b1 > high || (bytes[i + 2] & 0xc0) !== 0x80 || (bytes[i + 3] & 0xc0) !== 0x80) return false
+      i += 4
+      continue
+    }
+    return false
   }
+  return true
 }
 
+/**
+ * Reads fields in order. The first failed check is recorded in `error`; every
+ * later read returns a placeholder, so a message can be assembled field by
+ * field and dropped at the end when `error` is set.
+ */
 class Reader {
   readonly bytes: Uint8Array
   readonly view: DataView
   pos = 0
+  error: string | undefined = undefined
   constructor(bytes: Uint8Array) {
     this.bytes = bytes
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   }
-  need(n: number, what: string) {
-    if (this.bytes.length - this.pos < n) throw new DecodeError(`truncated ${what}`)
+  fail(reason: string): void {
+    if (this.error === undefined) this.error = reason
   }
-  u8(what: string) {
-    this.need(1, what)
+  need(n: number, what: string): boolean {
+    if (this.error !== undefined) return false
+    if (this.bytes.length - this.pos < n) {
+      this.error = `truncated ${what}`
+      return false
+    }
+    return true
+  }
+  u8(what: string): number {
+    if (!this.need(1, what)) return 0
     return this.bytes[this.pos++]
   }
-  u32(what: string) {
-    this.need(4, what)
+  u32(what: string): number {
+    if (!this.need(4, what)) return 0
     const v = this.view.getUint32(this.pos)
     this.pos += 4
     return v
   }
-  f64(what: string) {
-    this.need(8, what)
+  f64(what: string): number {
+    if (!this.need(8, what)) return 0
     const v = this.view.getFloat64(this.pos)
     this.pos += 8
     return v
   }
-  finite(what: string) {
+  finite(what: string): number {
     const v = this.f64(what)
-    if (!Number.isFinite(v)) throw new DecodeError(`${what} is not a finite number`)
+    if (!Number.isFinite(v)) this.fail(`${what} is not a finite number`)
     return v
   }
-  int(what: string) {
+  int(what: string): number {
     const v = this.f64(what)
-    if (!Number.isSafeInteger(v)) throw new DecodeError(`${what} is not an integer`)
+    if (!Number.isSafeInteger(v)) this.fail(`${what} is not an integer`)
     return v
   }
-  str(what: string) {
+  str(what: string): string {
     const n = this.u32(what)
-    this.need(n, what)
+    if (!this.need(n, what)) return ""
     const start = this.pos
-    this.pos += n
+    const end = start + n
+    this.pos = end
+    const bytes = this.bytes
     let ascii = true
-    for (let i = start; i < this.pos; i++) {
-      if (this.bytes[i] >= 0x80) {
+    for (let i = start; i < end; i++) {
+      if (bytes[i] >= 0x80) {
         ascii = false
         break
       }
     }
-    if (ascii) return latin1(this.bytes, start, this.pos)
-    try {
-      return decoder.decode(this.bytes.subarray(start, this.pos))
-    } catch {
-      throw new DecodeError(`${what} is not valid UTF-8`)
+    if (ascii) return latin1(bytes, start, end)
+    if (!isWellFormedUtf8(bytes, start, end)) {
+      this.fail(`${what} is not valid UTF-8`)
+      return ""
     }
+    return decoder.decode(bytes.subarray(start, end))
   }
   node(what: string): NodeId {
     const s = this.str(what)
-    if (s.length === 0) throw new DecodeError(`${what} is empty`)
+    if (s.length === 0) this.fail(`${what} is empty`)
     return s as NodeId
   }
-  raw(what: string) {
+  /** A copy of the next `length`-prefixed bytes: a decoded message never aliases its input. */
+  raw(what: string): Uint8Array {
     const n = this.u32(what)
-    this.need(n, what)
-    const out = this.bytes.subarray(this.pos, this.pos + n)
+    if (!this.need(n, what)) return empty
+    const out = this.bytes.slice(this.pos, this.pos + n)
     this.pos += n
     return out
   }
   gen(what: string): Generation {
     const incarnation = this.int(`${what} incarnation`)
     const age = this.int(`${what} age`)
-    if (incarnation < 0 || age < 0) throw new DecodeError(`${what} is negative`)
+    if (incarnation < 0 || age < 0) this.fail(`${what} is negative`)
     return { incarnation, age }
   }
 }
 
+const empty = new Uint8Array(0)
+
 const latin1 = (bytes: Uint8Array, start: number, end: number): string => {
+  if (end - start <= INLINE_ASCII) {
+    let s = ""
+    for (let i = start; i < end; i++) s += String.fromCharCode(bytes[i])
+    return s
+  }
   let s = ""
   for (let i = start; i < end; i += 4096) {
     s += String.fromCharCode.apply(null, bytes.subarray(i, Math.min(end, i + 4096)) as unknown as Array<number>)
@@ -253,13 +337,11 @@ const latin1 = (bytes: Uint8Array, start: number, end: number): string => {
 const instance = <T extends object>(ctor: { readonly prototype: T }, fields: object): T =>
   Object.assign(Object.create(ctor.prototype), fields)
 
-const read = (bytes: Uint8Array): SyncMessage => {
-  const r = new Reader(bytes)
+const read = (r: Reader): SyncMessage | undefined => {
   const tag = r.u8("tag")
-  let message: SyncMessage
   switch (tag) {
     case FULL:
-      message = instance(FullSnapshot, {
+      return instance(FullSnapshot, {
         _tag: "FullSnapshot",
         stateName: r.str("stateName"),
         source: r.node("source"),
@@ -269,9 +351,8 @@ const read = (bytes: Uint8Array): SyncMessage => {
         modifiedAt: r.finite("modifiedAt"),
         payload: r.raw("payload")
       })
-      break
     case DELTA:
-      message = instance(DeltaUpdate, {
+      return instance(DeltaUpdate, {
         _tag: "DeltaUpdate",
         stateName: r.str("stateName"),
         source: r.node("source"),
@@ -280,47 +361,44 @@ const read = (bytes: Uint8Array): SyncMessage => {
         modifiedAt: r.finite("modifiedAt"),
         payload: r.raw("payload")
       })
-      break
     case REQUEST: {
       const stateName = r.str("stateName")
       const source = r.node("source")
       const has = r.u8("generation flag")
-      if (has > 1) throw new DecodeError("bad generation flag")
+      if (has > 1) r.fail("bad generation flag")
       const generation = has === 1 ? r.gen("generation") : undefined
       const wireVersion = r.int("wireVersion")
-      message = instance(
+      return instance(
         RequestSnapshot,
         generation === undefined
           ? { _tag: "RequestSnapshot", stateName, source, wireVersion }
           : { _tag: "RequestSnapshot", stateName, source, generation, wireVersion }
       )
-      break
     }
     case FEED: {
       const source = r.node("source")
       const count = r.u32("notice count")
       // Each notice takes at least 4 + 4 + 1 + 16 bytes: reject counts the input cannot hold before allocating.
-      if (count > (bytes.length - r.pos) / 25) throw new DecodeError(`notice count ${count} exceeds the frame`)
+      if (count > (r.bytes.length - r.pos) / 25) {
+        r.fail(`notice count ${count} exceeds the frame`)
+        return undefined
+      }
       const notices = new Array(count)
-      for (let i = 0; i < count; i++) {
+      for (let i = 0; i < count && r.error === undefined; i++) {
         notices[i] = { stateName: r.str("notice stateName"), source: r.node("notice source"), generation: r.gen("notice generation") }
       }
-      message = instance(BatchedChangeFeed, { _tag: "BatchedChangeFeed", source, notices })
-      break
+      return instance(BatchedChangeFeed, { _tag: "BatchedChangeFeed", source, notices })
     }
     default:
-      throw new DecodeError(`unknown message tag ${tag}`)
+      r.fail(`unknown message tag ${tag}`)
+      return undefined
   }
-  if (r.pos !== bytes.length) throw new DecodeError(`${bytes.length - r.pos} trailing bytes`)
-  return message
 }
 
-/** Decodes a message body. */
+/** Decodes a message body; the failure is the reason it is not a message. */
 export const decode = (bytes: Uint8Array): Result.Result<SyncMessage, string> => {
-  try {
-    return Result.succeed(read(bytes))
-  } catch (e) {
-    if (e instanceof DecodeError) return Result.fail(e.reason)
-    throw e
-  }
+  const r = new Reader(bytes)
+  const message = read(r)
+  if (r.error === undefined && r.pos !== bytes.length) r.fail(`${bytes.length - r.pos} trailing bytes`)
+  return r.error !== undefined || message === undefined ? Result.fail(r.error ?? "undecodable") : Result.succeed(message)
 }
