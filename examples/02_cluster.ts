@@ -1,0 +1,239 @@
+/**
+ * A local dstate cluster: N node processes on 127.0.0.1 talking over TCP, and
+ * a live table of what each of them sees.
+ *
+ * Each process runs `examples/03_node.ts`: a TCP runtime, file (or memory)
+ * persistence and the registry, with the delta-aware `NodeResource` state
+ * (its machine's CPU and memory, sampled every second). This launcher starts
+ * them with every node as a seed, reads the report each prints once per
+ * second, and redraws one table: per node, the views it holds (values,
+ * generations, staleness) and the node its `query` picks as least loaded.
+ * Ctrl-C stops every node gracefully (each tells its peers it is leaving).
+ *
+ * ```sh
+ * npm start                                   # 3 nodes on ports 7100-7102
+ * npm start -- --nodes 5 --base-port 7200     # 5 nodes on ports 7200-7204
+ * npm start -- --memory                       # no persistence: new incarnations on every run
+ * npm start -- --duration 8                   # stop after 8 s; exit 0 only if every node saw every node
+ * ```
+ *
+ * Options: `--nodes N` (default 3), `--base-port P` (default 7100), `--data DIR` (default
+ * `<tmpdir>/dstate-demo`; node i keeps its state in `DIR/node-i`, so a second run continues from the
+ * saved generations) or `--memory`, `--strategy push|feed` (see 03_node.ts), `--duration SECONDS`
+ * (also `DSTATE_DEMO_DURATION`): run that long, then wait up to 20 s more for every node to see every
+ * other, stop, print the final table, and exit 0 when they converged, 1 otherwise. The nodes use
+ * `DSTATE_SECRET` when it is set, else the built-in demo secret.
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Clock, Deferred, Duration, Effect, Schedule } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import * as Os from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { parseArgs } from "node:util"
+import { renderTable, type Report } from "./03_node.ts"
+
+const nodeScript = fileURLToPath(new URL("./03_node.ts", import.meta.url))
+
+const usage = "usage: npm start -- [--nodes 3] [--base-port 7100] [--data DIR | --memory] [--strategy push|feed] " +
+  "[--duration SECONDS]"
+
+const parseOptions = () => {
+  const { values } = parseArgs({
+    options: {
+      nodes: { type: "string", default: "3" },
+      "base-port": { type: "string", default: "7100" },
+      data: { type: "string", default: join(Os.tmpdir(), "dstate-demo") },
+      memory: { type: "boolean", default: false },
+      strategy: { type: "string", default: "push" },
+      duration: { type: "string", default: process.env.DSTATE_DEMO_DURATION }
+    }
+  })
+  const nodes = Number(values.nodes)
+  const basePort = Number(values["base-port"])
+  const duration = values.duration === undefined ? undefined : Number(values.duration)
+  if (
+    !Number.isInteger(nodes) || nodes < 1 || !Number.isInteger(basePort) || basePort < 1 || basePort + nodes > 65536 ||
+    (duration !== undefined && !(duration > 0)) || !["push", "feed"].includes(values.strategy)
+  ) {
+    process.stderr.write(`${usage}\n`)
+    process.exit(2)
+  }
+  return { nodes, basePort, data: values.memory ? undefined : values.data, strategy: values.strategy, duration }
+}
+
+/** One node process, as the launcher follows it. */
+interface NodeProcess {
+  readonly id: string
+  readonly process: ChildProcess
+  /** The node's latest report. */
+  last: Report | undefined
+  /** Resolved with how the process ended. */
+  readonly exited: Deferred.Deferred<string>
+}
+
+/** A logfmt line without its timestamp and fiber, prefixed with the node. */
+const shortLog = (id: string, line: string) =>
+  `${id}: ${line.replace(/^timestamp=\S+ /, "").replace(/ ?fiber=#\d+/, "")}`
+
+/** Splits a stream's chunks into lines. */
+const onLines = (stream: NodeJS.ReadableStream, f: (line: string) => void) => {
+  let partial = ""
+  stream.setEncoding("utf8")
+  stream.on("data", (chunk: string) => {
+    const parts = (partial + chunk).split("\n")
+    partial = parts.pop()!
+    parts.filter((line) => line.length > 0).forEach(f)
+  })
+}
+
+const spawnNode = (
+  options: Options,
+  id: string,
+  port: number,
+  seeds: string,
+  onLog: (line: string) => void
+) =>
+  Effect.sync((): NodeProcess => {
+    const args = [
+      nodeScript,
+      ...["--id", id, "--port", String(port), "--seeds", seeds, "--strategy", options.strategy, "--report", "json"],
+      ...(options.data === undefined ? ["--memory"] : ["--data", join(options.data, id)])
+    ]
+    // Own process group: a Ctrl-C in the terminal reaches the launcher only, which then stops the nodes itself.
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], detached: true })
+    const node: NodeProcess = { id, process: child, last: undefined, exited: Deferred.makeUnsafe<string>() }
+    // stdout carries one JSON report per line; anything else is shown as a log line.
+    onLines(child.stdout!, (line) => {
+      if (line.startsWith("{")) node.last = JSON.parse(line) as Report
+      else onLog(`${id}: ${line}`)
+    })
+    onLines(child.stderr!, (line) => onLog(shortLog(id, line)))
+    child.on("exit", (code, signal) => {
+      Deferred.doneUnsafe(node.exited, Effect.succeed(signal === null ? `exit ${code}` : `killed by ${signal}`))
+    })
+    return node
+  })
+
+/**
+ * Stops every node at once with SIGINT (a graceful leave, like Ctrl-C on the
+ * node itself); one still running after 5 s is killed.
+ */
+const stopAll = (nodes: ReadonlyArray<NodeProcess>) =>
+  Effect.forEach(nodes, (node) =>
+    Effect.gen(function*() {
+      if (!Deferred.isDoneUnsafe(node.exited)) node.process.kill("SIGINT")
+      return yield* Deferred.await(node.exited).pipe(
+        Effect.timeoutOrElse({
+          duration: "5 seconds",
+          orElse: () => Effect.sync(() => node.process.kill("SIGKILL")).pipe(Effect.andThen(Deferred.await(node.exited)))
+        })
+      )
+    }), { concurrency: "unbounded" })
+
+/** Whether every node's latest report holds a view of every node. */
+const converged = (reports: ReadonlyArray<Report | undefined>, ids: ReadonlyArray<string>) =>
+  reports.every((report) => report !== undefined && ids.every((id) => report.views.some((view) => view.source === id)))
+
+const seenCount = (report: Report | undefined, ids: ReadonlyArray<string>) =>
+  report === undefined ? 0 : ids.filter((id) => report.views.some((view) => view.source === id)).length
+
+type Options = ReturnType<typeof parseOptions>
+
+const nodeIds = (options: Options) => Array.from({ length: options.nodes }, (_, i) => `node-${i + 1}`)
+
+/**
+ * Runs the cluster until Ctrl-C, the duration, or a node's unexpected exit;
+ * leaves what the nodes reported last (before they were stopped) in `outcome`.
+ */
+const cluster = (options: Options, outcome: { final: ReadonlyArray<Report | undefined> }) => Effect.gen(function*() {
+  const ids = nodeIds(options)
+  const ports = ids.map((_, i) => options.basePort + i)
+  const seeds = ports.map((port) => `127.0.0.1:${port}`).join(",")
+  const tty = process.stdout.isTTY === true
+  const startedAt = yield* Clock.currentTimeMillis
+  const elapsed = Effect.map(Clock.currentTimeMillis, (now) => `${Math.floor((now - startedAt) / 1000)} s`)
+  const header = `dstate: ${options.nodes} nodes on 127.0.0.1:${ports[0]}-${ports.at(-1)}, ` +
+    `${options.data === undefined ? "memory persistence" : `file persistence in ${options.data}`}, ` +
+    `strategy ${options.strategy}`
+  /** The last lines the nodes logged, newest last. */
+  const logTail: Array<string> = []
+  const onLog = (line: string) => {
+    logTail.push(line)
+    if (logTail.length > 8) logTail.shift()
+    // Without a terminal to redraw, log lines are passed through as they come.
+    if (!tty) process.stdout.write(`${line}\n`)
+  }
+
+  // Start the nodes; whatever ends this program (Ctrl-C, the duration, a node dying) stops them all.
+  const nodes = yield* Effect.acquireRelease(
+    Effect.forEach(ids, (id, i) => spawnNode(options, id, ports[i], seeds, onLog)),
+    (nodes) =>
+      Effect.gen(function*() {
+        const finalReports = nodes.map((node) => node.last)
+        outcome.final = finalReports
+        const endings = yield* stopAll(nodes)
+        const lines = [
+          "",
+          `final view of each node (${yield* elapsed}):`,
+          ...renderTable(finalReports.filter((r) => r !== undefined), ids),
+          ...nodes.map((node, i) => `${node.id} stopped: ${endings[i]}`),
+          converged(finalReports, ids)
+            ? `converged: every node saw all ${ids.length} nodes`
+            : `not converged: ${
+              nodes.map((node, i) => `${node.id} saw ${seenCount(finalReports[i], ids)}/${ids.length}`).join(", ")
+            }`
+        ]
+        yield* Effect.sync(() => process.stdout.write(`${lines.join("\n")}\n`))
+      })
+  )
+
+  // The live table: redrawn in place on a terminal, one summary line per second otherwise.
+  let drawn = 0
+  const draw = Effect.gen(function*() {
+    const time = yield* elapsed
+    if (!tty) {
+      const seen = nodes.map((node) => `${node.id} sees ${seenCount(node.last, ids)}/${ids.length}`).join(", ")
+      return yield* Effect.sync(() => process.stdout.write(`[${time}] ${seen}\n`))
+    }
+    const width = process.stdout.columns || 120
+    const lines = [
+      `${header}   (${time}, Ctrl-C stops)`,
+      "",
+      ...renderTable(nodes.flatMap((node) => node.last === undefined ? [] : [node.last]), ids),
+      "",
+      "recent logs:",
+      ...logTail
+    ].map((line) => line.slice(0, width - 1))
+    const up = drawn > 0 ? `\x1b[${drawn}A` : ""
+    drawn = lines.length
+    yield* Effect.sync(() => process.stdout.write(`${up}\r\x1b[J${lines.join("\n")}\n`))
+  })
+  if (!tty) yield* Effect.sync(() => process.stdout.write(`${header}\n`))
+  yield* draw.pipe(Effect.repeat(Schedule.spaced("1 second")), Effect.forkScoped)
+
+  // A node that exits by itself (a port in use, a crash) ends the demo.
+  const anyExit = Effect.raceAll(
+    nodes.map((node) => Effect.map(Deferred.await(node.exited), (how) => `${node.id} ${how}`))
+  ).pipe(Effect.flatMap((what) => Effect.fail(`a node ended by itself: ${what}`)))
+  const run = options.duration === undefined
+    ? Effect.never
+    : Effect.gen(function*() {
+      yield* Effect.sleep(Duration.seconds(options.duration!))
+      // Past the duration, give slow starters up to 20 s to see each other.
+      yield* Effect.suspend(() => converged(nodes.map((n) => n.last), ids) ? Effect.void : Effect.fail("waiting")).pipe(
+        Effect.retry(Schedule.spaced("200 millis")),
+        Effect.timeoutOrElse({ duration: "20 seconds", orElse: () => Effect.void })
+      )
+    })
+  yield* Effect.raceFirst(run, anyExit)
+})
+
+const main = Effect.gen(function*() {
+  const options = parseOptions()
+  const outcome: { final: ReadonlyArray<Report | undefined> } = { final: [] }
+  yield* Effect.scoped(cluster(options, outcome))
+  if (!converged(outcome.final, nodeIds(options))) return yield* Effect.fail("the nodes did not all see each other")
+})
+
+NodeRuntime.runMain(main)
