@@ -29,6 +29,7 @@ import { Clock, Deferred, Duration, Effect, Schedule } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as Os from "node:os"
 import { join } from "node:path"
+import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { renderTable, type Report } from "./03_node.ts"
@@ -76,16 +77,11 @@ interface NodeProcess {
 const shortLog = (id: string, line: string) =>
   `${id}: ${line.replace(/^timestamp=\S+ /, "").replace(/ ?fiber=#\d+/, "")}`
 
-/** Splits a stream's chunks into lines. */
-const onLines = (stream: NodeJS.ReadableStream, f: (line: string) => void) => {
-  let partial = ""
-  stream.setEncoding("utf8")
-  stream.on("data", (chunk: string) => {
-    const parts = (partial + chunk).split("\n")
-    partial = parts.pop()!
-    parts.filter((line) => line.length > 0).forEach(f)
+/** Calls `f` with every non-empty line of a stream. */
+const onLines = (stream: NodeJS.ReadableStream, f: (line: string) => void) =>
+  createInterface({ input: stream }).on("line", (line) => {
+    if (line.length > 0) f(line)
   })
-}
 
 const spawnNode = (
   options: Options,

@@ -17,6 +17,7 @@ import { Clock, Duration, Effect, FileSystem } from "effect"
 import type { Fixtures } from "dstate/testing"
 import { type ChildProcess, spawn } from "node:child_process"
 import { join } from "node:path"
+import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import { pollEventually } from "./conformance/RuntimeSuite.ts"
 import type { Entry } from "./helpers.ts"
@@ -107,18 +108,12 @@ const startNode = (name: string, directory: string, seeds: ReadonlyArray<number>
         const proc = spawn(process.execPath, [fixture, JSON.stringify(config)], { stdio: ["pipe", "pipe", "pipe"] })
         const child: Child = { name, process: proc, messages: [], stderr: "", closed: false, nextId: 0, waiters: new Set() }
         const notify = () => child.waiters.forEach((waiter) => waiter())
-        let partial = ""
-        proc.stdout!.setEncoding("utf8")
-        proc.stdout!.on("data", (chunk: string) => {
-          const parts = (partial + chunk).split("\n")
-          partial = parts.pop()!
-          for (const part of parts) child.messages.push(JSON.parse(part) as Message)
+        createInterface({ input: proc.stdout! }).on("line", (line) => {
+          child.messages.push(JSON.parse(line) as Message)
           notify()
         })
-        proc.stderr!.setEncoding("utf8")
-        proc.stderr!.on("data", (chunk: string) => {
-          child.stderr += chunk
-        })
+        proc.stderr!.setEncoding("utf8").on("data", (chunk: string) => (child.stderr += chunk))
+        // Writing to a child that was just killed fails with EPIPE; its exit is what counts.
         proc.stdin!.on("error", () => {})
         proc.on("close", () => {
           child.closed = true
