@@ -15,7 +15,7 @@ import * as Wire from "./wire.ts"
 
 /** Encodes a message into one frame (a fresh, independently owned buffer). */
 export const encodeFrame = (
-  message: SyncMessage,
+  message: Wire.Envelope,
   maxFrameBytes: number
 ): Result.Result<Uint8Array, MessageTooLarge | MalformedMessage> => {
   // The size is known before anything is allocated: an oversized message costs no buffer.
@@ -75,7 +75,11 @@ export const decodeFrame = (
 
 /** Per-state encoders and decoders derived from a definition's schemas. */
 export interface StateCodec<S, V, D> {
+  /** Encoded views and deltas are independently owned buffers. */
   readonly encodeView: (view: V) => Result.Result<Uint8Array, MalformedMessage>
+  /** As `encodeView`, but the bytes may share SchemaBinary's output arena: copy them before anything else encodes. */
+  readonly encodeViewShared: (view: V) => Result.Result<Uint8Array, MalformedMessage>
+  readonly encodeDeltaShared: (delta: D) => Result.Result<Uint8Array, MalformedMessage>
   readonly decodeView: (
     bytes: Uint8Array,
     wireVersion: number,
@@ -94,12 +98,13 @@ export interface StateCodec<S, V, D> {
   readonly decodeChange: ((encoded: unknown) => Result.Result<unknown, MalformedMessage>) | undefined
 }
 
-const binaryEncoder = <T>(schema: Schema.Codec<T, unknown>, stateName: string, what: string) => {
+/** Encodes with SchemaBinary; `shared` returns the arena-backed bytes as they are (to be copied at once into a frame). */
+const binaryEncoder = <T>(schema: Schema.Codec<T, unknown>, stateName: string, what: string, shared: boolean) => {
   const encode = Schema.encodeUnknownResult(SchemaBinary.toCodec(schema))
   return (value: T): Result.Result<Uint8Array, MalformedMessage> => {
     const r = encode(value)
     return Result.isSuccess(r)
-      ? Result.succeed(r.success.slice())
+      ? Result.succeed(shared ? r.success : r.success.slice())
       : Result.fail(new MalformedMessage({ stateName, reason: `cannot encode ${what}: ${r.failure.message}` }))
   }
 }
@@ -166,15 +171,18 @@ export const makeStateCodec = <S, V, D, C>(
   const changeJson = definition._tag === "Delta" && definition.change !== undefined
     ? jsonCodec(definition.change, "change")
     : undefined
+  const noDeltas = () => Result.fail(new MalformedMessage({ stateName, reason: "a simple state has no deltas" }))
   const stateJson = Schema.toCodecJson(definition.state)
   const encodeStateJson = Schema.encodeUnknownResult(stateJson)
   const decodeStateJson = Schema.decodeUnknownResult(stateJson)
   return {
-    encodeView: binaryEncoder(viewSchema, stateName, "view"),
+    encodeView: binaryEncoder(viewSchema, stateName, "view", false),
+    encodeViewShared: binaryEncoder(viewSchema, stateName, "view", true),
     decodeView: decodeWith(viewDecoders, "view"),
     encodeDelta: definition._tag === "Delta"
-      ? binaryEncoder(definition.delta, stateName, "delta")
-      : () => Result.fail(new MalformedMessage({ stateName, reason: "a simple state has no deltas" })),
+      ? binaryEncoder(definition.delta, stateName, "delta", false)
+      : noDeltas,
+    encodeDeltaShared: definition._tag === "Delta" ? binaryEncoder(definition.delta, stateName, "delta", true) : noDeltas,
     decodeDelta: decodeWith(deltaDecoders, "delta"),
     encodeState: (state) => {
       const r = encodeStateJson(state)

@@ -279,20 +279,19 @@ export const make = <S, V, D, C>(
       if (snapshotCache !== undefined && Generation.equals(snapshotCache.generation, o.generation)) {
         return Result.succeed(snapshotCache.frame)
       }
-      const payload = codec.encodeView(o.view)
+      const payload = codec.encodeViewShared(o.view) // copied into the frame at once
       if (Result.isFailure(payload)) return payload
-      const frame = encodeFrame(
-        new FullSnapshot({
-          stateName: name,
-          source: self,
-          generation: o.generation,
-          wireVersion: definition.wireVersion,
-          createdAt: o.createdAt,
-          modifiedAt: o.modifiedAt,
-          payload: payload.success
-        }),
-        env.maxFrameBytes
-      )
+      // A plain envelope: every field comes from this shard, so the message class's checks are skipped.
+      const frame = encodeFrame({
+        _tag: "FullSnapshot",
+        stateName: name,
+        source: self,
+        generation: o.generation,
+        wireVersion: definition.wireVersion,
+        createdAt: o.createdAt,
+        modifiedAt: o.modifiedAt,
+        payload: payload.success
+      }, env.maxFrameBytes)
       if (Result.isSuccess(frame)) snapshotCache = { generation: o.generation, frame: frame.success }
       return frame
     }
@@ -354,22 +353,21 @@ export const make = <S, V, D, C>(
         return env.runtime.send(to, requestFrame(to)).pipe(Effect.ignore)
       })
 
-    const broadcastDelta = (generation: Generation.Generation, modifiedAt: number, delta: D) =>
-      Effect.gen(function*() {
-        const peers = yield* peerCount
-        if (peers === 0) return
-        const payload = codec.encodeDelta(delta)
-        if (Result.isFailure(payload)) return yield* logSendFailure(payload.failure)
+    const broadcastDelta = (generation: Generation.Generation, modifiedAt: number, delta: D): Effect.Effect<void> =>
+      Effect.flatMap(peerCount, (peers) => {
+        if (peers === 0) return Effect.void
+        const payload = codec.encodeDeltaShared(delta) // copied into the frame at once
+        if (Result.isFailure(payload)) return logSendFailure(payload.failure)
         const frame = encodeFrame(
-          new DeltaUpdate({ stateName: name, source: self, generation, wireVersion: definition.wireVersion, modifiedAt, payload: payload.success }),
+          { _tag: "DeltaUpdate", stateName: name, source: self, generation, wireVersion: definition.wireVersion, modifiedAt, payload: payload.success },
           env.maxFrameBytes
         )
         if (Result.isFailure(frame)) {
           // Too large as a delta: peers will see a gap and ask for the snapshot.
-          return yield* logSendFailure(frame.failure)
+          return logSendFailure(frame.failure)
         }
         count("deltasSent", peers)
-        yield* env.runtime.broadcast(group, frame.success)
+        return env.runtime.broadcast(group, frame.success)
       })
 
     // ---- peer bookkeeping ----------------------------------------------------------------------
@@ -476,120 +474,118 @@ export const make = <S, V, D, C>(
         return env.runtime.send(from, requestFrame(from)).pipe(Effect.ignore)
       })
 
-    const onSnapshot = (from: NodeId, m: FullSnapshot) =>
-      Effect.gen(function*() {
-        const now = yield* monotonicMillis
-        const status = peerStatus(from)
-        status.lastAttemptAt = now
-        const held = SubscriptionRef.getUnsafe(views).get(from)
-        // Without a view (the peer left and came back), the newest generation ever seen from it still
-        // bounds what may be accepted: an owner that restarted with an older generation is told so.
-        const seen = held?.generation ?? lastSeen.get(from)
-        const verdict = held === undefined && seen !== undefined && Generation.equals(seen, m.generation)
-          ? { _tag: "Accept" as const }
-          : Acceptance.snapshot(seen, m.generation)
-        switch (verdict._tag) {
-          case "Duplicate": {
-            count("staleDiscarded")
-            status.lastSyncAt = now
-            status.consecutiveFailures = 0
-            const pending = held!.pendingRemote
-            const clearPending = pending !== undefined && !Generation.isNewer(pending, m.generation)
-            yield* publish((map) =>
-              map.set(from, { ...held!, syncedAt: now, pendingRemote: clearPending ? undefined : pending })
-            )
-            return
-          }
-          case "Stale": {
-            count("staleDiscarded")
-            return yield* hintStale(from, now)
-          }
-          default: {
-            const value = codec.decodeView(m.payload, m.wireVersion, from)
-            if (Result.isFailure(value)) return yield* onDecodeFailure(from, value.failure)
-            count("snapshotsReceived")
-            status.lastSyncAt = now
-            status.consecutiveFailures = 0
-            status.lastSnapshotRequestAt = undefined
-            remember(from, m.generation)
-            const pending = held?.pendingRemote
-            yield* publish((map) =>
-              map.set(from, {
-                source: from,
-                generation: m.generation,
-                wireVersion: m.wireVersion,
-                value: value.success,
-                createdAt: m.createdAt,
-                modifiedAt: m.modifiedAt,
-                syncedAt: now,
-                pendingRemote: pending !== undefined && Generation.isNewer(pending, m.generation) ? pending : undefined
-              })
-            )
-          }
+    const onSnapshot = (from: NodeId, m: FullSnapshot): Effect.Effect<void> => {
+      const now = monotonicNow()
+      const status = peerStatus(from)
+      status.lastAttemptAt = now
+      const held = SubscriptionRef.getUnsafe(views).get(from)
+      // Without a view (the peer left and came back), the newest generation ever seen from it still
+      // bounds what may be accepted: an owner that restarted with an older generation is told so.
+      const seen = held?.generation ?? lastSeen.get(from)
+      const verdict = held === undefined && seen !== undefined && Generation.equals(seen, m.generation)
+        ? { _tag: "Accept" as const }
+        : Acceptance.snapshot(seen, m.generation)
+      switch (verdict._tag) {
+        case "Duplicate": {
+          count("staleDiscarded")
+          status.lastSyncAt = now
+          status.consecutiveFailures = 0
+          const pending = held!.pendingRemote
+          const clearPending = pending !== undefined && !Generation.isNewer(pending, m.generation)
+          publishNow((map) =>
+            map.set(from, { ...held!, syncedAt: now, pendingRemote: clearPending ? undefined : pending })
+          )
+          return Effect.void
         }
-      })
+        case "Stale": {
+          count("staleDiscarded")
+          return hintStale(from, now)
+        }
+        default: {
+          const value = codec.decodeView(m.payload, m.wireVersion, from)
+          if (Result.isFailure(value)) return onDecodeFailure(from, value.failure)
+          count("snapshotsReceived")
+          status.lastSyncAt = now
+          status.consecutiveFailures = 0
+          status.lastSnapshotRequestAt = undefined
+          remember(from, m.generation)
+          const pending = held?.pendingRemote
+          publishNow((map) =>
+            map.set(from, {
+              source: from,
+              generation: m.generation,
+              wireVersion: m.wireVersion,
+              value: value.success,
+              createdAt: m.createdAt,
+              modifiedAt: m.modifiedAt,
+              syncedAt: now,
+              pendingRemote: pending !== undefined && Generation.isNewer(pending, m.generation) ? pending : undefined
+            })
+          )
+          return Effect.void
+        }
+      }
+    }
 
-    const onDelta = (from: NodeId, m: DeltaUpdate) =>
-      Effect.gen(function*() {
-        const now = yield* monotonicMillis
-        const status = peerStatus(from)
-        status.lastAttemptAt = now
-        const held = SubscriptionRef.getUnsafe(views).get(from)
-        const verdict = Acceptance.delta(held?.generation, m.generation)
-        switch (verdict._tag) {
-          case "Duplicate":
-          case "Stale": {
-            count("staleDiscarded")
-            if (verdict._tag === "Stale") yield* hintStale(from, now)
-            return
-          }
-          case "Gap": {
-            count("gapsDetected")
-            status.gapCount++
-            yield* Effect.logDebug("gap in deltas; requesting a snapshot").pipe(
-              Effect.annotateLogs({
-                peer: from,
-                reason: verdict.reason,
-                held: held === undefined ? "none" : Generation.format(held.generation),
-                received: Generation.format(m.generation)
-              }),
-              annotate
-            )
-            return yield* requestSnapshot(from, now)
-          }
-          case "Accept": {
-            if (definition._tag !== "Delta") {
-              return yield* onDecodeFailure(from, new MalformedMessage({ node: from, stateName: name, reason: "delta for a simple state" }))
-            }
-            const delta = codec.decodeDelta(m.payload, m.wireVersion, from)
-            if (Result.isFailure(delta)) return yield* onDecodeFailure(from, delta.failure)
-            const applied = yield* Effect.try({
-              try: () => definition.applyDelta(held!.value, delta.success),
-              catch: (cause) => new MalformedMessage({ node: from, stateName: name, reason: `applyDelta threw: ${String(cause)}` })
-            }).pipe(Effect.result)
-            if (Result.isFailure(applied)) {
-              yield* onDecodeFailure(from, applied.failure)
-              return yield* requestSnapshot(from, now)
-            }
-            count("deltasReceived")
-            remember(from, m.generation)
-            status.lastSyncAt = now
-            status.consecutiveFailures = 0
-            const pending = held!.pendingRemote
-            yield* publish((map) =>
-              map.set(from, {
-                ...held!,
-                generation: m.generation,
-                wireVersion: m.wireVersion,
-                value: applied.success,
-                modifiedAt: m.modifiedAt,
-                syncedAt: now,
-                pendingRemote: pending !== undefined && Generation.isNewer(pending, m.generation) ? pending : undefined
-              })
-            )
-          }
+    const onDelta = (from: NodeId, m: DeltaUpdate): Effect.Effect<void> => {
+      const now = monotonicNow()
+      const status = peerStatus(from)
+      status.lastAttemptAt = now
+      const held = SubscriptionRef.getUnsafe(views).get(from)
+      const verdict = Acceptance.delta(held?.generation, m.generation)
+      switch (verdict._tag) {
+        case "Duplicate":
+        case "Stale": {
+          count("staleDiscarded")
+          return verdict._tag === "Stale" ? hintStale(from, now) : Effect.void
         }
-      })
+        case "Gap": {
+          count("gapsDetected")
+          status.gapCount++
+          return Effect.logDebug("gap in deltas; requesting a snapshot").pipe(
+            Effect.annotateLogs({
+              peer: from,
+              reason: verdict.reason,
+              held: held === undefined ? "none" : Generation.format(held.generation),
+              received: Generation.format(m.generation)
+            }),
+            annotate,
+            Effect.andThen(requestSnapshot(from, now))
+          )
+        }
+        case "Accept": {
+          if (definition._tag !== "Delta") {
+            return onDecodeFailure(from, new MalformedMessage({ node: from, stateName: name, reason: "delta for a simple state" }))
+          }
+          const delta = codec.decodeDelta(m.payload, m.wireVersion, from)
+          if (Result.isFailure(delta)) return onDecodeFailure(from, delta.failure)
+          const applied = Result.try({
+            try: () => definition.applyDelta(held!.value, delta.success),
+            catch: (cause) => new MalformedMessage({ node: from, stateName: name, reason: `applyDelta threw: ${String(cause)}` })
+          })
+          if (Result.isFailure(applied)) {
+            return Effect.andThen(onDecodeFailure(from, applied.failure), requestSnapshot(from, now))
+          }
+          count("deltasReceived")
+          remember(from, m.generation)
+          status.lastSyncAt = now
+          status.consecutiveFailures = 0
+          const pending = held!.pendingRemote
+          publishNow((map) =>
+            map.set(from, {
+              ...held!,
+              generation: m.generation,
+              wireVersion: m.wireVersion,
+              value: applied.success,
+              modifiedAt: m.modifiedAt,
+              syncedAt: now,
+              pendingRemote: pending !== undefined && Generation.isNewer(pending, m.generation) ? pending : undefined
+            })
+          )
+          return Effect.void
+        }
+      }
+    }
 
     const onRequest = (from: NodeId, m: RequestSnapshot) =>
       Effect.gen(function*() {

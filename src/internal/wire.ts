@@ -24,6 +24,44 @@ import type { Generation } from "../Generation.ts"
 import type { NodeId } from "../NodeId.ts"
 import { BatchedChangeFeed, DeltaUpdate, FullSnapshot, RequestSnapshot, type SyncMessage } from "../SyncMessage.ts"
 
+/**
+ * The fields of a message, as the encoder reads them: every `SyncMessage` is
+ * one, and so is a plain object with the same fields (the send path builds
+ * those, skipping the class constructors' checks on values it made itself).
+ */
+export type Envelope =
+  | {
+    readonly _tag: "FullSnapshot"
+    readonly stateName: string
+    readonly source: string
+    readonly generation: Generation
+    readonly wireVersion: number
+    readonly createdAt: number
+    readonly modifiedAt: number
+    readonly payload: Uint8Array
+  }
+  | {
+    readonly _tag: "DeltaUpdate"
+    readonly stateName: string
+    readonly source: string
+    readonly generation: Generation
+    readonly wireVersion: number
+    readonly modifiedAt: number
+    readonly payload: Uint8Array
+  }
+  | {
+    readonly _tag: "RequestSnapshot"
+    readonly stateName: string
+    readonly source: string
+    readonly generation?: Generation | undefined
+    readonly wireVersion: number
+  }
+  | {
+    readonly _tag: "BatchedChangeFeed"
+    readonly source: string
+    readonly notices: ReadonlyArray<{ readonly stateName: string; readonly source: string; readonly generation: Generation }>
+  }
+
 const FULL = 1
 const DELTA = 2
 const REQUEST = 3
@@ -57,7 +95,7 @@ const strSize = (s: string) => 4 + utf8Length(s)
 const GEN = 16
 
 /** The encoded size of a message's body. */
-export const sizeOf = (m: SyncMessage): number => {
+export const sizeOf = (m: Envelope): number => {
   switch (m._tag) {
     case "FullSnapshot":
       return 1 + strSize(m.stateName) + strSize(m.source) + GEN + 24 + 4 + m.payload.length
@@ -131,7 +169,7 @@ class Writer {
  * `sizeOf(m)` bytes (the caller writes anything in front, such as a frame
  * header).
  */
-export const encodeInto = (m: SyncMessage, out: Uint8Array, offset: number): void => {
+export const encodeInto = (m: Envelope, out: Uint8Array, offset: number): void => {
   const w = new Writer(out, offset)
   switch (m._tag) {
     case "FullSnapshot":
@@ -178,7 +216,7 @@ export const encodeInto = (m: SyncMessage, out: Uint8Array, offset: number): voi
 }
 
 /** Encodes a message into a new buffer with `offset` free bytes in front; the body is `[offset, length)`. */
-export const encode = (m: SyncMessage, offset: number): Uint8Array => {
+export const encode = (m: Envelope, offset: number): Uint8Array => {
   const out = new Uint8Array(offset + sizeOf(m))
   encodeInto(m, out, offset)
   return out
