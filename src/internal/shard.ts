@@ -5,7 +5,7 @@
  * according to the sync strategy.
  * @internal
  */
-import { Cause, Clock, Deferred, Duration, Effect, Fiber, PubSub, Result, Scope, type Stream, SubscriptionRef } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, PubSub, Result, Scope, type Stream, SubscriptionRef } from "effect"
 import type { ActorRef, ActorRuntime, MailboxCapacity } from "../ActorRuntime.ts"
 import type { PeerSyncStatus, StateHealth, StateSyncMetrics } from "../Diagnostics.ts"
 import type * as DistributedState from "../DistributedState.ts"
@@ -76,6 +76,7 @@ type Message<S, C> =
   }
   | { readonly _tag: "Inbound"; readonly from: NodeId; readonly message: Inbound; readonly done?: Deferred.Deferred<void> }
   | { readonly _tag: "PeerJoined"; readonly node: NodeId }
+  | { readonly _tag: "AwaitView"; readonly node: NodeId }
   | { readonly _tag: "PeerLeft"; readonly node: NodeId }
   | { readonly _tag: "MarkStale"; readonly source: NodeId; readonly generation: Generation.Generation }
   | { readonly _tag: "FlushDelayed" }
@@ -154,14 +155,19 @@ const defaultUrgency: SyncUrgency.SyncUrgency = { _tag: "Default" }
 /** Duration inputs to milliseconds, remembering the last few (queries pass the same literal again and again). */
 const memoMillis = () => {
   const cache = new Map<Duration.Input, number>()
+  let lastInput: Duration.Input | undefined
+  let lastMillis = 0
   return (input: Duration.Input): number => {
-    const hit = cache.get(input)
-    if (hit !== undefined) return hit
-    const millis = Duration.toMillis(Duration.fromInputUnsafe(input))
-    if (typeof input !== "object") {
+    if (input === lastInput) return lastMillis
+    let millis = cache.get(input)
+    if (millis === undefined) {
+      millis = Duration.toMillis(Duration.fromInputUnsafe(input))
+      if (typeof input === "object") return millis
       if (cache.size >= 64) cache.clear()
       cache.set(input, millis)
     }
+    lastInput = input
+    lastMillis = millis
     return millis
   }
 }
@@ -793,6 +799,23 @@ export const make = <S, V, D, C>(
         yield* sendSnapshot(node)
         count("snapshotRequestsSent")
         yield* env.runtime.send(node, requestFrame(node)).pipe(Effect.ignore)
+        yield* awaitView(node)
+      })
+
+    /** The join exchange can be lost: until a member's view arrives, ask again every `pullTimeout`. */
+    const awaitView = (node: NodeId) =>
+      env.runtime.after(options.pullTimeout, tellControl({ _tag: "AwaitView", node })).pipe(
+        Scope.provide(shardScope),
+        Effect.asVoid
+      )
+
+    const onAwaitView = (node: NodeId) =>
+      Effect.gen(function*() {
+        if (departed.has(node) || SubscriptionRef.getUnsafe(views).has(node)) return
+        const members = yield* env.runtime.members(group)
+        if (!members.includes(node)) return
+        yield* requestSnapshot(node, yield* monotonicMillis)
+        yield* awaitView(node)
       })
 
     const onPeerLeft = (node: NodeId) =>
@@ -810,6 +833,8 @@ export const make = <S, V, D, C>(
           return onMutate(message.apply, message.done)
         case "PeerJoined":
           return onPeerJoined(message.node)
+        case "AwaitView":
+          return onAwaitView(message.node)
         case "PeerLeft":
           return onPeerLeft(message.node)
         case "MarkStale":
@@ -975,9 +1000,7 @@ export const make = <S, V, D, C>(
       const maxStaleness = toMillis(queryOptions.maxStaleness)
       return Effect.suspend(() => {
         const now = Number(clock.monotonicTimeNanosUnsafe()) / 1_000_000
-        if (pendingPeers === 0 && now - oldestPeerSync <= maxStaleness) {
-          return Effect.succeed(f(SubscriptionRef.getUnsafe(views)))
-        }
+        if (pendingPeers === 0 && now - oldestPeerSync <= maxStaleness) return Exit.succeed(f(views.value))
         return slowQuery(maxStaleness, now, f)
       })
     }
@@ -1003,6 +1026,7 @@ export const make = <S, V, D, C>(
     const others = members.filter((m) => m !== self)
     count("snapshotRequestsSent", others.length)
     if (others.length > 0) yield* env.runtime.broadcast(group, requestFrame(undefined))
+    for (const other of others) yield* awaitView(other)
     lastPushed = owner.generation
 
     const periodic = options.strategy.periodicFullSync
