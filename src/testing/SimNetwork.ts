@@ -6,7 +6,10 @@
  * corruption of frames; partitions of any shape; paused nodes. Every random
  * choice comes from a seeded stream, so one seed reproduces a run exactly.
  * Every frame is a real encoded frame, and the network can inject raw bytes
- * as if a node had sent them.
+ * as if a node had sent them. The network keeps its own time (the clock of
+ * the fiber that created it), so nodes whose wall clocks are offset still
+ * see frames delayed by exactly the link's delay; an optional trace hook
+ * sees every frame sent, dropped and delivered.
  *
  * @since 0.1.0
  */
@@ -185,6 +188,36 @@ export interface SimNetwork {
 }
 
 /**
+ * Why the network dropped a frame: a cut link, the loss probability, a full
+ * link, an unknown target, a crashed sender or target (frames in flight are
+ * dropped), or a target that left while the frame was in flight.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type DropReason = "cut" | "loss" | "capacity" | "unknownNode" | "crashed" | "departed"
+
+/**
+ * One thing the network did with a frame, as seen by a trace hook. `at` is
+ * the network's time (ms, simulated). A `Delivered` event is emitted just
+ * before the target's handler runs; `corrupted` says whether its bytes were
+ * altered by the corruption fault.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type TraceEvent =
+  | { readonly _tag: "Sent"; readonly at: number; readonly frame: SentFrame }
+  | { readonly _tag: "Dropped"; readonly at: number; readonly frame: SentFrame; readonly reason: DropReason }
+  | {
+    readonly _tag: "Delivered"
+    readonly at: number
+    readonly frame: SentFrame
+    readonly bytes: Uint8Array
+    readonly corrupted: boolean
+  }
+
+/**
  * Options of `makeWith`.
  *
  * @category models
@@ -195,6 +228,8 @@ export interface Options {
   readonly seed?: number | undefined
   /** Keep a log of every frame (default `true`; turn off for long simulations). */
   readonly log?: boolean | undefined
+  /** Called synchronously for every frame sent, dropped and delivered (simulation checkers, event logs). */
+  readonly trace?: ((event: TraceEvent) => void) | undefined
 }
 
 /**
@@ -215,8 +250,11 @@ export const make: Effect.Effect<SimNetwork, never, Scope.Scope> = Effect.suspen
 export const makeWith = (options: Options): Effect.Effect<SimNetwork, never, Scope.Scope> =>
   Effect.gen(function*() {
     const scope = yield* Scope.Scope
+    // The network's own time: node clocks may be offset, link delays are not.
+    const clock = yield* Clock.Clock
     const random = Prng.make(options.seed ?? 1)
     const keepLog = options.log ?? true
+    const trace = options.trace
     const endpoints = new Map<NodeId, Endpoint>()
     const groups = new Map<string, Set<NodeId>>()
     const cuts = new Set<string>()
@@ -255,29 +293,30 @@ export const makeWith = (options: Options): Effect.Effect<SimNetwork, never, Sco
     ) =>
       Effect.gen(function*() {
         counts.sent++
-        if (keepLog) log.push({ from, to, kind, frame })
+        const sent: SentFrame = { from, to, kind, frame }
+        if (keepLog) log.push(sent)
+        const now = clock.currentTimeMillisUnsafe()
+        trace?.({ _tag: "Sent", at: now, frame: sent })
+        const drop = (reason: DropReason) => {
+          counts.dropped++
+          trace?.({ _tag: "Dropped", at: clock.currentTimeMillisUnsafe(), frame: sent, reason })
+        }
         const source = endpoints.get(from)
         const target = endpoints.get(to)
         const key = linkKey(from, to)
-        if (target === undefined || cuts.has(key)) {
-          counts.dropped++
-          return
-        }
+        if (target === undefined || cuts.has(key)) return drop(target === undefined ? "unknownNode" : "cut")
         const faults = faultsOf(key)
         if (random.chance(faults.loss)) {
-          counts.dropped++
           counts.lost++
-          return
+          return drop("loss")
         }
         const onLink = linkInFlight.get(key) ?? 0
         if (onLink >= faults.capacity) {
-          counts.dropped++
           counts.overflowed++
-          return
+          return drop("capacity")
         }
         const copies = random.chance(faults.duplicate) ? 2 : 1
         counts.duplicated += copies - 1
-        const now = yield* Clock.currentTimeMillis
         for (let copy = 0; copy < copies; copy++) {
           const delay = faults.delay.max > faults.delay.min
             ? random.int(faults.delay.min, faults.delay.max)
@@ -289,14 +328,13 @@ export const makeWith = (options: Options): Effect.Effect<SimNetwork, never, Sco
           linkInFlight.set(key, (linkInFlight.get(key) ?? 0) + 1)
           track(at, 1)
           yield* Effect.gen(function*() {
-            if (at > now) yield* Effect.sleep(at - now)
+            if (at > now) yield* clock.sleep(Duration.millis(at - now))
             // A crash drops what was in flight to or from the crashed node.
-            if (endpoints.get(to) !== target || !target.alive || (source !== undefined && !source.alive)) {
-              counts.dropped++
-              return
-            }
+            if (!target.alive || (source !== undefined && !source.alive)) return drop("crashed")
+            if (endpoints.get(to) !== target) return drop("departed")
             counts.delivered++
             if (corrupted) counts.corrupted++
+            trace?.({ _tag: "Delivered", at: clock.currentTimeMillisUnsafe(), frame: sent, bytes, corrupted })
             yield* deliver(target, bytes)
           }).pipe(
             Effect.ensuring(Effect.sync(() => {
@@ -351,8 +389,9 @@ export const makeWith = (options: Options): Effect.Effect<SimNetwork, never, Sco
         defaultLink = perfectLink
       },
       clog: (from, to, duration) =>
-        Effect.map(Clock.currentTimeMillis, (now) => {
-          clogs.set(linkKey(from, to), now + Duration.toMillis(Duration.fromInputUnsafe(duration)))
+        Effect.sync(() => {
+          const until = clock.currentTimeMillisUnsafe() + Duration.toMillis(Duration.fromInputUnsafe(duration))
+          clogs.set(linkKey(from, to), until)
         }),
       partition: (side, other) => {
         for (const a of side) {

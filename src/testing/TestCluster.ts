@@ -3,19 +3,24 @@
  * own in-process runtime, membership, optional memory persistence and
  * registry; `setup` runs on every node when it starts (and restarts), and
  * `run` executes any effect on a chosen node. `settle` delivers everything in
- * flight, moving the `TestClock` only as far as deliveries need.
+ * flight, moving the `TestClock` only as far as deliveries need. One seed
+ * drives the network and every node's store; each node's wall clock may be
+ * offset from simulated time (and stepped, e.g. back across a restart); an
+ * observer sees every node's published view maps and rejected frames.
  *
  * @since 0.1.0
  */
 import { Clock, Context, Effect, Exit, Layer, Scope } from "effect"
+import type { Duration } from "effect"
 import { TestClock } from "effect/testing"
 import type { ActorRuntime } from "../ActorRuntime.ts"
 import type { ClusterEvents } from "../ClusterEvents.ts"
 import * as NodeId from "../NodeId.ts"
-import { StateRegistry } from "../StateRegistry.ts"
+import { Observer as RegistryObserver, StateRegistry } from "../StateRegistry.ts"
 import type { RegistryConfig } from "../StateRegistry.ts"
 import * as InMemoryPersistence from "./InMemoryPersistence.ts"
 import * as InProcessRuntime from "./InProcessRuntime.ts"
+import * as Prng from "./Prng.ts"
 import type { Endpoint } from "./SimNetwork.ts"
 import * as SimNetwork from "./SimNetwork.ts"
 
@@ -29,7 +34,23 @@ export interface TestNode {
   readonly id: NodeId.NodeId
   /** The node's persistent store (survives crashes; `undefined` with `persistence: "none"`). */
   readonly store: InMemoryPersistence.Store | undefined
+  /**
+   * How far (ms) this node's wall clock is ahead of simulated time (negative:
+   * behind); default 0. Read on every clock reading, so changing it steps the
+   * node's wall clock, e.g. back before a `restart`. Monotonic time, sleeps
+   * and the network's delays are not affected.
+   */
+  clockOffsetMillis: number
 }
+
+/**
+ * What sees every node's published view maps and rejected frames
+ * (`StateRegistry.Observer`).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Observer = typeof RegistryObserver extends Context.Reference<infer A> ? NonNullable<A> : never
 
 /**
  * The services an effect run on a node may use.
@@ -56,6 +77,12 @@ export interface Options<E> {
   readonly registry?: Partial<RegistryConfig> | undefined
   /** Upper bound of scheduling steps in one `settle` (default 1,000,000). */
   readonly maxSettleSteps?: number | undefined
+  /** Root seed of the network's and the stores' random streams (default: network seed 1, store seeds 1). */
+  readonly seed?: number | undefined
+  /** Options of the network (its seed comes from `seed` when that is set). */
+  readonly network?: Omit<SimNetwork.Options, "seed"> | undefined
+  /** Installed on every node (simulation checkers). */
+  readonly observer?: Observer | undefined
 }
 
 /**
@@ -117,7 +144,11 @@ interface Running {
  */
 export const make = <E = never>(options: Options<E>): Effect.Effect<TestCluster<E>, E, Scope.Scope> =>
   Effect.gen(function*() {
-    const network = yield* SimNetwork.make
+    const root = options.seed === undefined ? undefined : Prng.make(options.seed)
+    const network = yield* SimNetwork.makeWith({
+      ...options.network,
+      ...(root === undefined ? {} : { seed: root.derive("network").seed })
+    })
     const nodes: Array<TestNode> = []
     const running = new Map<NodeId.NodeId, Running>()
     const persistence = options.persistence ?? "memory"
@@ -139,10 +170,17 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<TestCluster<
             entry.endpoint = endpoint
           }
         })
+        const replicated = registryLayer.pipe(Layer.provideMerge(runtimeLayer))
+        const observed = options.observer === undefined
+          ? replicated
+          : replicated.pipe(Layer.provide(Layer.succeed(RegistryObserver, options.observer)))
         const base = node.store === undefined
-          ? registryLayer.pipe(Layer.provideMerge(runtimeLayer))
-          : registryLayer.pipe(Layer.provideMerge(runtimeLayer), Layer.provide(InMemoryPersistence.layer(node.store)))
-        const context = yield* Layer.buildWithScope(base, scope)
+          ? observed
+          : observed.pipe(Layer.provide(InMemoryPersistence.layer(node.store)))
+        // The node's wall clock, for its layers, its setup and every effect run on it.
+        const clock = offsetClock(yield* Clock.Clock, node)
+        const built = yield* Layer.buildWithScope(base, scope).pipe(Effect.provideService(Clock.Clock, clock))
+        const context = Context.add(built, Clock.Clock, clock)
         const r: Running = { scope, context, endpoint: entry.endpoint }
         running.set(node.id, r)
         if (options.setup !== undefined) {
@@ -167,9 +205,13 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<TestCluster<
     const addNode = () =>
       Effect.gen(function*() {
         counter++
+        const id = NodeId.make(`node-${counter}`)
         const node: TestNode = {
-          id: NodeId.make(`node-${counter}`),
-          store: persistence === "memory" ? InMemoryPersistence.makeStore() : undefined
+          id,
+          store: persistence === "memory"
+            ? InMemoryPersistence.makeStore(root === undefined ? undefined : { seed: root.derive(`store/${id}`).seed })
+            : undefined,
+          clockOffsetMillis: 0
         }
         nodes.push(node)
         yield* start(node)
@@ -217,3 +259,18 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<TestCluster<
     }
     return cluster
   })
+
+/** A node's clock: simulated wall time plus the node's offset; monotonic time and sleeps unchanged. */
+const offsetClock = (base: Clock.Clock, node: TestNode): Clock.Clock => {
+  const millis = () => base.currentTimeMillisUnsafe() + node.clockOffsetMillis
+  const nanos = () => base.currentTimeNanosUnsafe() + BigInt(Math.round(node.clockOffsetMillis * 1_000_000))
+  return {
+    currentTimeMillisUnsafe: millis,
+    currentTimeMillis: Effect.sync(millis),
+    currentTimeNanosUnsafe: nanos,
+    currentTimeNanos: Effect.sync(nanos),
+    monotonicTimeNanosUnsafe: () => base.monotonicTimeNanosUnsafe(),
+    monotonicTimeNanos: base.monotonicTimeNanos,
+    sleep: (duration: Duration.Duration) => base.sleep(duration)
+  }
+}

@@ -11,6 +11,10 @@ export * as InMemoryPersistence from "./InMemoryPersistence.ts"
 /** @since 0.1.0 */
 export * as InProcessRuntime from "./InProcessRuntime.ts"
 /** @since 0.1.0 */
+export * as Prng from "./Prng.ts"
+/** @since 0.1.0 */
 export * as SimNetwork from "./SimNetwork.ts"
+/** @since 0.1.0 */
+export * as Simulation from "./Simulation.ts"
 /** @since 0.1.0 */
 export * as TestCluster from "./TestCluster.ts"
