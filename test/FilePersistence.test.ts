@@ -1,6 +1,6 @@
 import { NodeFileSystem, NodePath } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, FileSystem, Layer, Logger, Path, PlatformError } from "effect"
+import { Effect, FileSystem, Layer, Logger, Path, PlatformError, References } from "effect"
 import { TestClock } from "effect/testing"
 import { StatePersistence, StateRegistry } from "dstate"
 import { FilePersistence } from "dstate/node"
@@ -31,20 +31,29 @@ const denied = (method: string, path: string) =>
   })
 
 /** A file store whose directory exists but refuses every read and write of a file. */
-const failingStore = Layer.unwrap(Effect.gen(function*() {
-  const fs = yield* FileSystem.FileSystem
-  const directory = yield* fs.makeTempDirectoryScoped({ prefix: "dstate-file-failing-" })
-  const broken = FileSystem.FileSystem.of({
-    ...fs,
-    readFile: (path) => Effect.fail(denied("readFile", path)),
-    open: (path, options) => options?.flag === "r" ? fs.open(path, options) : Effect.fail(denied("open", path))
-  })
-  return FilePersistence.layerFileSystem({ directory }).pipe(Layer.provide(Layer.succeed(FileSystem.FileSystem, broken)))
-})).pipe(Layer.provide(NodeLayers))
+const failingStore = (options?: Omit<FilePersistence.Options, "directory">) =>
+  Layer.unwrap(Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const directory = yield* fs.makeTempDirectoryScoped({ prefix: "dstate-file-failing-" })
+    const broken = FileSystem.FileSystem.of({
+      ...fs,
+      readFile: (path) => Effect.fail(denied("readFile", path)),
+      open: (path, options) => options?.flag === "r" ? fs.open(path, options) : Effect.fail(denied("open", path))
+    })
+    return FilePersistence.layerFileSystem({ directory, ...options }).pipe(
+      Layer.provide(Layer.succeed(FileSystem.FileSystem, broken))
+    )
+  })).pipe(Layer.provide(NodeLayers))
 
-suite("file (compactEvery 64)", freshStore(), { failing: failingStore, timeout: 60_000 })
-suite("file (compactEvery 2)", freshStore({ compactEvery: 2 }), { timeout: 60_000 })
-suite("file (compactEvery 1, snapshots only)", freshStore({ compactEvery: 1 }), { timeout: 60_000 })
+for (
+  const [name, options] of [
+    ["file (compactEvery 64)", {}],
+    ["file (compactEvery 2)", { compactEvery: 2 }],
+    ["file (compactEvery 1, snapshots only)", { compactEvery: 1 }]
+  ] as const
+) {
+  suite(name, freshStore(options), { failing: failingStore(options), timeout: 60_000 })
+}
 
 // ---- helpers ------------------------------------------------------------------------------------
 
@@ -134,6 +143,44 @@ describe("FilePersistence", () => {
       assert.deepStrictEqual(yield* withStore(directory, (a) => a.load("counter"), { prefix: "node-a" }), record(1, "a"))
       assert.deepStrictEqual(yield* withStore(directory, (b) => b.load("counter"), { prefix: "node-b" }), record(2, "b"))
       assert.isUndefined(yield* withStore(directory, (a) => a.load("Other/State"), { prefix: "node-a" }))
+    }).pipe(provideNode))
+
+  it.effect("nodes saving concurrently into one directory never see each other's states or changes", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDir
+      // Four nodes (one without a prefix), three states each: snapshot-only, logged changes, an odd name.
+      const prefixes = [undefined, "node-1", "node-2", "Node-2"] as const
+      const states = ["counter", "tally", "a.b/../C d"] as const
+      const valueOf = (node: number, state: number, age: number) => ({ node, state, age })
+      const incarnationOf = (node: number) => 1_000 + node
+      yield* Effect.scoped(Effect.gen(function*() {
+        const stores = yield* Effect.forEach(prefixes, (prefix) => FilePersistence.make({ directory, prefix, compactEvery: 4 }))
+        for (let age = 0; age <= 9; age++) {
+          yield* Effect.forEach(stores, (store, node) =>
+            Effect.forEach(states, (state, i) => {
+              const saved = record(age, valueOf(node, i, age), incarnationOf(node))
+              return i === 0 || age === 0
+                ? store.save(state, saved)
+                : store.save(state, saved, { generation: saved.generation, value: valueOf(node, i, age) })
+            }, { concurrency: "unbounded", discard: true }), { concurrency: "unbounded", discard: true })
+        }
+      }))
+      // Reopened, every node loads exactly its own last records: snapshot-only states at age 9, logged
+      // ones as the snapshot of age 8 (the 4th change since age 4) and the change of age 9.
+      for (const [node, prefix] of prefixes.entries()) {
+        const loaded = yield* withStore(directory, (store) => Effect.forEach(states, (state) => store.load(state)), { prefix })
+        assert.deepStrictEqual(loaded, [
+          record(9, valueOf(node, 0, 9), incarnationOf(node)),
+          ...[1, 2].map((i) => ({
+            ...record(8, valueOf(node, i, 8), incarnationOf(node)),
+            changes: [{ generation: { incarnation: incarnationOf(node), age: 9 }, value: valueOf(node, i, 9) }]
+          }))
+        ], `node ${node}`)
+      }
+      // 4 nodes x 3 states: one snapshot each, and a log for each logged state.
+      assert.strictEqual((yield* listing(directory)).filter((name) => name.endsWith(".snapshot")).length, 12)
+      assert.strictEqual((yield* listing(directory)).filter((name) => name.endsWith(".log")).length, 8)
+      assert.isUndefined(yield* withStore(directory, (store) => store.load("counter"), { prefix: "node-3" }))
     }).pipe(provideNode))
 
   it.effect("changes are appended to the log, and every compactEvery-th change writes a snapshot", () =>
@@ -384,15 +431,17 @@ describe("FilePersistence", () => {
 
 // ---- end to end: the owner on a file store --------------------------------------------------
 
-/** Captures log messages at warning level and above. */
+/** Captures log messages at warning level and above, with their annotations. */
 const captureWarnings = () => {
   const messages: Array<string> = []
+  const annotations: Array<Readonly<Record<string, unknown>>> = []
   const logger = Logger.make((options) => {
     if (options.logLevel === "Warn" || options.logLevel === "Error") {
       messages.push(Array.isArray(options.message) ? options.message.join(" ") : String(options.message))
+      annotations.push(options.fiber.getRef(References.CurrentLogAnnotations))
     }
   })
-  return { messages, layer: Logger.layer([logger]) }
+  return { messages, annotations, layer: Logger.layer([logger]) }
 }
 
 const tallyBy = (label: string) => (state: TallyState) => ({ state: tallyNext(state, { add: 1, label }), change: { add: 1, label } })
@@ -440,6 +489,26 @@ describe("FilePersistence with a node", () => {
       assert.deepStrictEqual(tallyRecord?.changes?.map((c) => c.generation.age), [6])
     }).pipe(provideNode))
 
+  it.effect("three nodes running at once on one directory each get their own states back", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDir
+      const nodes = ["node-a", "node-b", "node-c"] as const
+      const persistenceOf = (node: string) => FilePersistence.layerFile({ directory, prefix: node, compactEvery: 3 })
+      yield* TestClock.setTime(7_000_000)
+      // Node i mutates both states 2 + 3i times, all three concurrently.
+      yield* Effect.forEach(nodes, (node, i) => onNode(persistenceOf(node), mutateBoth(2 + 3 * i), node), {
+        concurrency: "unbounded",
+        discard: true
+      })
+      yield* TestClock.adjust(1_000)
+      const after = yield* Effect.forEach(nodes, (node) => onNode(persistenceOf(node), ownState, node), { concurrency: "unbounded" })
+      assert.deepStrictEqual(after.map((own) => [own.ledger, own.tally.generation, own.tally.value.labels]), [2, 5, 8].map((n) => [
+        { generation: { incarnation: 7_000_000, age: n }, value: { count: n, pad: ledgerPad(n) } },
+        { incarnation: 7_000_000, age: n },
+        tallyLabels(n)
+      ]))
+    }).pipe(provideNode))
+
   it.effect("a corrupted snapshot is logged and the node starts fresh with a newer incarnation", () =>
     Effect.gen(function*() {
       const directory = yield* tempDir
@@ -466,5 +535,106 @@ describe("FilePersistence with a node", () => {
       assert.deepStrictEqual(last.ledger.generation, { incarnation: 2_005_000, age: 1 })
       assert.deepStrictEqual(last.tally.generation, { incarnation: 2_000_000, age: 3 })
       assert.deepStrictEqual(last.tally.value.labels, tallyLabels(3))
+    }).pipe(provideNode))
+
+  it.effect("every kind of damage fails the load with a logged, typed error; only that state starts fresh", () =>
+    Effect.gen(function*() {
+      // With compactEvery 8, the node's startup save of the tally (age 0) is a snapshot and ages 1 to 4
+      // are logged: the log holds four entries, the first of which starts right after the log header.
+      const middleEntryPayload = logHeader + 12 + 3
+      interface Case {
+        readonly label: string
+        readonly state: string
+        readonly file: "snapshot" | "log"
+        readonly damage: (bytes: Uint8Array) => Uint8Array
+        /** What the load failure names; `undefined`: not corruption (a torn tail, dropped). */
+        readonly reason: string | undefined
+      }
+      const cases: ReadonlyArray<Case> = [
+        {
+          label: "a flipped byte in a snapshot",
+          state: Ledger.name,
+          file: "snapshot",
+          damage: flipByte((n) => n - 100),
+          reason: "snapshot checksum mismatch"
+        },
+        {
+          label: "a truncated snapshot",
+          state: Ledger.name,
+          file: "snapshot",
+          damage: (bytes) => bytes.subarray(0, bytes.length >> 1),
+          reason: "snapshot is truncated"
+        },
+        {
+          label: "an empty snapshot",
+          state: Tally.name,
+          file: "snapshot",
+          damage: () => new Uint8Array(0),
+          reason: "snapshot is truncated: 0 bytes"
+        },
+        {
+          label: "a flipped byte in the middle of a change log",
+          state: Tally.name,
+          file: "log",
+          damage: flipByte(() => middleEntryPayload),
+          reason: "fails its checksum"
+        },
+        // What a crash during the first append leaves: the torn entry is dropped and the snapshot loads.
+        {
+          label: "a change log cut inside its first entry's header",
+          state: Tally.name,
+          file: "log",
+          damage: (bytes) => bytes.subarray(0, logHeader + 5),
+          reason: undefined
+        }
+      ]
+      let clock = 10_000_000
+      for (const { damage: f, file: kind, label, reason, state: damaged } of cases) {
+        const directory = yield* tempDir
+        const persistence = FilePersistence.layerFile({ directory, compactEvery: 8 })
+        yield* TestClock.setTime(clock)
+        yield* onNode(persistence, mutateBoth(4))
+        const file = yield* pathOf(directory, damaged, kind)
+        yield* damage(file, f)
+        clock += 60_000
+        yield* TestClock.setTime(clock)
+        const warnings = captureWarnings()
+        const after = yield* onNode(persistence, ownState).pipe(Effect.provide(warnings.layer))
+        if (reason === undefined) {
+          assert.deepStrictEqual(warnings.messages, [
+            "dropped a torn entry at the end of the change log (a crash during an append)"
+          ], label)
+          assert.deepStrictEqual(after.tally.generation, { incarnation: clock - 60_000, age: 0 }, label)
+          assert.deepStrictEqual(after.tally.value.labels, [], label)
+          assert.deepStrictEqual(after.ledger.generation, { incarnation: clock - 60_000, age: 4 }, label)
+          continue
+        }
+        assert.deepStrictEqual(warnings.messages, ["could not load the persisted state; starting fresh with a new incarnation"], label)
+        const error = String(warnings.annotations[0]?.error)
+        assert.isTrue(error.startsWith(`load of state "${damaged}" failed: ${file}: `), `${label}: ${error}`)
+        assert.include(error, reason, label)
+        const fresh = { incarnation: clock, age: 0 }
+        const kept = { incarnation: clock - 60_000, age: 4 }
+        if (damaged === Ledger.name) {
+          assert.deepStrictEqual(after.ledger, { generation: fresh, value: { count: 0, pad: ledgerPad(0) } }, label)
+          assert.deepStrictEqual(after.tally.generation, kept, label)
+          assert.deepStrictEqual(after.tally.value.labels, tallyLabels(4), label)
+        } else {
+          assert.deepStrictEqual(after.tally.generation, fresh, label)
+          assert.deepStrictEqual(after.tally.value.labels, [], label)
+          assert.deepStrictEqual(after.ledger, { generation: kept, value: { count: 4, pad: ledgerPad(4) } }, label)
+        }
+        // The fresh state was saved over the damaged files: the next start loads it without a warning.
+        yield* onNode(persistence, mutateBoth(1))
+        const again = captureWarnings()
+        const last = yield* onNode(persistence, ownState).pipe(Effect.provide(again.layer))
+        assert.deepStrictEqual(again.messages, [], label)
+        assert.deepStrictEqual(
+          damaged === Ledger.name ? last.ledger.generation : last.tally.generation,
+          { incarnation: clock, age: 1 },
+          label
+        )
+        clock += 60_000
+      }
     }).pipe(provideNode))
 })

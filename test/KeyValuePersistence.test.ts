@@ -1,6 +1,6 @@
 import { NodeFileSystem, NodePath } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, FileSystem, Layer, Result } from "effect"
+import { Effect, FileSystem, Layer, PlatformError, Result } from "effect"
 import { KeyValueStore } from "effect/persistence"
 import { TestClock } from "effect/testing"
 import * as Zlib from "node:zlib"
@@ -43,7 +43,22 @@ suite(
   KeyValuePersistence.layerKeyValueStoreWithPrefix("node-1/").pipe(Layer.provide(KeyValueStore.layerMemory)),
   { failing: KeyValuePersistence.layerKeyValueStoreWithPrefix("node-1/").pipe(Layer.provide(failingKeyValueStore)) }
 )
+/** `KeyValueStore.layerFileSystem` on a file system that refuses to read or write any file. */
+const failingFileSystemKeyValueStore = Layer.unwrap(Effect.gen(function*() {
+  const fs = yield* FileSystem.FileSystem
+  const directory = yield* fs.makeTempDirectoryScoped({ prefix: "dstate-kv-failing-" })
+  const denied = (method: string, path: string) =>
+    PlatformError.systemError({ _tag: "PermissionDenied", module: "FileSystem", method, pathOrDescriptor: path })
+  const broken = FileSystem.FileSystem.of({
+    ...fs,
+    readFileString: (path) => Effect.fail(denied("readFileString", path)),
+    writeFileString: (path) => Effect.fail(denied("writeFileString", path))
+  })
+  return KeyValueStore.layerFileSystem(directory).pipe(Layer.provide(Layer.succeed(FileSystem.FileSystem, broken)))
+})).pipe(Layer.provide(NodeLayers))
+
 suite("key-value store (file system)", KeyValuePersistence.layerKeyValueStore.pipe(Layer.provide(fileSystemKeyValueStore)), {
+  failing: KeyValuePersistence.layerKeyValueStore.pipe(Layer.provide(failingFileSystemKeyValueStore)),
   timeout: 60_000
 })
 

@@ -30,19 +30,20 @@ const pgStore = (options?: Omit<PostgresPersistence.Options, "table" | "node">) 
   Layer.unwrap(Effect.gen(function*() {
     const table = freshTable()
     yield* Effect.addFinalizer(() => dropTables(table))
-    return PostgresPersistence.layer({ node: "node-1", table, ...options })
+    return PostgresPersistence.layerPostgres({ node: "node-1", table, ...options })
   })).pipe(Layer.provide(PgLive))
 
 /** A store whose tables are dropped right after it is made: every load and save fails. */
-const failingPgStore = Layer.unwrap(Effect.gen(function*() {
-  const table = freshTable()
-  const store = yield* PostgresPersistence.make({ node: "node-1", table })
-  yield* dropTables(table)
-  return Layer.succeed(StatePersistence.StatePersistence, store)
-})).pipe(Layer.provide(PgLive))
+const failingPgStore = (options?: Omit<PostgresPersistence.Options, "table" | "node">) =>
+  Layer.unwrap(Effect.gen(function*() {
+    const table = freshTable()
+    const store = yield* PostgresPersistence.make({ node: "node-1", table, ...options })
+    yield* dropTables(table)
+    return Layer.succeed(StatePersistence.StatePersistence, store)
+  })).pipe(Layer.provide(PgLive))
 
-suite("postgres (compactEvery 64)", pgStore(), { failing: failingPgStore, timeout: 60_000 })
-suite("postgres (compactEvery 2)", pgStore({ compactEvery: 2 }), { timeout: 60_000 })
+suite("postgres (compactEvery 64)", pgStore(), { failing: failingPgStore(), timeout: 60_000 })
+suite("postgres (compactEvery 2)", pgStore({ compactEvery: 2 }), { failing: failingPgStore({ compactEvery: 2 }), timeout: 60_000 })
 
 // ---- helpers ------------------------------------------------------------------------------------
 
@@ -203,7 +204,7 @@ describe("PostgresPersistence with a node", () => {
       const table = yield* tableForTest
       const sql = yield* PgClient.PgClient
       const client = Layer.succeed(PgClient.PgClient, sql)
-      const persistence = PostgresPersistence.layer({ node: "node-1", table, compactEvery: 4 }).pipe(Layer.provide(client))
+      const persistence = PostgresPersistence.layerPostgres({ node: "node-1", table, compactEvery: 4 }).pipe(Layer.provide(client))
       yield* TestClock.setTime(4_000_000)
       yield* onNode(persistence, mutateBoth(7))
       assert.deepStrictEqual(yield* onNode(persistence, own), {

@@ -37,7 +37,8 @@
  *
  * @since 0.1.0
  */
-import { NodeFileSystem, NodePath } from "@effect/platform-node"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import * as NodePath from "@effect/platform-node/NodePath"
 import { Effect, Exit, FileSystem, Layer, Path, type PlatformError, Result, Schema, Scope, Semaphore } from "effect"
 import { createHash } from "node:crypto"
 import * as Zlib from "node:zlib"

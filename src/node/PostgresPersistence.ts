@@ -287,7 +287,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
  * import { Layer, Redacted } from "effect"
  * import { PostgresPersistence } from "dstate/node"
  *
- * export const Persistence = PostgresPersistence.layer({ node: "node-1" }).pipe(
+ * export const Persistence = PostgresPersistence.layerPostgres({ node: "node-1" }).pipe(
  *   Layer.provide(PgClient.layer({ url: Redacted.make("postgres://postgres@127.0.0.1:5432/app") }))
  * )
  * ```
@@ -295,5 +295,5 @@ export const make = Effect.fnUntraced(function*(options: Options) {
  * @category layers
  * @since 0.1.0
  */
-export const layer = (options: Options): Layer.Layer<StatePersistence, SqlError, PgClient.PgClient> =>
+export const layerPostgres = (options: Options): Layer.Layer<StatePersistence, SqlError, PgClient.PgClient> =>
   Layer.effect(StatePersistence, make(options))

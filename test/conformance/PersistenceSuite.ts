@@ -1,6 +1,9 @@
 /**
  * Conformance suite of `StatePersistence`: one body of tests that every store
- * must pass (memory, file, Postgres).
+ * must pass (memory, file in snapshot and change-log modes, KeyValueStore,
+ * Postgres): round-trip, absent state, overwrite, change logs, many states,
+ * opaque names, a 10 MiB state, and saves and loads that fail surfacing as
+ * `PersistenceFailed`.
  *
  * `suite(name, layer, options)` builds `layer` afresh for each test (so a
  * backend whose layer is a fresh store gets isolation for free) and uses state
@@ -279,6 +282,14 @@ export const suite = (name: string, layer: Layer.Layer<Persistence, unknown>, op
           assert.strictEqual(saveError.stateName, stateName)
           assert.strictEqual(saveError.operation, "save")
           assert.isTrue(saveError.reason.length > 0)
+          // A save that carries a change fails the same way.
+          const changed = record({ n: 2 }, { generation: { incarnation: 1_717_171_717_171, age: 4 } })
+          const changeError = yield* Effect.flip(
+            store.save(stateName, changed, { generation: changed.generation, value: { add: 1 } })
+          )
+          assert.strictEqual(changeError._tag, "PersistenceFailed")
+          assert.strictEqual(changeError.stateName, stateName)
+          assert.strictEqual(changeError.operation, "save")
           const loadError = yield* Effect.flip(store.load(stateName))
           assert.strictEqual(loadError._tag, "PersistenceFailed")
           assert.strictEqual(loadError.stateName, stateName)
