@@ -3,19 +3,21 @@
  * (test/fixtures/crashWriter.ts) mutates a simple state (full snapshots) and
  * a delta-aware state (change log, compacted often) as fast as it can and
  * prints every acknowledged generation; the test kills it with SIGKILL at
- * seeded-random moments and starts the next child on the same store. Every
- * child reports what it loaded: it must be exactly the last acknowledged
- * generation or the one after it (a save that completed before the kill but
- * was not yet printed), in the same incarnation, with a value that is exactly
- * what that generation wrote — never torn, never older, never a fresh start.
+ * seeded-random moments (most in the middle of the mutation stream, some
+ * during startup and the first saves) and starts the next child on the same
+ * store. Every child reports what it loaded: it must be exactly the last
+ * acknowledged generation or the one after it (a save that completed before
+ * the kill but was not yet printed), in the same incarnation, with a value
+ * that is exactly what that generation wrote — never torn, never older, never
+ * a fresh start.
  *
  * Seeds: DSTATE_CRASH_SEED overrides the fixed seeds; a failure names the seed
  * and the round.
  */
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, FileSystem, Layer, Redacted } from "effect"
-import { NodeFileSystem } from "@effect/platform-node"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import { Duration, Effect, FileSystem, Layer, Redacted, Schedule } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 
@@ -43,11 +45,14 @@ interface Child {
   readonly waiters: Set<() => void>
 }
 
-/** Starts a writer; it is killed when the scope closes if still running. */
-const startWriter = (config: unknown) =>
+/**
+ * Starts a writer, which loads its modules and waits for `go`; it is killed
+ * when the scope closes if still running.
+ */
+const startWriter = (config: unknown, env: NodeJS.ProcessEnv) =>
   Effect.acquireRelease(
     Effect.sync((): Child => {
-      const proc = spawn(process.execPath, [writer, JSON.stringify(config)], { stdio: ["ignore", "pipe", "pipe"] })
+      const proc = spawn(process.execPath, [writer, JSON.stringify(config)], { stdio: ["pipe", "pipe", "pipe"], env })
       const child: Child = { process: proc, lines: [], stderr: "", closed: false, waiters: new Set() }
       const notify = () => child.waiters.forEach((waiter) => waiter())
       let partial = ""
@@ -62,6 +67,8 @@ const startWriter = (config: unknown) =>
       proc.stderr!.on("data", (chunk: string) => {
         child.stderr += chunk
       })
+      // A write to a writer that was just killed fails with EPIPE; its exit is what counts.
+      proc.stdin!.on("error", () => {})
       proc.on("close", () => {
         child.closed = true
         notify()
@@ -73,6 +80,12 @@ const startWriter = (config: unknown) =>
         if (!child.closed) child.process.kill("SIGKILL")
       })
   )
+
+/** Lets a started writer open the store and begin. */
+const go = (child: Child) =>
+  Effect.sync(() => {
+    child.process.stdin!.write("go\n")
+  })
 
 /** Waits until `done()` holds, re-checked on every output line and on exit. */
 const waitFor = (child: Child, done: () => boolean, what: string) =>
@@ -129,23 +142,43 @@ const lastAcks = (lines: ReadonlyArray<string>): Partial<Record<StateName, Gener
 interface Outcome {
   /** Restarts whose load was checked. */
   readonly restarts: number
-  /** Acknowledged mutations over all children. */
+  /** Rounds whose kill came after both states had acknowledged a mutation (the others: after "ready"). */
+  readonly busyKills: number
+  /** Acknowledged mutations over all writers. */
   readonly acks: number
   /** Loads that found the mutation after the last acknowledged one (saved, killed before printing it). */
   readonly oneNewer: number
+  /** What the last writer loaded. */
+  readonly final: Record<StateName, Loaded>
 }
 
+/** Share of the rounds whose kill is timed from "ready" (landing in startup or the first saves). */
+const earlyKillShare = 0.2
+
+/** Writers started ahead of the one running (their module loading overlaps the current round). */
+const startedAhead = 2
+
 /**
- * Runs `kills` children one after the other on the same store, killing each
- * at a random moment, then a last one that only loads. Checks every load.
+ * Runs `kills` writers one after the other on the same store, killing each at
+ * a random moment, then a last one that only loads. Checks every load.
+ *
+ * Each writer is started (its modules loading) while earlier ones still run,
+ * and told to open the store only after the previous one is dead and
+ * `afterKill` is done: a restart on a live store is not what is tested.
  */
 const crashLoop = (options: {
-  readonly config: unknown
+  /** The writer's config in a round. */
+  readonly config: (round: number) => unknown
   readonly kills: number
   readonly seed: number
   readonly maxDelayMillis: number
+  /** Runs after a writer died, before the next opens the store. */
+  readonly afterKill?: ((round: number) => Effect.Effect<void, unknown>) | undefined
 }) =>
   Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    // Node's compile cache, shared by the writers of this run, makes their start cheaper.
+    const env = { ...process.env, NODE_COMPILE_CACHE: yield* fs.makeTempDirectoryScoped({ prefix: "dstate-crash-cache-" }) }
     const random = prng(options.seed)
     const acked: Partial<Record<StateName, Generation>> = {}
     const loadedBefore: Partial<Record<StateName, Generation>> = {}
@@ -153,53 +186,92 @@ const crashLoop = (options: {
     let acks = 0
     let oneNewer = 0
     let restarts = 0
+    let busyKills = 0
+    let final: Record<StateName, Loaded> | undefined
+    const started: Array<Child> = []
+    const startUpTo = (round: number) =>
+      Effect.gen(function*() {
+        while (started.length <= Math.min(round, options.kills)) {
+          started.push(yield* startWriter(options.config(started.length), env))
+        }
+      })
     for (let round = 0; round <= options.kills; round++) {
       const where = `seed ${options.seed}, round ${round}`
-      yield* Effect.scoped(Effect.gen(function*() {
-        const child = yield* startWriter(options.config)
-        yield* waitFor(child, () => child.closed || child.lines.includes("ready"), `"ready" (${where})`)
-        assert.isFalse(child.closed, `the writer exited by itself (${where}): ${child.stderr}`)
-        const loaded = parseLoaded(child.lines)
-        for (const state of states) {
-          const got = loaded[state]
-          assert.isTrue(got.consistent, `${state}: loaded value does not match its generation (${where})`)
-          if (incarnations === undefined) {
-            assert.strictEqual(got.age, 0, `${state}: the first writer starts fresh (${where})`)
-            continue
-          }
-          assert.strictEqual(got.incarnation, incarnations[state], `${state}: a restart must keep the incarnation (${where})`)
-          // What the previous writer started from counts as acknowledged too: a writer killed before
-          // its first acknowledgement may still have saved one mutation on top of it.
-          const base = Math.max(acked[state]?.age ?? 0, loadedBefore[state]?.age ?? 0)
-          assert.isTrue(
-            got.age === base || got.age === base + 1,
-            `${state}: loaded age ${got.age}, last acknowledged or loaded ${base} (${where})`
-          )
-          if (got.age === base + 1) oneNewer++
-        }
+      yield* startUpTo(round + startedAhead)
+      const child = started[round]
+      yield* go(child)
+      yield* waitFor(child, () => child.closed || child.lines.includes("ready"), `"ready" (${where})`)
+      assert.isFalse(child.closed, `the writer exited by itself (${where}): ${child.stderr}`)
+      const loaded = parseLoaded(child.lines)
+      for (const state of states) {
+        const got = loaded[state]
+        assert.isTrue(got.consistent, `${state}: loaded value does not match its generation (${where})`)
         if (incarnations === undefined) {
-          incarnations = { ledger: loaded.ledger.incarnation, tally: loaded.tally.incarnation }
-        } else {
-          restarts++
+          assert.strictEqual(got.age, 0, `${state}: the first writer starts fresh (${where})`)
+          continue
         }
-        for (const state of states) loadedBefore[state] = loaded[state]
-        if (round === options.kills) return
-        yield* Effect.sleep(Duration.millis(Math.floor(random() * options.maxDelayMillis)))
-        child.process.kill("SIGKILL")
-        yield* waitFor(child, () => child.closed, `the writer to die (${where})`)
-        const last = lastAcks(child.lines)
-        for (const state of states) {
-          const ack = last[state]
-          if (ack !== undefined) {
-            assert.strictEqual(ack.incarnation, incarnations![state], `${state}: acknowledged in another incarnation (${where})`)
-            acked[state] = ack
-          }
+        assert.strictEqual(got.incarnation, incarnations[state], `${state}: a restart must keep the incarnation (${where})`)
+        // What the previous writer started from counts as acknowledged too: a writer killed before
+        // its first acknowledgement may still have saved one mutation on top of it.
+        const base = Math.max(acked[state]?.age ?? 0, loadedBefore[state]?.age ?? 0)
+        assert.isTrue(
+          got.age === base || got.age === base + 1,
+          `${state}: loaded age ${got.age}, last acknowledged or loaded ${base} (${where})`
+        )
+        if (got.age === base + 1) oneNewer++
+      }
+      if (incarnations === undefined) {
+        incarnations = { ledger: loaded.ledger.incarnation, tally: loaded.tally.incarnation }
+      } else {
+        restarts++
+      }
+      for (const state of states) loadedBefore[state] = loaded[state]
+      if (round === options.kills) {
+        final = loaded
+        break
+      }
+      // Most kills land in the middle of the mutation stream: timed from the first acknowledgement
+      // of both states, so that a slow machine does not turn them into kills during startup.
+      const early = random() < earlyKillShare
+      if (!early) {
+        yield* waitFor(
+          child,
+          () => child.closed || states.every((state) => child.lines.some((line) => line.startsWith(`ack ${state} `))),
+          `the first acknowledgements (${where})`
+        )
+        assert.isFalse(child.closed, `the writer exited by itself (${where}): ${child.stderr}`)
+        busyKills++
+      }
+      yield* Effect.sleep(Duration.millis(Math.floor(random() * options.maxDelayMillis)))
+      child.process.kill("SIGKILL")
+      yield* waitFor(child, () => child.closed, `the writer to die (${where})`)
+      const last = lastAcks(child.lines)
+      for (const state of states) {
+        const ack = last[state]
+        if (ack !== undefined) {
+          assert.strictEqual(ack.incarnation, incarnations[state], `${state}: acknowledged in another incarnation (${where})`)
+          acked[state] = ack
         }
-        acks += child.lines.filter((line) => line.startsWith("ack ")).length
-      }))
+      }
+      acks += child.lines.filter((line) => line.startsWith("ack ")).length
+      if (options.afterKill !== undefined) yield* options.afterKill(round)
     }
-    return { restarts, acks, oneNewer } satisfies Outcome
+    return { restarts, busyKills, acks, oneNewer, final: final! } satisfies Outcome
   })
+
+/** What every crash loop must show beyond its per-round checks. */
+const checkOutcome = (outcome: Outcome, kills: number, seed: number) => {
+  assert.strictEqual(outcome.restarts, kills)
+  // Most kills came in the middle of the mutation stream, and every such round left at least one
+  // more durable mutation of each state: the last writer loaded at least that many.
+  assert.isTrue(outcome.busyKills >= kills / 2, `only ${outcome.busyKills} of ${kills} kills while busy (seed ${seed})`)
+  for (const state of states) {
+    assert.isTrue(
+      outcome.final[state].age >= outcome.busyKills,
+      `${state}: the last writer loaded age ${outcome.final[state].age} after ${outcome.busyKills} busy rounds (seed ${seed})`
+    )
+  }
+}
 
 describe("persistence under SIGKILL", () => {
   it.live("file store: 50 kills, every restart loads the last acknowledged mutation or the next", () =>
@@ -208,15 +280,13 @@ describe("persistence under SIGKILL", () => {
       const directory = yield* fs.makeTempDirectoryScoped({ prefix: "dstate-crash-" })
       const seed = seedFromEnv ?? 0x5eed_f11e
       const outcome = yield* crashLoop({
-        config: { backend: "file", directory, compactEvery: 5 },
+        config: () => ({ backend: "file", directory, compactEvery: 5 }),
         kills: 50,
         seed,
         maxDelayMillis: 60
       })
-      assert.strictEqual(outcome.restarts, 50)
-      // The kills landed while the writers were busy (not only before their first mutation).
-      assert.isTrue(outcome.acks >= 100, `only ${outcome.acks} acknowledged mutations (seed ${seed})`)
-    }).pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)), { timeout: 60_000 })
+      checkOutcome(outcome, 50, seed)
+    }).pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)), { timeout: 90_000 })
 
   it.live("postgres store: 20 kills, every restart loads the last acknowledged mutation or the next", () =>
     Effect.gen(function*() {
@@ -226,13 +296,29 @@ describe("persistence under SIGKILL", () => {
         sql`DROP TABLE IF EXISTS ${sql(table)}, ${sql(`${table}_changes`)}`.pipe(Effect.ignore)
       )
       const seed = seedFromEnv ?? 0x5eed_0090
+      const applicationName = (round: number) => `dstate-crash-${process.pid}-${round}`
+      // A statement the server received before the kill may still commit: wait until the server
+      // has closed the dead writer's connections, as a real restart must (see layerPostgres).
+      const connectionsClosed = (round: number) =>
+        sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = ${
+          applicationName(round)
+        }`.pipe(
+          Effect.repeat({ until: (rows) => rows[0].n === 0, schedule: Schedule.spaced("5 millis") }),
+          Effect.timeoutOrElse({
+            duration: Duration.seconds(10),
+            orElse: () => Effect.die(new Error(`the connections of writer ${round} stayed open (seed ${seed})`))
+          })
+        )
       const outcome = yield* crashLoop({
-        config: { backend: "postgres", url, table, compactEvery: 5 },
+        config: (round) => ({ backend: "postgres", url, table, applicationName: applicationName(round), compactEvery: 5 }),
         kills: 20,
         seed,
-        maxDelayMillis: 80
+        maxDelayMillis: 80,
+        afterKill: connectionsClosed
       })
-      assert.strictEqual(outcome.restarts, 20)
-      assert.isTrue(outcome.acks >= 40, `only ${outcome.acks} acknowledged mutations (seed ${seed})`)
-    }).pipe(Effect.scoped, Effect.provide(Layer.fresh(PgClient.layer({ url: Redacted.make(url) })))), { timeout: 60_000 })
+      checkOutcome(outcome, 20, seed)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Layer.mergeAll(NodeFileSystem.layer, Layer.fresh(PgClient.layer({ url: Redacted.make(url) }))))
+    ), { timeout: 60_000 })
 })
