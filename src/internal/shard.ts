@@ -192,9 +192,17 @@ export const make = <S, V, D, C>(
     const persistence = options.persist ? env.persistence : undefined
     const counters = Counters.make("dstate", metricKeys, { state: name, node: self }, yield* Effect.context<never>())
     const count = counters.inc
+    /**
+     * Sync status of peers that had anything but accepted messages (a gap, a failure, a stale or duplicate
+     * delta, a request, a pull). A peer whose every message was accepted has no entry: its last sync and
+     * last attempt are its view's `syncedAt` (see `peerStatus`), which saves an object per replicated view.
+     */
     const peers = new Map<NodeId, PeerStatusMut>()
     const departed = new Map<NodeId, number>()
-    /** The newest generation ever accepted from each peer; survives its departures (bounded like `departed`). */
+    /**
+     * The newest generation accepted from peers whose view was removed (departure, `DropAndWait`), bounded
+     * like `departed`. While a view is held its generation is that newest one, so it is recorded on removal.
+     */
     const lastSeen = new Map<NodeId, Generation.Generation>()
     const annotate = Effect.annotateLogs({ state: name, node: self })
     const project = (state: S): V => DistributedState_projectView(definition, state)
@@ -377,22 +385,27 @@ export const make = <S, V, D, C>(
       })
 
     // ---- peer bookkeeping ----------------------------------------------------------------------
+    /** A peer's status entry, created from its view's times when it has none yet (see `peers`). */
     function peerStatus(node: NodeId): PeerStatusMut {
       let status = peers.get(node)
       if (status === undefined) {
-        status = {
-          gapCount: 0,
-          consecutiveFailures: 0,
-          lastSyncAt: undefined,
-          lastAttemptAt: undefined,
-          lastError: undefined,
-          lastSyncLatencyMillis: undefined,
-          lastSnapshotRequestAt: undefined,
-          lastHintAt: undefined
-        }
+        status = derivedStatus(SubscriptionRef.getUnsafe(views).get(node))
         peers.set(node, status)
       }
       return status
+    }
+
+    function derivedStatus(held: StateView<V> | undefined): PeerStatusMut {
+      return {
+        gapCount: 0,
+        consecutiveFailures: 0,
+        lastSyncAt: held?.syncedAt,
+        lastAttemptAt: held?.syncedAt,
+        lastError: undefined,
+        lastSyncLatencyMillis: undefined,
+        lastSnapshotRequestAt: undefined,
+        lastHintAt: undefined
+      }
     }
 
     const isDeparted = (node: NodeId, generation: Generation.Generation) => {
@@ -438,6 +451,8 @@ export const make = <S, V, D, C>(
           annotate
         )
         if (options.versionMismatchPolicy === "DropAndWait") {
+          const held = SubscriptionRef.getUnsafe(views).get(from)
+          if (held !== undefined) remember(from, held.generation)
           yield* publish((map) => map.delete(from))
         }
       })
@@ -480,10 +495,25 @@ export const make = <S, V, D, C>(
         return env.runtime.send(from, requestFrame(from)).pipe(Effect.ignore)
       })
 
-    const onSnapshot = (from: NodeId, m: FullSnapshot): Effect.Effect<void> => {
-      const now = monotonicNow()
+    /** An attempt that did not end in an accepted view: recorded in the peer's status entry. */
+    const attempted = (from: NodeId, now: number): PeerStatusMut => {
       const status = peerStatus(from)
       status.lastAttemptAt = now
+      return status
+    }
+
+    /** An accepted message: a status entry is kept current; without one the view's `syncedAt` says it all. */
+    const synced = (from: NodeId, now: number, clearRequest: boolean) => {
+      const status = peers.get(from)
+      if (status === undefined) return
+      status.lastAttemptAt = now
+      status.lastSyncAt = now
+      status.consecutiveFailures = 0
+      if (clearRequest) status.lastSnapshotRequestAt = undefined
+    }
+
+    const onSnapshot = (from: NodeId, m: FullSnapshot): Effect.Effect<void> => {
+      const now = monotonicNow()
       const held = SubscriptionRef.getUnsafe(views).get(from)
       // Without a view (the peer left and came back), the newest generation ever seen from it still
       // bounds what may be accepted: an owner that restarted with an older generation is told so.
@@ -494,8 +524,7 @@ export const make = <S, V, D, C>(
       switch (verdict._tag) {
         case "Duplicate": {
           count("staleDiscarded")
-          status.lastSyncAt = now
-          status.consecutiveFailures = 0
+          synced(from, now, false)
           const pending = held!.pendingRemote
           const clearPending = pending !== undefined && !Generation.isNewer(pending, m.generation)
           publishNow((map) =>
@@ -505,16 +534,17 @@ export const make = <S, V, D, C>(
         }
         case "Stale": {
           count("staleDiscarded")
+          attempted(from, now)
           return hintStale(from, now)
         }
         default: {
           const value = codec.decodeView(m.payload, m.wireVersion, from)
-          if (Result.isFailure(value)) return onDecodeFailure(from, value.failure)
+          if (Result.isFailure(value)) {
+            attempted(from, now)
+            return onDecodeFailure(from, value.failure)
+          }
           count("snapshotsReceived")
-          status.lastSyncAt = now
-          status.consecutiveFailures = 0
-          status.lastSnapshotRequestAt = undefined
-          remember(from, m.generation)
+          synced(from, now, true)
           const pending = held?.pendingRemote
           publishNow((map) =>
             map.set(from, {
@@ -535,19 +565,18 @@ export const make = <S, V, D, C>(
 
     const onDelta = (from: NodeId, m: DeltaUpdate): Effect.Effect<void> => {
       const now = monotonicNow()
-      const status = peerStatus(from)
-      status.lastAttemptAt = now
       const held = SubscriptionRef.getUnsafe(views).get(from)
       const verdict = Acceptance.delta(held?.generation, m.generation)
       switch (verdict._tag) {
         case "Duplicate":
         case "Stale": {
           count("staleDiscarded")
+          attempted(from, now)
           return verdict._tag === "Stale" ? hintStale(from, now) : Effect.void
         }
         case "Gap": {
           count("gapsDetected")
-          status.gapCount++
+          attempted(from, now).gapCount++
           return Effect.logDebug("gap in deltas; requesting a snapshot").pipe(
             Effect.annotateLogs({
               peer: from,
@@ -561,21 +590,24 @@ export const make = <S, V, D, C>(
         }
         case "Accept": {
           if (definition._tag !== "Delta") {
+            attempted(from, now)
             return onDecodeFailure(from, new MalformedMessage({ node: from, stateName: name, reason: "delta for a simple state" }))
           }
           const delta = codec.decodeDelta(m.payload, m.wireVersion, from)
-          if (Result.isFailure(delta)) return onDecodeFailure(from, delta.failure)
+          if (Result.isFailure(delta)) {
+            attempted(from, now)
+            return onDecodeFailure(from, delta.failure)
+          }
           const applied = Result.try({
             try: () => definition.applyDelta(held!.value, delta.success),
             catch: (cause) => new MalformedMessage({ node: from, stateName: name, reason: `applyDelta threw: ${String(cause)}` })
           })
           if (Result.isFailure(applied)) {
+            attempted(from, now)
             return Effect.andThen(onDecodeFailure(from, applied.failure), requestSnapshot(from, now))
           }
           count("deltasReceived")
-          remember(from, m.generation)
-          status.lastSyncAt = now
-          status.consecutiveFailures = 0
+          synced(from, now, false)
           const pending = held!.pendingRemote
           publishNow((map) =>
             map.set(from, {
@@ -824,7 +856,10 @@ export const make = <S, V, D, C>(
         // Without a view we do not know its incarnation: ignore all until it rejoins.
         markDeparted(node, held === undefined ? Number.MAX_SAFE_INTEGER : held.generation.incarnation)
         peers.delete(node)
-        if (held !== undefined) yield* publish((map) => map.delete(node))
+        if (held !== undefined) {
+          remember(node, held.generation)
+          yield* publish((map) => map.delete(node))
+        }
       })
 
     const receive = (message: Message<S, C>): Effect.Effect<void> => {
@@ -1092,7 +1127,7 @@ export const make = <S, V, D, C>(
         const map = SubscriptionRef.getUnsafe(views)
         const out: Array<PeerSyncStatus> = []
         for (const node of map.keys()) {
-          if (node !== self) out.push(statusOf(node, peerStatus(node), map))
+          if (node !== self) out.push(statusOf(node, peers.get(node) ?? derivedStatus(map.get(node)), map))
         }
         return out
       }),
