@@ -2,7 +2,7 @@
  * The supervised actor: a fiber consuming a `Queue` mailbox.
  * @internal
  */
-import { Cause, Effect, Queue, Schedule, type Scope } from "effect"
+import { Cause, Effect, Exit, Queue, Result, Schedule, type Scope } from "effect"
 import type { ActorRef, SpawnOptions } from "../ActorRuntime.ts"
 import { ActorStopped, MailboxFull } from "../DStateError.ts"
 
@@ -41,25 +41,39 @@ export const spawn = <M, R>(
     const onDone = hooks?.onDone
     const gate = hooks?.gate
 
-    const handle = (message: M) =>
-      options.receive(message).pipe(
-        Effect.catchDefect((defect) =>
-          Effect.gen(function*() {
-            yield* Effect.logError("actor handler died").pipe(
-              Effect.annotateLogs({ actor: options.name, defect: String(defect) })
-            )
-            if (options.onDefect) yield* options.onDefect(message, defect)
-            return yield* Effect.fail(new ActorDefect(defect))
-          })
-        ),
-        Effect.ensuring(Effect.sync(() => onDone?.()))
-      )
+    /** Set while a taken message is being handled, so that a stop releases its accounting too. */
+    let handling = false
+    const finish = Effect.sync(() => {
+      handling = false
+      onDone?.()
+    })
+
+    const onFailure = (message: M, cause: Cause.Cause<never>) => {
+      const defect = Cause.findDefect(cause)
+      // Not a defect (an interruption): it ends the actor, as it would without this handler.
+      if (Result.isFailure(defect)) return Effect.failCause(cause)
+      return Effect.gen(function*() {
+        yield* Effect.logError("actor handler died").pipe(
+          Effect.annotateLogs({ actor: options.name, defect: String(defect.success) })
+        )
+        if (options.onDefect) yield* options.onDefect(message, defect.success)
+        return yield* Effect.fail(new ActorDefect(defect.success))
+      })
+    }
 
     const loop = Effect.gen(function*() {
       while (true) {
         const message = yield* Queue.take(mailbox)
         if (gate) yield* gate
-        yield* handle(message)
+        handling = true
+        // One step per message on the common path; defects take the slow path (logged, `onDefect`, restart).
+        const exit = yield* Effect.exit(options.receive(message))
+        if (Exit.isSuccess(exit)) {
+          handling = false
+          onDone?.()
+        } else {
+          yield* onFailure(message, exit.cause).pipe(Effect.ensuring(finish))
+        }
       }
     })
 
@@ -77,7 +91,8 @@ export const spawn = <M, R>(
       Effect.ensuring(Effect.sync(() => {
         stoppedFlag = true
         // Whatever is left will never be handled: release the runtime's accounting.
-        const left = Queue.sizeUnsafe(mailbox)
+        const left = Queue.sizeUnsafe(mailbox) + (handling ? 1 : 0)
+        handling = false
         Queue.shutdownUnsafe(mailbox)
         for (let i = 0; i < left; i++) onDone?.()
       }))
