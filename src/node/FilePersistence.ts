@@ -33,7 +33,9 @@
  * an append leaves behind; it was never acknowledged, so it is dropped with a
  * warning and the load succeeds. The first save of a state after the store
  * starts (and the first save after any failed save) writes a full snapshot, so
- * the store never appends after a torn tail.
+ * the store never appends after a torn tail. A save that has started writing
+ * is not interrupted: it runs to its end (or its error), so no write of an
+ * abandoned save can land in a later one's files.
  *
  * @since 0.1.0
  */
@@ -124,13 +126,18 @@ const decodeSnapshotJson = Schema.decodeUnknownResult(SnapshotJson)
 const encodeChangeJson = Schema.encodeUnknownResult(ChangeJson)
 const decodeChangeJson = Schema.decodeUnknownResult(ChangeJson)
 
-/** `magic | payload length | payload CRC32 | payload`, all integers big-endian u32. */
-const snapshotFile = (payload: Buffer): Buffer => {
-  const out = Buffer.allocUnsafe(snapshotHeaderBytes + payload.length)
+/**
+ * `magic | payload length | payload CRC32 | payload`, all integers big-endian
+ * u32, the payload being `json` in UTF-8, encoded straight into a buffer of
+ * the file's size from `buffer`.
+ */
+const snapshotFile = (json: string, buffer: (size: number) => Buffer): Buffer => {
+  const length = Buffer.byteLength(json, "utf8")
+  const out = buffer(snapshotHeaderBytes + length)
+  out.write(json, snapshotHeaderBytes, "utf8")
   out.writeUInt32BE(snapshotMagic, 0)
-  out.writeUInt32BE(payload.length, 4)
-  out.writeUInt32BE(crc32(payload), 8)
-  payload.copy(out, snapshotHeaderBytes)
+  out.writeUInt32BE(length, 4)
+  out.writeUInt32BE(crc32(out.subarray(snapshotHeaderBytes)), 8)
   return out
 }
 
@@ -243,6 +250,25 @@ interface Slot {
    * the next save then writes a snapshot.
    */
   logged: number | undefined
+  /** The buffer the state's snapshots are encoded into (see `maxScratchBytes`). */
+  scratch: Buffer | undefined
+}
+
+/**
+ * Snapshots up to this size are encoded into a buffer kept with their state
+ * and reused by the next snapshot: saving then allocates no memory outside
+ * the JS heap, whose growth would make V8 collect the whole heap every few
+ * dozen saves of a large state.
+ */
+const maxScratchBytes = 1 << 20
+
+/** A buffer of `size` bytes: the slot's scratch buffer (grown when needed) for small snapshots. */
+const bufferOf = (slot: Slot) => (size: number): Buffer => {
+  if (size > maxScratchBytes) return Buffer.allocUnsafe(size)
+  if (slot.scratch === undefined || slot.scratch.length < size) {
+    slot.scratch = Buffer.allocUnsafe(Math.min(maxScratchBytes, Math.max(size, 2 * (slot.scratch?.length ?? 0))))
+  }
+  return slot.scratch.subarray(0, size)
 }
 
 /**
@@ -264,12 +290,11 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const stemPrefix = options.prefix === undefined ? "" : `${fileName(options.prefix)}.`
   const fsyncDirectories = process.platform !== "win32"
 
-  /** Makes renames, creations and removals in the directory durable. */
-  const syncDirectory: Effect.Effect<void, PlatformError.PlatformError> = fsyncDirectories
-    ? Effect.scoped(Effect.flatMap(fs.open(directory, { flag: "r" }), (dir) => dir.sync))
-    : Effect.void
-
   yield* fs.makeDirectory(directory, { recursive: true })
+  /** Makes renames, creations and removals in the directory durable (through a handle open with the store). */
+  const syncDirectory: Effect.Effect<void, PlatformError.PlatformError> = fsyncDirectories
+    ? (yield* fs.open(directory, { flag: "r" })).sync
+    : Effect.void
   yield* syncDirectory
 
   const slots = new Map<string, Slot>()
@@ -283,7 +308,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         temp: `${stem}.snapshot.tmp`,
         log: `${stem}.log`,
         logFile: undefined,
-        logged: undefined
+        logged: undefined,
+        scratch: undefined
       }
       slots.set(stateName, slot)
     }
@@ -364,9 +390,12 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         const { changes: _, ...snapshot } = record
         const encoded = encodeSnapshotJson(snapshot)
         if (Result.isFailure(encoded)) return refuse(`cannot encode the record: ${encoded.failure.message}`)
-        return writeSnapshot(slot, snapshotFile(Buffer.from(encoded.success, "utf8")))
+        return writeSnapshot(slot, snapshotFile(encoded.success, bufferOf(slot)))
       })
       return write.pipe(
+        // Once started, a save runs to its end: an interrupted one would leave a write in flight that
+        // could land in the next save's file (and read from a buffer that save reuses).
+        Effect.uninterruptible,
         Effect.catchTag("PlatformError", (error) =>
           // The files are in an unknown state: drop the log handle, and write a snapshot next time.
           Effect.andThen(
