@@ -1,6 +1,6 @@
 import { NodeFileSystem, NodePath } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, FileSystem, Layer, Logger, Path, PlatformError, References } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, FileSystem, Layer, Logger, Path, PlatformError, References } from "effect"
 import { TestClock } from "effect/testing"
 import { StatePersistence, StateRegistry } from "dstate"
 import { FilePersistence } from "dstate/node"
@@ -376,6 +376,46 @@ describe("FilePersistence", () => {
       yield* fs.remove(snapshot)
       const error = yield* withStore(directory, (store) => loadFailure(store, "tally"))
       assert.include(error.reason, "a change log exists but its snapshot is missing")
+    }).pipe(provideNode))
+
+  it.effect("an interrupted save runs to its end: the interruption waits for it and the record is on disk", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDir
+      const fs = yield* FileSystem.FileSystem
+      const reached = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      // The fsync of the temporary snapshot waits for the test.
+      const gated = FileSystem.FileSystem.of({
+        ...fs,
+        open: (path, options) =>
+          Effect.map(fs.open(path, options), (file) =>
+            path.endsWith(".snapshot.tmp")
+              ? new Proxy(file, {
+                get: (target, key) => {
+                  if (key === "sync") {
+                    return Deferred.succeed(reached, undefined).pipe(Effect.andThen(Deferred.await(release)), Effect.andThen(target.sync))
+                  }
+                  const value = Reflect.get(target, key, target)
+                  return typeof value === "function" ? value.bind(target) : value
+                }
+              })
+              : file)
+      })
+      yield* Effect.scoped(Effect.gen(function*() {
+        const store = yield* FilePersistence.make({ directory }).pipe(Effect.provideService(FileSystem.FileSystem, gated))
+        const saving = yield* Effect.forkChild(store.save("counter", record(1)))
+        yield* Deferred.await(reached)
+        const interrupting = yield* Effect.forkChild(Fiber.interrupt(saving))
+        yield* Effect.yieldNow
+        assert.isUndefined(interrupting.pollUnsafe(), "the interruption waits for the save")
+        yield* Deferred.succeed(release, undefined)
+        yield* Fiber.join(interrupting)
+        // The caller sees the interruption; the save itself finished before it took effect.
+        const exit = yield* Fiber.await(saving)
+        assert.isTrue(Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause))
+      }))
+      assert.deepStrictEqual(yield* withStore(directory, (store) => store.load("counter")), record(1))
+      assert.deepStrictEqual(yield* listing(directory), ["counter.snapshot"])
     }).pipe(provideNode))
 
   it.effect("a failed fsync fails the save and leaves the last acknowledged record; the next save writes a snapshot", () =>
