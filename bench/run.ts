@@ -1,16 +1,35 @@
 /**
  * `npm run bench`: runs every benchmark, prints a Markdown table and writes
  * bench/results/results.json and bench/results/results.md.
+ *
+ * `npm run bench -- persistence` (any benchmark names: `inprocess`,
+ * `persistence`) runs only those and prints their table; the results files
+ * are left alone (they hold complete runs, all from one machine).
  */
 import { Effect } from "effect"
 import { writeFileSync } from "node:fs"
 import * as os from "node:os"
 import { run as inprocess, type Row } from "./inprocess.ts"
+import { run as persistence } from "./persistence.ts"
+
+/** Every benchmark, in the order of the table. */
+const benchmarks = [
+  { name: "inprocess", run: inprocess },
+  { name: "persistence", run: persistence }
+]
+const filter = process.argv.slice(2)
+const unknown = filter.filter((name) => !benchmarks.some((b) => b.name === name))
+if (unknown.length > 0) {
+  console.error(`unknown benchmark ${unknown.join(", ")}; known: ${benchmarks.map((b) => b.name).join(", ")}`)
+  process.exit(2)
+}
+const selected = benchmarks.filter((b) => filter.length === 0 || filter.includes(b.name))
 
 const format = (n: number) => Math.abs(n) >= 100 ? Math.round(n).toLocaleString("en-US") : n.toFixed(2)
 
 const program = Effect.gen(function*() {
-  const rows: Array<Row> = [...(yield* inprocess)]
+  const rows: Array<Row> = []
+  for (const benchmark of selected) rows.push(...(yield* benchmark.run))
   const machine = `${os.cpus().length} cores (${os.cpus()[0]?.model ?? "unknown"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}`
   const lines = [
     `Machine: ${machine}`,
@@ -23,6 +42,7 @@ const program = Effect.gen(function*() {
   ]
   const md = lines.join("\n")
   console.log(md)
+  if (filter.length > 0) return
   writeFileSync(new URL("./results/results.md", import.meta.url), md + "\n")
   writeFileSync(new URL("./results/results.json", import.meta.url), JSON.stringify({ machine, rows }, null, 2) + "\n")
 })
