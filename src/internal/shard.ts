@@ -265,6 +265,8 @@ export const make = <S, V, D, C>(
     // Freshness summary of the published map, so that the query fast path is O(1).
     let oldestPeerSync = Number.POSITIVE_INFINITY
     let pendingPeers = 0
+    /** Members of this state whose view never arrived (a lost join exchange): stale for every bounded query. */
+    const awaited = new Set<NodeId>()
     /** Publishes a new view map (actor only): `update` edits a copy, which replaces the published map. */
     const publishNow = (update: (map: Map<NodeId, StateView<V>>) => void): void => {
       const next = new Map(views.value)
@@ -278,6 +280,7 @@ export const make = <S, V, D, C>(
       }
       oldestPeerSync = oldest
       pendingPeers = pending
+      if (awaited.size > 0) for (const node of awaited) if (next.has(node)) awaited.delete(node)
       env.observer?.onViews(name, self, next)
       // Only the actor writes: set and notify subscribers in place, without the ref's semaphore.
       views.value = next
@@ -831,6 +834,7 @@ export const make = <S, V, D, C>(
         yield* sendSnapshot(node)
         count("snapshotRequestsSent")
         yield* env.runtime.send(node, requestFrame(node)).pipe(Effect.ignore)
+        if (!SubscriptionRef.getUnsafe(views).has(node)) awaited.add(node)
         yield* awaitView(node)
       })
 
@@ -845,7 +849,7 @@ export const make = <S, V, D, C>(
       Effect.gen(function*() {
         if (departed.has(node) || SubscriptionRef.getUnsafe(views).has(node)) return
         const members = yield* env.runtime.members(group)
-        if (!members.includes(node)) return
+        if (!members.includes(node)) return void awaited.delete(node)
         yield* requestSnapshot(node, yield* monotonicMillis)
         yield* awaitView(node)
       })
@@ -855,6 +859,7 @@ export const make = <S, V, D, C>(
         const held = SubscriptionRef.getUnsafe(views).get(node)
         // Without a view we do not know its incarnation: ignore all until it rejoins.
         markDeparted(node, held === undefined ? Number.MAX_SAFE_INTEGER : held.generation.incarnation)
+        awaited.delete(node)
         peers.delete(node)
         if (held !== undefined) {
           remember(node, held.generation)
@@ -1035,7 +1040,7 @@ export const make = <S, V, D, C>(
       const maxStaleness = toMillis(queryOptions.maxStaleness)
       return Effect.suspend(() => {
         const now = Number(clock.monotonicTimeNanosUnsafe()) / 1_000_000
-        if (pendingPeers === 0 && now - oldestPeerSync <= maxStaleness) return Exit.succeed(f(views.value))
+        if (pendingPeers === 0 && awaited.size === 0 && now - oldestPeerSync <= maxStaleness) return Exit.succeed(f(views.value))
         return slowQuery(maxStaleness, now, f)
       })
     }
@@ -1043,13 +1048,15 @@ export const make = <S, V, D, C>(
     const slowQuery = <A>(maxStaleness: number, now: number, f: (views: ViewMap<V>) => A): Effect.Effect<A, StalePeer> =>
       Effect.gen(function*() {
         const map = SubscriptionRef.getUnsafe(views)
-        const stale = staleEntries(map, now, maxStaleness)
+        // Stale views, and members whose view never arrived.
+        const stale = [...staleEntries(map, now, maxStaleness).map((entry) => entry.source), ...awaited]
         if (stale.length === 0) return f(map)
-        if (!options.strategy.pullOnQuery) return yield* Effect.fail(stalePeer(stale[0].source))
-        yield* Effect.forEach(stale, (entry) => pull(entry.source), { concurrency: "unbounded", discard: true })
+        if (!options.strategy.pullOnQuery) return yield* Effect.fail(stalePeer(stale[0]))
+        yield* Effect.forEach(stale, pull, { concurrency: "unbounded", discard: true })
         const after = SubscriptionRef.getUnsafe(views)
         const stillStale = staleEntries(after, yield* monotonicMillis, maxStaleness)
         if (stillStale.length > 0) return yield* Effect.fail(stalePeer(stillStale[0].source))
+        if (awaited.size > 0) return yield* Effect.fail(stalePeer([...awaited][0]))
         return f(after)
       })
 
@@ -1061,7 +1068,10 @@ export const make = <S, V, D, C>(
     const others = members.filter((m) => m !== self)
     count("snapshotRequestsSent", others.length)
     if (others.length > 0) yield* env.runtime.broadcast(group, requestFrame(undefined))
-    for (const other of others) yield* awaitView(other)
+    for (const other of others) {
+      awaited.add(other)
+      yield* awaitView(other)
+    }
     lastPushed = owner.generation
 
     const periodic = options.strategy.periodicFullSync

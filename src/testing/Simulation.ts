@@ -40,8 +40,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Duration, Effect, Exit, Fiber, Logger, References, Result, Schedule, Schema, Scope } from "effect"
-import { SchemaBinary } from "effect/encoding"
+import { Cause, Duration, Effect, Exit, Fiber, Logger, References, Result, Schedule, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { crc32 } from "node:zlib"
 import * as DistributedState from "../DistributedState.ts"
@@ -310,6 +309,7 @@ export interface Violation {
     | "HostileFrameChangedState"
     | "ViewMapOverCap"
     | "StaleRead"
+    | "ReadMissedMember"
     | "RestartBelowAccepted"
     | "AcknowledgedMutationLost"
     | "EndedBelowAccepted"
@@ -631,6 +631,18 @@ const makeChecker = (now: () => number) => {
       known.add(node)
       down.delete(node)
       for (const k of [...removed]) if (k.endsWith(`\u0000${node}`)) removed.delete(k)
+      // A restarted node is a new observer: replicas are not persisted, what it accepted before is gone.
+      for (const k of [...highWater.keys()]) if (k.split("\u0000")[1] === node) highWater.delete(k)
+    },
+    /** The highest generation of `owner` held by an observer that is up now (in its current life). */
+    acceptedNow: (state: string, owner: NodeId.NodeId) => {
+      let max: Generation.Generation | undefined
+      for (const [k, g] of highWater) {
+        const [s, observer, source] = k.split("\u0000")
+        if (s !== state || source !== owner || down.has(observer as NodeId.NodeId)) continue
+        if (max === undefined || Generation.isNewer(g, max)) max = g
+      }
+      return max
     },
     nodeDown: (node: NodeId.NodeId) => {
       down.add(node)
@@ -662,11 +674,6 @@ const wrapBody = (body: Uint8Array, version = PROTOCOL_VERSION): Uint8Array => {
   return frame
 }
 
-const UnknownMessage = Schema.Struct({ _tag: Schema.Literal("Gossip"), source: Schema.String, rumour: Schema.String })
-const unknownMessageBody = (source: string) =>
-  Result.getOrThrow(Schema.encodeUnknownResult(SchemaBinary.toCodec(UnknownMessage))({ _tag: "Gossip", source, rumour: "x" }))
-    .slice()
-
 const frameOf = (message: FullSnapshot | RequestSnapshot): Uint8Array =>
   Result.getOrThrow(encodeFrame(message, Number.MAX_SAFE_INTEGER))
 
@@ -697,6 +704,9 @@ export const hostileFrames = (
   new DataView(huge.buffer).setUint32(0, 0xffff_fff0)
   huge[4] = PROTOCOL_VERSION
   const valid = frameOf(new RequestSnapshot({ stateName: Fixtures.Counter.name, source: from, wireVersion: 1 }))
+  // A valid body whose first byte, the message tag, names no message.
+  const unknownTag = valid.slice(FRAME_HEADER_BYTES)
+  unknownTag[0] = 0x7f
   const wrongProtocol = valid.slice()
   wrongProtocol[4] = PROTOCOL_VERSION + 1
   const flipped = valid.slice()
@@ -704,7 +714,7 @@ export const hostileFrames = (
   flipped[bit >>> 3] ^= 1 << (bit & 7)
   return [
     { name: "huge length prefix", frame: huge, outcome: "rejected" },
-    { name: "unknown message tag", frame: wrapBody(unknownMessageBody(from)), outcome: "rejected" },
+    { name: "unknown message tag", frame: wrapBody(unknownTag), outcome: "rejected" },
     { name: "wrong protocol version", frame: wrongProtocol, outcome: "rejected" },
     { name: "forged source", frame: frameOf(snapshot(Fixtures.Counter.name, 1, NodeId.make("node-forged"))), outcome: "rejected" },
     { name: "truncated", frame: valid.slice(0, random.int(1, valid.length - 1)), outcome: "rejected" },
@@ -824,7 +834,6 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
       return m
     }
     const all: Array<TestCluster.TestNode> = [...cluster.nodes]
-    for (const n of all) checker.nodeUp(n.id)
     const paused = new Set<NodeId.NodeId>()
     const durability: Array<Violation> = []
     const mutations = { attempted: 0, acknowledged: 0, failed: 0 }
@@ -874,10 +883,25 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
         } else if (!defectOf(exit, `mutate on ${node.id}`)) mutations.failed++
       })
 
+    /** When each node last came up (simulated ms). */
+    const upSince = new Map<NodeId.NodeId, number>()
+    const markUp = (node: TestCluster.TestNode) => {
+      checker.nodeUp(node.id)
+      upSince.set(node.id, now())
+    }
     const read = (node: TestCluster.TestNode, state: StateName) =>
       Effect.gen(function*() {
         const h = yield* handleOn(node, state)
+        const started = now()
+        // Members up (with the reader) for a while before the read: their views must be in a fresh answer.
+        const settled = (n: TestCluster.TestNode) => (upSince.get(n.id) ?? Infinity) <= started - timing.pullTimeout
+        const expectedMembers = settled(node) ? cluster.nodes.filter(settled).map((n) => n.id) : []
         const exit = yield* Effect.exit(h.query({ maxStaleness: Duration.millis(timing.maxStaleness) }, (views) => {
+          for (const member of expectedMembers) {
+            if (!views.has(member) && cluster.nodes.some((n) => n.id === member)) {
+              checker.violation("ReadMissedMember", `${node.id} read its ${state} views without member ${member}`)
+            }
+          }
           const t = monotonic()
           for (const entry of views.values()) {
             if (entry.source === node.id) continue
@@ -914,7 +938,7 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
         const m = metaOf(node)
         if (node.store !== undefined && (node.store.failLoads || node.store.failNextLoads > 0)) m.tampered = true
         yield* logging(cluster.restart(node)).pipe(Effect.orDie)
-        checker.nodeUp(node.id)
+        markUp(node)
         if (node.store === undefined || m.tampered) return
         // Durability: back from an intact store at or above everything acknowledged and accepted.
         for (const state of STATES) {
@@ -1181,7 +1205,7 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
               } else {
                 const added = yield* logging(cluster.addNode()).pipe(Effect.orDie)
                 all.push(added)
-                checker.nodeUp(added.id)
+                markUp(added)
               }
               yield* advance(fr.int(2, 20))
             }
@@ -1249,6 +1273,7 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
     })
 
     // ---- the script --------------------------------------------------------------------------
+    for (const n of all) markUp(n)
     yield* advance(100)
     const plan = planOf(fault)
     const faultFrom = Math.floor(scenario.mutations / 4)
@@ -1314,9 +1339,10 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
         }
         for (const k of map.keys()) if (!upIds.has(k)) divergent.push(`${n.id} still holds departed ${k} (${s})`)
       }
-      // Durability at the end: every owner above what its peers accepted of it.
+      // Durability at the end: every owner at or above what its live peers accepted of it (a peer that
+      // restarted since forgot, and an owner whose store was rolled back has no one to tell it).
       for (const [o, own] of owners) {
-        const accepted = checker.acceptedOf(s, o)
+        const accepted = checker.acceptedNow(s, o)
         if (accepted !== undefined && Generation.isNewer(accepted, own.generation)) {
           durability.push({
             kind: "EndedBelowAccepted",
