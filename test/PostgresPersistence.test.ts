@@ -168,6 +168,45 @@ describe("PostgresPersistence", () => {
       assert.strictEqual(changeError.reason, "change log entry 2 fails its checksum")
     }).pipe(provideDb))
 
+  it.effect("a role without the CREATE privilege uses existing tables (schema-qualified)", () =>
+    Effect.gen(function*() {
+      const sql = yield* PgClient.PgClient
+      const schema = `dstate_test_schema_${process.pid}`
+      const role = `dstate_test_role_${process.pid}`
+      const table = `${schema}.records`
+      yield* Effect.acquireRelease(
+        Effect.gen(function*() {
+          yield* sql`CREATE SCHEMA ${sql(schema)}`
+          yield* sql`DROP ROLE IF EXISTS ${sql(role)}`
+          yield* sql`CREATE ROLE ${sql(role)} NOLOGIN`
+        }),
+        () =>
+          Effect.ignore(Effect.gen(function*() {
+            yield* sql`DROP SCHEMA IF EXISTS ${sql(schema)} CASCADE`
+            yield* sql`DROP ROLE IF EXISTS ${sql(role)}`
+          }))
+      )
+      // The tables are created by a store that may, then used by one that may not: every statement of
+      // `asRole` runs in one transaction as the role.
+      yield* withStore(table, (store) => store.save("tally", record(0)))
+      yield* sql`GRANT USAGE ON SCHEMA ${sql(schema)} TO ${sql(role)}`
+      yield* sql`GRANT SELECT, INSERT, UPDATE, DELETE ON ${sql(table)}, ${sql(`${table}_changes`)} TO ${sql(role)}`
+      const asRole = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+        sql.withTransaction(Effect.andThen(sql`SET LOCAL ROLE ${sql(role)}`, effect))
+      const loaded = yield* asRole(withStore(table, (store) =>
+        Effect.gen(function*() {
+          assert.deepStrictEqual(yield* store.load("tally"), record(0))
+          yield* store.save("tally", record(1), change(1))
+          yield* store.save("tally", record(2), change(2))
+          return yield* store.load("tally")
+        })))
+      assert.deepStrictEqual(loaded, { ...record(1), changes: [change(2)] })
+      // The role really may not create tables: a store on missing ones fails.
+      const error = yield* Effect.flip(asRole(PostgresPersistence.make({ node: "node-1", table: `${schema}.other` })))
+      assert.strictEqual(error._tag, "SqlError")
+      assert.strictEqual(error.reason._tag, "AuthorizationError")
+    }).pipe(provideDb))
+
   it.effect("a table name must be one or two identifiers that fit Postgres' limit", () =>
     Effect.gen(function*() {
       for (const table of ["a.b.c", "", "x".repeat(51), "public."]) {

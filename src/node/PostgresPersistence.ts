@@ -87,6 +87,9 @@ const decodeChange = Schema.decodeUnknownResult(ChangeJson)
 
 const crc32 = (text: string): number => Zlib.crc32(text) >>> 0
 
+/** A table name as `sql(name)` writes it: every dot-separated part double-quoted. */
+const quoted = (name: string) => name.split(".").map((part) => `"${part.replace(/"/g, "\"\"")}"`).join(".")
+
 /** Identifiers longer than this are cut by the server; leave room for `_changes` and `_pkey`. */
 const maxIdentifier = 63 - "_changes_pkey".length
 
@@ -128,7 +131,15 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const records = sql(table)
   const changes = sql(`${table}_changes`)
 
-  yield* sql`CREATE TABLE IF NOT EXISTS ${records} (
+  /** Whether a table is missing (`CREATE TABLE IF NOT EXISTS` needs the CREATE privilege even when it exists). */
+  const missing = (name: string) =>
+    Effect.map(
+      sql<{ readonly found: boolean }>`SELECT to_regclass(${quoted(name)}) IS NOT NULL AS found`,
+      (rows) => rows[0]?.found !== true
+    )
+
+  if (yield* missing(table)) {
+    yield* sql`CREATE TABLE IF NOT EXISTS ${records} (
     node text NOT NULL,
     state_name text NOT NULL,
     incarnation bigint NOT NULL,
@@ -137,7 +148,9 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     checksum bigint NOT NULL,
     PRIMARY KEY (node, state_name)
   )`
-  yield* sql`CREATE TABLE IF NOT EXISTS ${changes} (
+  }
+  if (yield* missing(`${table}_changes`)) {
+    yield* sql`CREATE TABLE IF NOT EXISTS ${changes} (
     node text NOT NULL,
     state_name text NOT NULL,
     incarnation bigint NOT NULL,
@@ -146,6 +159,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     checksum bigint NOT NULL,
     PRIMARY KEY (node, state_name, incarnation, age)
   )`
+  }
 
   const slots = new Map<string, Slot>()
   const slotOf = (stateName: string): Slot => {
@@ -278,7 +292,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
  * executing when its client dies may commit after the client is gone: restart
  * a crashed node only after its old connection is closed (the server notices
  * within milliseconds on a local network). The layer fails with `SqlError`
- * when the tables cannot be created.
+ * when the tables are missing and cannot be created; tables that exist need
+ * only `SELECT`, `INSERT`, `UPDATE` and `DELETE` for the layer's role.
  *
  * **Example**
  *
