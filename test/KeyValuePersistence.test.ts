@@ -1,6 +1,7 @@
 import { NodeFileSystem, NodePath } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, FileSystem, Layer, PlatformError, Result } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import { Effect, FileSystem, Layer, PlatformError, Redacted, Result } from "effect"
 import { KeyValueStore } from "effect/persistence"
 import { TestClock } from "effect/testing"
 import * as Zlib from "node:zlib"
@@ -59,6 +60,29 @@ const failingFileSystemKeyValueStore = Layer.unwrap(Effect.gen(function*() {
 
 suite("key-value store (file system)", KeyValuePersistence.layerKeyValueStore.pipe(Layer.provide(fileSystemKeyValueStore)), {
   failing: KeyValuePersistence.layerKeyValueStore.pipe(Layer.provide(failingFileSystemKeyValueStore)),
+  timeout: 60_000
+})
+
+/** The test database (trust auth); override with DSTATE_TEST_POSTGRES_URL. */
+const postgresUrl = process.env.DSTATE_TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test"
+let sqlTables = 0
+
+/**
+ * `KeyValueStore.layerSql` on PostgreSQL, on a table of its own that is dropped when the layer closes
+ * (`broken`: dropped right after the store is made, so that every get and set fails).
+ */
+const sqlKeyValueStore = (broken: boolean) =>
+  Layer.unwrap(Effect.gen(function*() {
+    const sql = yield* PgClient.PgClient
+    const table = `dstate_kv_test_${process.pid}_${++sqlTables}`
+    yield* Effect.addFinalizer(() => Effect.ignore(sql`DROP TABLE IF EXISTS ${sql(table)}`))
+    const store = yield* Effect.service(KeyValueStore.KeyValueStore).pipe(Effect.provide(KeyValueStore.layerSql({ table })))
+    if (broken) yield* sql`DROP TABLE ${sql(table)}`
+    return Layer.succeed(KeyValueStore.KeyValueStore, store)
+  })).pipe(Layer.provide(PgClient.layer({ url: Redacted.make(postgresUrl) })))
+
+suite("key-value store (SQL on PostgreSQL)", KeyValuePersistence.layerKeyValueStore.pipe(Layer.provide(sqlKeyValueStore(false))), {
+  failing: KeyValuePersistence.layerKeyValueStore.pipe(Layer.provide(sqlKeyValueStore(true))),
   timeout: 60_000
 })
 
