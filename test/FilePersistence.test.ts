@@ -103,6 +103,30 @@ const flipByte = (at: (length: number) => number) => (bytes: Uint8Array) => {
   return out
 }
 
+/** `fs`, with the `sync` of every file opened at a path ending in `suffix` replaced by `sync(path, its own sync)`. */
+const replaceSync = (
+  fs: FileSystem.FileSystem,
+  suffix: string,
+  sync: (
+    path: string,
+    original: Effect.Effect<void, PlatformError.PlatformError>
+  ) => Effect.Effect<void, PlatformError.PlatformError>
+) =>
+  FileSystem.FileSystem.of({
+    ...fs,
+    open: (path, options) =>
+      Effect.map(fs.open(path, options), (file) =>
+        path.endsWith(suffix)
+          ? new Proxy(file, {
+            get: (target, key) => {
+              if (key === "sync") return sync(path, target.sync)
+              const value = Reflect.get(target, key, target)
+              return typeof value === "function" ? value.bind(target) : value
+            }
+          })
+          : file)
+  })
+
 const loadFailure = (store: Store, stateName: string) => Effect.flip(store.load(stateName))
 
 const pathOf = (directory: string, stateName: string, suffix: string) =>
@@ -385,22 +409,8 @@ describe("FilePersistence", () => {
       const reached = yield* Deferred.make<void>()
       const release = yield* Deferred.make<void>()
       // The fsync of the temporary snapshot waits for the test.
-      const gated = FileSystem.FileSystem.of({
-        ...fs,
-        open: (path, options) =>
-          Effect.map(fs.open(path, options), (file) =>
-            path.endsWith(".snapshot.tmp")
-              ? new Proxy(file, {
-                get: (target, key) => {
-                  if (key === "sync") {
-                    return Deferred.succeed(reached, undefined).pipe(Effect.andThen(Deferred.await(release)), Effect.andThen(target.sync))
-                  }
-                  const value = Reflect.get(target, key, target)
-                  return typeof value === "function" ? value.bind(target) : value
-                }
-              })
-              : file)
-      })
+      const gated = replaceSync(fs, ".snapshot.tmp", (_, sync) =>
+        Deferred.succeed(reached, undefined).pipe(Effect.andThen(Deferred.await(release)), Effect.andThen(sync)))
       yield* Effect.scoped(Effect.gen(function*() {
         const store = yield* FilePersistence.make({ directory }).pipe(Effect.provideService(FileSystem.FileSystem, gated))
         const saving = yield* Effect.forkChild(store.save("counter", record(1)))
@@ -425,18 +435,7 @@ describe("FilePersistence", () => {
       const log = yield* pathOf(directory, "tally", "log")
       const faults = { syncLog: false, rename: false }
       const faulty = FileSystem.FileSystem.of({
-        ...fs,
-        open: (path, options) =>
-          Effect.map(fs.open(path, options), (file) =>
-            path.endsWith(".log")
-              ? new Proxy(file, {
-                get: (target, key) => {
-                  if (key === "sync") return Effect.suspend(() => faults.syncLog ? Effect.fail(denied("sync", path)) : target.sync)
-                  const value = Reflect.get(target, key, target)
-                  return typeof value === "function" ? value.bind(target) : value
-                }
-              })
-              : file),
+        ...replaceSync(fs, ".log", (path, sync) => Effect.suspend(() => faults.syncLog ? Effect.fail(denied("sync", path)) : sync)),
         rename: (from, to) => faults.rename ? Effect.fail(denied("rename", from)) : fs.rename(from, to)
       })
       yield* Effect.scoped(Effect.gen(function*() {
