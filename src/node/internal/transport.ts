@@ -28,6 +28,7 @@
 import {
   Cause,
   Clock,
+  Context,
   Deferred,
   Duration,
   Effect,
@@ -38,7 +39,8 @@ import {
   Redacted,
   Result,
   Schedule,
-  Scope
+  Scope,
+  Stream
 } from "effect"
 import * as NodeSocket from "@effect/platform-node/NodeSocket"
 import * as NodeSocketServer from "@effect/platform-node/NodeSocketServer"
@@ -94,6 +96,20 @@ export interface Settings {
   readonly reconnect: Schedule.Schedule<unknown, unknown>
   readonly seedRetryPause: Duration.Duration
 }
+
+/**
+ * Membership decided outside the transport (by a cluster's runner registry,
+ * for example). Each element of the stream is the complete set of nodes, with
+ * their addresses, that may be members now. When provided, seeds and gossiped
+ * member lists are ignored, every listed node is dialed, connections from
+ * unlisted nodes are refused during the handshake, and a node that drops out
+ * of the set is declared down at once. Absent (the default), membership is
+ * gossiped.
+ */
+export const ExternalMembership = Context.Reference<Stream.Stream<ReadonlyMap<NodeId, Address>> | undefined>(
+  "dstate/node/ExternalMembership",
+  { defaultValue: () => undefined }
+)
 
 // ---- diagnostics --------------------------------------------------------------------------------
 
@@ -178,6 +194,7 @@ type FailureReason =
   | "busy"
   | "left"
   | "shutdown"
+  | "not-member"
 
 class ConnectionFailed {
   readonly _tag = "ConnectionFailed"
@@ -241,7 +258,15 @@ export const make = (settings: Settings) =>
     const source = yield* makeSource
     const tasks = yield* FiberSet.make()
     const dialers = yield* FiberMap.make<string>()
+    /** Dialed connections run here: closed after the graceful leave, which needs them to send `Leave`. */
+    const dialedScope = yield* Scope.fork(layerScope)
     const annotate = Effect.annotateLogs({ node: self })
+    const external = yield* ExternalMembership
+    /** With external membership: the nodes the membership source currently lists. */
+    const admitted = new Map<NodeId, Address>()
+    const refuses = (node: NodeId) => external !== undefined && !admitted.has(node)
+    /** With external membership: listed nodes that left gracefully; not redialed (their next session dials in). */
+    const departedListed = new Set<NodeId>()
 
     const peers = new Map<NodeId, Peer>()
     /** Where to dial nodes learned from gossip (kept while down, so they can be redialed). */
@@ -291,7 +316,7 @@ export const make = (settings: Settings) =>
     // ---- listener -------------------------------------------------------------------------------
     const tls = settings.tls
     const server = yield* (tls === undefined
-      ? NodeSocketServer.make({ host: settings.host, port: settings.port })
+      ? NodeSocketServer.make({ host: settings.host, port: settings.port, noDelay: true })
       : NodeSocketServer.makeTls({
         host: settings.host,
         port: settings.port,
@@ -338,7 +363,7 @@ export const make = (settings: Settings) =>
     const isDialerOf = (node: NodeId) => self < node
 
     // ---- membership -----------------------------------------------------------------------------
-    const declareDown = (peer: Peer, reason: "left" | "failed" | "restarted") =>
+    const declareDown = (peer: Peer, reason: "left" | "failed" | "restarted" | "evicted") =>
       Effect.gen(function*() {
         if (peers.get(peer.node) !== peer) return
         peers.delete(peer.node)
@@ -355,6 +380,7 @@ export const make = (settings: Settings) =>
             leftSessions.delete(leftSessions.values().next().value!)
           }
           addresses.delete(peer.node)
+          if (external !== undefined) departedListed.add(peer.node)
         }
         if (reason === "failed") counters.failuresDetected++
         counters.nodesLeft++
@@ -376,6 +402,7 @@ export const make = (settings: Settings) =>
     /** Learns of members from a peer's gossip; starts dialing the ones this node is to dial. */
     const learn = (members: ReadonlyArray<Protocol.MemberEntry>) =>
       Effect.gen(function*() {
+        if (external !== undefined) return
         for (const m of members) {
           if (m.node === self) continue
           if (leftSessions.has(`${m.node}/${m.session}`)) continue
@@ -468,6 +495,7 @@ export const make = (settings: Settings) =>
           counters.authFailures++
           return yield* fail("auth-failed", `${challenge.node} did not prove knowledge of the cluster secret`)
         }
+        if (refuses(challenge.node)) return yield* fail("not-member", `${challenge.node} is not a member`)
         yield* writeMessage(writer, { _tag: "Auth", proof: Protocol.proof(key, "dialer", transcript), info: nodeInfo() }, limit)
         const welcome = yield* next
         if (welcome._tag !== "Welcome") return yield* unexpected(welcome, "Welcome")
@@ -510,6 +538,7 @@ export const make = (settings: Settings) =>
           counters.authFailures++
           return yield* fail("auth-failed", `${hello.node} did not prove knowledge of the cluster secret`)
         }
+        if (refuses(hello.node)) return yield* fail("not-member", `${hello.node} is not a member`)
         return { node: hello.node, session: hello.session, info: auth.info } satisfies Handshake
       })
 
@@ -520,6 +549,7 @@ export const make = (settings: Settings) =>
     ): Effect.Effect<{ readonly peer: Peer; readonly activate: boolean }, ConnectionFailed> =>
       Effect.gen(function*() {
         if (leftSessions.has(`${hs.node}/${hs.session}`)) return yield* fail("left", "this session already left")
+        if (refuses(hs.node)) return yield* fail("not-member", `${hs.node} is not a member`)
         const now = yield* monotonicMillis
         let peer = peers.get(hs.node)
         if (peer !== undefined && peer.session !== hs.session) {
@@ -564,6 +594,7 @@ export const make = (settings: Settings) =>
         else yield* retire(conn)
 
         if (joining) {
+          departedListed.delete(hs.node)
           counters.nodesJoined++
           yield* source.joined(hs.node)
           yield* Effect.logInfo("node joined").pipe(
@@ -771,7 +802,10 @@ export const make = (settings: Settings) =>
         Effect.tapError((error) =>
           Effect.gen(function*() {
             if (established !== undefined) yield* Deferred.fail(established, error)
-            if (error.reason !== "closed" && error.reason !== "self" && error.reason !== "shutdown") {
+            if (
+              error.reason !== "closed" && error.reason !== "self" && error.reason !== "shutdown" &&
+              error.reason !== "not-member"
+            ) {
               yield* Effect.logWarning("connection closed").pipe(
                 Effect.annotateLogs({ role, reason: error.reason, detail: error.detail }),
                 annotate
@@ -790,7 +824,7 @@ export const make = (settings: Settings) =>
     // ---- dialing --------------------------------------------------------------------------------
     const openSocket = (address: Address): Effect.Effect<Socket.Socket> =>
       tls === undefined
-        ? NodeSocket.makeNet({ host: address.host, port: address.port, openTimeout: settings.connectTimeout })
+        ? NodeSocket.makeNet({ host: address.host, port: address.port, noDelay: true, openTimeout: settings.connectTimeout })
         : NodeSocket.makeTls({
           host: address.host,
           port: address.port,
@@ -814,7 +848,7 @@ export const make = (settings: Settings) =>
         const socket = yield* openSocket(address)
         const fiber = yield* runConnection(socket, "dialer", established).pipe(
           Effect.ignore,
-          Effect.forkIn(layerScope)
+          Effect.forkIn(dialedScope)
         )
         const node = yield* Deferred.await(established).pipe(
           Effect.tapError((e) =>
@@ -838,11 +872,19 @@ export const make = (settings: Settings) =>
           }
           const address = addresses.get(node)
           if (address === undefined) return
-          const attempt = yield* dialOnce(address).pipe(
-            Effect.retry({ schedule: settings.reconnect, while: (e) => e.reason !== "self" && !closing }),
+          // With external membership both sides dial: stop retrying once the other side's connection is up.
+          const connectedMeanwhile = () => external !== undefined && connectedTo(node)
+          const attempt = yield* Effect.suspend(() =>
+            connectedMeanwhile() ? fail("closed", "the peer's connection is up") : dialOnce(address)
+          ).pipe(
+            Effect.retry({
+              schedule: settings.reconnect,
+              while: (e) => e.reason !== "self" && !closing && !connectedMeanwhile()
+            }),
             Effect.result
           )
           if (Result.isFailure(attempt)) {
+            if (connectedMeanwhile()) continue
             // The schedule gave up: forget the address (gossip or the node's own dialing brings it back).
             if (!connectedTo(node) && peers.get(node) === undefined) addresses.delete(node)
             return
@@ -925,6 +967,33 @@ export const make = (settings: Settings) =>
 
     for (const seed of settings.seeds) {
       yield* FiberMap.run(dialers, `seed:${addressKey(seed)}`, seedLoop(seed))
+    }
+
+    // External membership: dial every listed node (both sides dial; the tie-break keeps one
+    // connection), and declare down the ones that are no longer listed.
+    if (external !== undefined) {
+      yield* Stream.runForEach(external, (listed) =>
+        Effect.gen(function*() {
+          for (const [node, address] of listed) {
+            if (node === self) continue
+            admitted.set(node, address)
+            if (departedListed.has(node)) continue
+            addresses.set(node, address)
+            yield* ensureDialer(node)
+          }
+          for (const node of [...admitted.keys()]) {
+            if (listed.has(node)) continue
+            admitted.delete(node)
+            departedListed.delete(node)
+            addresses.delete(node)
+            yield* FiberMap.remove(dialers, `node:${node}`)
+            const peer = peers.get(node)
+            if (peer !== undefined) yield* declareDown(peer, "evicted")
+          }
+        })).pipe(
+          Effect.catchCause((cause) => Effect.logError("membership source failed", cause).pipe(annotate)),
+          Effect.forkIn(layerScope)
+        )
     }
 
     // Graceful leave: runs first when the scope closes (finalizers run in reverse order).
