@@ -12,7 +12,8 @@ describe("Simulation regression seeds", () => {
     const scenario: Simulation.Scenario = {
       strategy: r.strategy as Simulation.StrategyShape,
       nodes: r.nodes,
-      fault: r.fault as Simulation.Fault
+      fault: r.fault as Simulation.Fault,
+      mutations: r.mutations
     }
     it.effect(`${r.strategy}/${r.nodes}/${r.fault} seed ${r.seed}: ${r.finding}`, () =>
       Effect.gen(function*() {

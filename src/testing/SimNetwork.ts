@@ -329,6 +329,8 @@ export const makeWith = (options: Options): Effect.Effect<SimNetwork, never, Sco
           track(at, 1)
           yield* Effect.gen(function*() {
             if (at > now) yield* clock.sleep(Duration.millis(at - now))
+            // A paused node answers a request once resumed (one-way frames wait in its mailboxes).
+            if (kind === "request" && target.paused !== undefined) yield* Deferred.await(target.paused)
             // A crash drops what was in flight to or from the crashed node.
             if (!target.alive || (source !== undefined && !source.alive)) return drop("crashed")
             if (endpoints.get(to) !== target) return drop("departed")
@@ -470,7 +472,6 @@ export const makeWith = (options: Options): Effect.Effect<SimNetwork, never, Sco
           yield* transmit(from, to, "request", frame, (target, bytes) =>
             Effect.gen(function*() {
               if (target.inbound === undefined) return
-              if (target.paused !== undefined) yield* Deferred.await(target.paused)
               const answer = yield* Effect.exit(target.inbound.onRequest(from, bytes))
               const replyBytes = Exit.isSuccess(answer) ? answer.value : new Uint8Array(0)
               yield* transmit(to, from, "reply", replyBytes, (_, received) =>
