@@ -11,9 +11,8 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Result, Schema } from "effect"
-import { crc32 } from "node:zlib"
 import { DStateError, Generation, NodeId, SyncMessage } from "dstate"
-import { Fixtures } from "dstate/testing"
+import { Fixtures, Simulation } from "dstate/testing"
 import * as Codec from "../src/internal/codec.ts"
 
 const nodeA = NodeId.make("node-a")
@@ -110,16 +109,7 @@ const mutate = (input: Uint8Array, mutations: ReadonlyArray<Mutation>, donors: R
   return bytes
 }
 
-/** A frame with a right length, version and checksum around `body`. */
-const wrap = (body: Uint8Array): Uint8Array => {
-  const frame = new Uint8Array(SyncMessage.FRAME_HEADER_BYTES + body.length)
-  const view = new DataView(frame.buffer)
-  view.setUint32(0, frame.length - 4)
-  frame[4] = SyncMessage.PROTOCOL_VERSION
-  view.setUint32(5, crc32(body))
-  frame.set(body, SyncMessage.FRAME_HEADER_BYTES)
-  return frame
-}
+const wrap = (body: Uint8Array): Uint8Array => Simulation.frameWithBody(body)
 
 const isFrameError = (u: unknown) => u instanceof DStateError.MalformedMessage || u instanceof DStateError.MessageTooLarge
 const isMessage = Schema.is(SyncMessage.SyncMessage)

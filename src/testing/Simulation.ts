@@ -397,15 +397,7 @@ const resourceDecoders = { view: Fixtures.NodeResourceView, delta: Fixtures.Node
 /** The delta-aware state as sent by a node that speaks wire version 1 or 2 (and reads both). */
 const resourceAt = (wireVersion: 1 | 2) =>
   DistributedState.makeDelta({
-    name: Fixtures.NodeResource.name,
-    state: Fixtures.NodeResourceState,
-    view: Fixtures.NodeResourceView,
-    delta: Fixtures.NodeResourceDelta,
-    initial: Fixtures.NodeResource.initial,
-    projectView: Fixtures.NodeResource.projectView,
-    projectDelta: Fixtures.NodeResource.projectDelta,
-    applyDelta: Fixtures.NodeResource.applyDelta,
-    ...(Fixtures.NodeResource.syncUrgency === undefined ? {} : { syncUrgency: Fixtures.NodeResource.syncUrgency }),
+    ...Fixtures.NodeResource,
     wireVersion,
     wireDecoders: wireVersion === 1 ? { 2: resourceDecoders } : { 1: resourceDecoders }
   })
@@ -664,7 +656,15 @@ const makeChecker = (now: () => number) => {
 // Hostile frames
 // ---------------------------------------------------------------------------------------------
 
-const wrapBody = (body: Uint8Array, version = PROTOCOL_VERSION): Uint8Array => {
+/**
+ * A frame around arbitrary message bytes with a correct length prefix,
+ * protocol version and checksum, so that the bytes reach the message decoder
+ * (for hostile-frame and fuzzing tests).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const frameWithBody = (body: Uint8Array, version: number = PROTOCOL_VERSION): Uint8Array => {
   const frame = new Uint8Array(FRAME_HEADER_BYTES + body.length)
   const view = new DataView(frame.buffer)
   view.setUint32(0, frame.length - 4)
@@ -714,7 +714,7 @@ export const hostileFrames = (
   flipped[bit >>> 3] ^= 1 << (bit & 7)
   return [
     { name: "huge length prefix", frame: huge, outcome: "rejected" },
-    { name: "unknown message tag", frame: wrapBody(unknownTag), outcome: "rejected" },
+    { name: "unknown message tag", frame: frameWithBody(unknownTag), outcome: "rejected" },
     { name: "wrong protocol version", frame: wrongProtocol, outcome: "rejected" },
     { name: "forged source", frame: frameOf(snapshot(Fixtures.Counter.name, 1, NodeId.make("node-forged"))), outcome: "rejected" },
     { name: "truncated", frame: valid.slice(0, random.int(1, valid.length - 1)), outcome: "rejected" },
@@ -1007,6 +1007,14 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
       network.resetLinks()
       network.heal()
     })
+    /** A fault of one random node, from the start of the window to the heal. */
+    const around = (
+      start: (node: TestCluster.TestNode) => Effect.Effect<void>,
+      end: (node: TestCluster.TestNode) => Effect.Effect<void>
+    ): Plan => {
+      const node = victim()
+      return { ...noop, start: start(node), heal: end(node) }
+    }
     const linkFault = (faults: Partial<SimNetwork.LinkFaults>): Plan => ({
       ...noop,
       start: Effect.sync(() => network.setDefaultLink(faults)),
@@ -1077,10 +1085,8 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
             heal: healLinks
           }
         }
-        case "crash": {
-          const node = victim()
-          return { ...noop, start: crash(node), heal: restart(node) }
-        }
+        case "crash":
+          return around(crash, restart)
         case "crashPersistent": {
           const node = victim()
           return {
@@ -1118,10 +1124,8 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
             })
           }
         }
-        case "pause": {
-          const node = victim()
-          return { ...noop, start: pause(node), heal: resume(node) }
-        }
+        case "pause":
+          return around(pause, resume)
         case "clockSkew": {
           const node = victim()
           return {
