@@ -462,6 +462,61 @@ describe("Simulation scenarios", () => {
       assert.deepStrictEqual(yield* Fiber.join(read), { value: 5 })
     }))
 
+  describe("repairs the simulator called for", () => {
+    const setup = StateRegistry.register(Counter, { strategy: SyncStrategy.activePush(), pullTimeout: "1 second" })
+    /** Restarts `y` with both directions of its links to `x` cut, so the join exchange is lost. */
+    const lostJoin = Effect.gen(function*() {
+      const cluster = yield* TestCluster.make({ nodes: 2, setup, persistence: "none" })
+      const [x, y] = cluster.nodes
+      yield* cluster.settle
+      yield* cluster.crash(y)
+      cluster.network.cut(x.id, y.id)
+      cluster.network.cut(y.id, x.id)
+      yield* cluster.restart(y)
+      yield* cluster.settle
+      assert.isFalse((yield* viewsOn(cluster, x, Counter)).has(y.id))
+      assert.isFalse((yield* viewsOn(cluster, y, Counter)).has(x.id))
+      return { cluster, x, y }
+    })
+
+    it.effect("a lost join exchange is asked for again every pullTimeout until the view arrives", () =>
+      Effect.gen(function*() {
+        const { cluster, x, y } = yield* lostJoin
+        yield* TestClock.adjust("2500 millis")
+        assert.isFalse((yield* viewsOn(cluster, x, Counter)).has(y.id))
+        // Asked at 1 s, 2 s (both lost), then at 3 s after the restart: 500 ms after the heal.
+        cluster.network.heal()
+        yield* TestClock.adjust("499 millis")
+        yield* cluster.settle
+        assert.isFalse((yield* viewsOn(cluster, x, Counter)).has(y.id))
+        yield* TestClock.adjust("1 millis")
+        yield* cluster.settle
+        assert.deepStrictEqual((yield* viewsOn(cluster, x, Counter)).get(y.id)?.generation, (yield* localOn(cluster, y, Counter)).generation)
+        assert.deepStrictEqual((yield* viewsOn(cluster, y, Counter)).get(x.id)?.generation, (yield* localOn(cluster, x, Counter)).generation)
+        // Once both hold the view, nothing more is asked.
+        cluster.network.clearLog()
+        yield* TestClock.adjust("10 seconds")
+        yield* cluster.settle
+        assert.strictEqual(cluster.network.log().length, 0)
+      }))
+
+    it.effect("a bounded read fails with StalePeer while a member's view is missing, and pulls it once it can", () =>
+      Effect.gen(function*() {
+        const { cluster, x, y } = yield* lostJoin
+        const hx = yield* handleOn(cluster, x, Counter)
+        const missing = yield* Effect.forkChild(Effect.flip(hx.query({ maxStaleness: "1 minute" }, (views) => views.size)))
+        yield* TestClock.adjust("1 second")
+        const error = yield* Fiber.join(missing)
+        assert.strictEqual(error._tag, "StalePeer")
+        assert.strictEqual(error.node, y.id)
+        assert.strictEqual(error.lastSyncedAt, 0)
+        cluster.network.heal()
+        const read = yield* Effect.forkChild(hx.query({ maxStaleness: "1 minute" }, (views) => [...views.keys()].sort()))
+        yield* cluster.settle
+        assert.deepStrictEqual(yield* Fiber.join(read), [x.id, y.id].sort())
+      }))
+  })
+
   describe("churn", () => {
     it.effect("300 join/leave cycles on 3 nodes (push): no ghost views, no decreasing generation, converged", () =>
       Effect.gen(function*() {
