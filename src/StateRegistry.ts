@@ -272,7 +272,8 @@ export class StateRegistry extends Context.Service<StateRegistry, {
         onMessage: (from, frame) =>
           Effect.suspend(() => {
             inbound.framesReceived++
-            const decoded = decodeFrame(frame, maxFrameBytes, from)
+            // Runtimes hand over fresh buffers they never reuse: the payload may stay a view into the frame.
+            const decoded = decodeFrame(frame, maxFrameBytes, from, false)
             if (Result.isFailure(decoded)) return reject(from, decoded.failure)
             const message = decoded.success
             if (message._tag === "BatchedChangeFeed") return routeFeed(message)

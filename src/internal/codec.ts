@@ -37,11 +37,17 @@ export const encodeFrame = (
 export const announcedFrameSize = (prefix: Uint8Array): number =>
   new DataView(prefix.buffer, prefix.byteOffset, 4).getUint32(0) + 4
 
-/** Decodes one complete frame. */
+/**
+ * Decodes one complete frame. A payload is copied out of the frame unless
+ * `copyPayload` is `false`: then it is a view into `frame`, which the caller
+ * must not reuse while the message lives (the registry's inbound path, whose
+ * runtimes hand over fresh buffers, so that a large view is not copied).
+ */
 export const decodeFrame = (
   frame: Uint8Array,
   maxFrameBytes: number,
-  from?: NodeId
+  from?: NodeId,
+  copyPayload = true
 ): Result.Result<SyncMessage, MalformedMessage | MessageTooLarge> => {
   const node = from === undefined ? {} : { node: from }
   if (frame.length < FRAME_HEADER_BYTES) {
@@ -60,7 +66,7 @@ export const decodeFrame = (
   const body = frame.subarray(FRAME_HEADER_BYTES)
   const expected = new DataView(frame.buffer, frame.byteOffset + 5, 4).getUint32(0)
   if (crc32(body) !== expected) return Result.fail(new MalformedMessage({ ...node, reason: "checksum mismatch" }))
-  const decoded = Wire.decode(body)
+  const decoded = Wire.decode(body, copyPayload)
   if (Result.isFailure(decoded)) {
     return Result.fail(new MalformedMessage({ ...node, reason: `undecodable message: ${decoded.failure}` }))
   }
@@ -72,6 +78,17 @@ export const decodeFrame = (
   }
   return Result.succeed(message)
 }
+
+/**
+ * The kind, state and source of a frame this node encoded, from its first
+ * bytes (no checksum, no payload): enough to supersede queued frames.
+ */
+export const peekFrame = (
+  frame: Uint8Array
+): { readonly _tag: SyncMessage["_tag"]; readonly stateName: string; readonly source: string } | undefined =>
+  frame.length < FRAME_HEADER_BYTES || frame[4] !== PROTOCOL_VERSION
+    ? undefined
+    : Wire.peek(frame.subarray(FRAME_HEADER_BYTES))
 
 /** Per-state encoders and decoders derived from a definition's schemas. */
 export interface StateCodec<S, V, D> {

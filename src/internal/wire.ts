@@ -273,9 +273,12 @@ class Reader {
   readonly view: DataView
   pos = 0
   error: string | undefined = undefined
-  constructor(bytes: Uint8Array) {
+  /** Whether payloads are copied out of the input (else they are views into it). */
+  readonly copy: boolean
+  constructor(bytes: Uint8Array, copy: boolean) {
     this.bytes = bytes
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    this.copy = copy
   }
   fail(reason: string): void {
     if (this.error === undefined) this.error = reason
@@ -340,11 +343,11 @@ class Reader {
     if (s.length === 0) this.fail(`${what} is empty`)
     return s as NodeId
   }
-  /** A copy of the next `length`-prefixed bytes: a decoded message never aliases its input. */
+  /** The next `length`-prefixed bytes: a copy, or a view into the input when `copy` is off. */
   raw(what: string): Uint8Array {
     const n = this.u32(what)
     if (!this.need(n, what)) return empty
-    const out = this.bytes.slice(this.pos, this.pos + n)
+    const out = this.copy ? this.bytes.slice(this.pos, this.pos + n) : this.bytes.subarray(this.pos, this.pos + n)
     this.pos += n
     return out
   }
@@ -433,10 +436,32 @@ const read = (r: Reader): SyncMessage | undefined => {
   }
 }
 
-/** Decodes a message body; the failure is the reason it is not a message. */
-export const decode = (bytes: Uint8Array): Result.Result<SyncMessage, string> => {
-  const r = new Reader(bytes)
+/**
+ * Decodes a message body; the failure is the reason it is not a message. By
+ * default a payload is copied, so the message never aliases `bytes`; with
+ * `copyPayload: false` it is a view into `bytes` (no copy of a large view).
+ */
+export const decode = (bytes: Uint8Array, copyPayload = true): Result.Result<SyncMessage, string> => {
+  const r = new Reader(bytes, copyPayload)
   const message = read(r)
   if (r.error === undefined && r.pos !== bytes.length) r.fail(`${bytes.length - r.pos} trailing bytes`)
   return r.error !== undefined || message === undefined ? Result.fail(r.error ?? "undecodable") : Result.succeed(message)
+}
+
+/**
+ * What a body says about itself, read from its first fields only (no checks
+ * beyond those fields, no payload touched): for routing and superseding
+ * frames this node encoded itself.
+ */
+export const peek = (
+  bytes: Uint8Array
+): { readonly _tag: SyncMessage["_tag"]; readonly stateName: string; readonly source: string } | undefined => {
+  const r = new Reader(bytes, false)
+  const tag = r.u8("tag")
+  const tags = ["FullSnapshot", "DeltaUpdate", "RequestSnapshot", "BatchedChangeFeed"] as const
+  const _tag = tags[tag - 1]
+  if (_tag === undefined) return undefined
+  const stateName = _tag === "BatchedChangeFeed" ? "" : r.str("stateName")
+  const source = r.str("source")
+  return r.error === undefined ? { _tag, stateName, source } : undefined
 }

@@ -22,8 +22,18 @@ export interface Supersede {
   readonly kind: "snapshot" | "delta"
 }
 
+/** A frame, or the parts of one written one after the other (a header and a payload that is not copied). */
+export type Frame = Uint8Array | ReadonlyArray<Uint8Array>
+
+const sizeOf = (frame: Frame): number => {
+  if (frame instanceof Uint8Array) return frame.length
+  let size = 0
+  for (const part of frame) size += part.length
+  return size
+}
+
 interface Item {
-  frame: Uint8Array | undefined
+  frame: Frame | undefined
   readonly size: number
   readonly supersede: Supersede | undefined
   readonly written: Deferred.Deferred<void> | undefined
@@ -50,8 +60,8 @@ export interface OutboundStats {
 
 export interface Outbound {
   /** Enqueues a frame (never blocks). */
-  readonly offer: (frame: Uint8Array, supersede?: Supersede, written?: Deferred.Deferred<void>) => void
-  /** Waits for at least one frame and returns up to `max` of them, marking their bytes in flight. */
+  readonly offer: (frame: Frame, supersede?: Supersede, written?: Deferred.Deferred<void>) => void
+  /** Waits for at least one frame and returns up to `max` of them (as the byte arrays to write), marking their bytes in flight. */
   readonly take: (max: number) => Effect.Effect<ReadonlyArray<Uint8Array>>
   /** The batch returned by the last `take` reached the socket. */
   readonly written: Effect.Effect<void>
@@ -97,8 +107,8 @@ export const make = (caps: { readonly maxBytes: number; readonly maxFrames: numb
       if (item.written !== undefined) Deferred.doneUnsafe(item.written, Effect.void)
     }
 
-    const offer = (frame: Uint8Array, supersede?: Supersede, written?: Deferred.Deferred<void>) => {
-      const item: Item = { frame, size: frame.length, supersede, written }
+    const offer = (frame: Frame, supersede?: Supersede, written?: Deferred.Deferred<void>) => {
+      const item: Item = { frame, size: sizeOf(frame), supersede, written }
       if (supersede !== undefined) {
         const list = index.get(supersede.state)
         if (supersede.kind === "snapshot") {
@@ -139,7 +149,8 @@ export const make = (caps: { readonly maxBytes: number; readonly maxFrames: numb
           for (const item of items) {
             unindex(item)
             if (item.frame === undefined) continue
-            frames.push(item.frame)
+            if (item.frame instanceof Uint8Array) frames.push(item.frame)
+            else for (const part of item.frame) frames.push(part)
             live.push(item)
             queuedBytes -= item.size
             queuedFrames--

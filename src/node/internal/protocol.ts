@@ -9,13 +9,17 @@
  *
  * ```text
  * u32 BE  body length (protocol byte + checksum + message bytes)
- * u8      transport protocol (0x81 = transport protocol 1)
+ * u8      transport protocol (0x81 = transport protocol 1, 0x82 = a Deliver of protocol 1)
  * u32 BE  CRC32 of the message bytes
- * ...     message bytes (SchemaBinary encoding of `TransportMessage`)
+ * ...     message bytes (0x81: SchemaBinary encoding of `TransportMessage`;
+ *         0x82: the registry frame of a `Deliver`, as it is)
  * ```
  *
  * The registry's frames travel as opaque bytes inside `Deliver`, `Request`
- * and `Reply` messages; the registry checks them again itself.
+ * and `Reply` messages; the registry checks them again itself. A `Deliver`
+ * (every replication message) has its own protocol byte, so that it is sent
+ * as a 9-byte header followed by the registry frame itself and read without
+ * copying it: a large snapshot is never copied by the transport.
  * @internal
  */
 import { Result, Schema } from "effect"
@@ -27,6 +31,9 @@ import { NodeId } from "../../NodeId.ts"
 
 /** The protocol byte of transport frames (high bit set: never a sync frame's version). */
 export const TRANSPORT_PROTOCOL = 0x81
+
+/** The protocol byte of a `Deliver` whose message bytes are the registry frame itself. */
+export const DELIVER_PROTOCOL = 0x82
 
 /** Bytes before a transport frame's message: length (4), protocol (1), CRC32 (4). */
 export const HEADER_BYTES = 9
@@ -126,11 +133,41 @@ const codec = SchemaBinary.toCodec(TransportMessage)
 const encodeMessage = Schema.encodeUnknownResult(codec)
 const decodeMessage = Schema.decodeUnknownResult(codec)
 
+const header = (protocol: number, body: Uint8Array): Uint8Array => {
+  const bytes = new Uint8Array(HEADER_BYTES)
+  const view = new DataView(bytes.buffer)
+  view.setUint32(0, HEADER_BYTES - 4 + body.length)
+  bytes[4] = protocol
+  view.setUint32(5, crc32(body))
+  return bytes
+}
+
+/**
+ * A `Deliver` of `payload` as its header and the payload itself, to be
+ * written one after the other (the payload is not copied).
+ */
+export const encodeDeliver = (
+  payload: Uint8Array,
+  maxFrameBytes: number
+): Result.Result<readonly [Uint8Array, Uint8Array], MessageTooLarge> => {
+  const size = HEADER_BYTES + payload.length
+  if (size > maxFrameBytes) return Result.fail(new MessageTooLarge({ size, limit: maxFrameBytes }))
+  return Result.succeed([header(DELIVER_PROTOCOL, payload), payload])
+}
+
 /** Encodes a message into one transport frame. */
 export const encode = (
   message: TransportMessage,
   maxFrameBytes: number
 ): Result.Result<Uint8Array, MessageTooLarge | MalformedMessage> => {
+  if (message._tag === "Deliver") {
+    const parts = encodeDeliver(message.payload, maxFrameBytes)
+    if (Result.isFailure(parts)) return Result.fail(parts.failure)
+    const frame = new Uint8Array(HEADER_BYTES + message.payload.length)
+    frame.set(parts.success[0])
+    frame.set(message.payload, HEADER_BYTES)
+    return Result.succeed(frame)
+  }
   const encoded = encodeMessage(message)
   if (Result.isFailure(encoded)) {
     return Result.fail(new MalformedMessage({ reason: `cannot encode ${message._tag}: ${encoded.failure.message}` }))
@@ -139,10 +176,7 @@ export const encode = (
   const size = HEADER_BYTES + body.length
   if (size > maxFrameBytes) return Result.fail(new MessageTooLarge({ size, limit: maxFrameBytes }))
   const frame = new Uint8Array(size)
-  const view = new DataView(frame.buffer)
-  view.setUint32(0, size - 4)
-  frame[4] = TRANSPORT_PROTOCOL
-  view.setUint32(5, crc32(body))
+  frame.set(header(TRANSPORT_PROTOCOL, body))
   frame.set(body, HEADER_BYTES)
   return Result.succeed(frame)
 }
@@ -152,12 +186,14 @@ export const decode = (frame: Uint8Array): Result.Result<TransportMessage, Malfo
   if (frame.length < HEADER_BYTES) {
     return Result.fail(new MalformedMessage({ reason: `frame of ${frame.length} bytes is shorter than its header` }))
   }
-  if (frame[4] !== TRANSPORT_PROTOCOL) {
+  if (frame[4] !== TRANSPORT_PROTOCOL && frame[4] !== DELIVER_PROTOCOL) {
     return Result.fail(new MalformedMessage({ reason: `unknown transport protocol 0x${frame[4].toString(16)}` }))
   }
   const body = frame.subarray(HEADER_BYTES)
   const expected = new DataView(frame.buffer, frame.byteOffset + 5, 4).getUint32(0)
   if (crc32(body) !== expected) return Result.fail(new MalformedMessage({ reason: "checksum mismatch" }))
+  // The registry frame of a Deliver, as a view into the transport frame (the registry checks it itself).
+  if (frame[4] === DELIVER_PROTOCOL) return Result.succeed({ _tag: "Deliver", payload: body })
   const decoded = decodeMessage(body)
   if (Result.isFailure(decoded)) {
     return Result.fail(new MalformedMessage({ reason: `undecodable transport message: ${decoded.failure.message}` }))

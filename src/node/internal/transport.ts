@@ -50,7 +50,7 @@ import { randomBytes } from "node:crypto"
 import { type ActorRuntime, after, every, type Inbound, type MailboxCapacity, RequestRejected, spawnActor } from "../../ActorRuntime.ts"
 import { type ClusterEvents, makeSource } from "../../ClusterEvents.ts"
 import { NodeUnreachable, RequestTimeout } from "../../DStateError.ts"
-import { decodeFrame } from "../../internal/codec.ts"
+import { peekFrame } from "../../internal/codec.ts"
 import type { NodeId } from "../../NodeId.ts"
 import * as Detector from "./detector.ts"
 import * as Outbound from "./outbound.ts"
@@ -314,12 +314,15 @@ export const make = (settings: Settings) =>
     }
 
     // ---- listener -------------------------------------------------------------------------------
+    // Plain TCP sockets (and accepted TLS ones) have Nagle's algorithm off (noDelay): a small frame goes
+    // out at once instead of waiting for the peer's (delayed) acknowledgement of the previous one.
     const tls = settings.tls
     const server = yield* (tls === undefined
       ? NodeSocketServer.make({ host: settings.host, port: settings.port, noDelay: true })
       : NodeSocketServer.makeTls({
         host: settings.host,
         port: settings.port,
+        noDelay: true,
         cert: pem(tls.cert),
         key: pem(Redacted.value(tls.key)),
         ...(tls.ca === undefined ? {} : { ca: pem(tls.ca) }),
@@ -1029,18 +1032,18 @@ export const make = (settings: Settings) =>
     )
 
     // ---- services -------------------------------------------------------------------------------
+    /** What a registry frame of this node supersedes, from its first bytes (the frame is not decoded). */
     const classify = (frame: Uint8Array): Outbound.Supersede | undefined => {
-      const decoded = decodeFrame(frame, settings.maxFrameBytes)
-      if (Result.isFailure(decoded)) return undefined
-      const m = decoded.success
-      if (m.source !== self) return undefined
+      const m = peekFrame(frame)
+      if (m === undefined || m.source !== self) return undefined
       if (m._tag === "FullSnapshot") return { state: m.stateName, kind: "snapshot" }
       if (m._tag === "DeltaUpdate") return { state: m.stateName, kind: "delta" }
       return undefined
     }
 
+    /** A Deliver as its header and the registry frame itself (shared by every peer's queue, never copied). */
     const deliverFrame = (payload: Uint8Array) => {
-      const frame = encode({ _tag: "Deliver", payload })
+      const frame = Protocol.encodeDeliver(payload, transportFrameLimit)
       if (Result.isFailure(frame)) {
         counters.oversizedSends++
         return undefined
