@@ -14,7 +14,7 @@
  *
  * Run: `npm run bench` (all) or `node bench/inprocess.ts`.
  */
-import { Clock, Effect, Fiber, Layer, Queue, Result, Schema, Stream } from "effect"
+import { Clock, Deferred, Effect, Fiber, Layer, Queue, Result, Schema, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { DistributedState, NodeId, StateRegistry, SyncMessage, SyncStrategy } from "dstate"
 import { encodeFrame, makeStateCodec } from "../src/internal/codec.ts"
@@ -83,6 +83,61 @@ const b1Baseline = (consumers: number, messages: number) =>
     }
     yield* Effect.forEach(fibers, Fiber.join, { discard: true })
     return messages / ((now() - start) / 1000)
+  })
+
+/**
+ * The least an acknowledged mutation through a mailbox costs: the caller offers a request to an
+ * Effect Queue and waits on a Deferred that the consumer completes, one at a time.
+ */
+const b1RequestReply = (messages: number) =>
+  Effect.gen(function*() {
+    const queue = yield* Queue.unbounded<Deferred.Deferred<number>>()
+    yield* Effect.gen(function*() {
+      let served = 0
+      while (true) Deferred.doneUnsafe(yield* Queue.take(queue), Effect.succeed(++served))
+    }).pipe(Effect.forkChild)
+    const start = now()
+    for (let i = 0; i < messages; i++) {
+      const done = Deferred.makeUnsafe<number>()
+      yield* Queue.offer(queue, done)
+      yield* Deferred.await(done)
+    }
+    return messages / ((now() - start) / 1000)
+  })
+
+/** Microseconds for the in-process network to carry one frame from `send` to the receiver's handler. */
+const b1NetworkFrame = (frames: number) =>
+  Effect.scoped(Effect.gen(function*() {
+    const network = yield* SimNetwork.makeWith({ log: false })
+    let received = 0
+    const endpoint = (id: string): SimNetwork.Endpoint => ({
+      nodeId: NodeId.make(id),
+      inbound: {
+        onMessage: () => Effect.sync(() => void received++),
+        onRequest: () => Effect.succeed(new Uint8Array(0))
+      },
+      alive: true,
+      busy: 0,
+      paused: undefined,
+      joined: () => Effect.succeed(true),
+      left: () => Effect.succeed(true)
+    })
+    const [a, b] = [endpoint("a"), endpoint("b")]
+    yield* network.attach(a)
+    yield* network.attach(b)
+    const frame = new Uint8Array(280)
+    const start = now()
+    for (let i = 0; i < frames; i++) yield* network.send(a.nodeId, b.nodeId, frame)
+    while (received < frames) yield* Effect.yieldNow
+    return ((now() - start) * 1000) / frames
+  }))
+
+/** The best of `n` runs (the same for dstate and its baselines). */
+const best = <E, R>(n: number, run: Effect.Effect<number, E, R>, pick: (a: number, b: number) => number = Math.max) =>
+  Effect.gen(function*() {
+    let result = yield* run
+    for (let i = 1; i < n; i++) result = pick(result, yield* run)
+    return result
   })
 
 // ---- B2 -----------------------------------------------------------------------------------------
@@ -169,21 +224,21 @@ const b5 = (nodes: number) =>
 
 /**
  * Heap bytes per replicated view beyond its payload, measured on a real shard: one node receives a
- * snapshot from each of `views` other nodes (frames injected into its inbound path), and the heap growth
- * is compared with that of the same number of decoded payloads held alone. Node ids exist before
- * either measurement (they are the cluster's, not the view's).
+ * snapshot from each of `views` other nodes (frames injected into its inbound path), then from as many
+ * again; the heap growth of the second half, per view, is compared with that of as many decoded
+ * payloads held alone. Fixed costs and what earlier benchmarks left behind cancel out. Node ids and
+ * frames exist before the readings (they are the cluster's and the network's, not the view's).
  */
-export const heapPerView = Effect.scoped(Effect.gen(function*() {
+export const heapPerViewWith = (views: number) => Effect.scoped(Effect.gen(function*() {
   const gc = (globalThis as { gc?: () => void }).gc
   if (gc === undefined) return undefined
-  const views = 10_000
   const network = yield* SimNetwork.makeWith({ log: false })
   const self = NodeId.make("n0")
   const ctx = yield* Layer.build(StateRegistry.layer.pipe(Layer.provideMerge(InProcessRuntime.layer(network, self))))
   const handle = yield* Effect.provideContext(StateRegistry.register(Blob, { persist: false, mailbox: "unbounded" }), ctx)
   const codec = makeStateCodec(Blob)
   const payload = Result.getOrThrow(codec.encodeView({ seq: 1, data: "x".repeat(190) }))
-  const sources = Array.from({ length: views }, (_, i) => NodeId.make(`node-${i}`))
+  const sources = Array.from({ length: 2 * views }, (_, i) => NodeId.make(`node-${i}`))
   // Realistic numbers: incarnations and timestamps are wall-clock milliseconds (not small integers).
   const wall = Date.now()
   const frames = sources.map((source, i) =>
@@ -200,28 +255,40 @@ export const heapPerView = Effect.scoped(Effect.gen(function*() {
       1 << 20
     ))
   )
-  gc()
-  const h0 = process.memoryUsage().heapUsed
-  for (let i = 0; i < views; i++) yield* network.inject(sources[i], self, frames[i])
-  yield* handle.changes.pipe(Stream.filter((map) => map.size === views + 1), Stream.take(1), Stream.runDrain)
-  gc()
-  const h1 = process.memoryUsage().heapUsed
-  // The payloads alone: the same number of decoded views.
-  const values = sources.map((source) => Result.getOrThrow(codec.decodeView(payload, 1, source)))
-  gc()
-  const h2 = process.memoryUsage().heapUsed
+  const settledHeap = Effect.gen(function*() {
+    for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+    gc()
+    gc()
+    return process.memoryUsage().heapUsed
+  })
+  const receive = (from: number, to: number) =>
+    Effect.gen(function*() {
+      for (let i = from; i < to; i++) yield* network.inject(sources[i], self, frames[i])
+      while ((yield* handle.snapshot).size < to + 1) yield* Effect.sleep(1)
+    })
+  yield* receive(0, views)
+  const h0 = yield* settledHeap
+  yield* receive(views, 2 * views)
+  const h1 = yield* settledHeap
+  // The payloads alone: as many decoded views.
+  const values = sources.slice(0, views).map((source) => Result.getOrThrow(codec.decodeView(payload, 1, source)))
+  const h2 = yield* settledHeap
   const perView = (h1 - h0) / views
   const payloadPerView = (h2 - h1) / values.length
-  return { perEntry: perView - payloadPerView, payloadPerView, held: (yield* handle.snapshot).size }
+  // `frames` and `values` stay referenced to here, so that neither is collected between the readings.
+  return { perEntry: perView - payloadPerView, payloadPerView, held: (yield* handle.snapshot).size, frames: frames.length, values: values.length }
 }))
+const heapPerView = heapPerViewWith(5_000)
 
 export const run = Effect.gen(function*() {
   const rows: Array<Row> = []
-  const mutations = 5000
+  const mutations = 20_000
+  const b1: Record<number, number> = {}
   for (const peers of [0, 3]) {
     yield* b1Dstate(peers, 500) // warm-up
-    const dstate = yield* b1Dstate(peers, mutations)
-    const base = yield* b1Baseline(peers, mutations * 10)
+    const dstate = yield* best(3, b1Dstate(peers, mutations))
+    const base = yield* best(3, b1Baseline(peers, mutations * 10))
+    b1[peers] = dstate
     rows.push({
       id: `B1/${peers}`,
       name: `mutations/s, ${peers} peers, active push, 200-byte views`,
@@ -234,6 +301,33 @@ export const run = Effect.gen(function*() {
       met: dstate / base >= 1 / 3
     })
   }
+  // What bounds B1: every mutation is acknowledged (a round trip through the mailbox, which the
+  // Queue baseline does not make), and every peer costs a frame through the simulated network.
+  const ack = yield* best(3, b1RequestReply(mutations * 5))
+  rows.push({
+    id: "B1/ack",
+    name: "mutations/s, 0 peers, against a sequential request/reply through a Queue + Deferred",
+    value: b1[0],
+    unit: "mutations/s",
+    baseline: ack,
+    baselineName: "Queue offer + Deferred await per message",
+    ratio: b1[0] / ack,
+    target: "(info: floor of an acknowledged mailbox call)",
+    met: true
+  })
+  const frameMicros = yield* best(3, b1NetworkFrame(mutations), Math.min)
+  const mutationMicros = 1e6 / b1[3]
+  rows.push({
+    id: "B1/net",
+    name: "in-process network (SimNetwork): one frame from send to the receiver's handler",
+    value: frameMicros,
+    unit: "us/frame",
+    baseline: mutationMicros,
+    baselineName: "us per B1/3 mutation",
+    ratio: (3 * frameMicros) / mutationMicros,
+    target: "(info: share of B1/3 spent carrying its 3 frames)",
+    met: true
+  })
   const q = yield* b2(100, 200_000)
   rows.push({
     id: "B2",
@@ -299,7 +393,7 @@ export const run = Effect.gen(function*() {
   if (heap !== undefined) {
     rows.push({
       id: "B5/heap",
-      name: `heap bytes per replicated view beyond its payload (${heap.held - 1} views on one node)`,
+      name: `heap bytes per replicated view beyond its payload (views ${(heap.held - 1) / 2 + 1} to ${heap.held - 1} on one node)`,
       value: heap.perEntry,
       unit: "bytes/view",
       baseline: heap.payloadPerView,
