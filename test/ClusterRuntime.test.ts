@@ -1,0 +1,366 @@
+/**
+ * The Effect cluster runtime on real Effect cluster runners (socket runners
+ * with `Sharding`, several in one process, each built with `Layer.fresh`):
+ * the runtime conformance suite, then replication across runners whose
+ * membership comes from a shared memory `RunnerStorage` and from
+ * `SqlRunnerStorage` on PostgreSQL.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { assert, describe, it } from "@effect/vitest"
+import { Clock, Context, Effect, Exit, Layer, Option, PubSub, Redacted, References, Schedule, Scope } from "effect"
+import {
+  MessageStorage,
+  RunnerAddress,
+  RunnerHealth,
+  RunnerStorage,
+  ShardingConfig,
+  SocketRunner,
+  SqlRunnerStorage
+} from "effect/cluster"
+import { RpcSerialization } from "effect/rpc"
+import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
+import * as Net from "node:net"
+import { ActorRuntime, ClusterEvents, type NodeId, StateRegistry } from "dstate"
+import { ClusterRuntime } from "dstate/cluster"
+import { TcpRuntime } from "dstate/node"
+import { Fixtures } from "dstate/testing"
+import * as RuntimeSuite from "./conformance/RuntimeSuite.ts"
+
+const secret = Redacted.make("test-cluster-secret-0123456789")
+
+/** How often each runner reads the RunnerStorage. */
+const POLL_MILLIS = 100
+
+/** Fast transport timings, as in the TCP runtime's tests. */
+const transportOptions = {
+  secret,
+  pollInterval: POLL_MILLIS,
+  heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("2 seconds"), checkInterval: "50 millis" },
+  reconnect: Schedule.min([Schedule.exponential("50 millis"), Schedule.spaced("500 millis")]).pipe(
+    Schedule.upTo({ duration: "30 seconds" })
+  ),
+  leaveTimeout: "500 millis",
+  handshakeTimeout: "2 seconds"
+} satisfies ClusterRuntime.Options
+
+// ---- ports ----------------------------------------------------------------------------------------
+
+const listenOn = (port: number) =>
+  Effect.callback<number | undefined>((resume) => {
+    const server = Net.createServer()
+    server.once("error", () => resume(Effect.succeed(undefined)))
+    server.listen(port, "127.0.0.1", () => {
+      const address = server.address()
+      const bound = typeof address === "object" && address !== null ? address.port : undefined
+      server.close(() => resume(Effect.succeed(bound)))
+    })
+  })
+
+const usedPorts = new Set<number>()
+
+/** A runner address whose port and dstate port (port + 1000) are both free, never handed out twice. */
+const freeRunnerAddress = Effect.gen(function*() {
+  while (true) {
+    const port = yield* listenOn(0)
+    if (port === undefined || port + 1000 > 65535 || usedPorts.has(port) || usedPorts.has(port + 1000)) continue
+    if ((yield* listenOn(port + 1000)) === undefined) continue
+    usedPorts.add(port)
+    usedPorts.add(port + 1000)
+    return RunnerAddress.make("127.0.0.1", port)
+  }
+})
+
+// ---- runners --------------------------------------------------------------------------------------
+
+/** Runner health decided by the test: a runner in `down` fails the cluster's health check. */
+const makeHealth = () => {
+  const down = new Set<string>()
+  const layer = Layer.succeed(
+    RunnerHealth.RunnerHealth,
+    RunnerHealth.RunnerHealth.of({
+      isAlive: (address) => Effect.sync(() => !down.has(ClusterRuntime.nodeId(address)))
+    })
+  )
+  return { down, layer }
+}
+
+/** What the runners of one test share: how each gets its RunnerStorage, and the health check. */
+interface ClusterEnv {
+  readonly storage: Layer.Layer<RunnerStorage.RunnerStorage, unknown, ShardingConfig.ShardingConfig>
+  readonly health: Layer.Layer<RunnerHealth.RunnerHealth>
+}
+
+type RunnerServices = ActorRuntime.ActorRuntime | ClusterEvents.ClusterEvents | RunnerStorage.RunnerStorage
+
+interface Runner {
+  readonly id: NodeId.NodeId
+  readonly address: RunnerAddress.RunnerAddress
+  readonly scope: Scope.Closeable
+  readonly context: Context.Context<RunnerServices>
+}
+
+/**
+ * One Effect cluster runner (socket transport, Sharding, the test's storage
+ * and health check) with the dstate runtime on top, and `onTop` above that,
+ * in its own closeable scope (closed with the test's scope at the latest).
+ */
+const startRunner = <Extra>(env: ClusterEnv, onTop: Layer.Layer<Extra, never, RunnerServices>) =>
+  Effect.gen(function*() {
+    const address = yield* freeRunnerAddress
+    const outer = yield* Scope.Scope
+    const scope = yield* Scope.make()
+    yield* Scope.addFinalizer(outer, Scope.close(scope, Exit.void))
+    const cluster = SocketRunner.layer.pipe(
+      Layer.provide([NodeClusterSocket.layerSocketServer, NodeClusterSocket.layerClientProtocol, env.health]),
+      Layer.provide(RpcSerialization.layerSchemaBinary()),
+      Layer.provideMerge(Layer.merge(env.storage, MessageStorage.layerMemory))
+    )
+    const runner = onTop.pipe(
+      Layer.provideMerge(ClusterRuntime.layer(transportOptions)),
+      Layer.provideMerge(cluster),
+      Layer.provideMerge(ShardingConfig.layer({
+        runnerAddress: Option.some(address),
+        shardsPerGroup: 12,
+        refreshAssignmentsInterval: "200 millis",
+        runnerHealthCheckInterval: "100 millis"
+      })),
+      Layer.provide(Layer.succeed(References.MinimumLogLevel, "Error")),
+      Layer.fresh
+    )
+    const context = yield* Layer.buildWithScope(runner, scope)
+    return { id: ClusterRuntime.nodeId(address), address, scope, context }
+  })
+
+const eventsOf = (node: { readonly context: Context.Context<RunnerServices> }) =>
+  Context.get(node.context, ClusterEvents.ClusterEvents)
+const storageOf = (node: Runner) => Context.get(node.context, RunnerStorage.RunnerStorage)
+
+const poll = RuntimeSuite.pollEventually({ within: "10 seconds" })
+
+const sorted = (ids: Iterable<NodeId.NodeId>) => [...ids].map(String).sort()
+
+/** Waits until every runner sees exactly the others as members. */
+const awaitMesh = (nodes: ReadonlyArray<Runner>) =>
+  poll(Effect.gen(function*() {
+    for (const node of nodes) {
+      assert.deepStrictEqual(sorted(yield* eventsOf(node).members), sorted(nodes.filter((n) => n !== node).map((n) => n.id)))
+    }
+  }))
+
+const memoryEnv = Effect.map(RunnerStorage.makeMemory, (storage): ClusterEnv => ({
+  storage: Layer.succeed(RunnerStorage.RunnerStorage, storage),
+  health: RunnerHealth.layerNoop
+}))
+
+/** Runners on a memory RunnerStorage of their own; removing one closes its scope (a graceful stop). */
+const makeCluster: RuntimeSuite.MakeNodes = (count) =>
+  Effect.gen(function*() {
+    const testScope = yield* Scope.Scope
+    const env = yield* memoryEnv
+    const scopes = new Map<NodeId.NodeId, Scope.Closeable>()
+    const start = Effect.tap(startRunner(env, Layer.empty), (runner) => Effect.sync(() => scopes.set(runner.id, runner.scope)))
+    const nodes = yield* Effect.replicateEffect(start, count)
+    yield* awaitMesh(nodes)
+    return {
+      nodes,
+      addNode: start.pipe(Effect.orDie, Scope.provide(testScope)),
+      removeNode: (node) =>
+        Effect.suspend(() => {
+          const scope = scopes.get(node.id)
+          return scope === undefined ? Effect.void : Scope.close(scope, Exit.void)
+        }),
+      settle: Effect.sleep("200 millis"),
+      eventually: poll,
+      advance: Effect.sleep
+    }
+  })
+
+RuntimeSuite.suite("effect-cluster", makeCluster, { clock: "real", timeout: 20_000 })
+
+// ---- replication across runners ------------------------------------------------------------------
+
+/** A runner with a registry and the counter state registered. */
+const startNode = (env: ClusterEnv) =>
+  Effect.gen(function*() {
+    const runner = yield* startRunner(env, StateRegistry.layer)
+    const counter = yield* StateRegistry.register(Fixtures.Counter).pipe(
+      Effect.provideContext(runner.context),
+      Scope.provide(runner.scope)
+    )
+    return { ...runner, counter }
+  })
+
+type Node = Effect.Success<ReturnType<typeof startNode>>
+
+/** Sets a node's counter to `value` by `value` increments. */
+const count = (node: Node, value: number) =>
+  Effect.repeat(node.counter.mutate((s) => ({ value: s.value + 1 })), { times: value - 1 })
+
+/** The counter values a node holds, by node id. */
+const valuesOn = (node: Node) =>
+  Effect.map(node.counter.snapshot, (views) =>
+    Object.fromEntries([...views].map(([id, view]) => [String(id), view.value.value]).sort()))
+
+const expectValues = (nodes: ReadonlyArray<Node>, expected: Record<string, number>) =>
+  poll(Effect.forEach(nodes, (node) =>
+    Effect.map(valuesOn(node), (values) => assert.deepStrictEqual(values, expected)), { discard: true }))
+
+/**
+ * Subscribes to a node's membership events; the returned effect gives every
+ * event received since the subscription (it never waits).
+ */
+const eventLog = (node: Runner) =>
+  Effect.map(eventsOf(node).subscribe, (subscription) => {
+    const seen: Array<ClusterEvents.ClusterEvent> = []
+    return Effect.map(PubSub.takeUpTo(subscription, Number.POSITIVE_INFINITY), (events) => {
+      seen.push(...events)
+      return [...seen]
+    })
+  })
+
+/** How the storage lists a runner: healthy, unhealthy, or absent. */
+const listing = (storage: RunnerStorage.RunnerStorage["Service"], node: Runner) =>
+  Effect.map(storage.getRunners, (runners) => {
+    const entry = runners.find(([runner]) => ClusterRuntime.nodeId(runner.address) === node.id)
+    return entry === undefined ? "absent" : entry[1] ? "healthy" : "unhealthy"
+  })
+
+/** Three runners, counters at 1, 2 and 3, replicated everywhere. */
+const threeCounting = (env: ClusterEnv) =>
+  Effect.gen(function*() {
+    const nodes = [yield* startNode(env), yield* startNode(env), yield* startNode(env)]
+    yield* awaitMesh(nodes)
+    yield* Effect.forEach(nodes, (node, i) => count(node, i + 1), { discard: true })
+    const expected = Object.fromEntries(nodes.map((n, i) => [String(n.id), i + 1]))
+    yield* expectValues(nodes, expected)
+    return { nodes, expected }
+  })
+
+/** The replication scenarios, against one kind of RunnerStorage. */
+const scenarios = (name: string, makeEnv: Effect.Effect<ClusterEnv & { readonly down: Set<string> }, unknown, Scope.Scope>) =>
+  describe(`ClusterRuntime: three runners sharing ${name}`, () => {
+    it.live("node ids are the runner addresses; states replicate across runners with exact values", () =>
+      Effect.gen(function*() {
+        const { expected, nodes } = yield* threeCounting(yield* makeEnv)
+        for (const node of nodes) {
+          assert.strictEqual(String(node.id), `127.0.0.1:${node.address.port}`)
+          assert.strictEqual(Context.get(node.context, ActorRuntime.ActorRuntime).nodeId, node.id)
+        }
+        assert.deepStrictEqual(Object.values(expected), [1, 2, 3])
+        const [a] = nodes
+        assert.strictEqual(yield* a.counter.query({ maxStaleness: "5 seconds" }, (views) =>
+          [...views.values()].reduce((sum, view) => sum + view.value.value, 0)), 6)
+        // The storage lists exactly these three runners, healthy.
+        const runners = yield* storageOf(a).getRunners
+        assert.deepStrictEqual(
+          runners.map(([runner, healthy]) => [String(ClusterRuntime.nodeId(runner.address)), healthy]).sort(),
+          nodes.map((n) => [String(n.id), true]).sort()
+        )
+      }), 30_000)
+
+    it.live("a stopped runner is NodeLeft on the others within the poll bound and its view disappears", () =>
+      Effect.gen(function*() {
+        const { nodes } = yield* threeCounting(yield* makeEnv)
+        const [a, b, c] = nodes
+        const eventsA = yield* eventLog(a)
+        const eventsB = yield* eventLog(b)
+        const start = yield* Clock.currentTimeMillis
+        yield* Scope.close(c.scope, Exit.void)
+        yield* poll(Effect.gen(function*() {
+          assert.deepStrictEqual(yield* eventsA, [ClusterEvents.NodeLeft(c.id)])
+          assert.deepStrictEqual(yield* eventsB, [ClusterEvents.NodeLeft(c.id)])
+        }))
+        // Bound: one poll interval after the runner unregistered, plus scheduling slack.
+        assert.isAtMost((yield* Clock.currentTimeMillis) - start, POLL_MILLIS + 900)
+        yield* expectValues([a, b], { [String(a.id)]: 1, [String(b.id)]: 2 })
+        assert.strictEqual(yield* listing(storageOf(a), c), "absent")
+        // Nothing else happens afterwards.
+        yield* Effect.sleep(POLL_MILLIS * 5)
+        assert.deepStrictEqual(yield* eventsA, [ClusterEvents.NodeLeft(c.id)])
+        assert.deepStrictEqual(yield* eventsB, [ClusterEvents.NodeLeft(c.id)])
+        assert.deepStrictEqual(sorted(yield* eventsOf(a).members), [String(b.id)])
+      }), 30_000)
+
+    it.live("a runner the cluster's health check flags unhealthy leaves within the poll bound, and rejoins when healthy", () =>
+      Effect.gen(function*() {
+        const env = yield* makeEnv
+        const { expected, nodes } = yield* threeCounting(env)
+        const [a, b, c] = nodes
+        const eventsA = yield* eventLog(a)
+        const eventsB = yield* eventLog(b)
+        const eventsC = yield* eventLog(c)
+        const storage = storageOf(a)
+        // RunnerHealth now reports c as dead; c itself keeps running.
+        env.down.add(c.id)
+        yield* Effect.gen(function*() {
+          while ((yield* listing(storage, c)) !== "unhealthy") yield* Effect.sleep("5 millis")
+        }).pipe(Effect.timeout("10 seconds"))
+        const flagged = yield* Clock.currentTimeMillis
+        yield* poll(Effect.gen(function*() {
+          assert.deepStrictEqual(yield* eventsA, [ClusterEvents.NodeLeft(c.id)])
+          assert.deepStrictEqual(yield* eventsB, [ClusterEvents.NodeLeft(c.id)])
+        }))
+        // c's transport is alive and heartbeating: only the storage's flag made it leave.
+        assert.isAtMost((yield* Clock.currentTimeMillis) - flagged, POLL_MILLIS + 900)
+        yield* expectValues([a, b], { [String(a.id)]: 1, [String(b.id)]: 2 })
+        // c no longer sees itself listed as healthy: it drops its peers too.
+        yield* poll(Effect.gen(function*() {
+          const seen = yield* eventsC
+          assert.deepStrictEqual(seen.map((e) => e._tag), ["NodeLeft", "NodeLeft"])
+          assert.deepStrictEqual(sorted(seen.map((e) => e.node)), sorted([a.id, b.id]))
+        }))
+        yield* expectValues([c], { [String(c.id)]: 3 })
+
+        // Healthy again: c rejoins and every runner holds every view again.
+        env.down.delete(c.id)
+        yield* expectValues(nodes, expected)
+        assert.deepStrictEqual(yield* eventsA, [ClusterEvents.NodeLeft(c.id), ClusterEvents.NodeJoined(c.id)])
+        assert.deepStrictEqual(yield* eventsB, [ClusterEvents.NodeLeft(c.id), ClusterEvents.NodeJoined(c.id)])
+        assert.deepStrictEqual((yield* eventsC).map((e) => e._tag), ["NodeLeft", "NodeLeft", "NodeJoined", "NodeJoined"])
+      }), 30_000)
+
+    it.live("a new runner joins, receives every view, and every runner receives its view", () =>
+      Effect.gen(function*() {
+        const env = yield* makeEnv
+        const { expected, nodes } = yield* threeCounting(env)
+        const eventsA = yield* eventLog(nodes[0])
+        const d = yield* startNode(env)
+        yield* count(d, 4)
+        yield* expectValues([...nodes, d], { ...expected, [String(d.id)]: 4 })
+        assert.deepStrictEqual(yield* eventsA, [ClusterEvents.NodeJoined(d.id)])
+        assert.deepStrictEqual(sorted(yield* eventsOf(d).members), sorted(nodes.map((n) => n.id)))
+      }), 30_000)
+  })
+
+scenarios(
+  "a memory RunnerStorage",
+  Effect.gen(function*() {
+    const { down, layer } = makeHealth()
+    const storage = yield* RunnerStorage.makeMemory
+    return { storage: Layer.succeed(RunnerStorage.RunnerStorage, storage), health: layer, down }
+  })
+)
+
+/** The test database (trust auth); override with DSTATE_TEST_POSTGRES_URL. */
+const url = process.env.DSTATE_TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test"
+let prefixes = 0
+
+scenarios(
+  "SqlRunnerStorage on PostgreSQL",
+  Effect.gen(function*() {
+    const { down, layer } = makeHealth()
+    const pg = yield* Layer.build(PgClient.layer({ url: Redacted.make(url) }))
+    // Tables of their own for this test; dropped after the runners stopped (finalizers run in reverse).
+    const prefix = `dstate_cluster_${process.pid}_${++prefixes}`
+    yield* Effect.addFinalizer(() =>
+      Effect.provideContext(
+        Effect.flatMap(Effect.service(PgClient.PgClient), (sql) =>
+          sql`DROP TABLE IF EXISTS ${sql(`${prefix}_runners`)}, ${sql(`${prefix}_locks`)}, ${sql(`${prefix}_runner_migrations`)}`),
+        pg
+      ).pipe(Effect.ignore)
+    )
+    // Every runner opens its own SqlRunnerStorage on the shared tables, as separate processes would.
+    const storage = SqlRunnerStorage.layerWith({ prefix }).pipe(Layer.provide(Layer.succeedContext(pg)))
+    return { storage, health: layer, down }
+  })
+)
