@@ -1035,14 +1035,22 @@ export const make = <S, V, D, C>(
     }
 
     const toMillis = memoMillis()
+    /** The last query's effect: a hot loop that queries with the same function and bound allocates nothing. */
+    let lastQuery: { readonly f: unknown; readonly input: Duration.Input; readonly effect: Effect.Effect<unknown, StalePeer> } | undefined
     const query = <A>(queryOptions: QueryOptions, f: (views: ViewMap<V>) => A): Effect.Effect<A, StalePeer> => {
-      if (queryOptions.maxStaleness === undefined) return Effect.sync(() => f(SubscriptionRef.getUnsafe(views)))
-      const maxStaleness = toMillis(queryOptions.maxStaleness)
-      return Effect.suspend(() => {
+      const input = queryOptions.maxStaleness
+      if (input === undefined) return Effect.sync(() => f(SubscriptionRef.getUnsafe(views)))
+      if (lastQuery !== undefined && lastQuery.f === f && lastQuery.input === input) {
+        return lastQuery.effect as Effect.Effect<A, StalePeer> // made by this function for this very `f`
+      }
+      const maxStaleness = toMillis(input)
+      const effect = Effect.suspend(() => {
         const now = Number(clock.monotonicTimeNanosUnsafe()) / 1_000_000
         if (pendingPeers === 0 && awaited.size === 0 && now - oldestPeerSync <= maxStaleness) return Exit.succeed(f(views.value))
         return slowQuery(maxStaleness, now, f)
       })
+      if (typeof input !== "object") lastQuery = { f, input, effect }
+      return effect
     }
 
     const slowQuery = <A>(maxStaleness: number, now: number, f: (views: ViewMap<V>) => A): Effect.Effect<A, StalePeer> =>
