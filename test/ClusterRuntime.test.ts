@@ -364,3 +364,39 @@ scenarios(
     return { storage, health: layer, down }
   })
 )
+
+describe("ClusterRuntime: addresses and options", () => {
+  it.effect("node ids and dstate addresses are derived from the runner address", () =>
+    Effect.sync(() => {
+      const runner = RunnerAddress.make("10.0.0.7", 34431)
+      assert.strictEqual(ClusterRuntime.nodeId(runner), "10.0.0.7:34431")
+      assert.deepStrictEqual(ClusterRuntime.transportAddress(runner), { host: "10.0.0.7", port: 35431 })
+      assert.deepStrictEqual(ClusterRuntime.transportAddress(runner, -1), { host: "10.0.0.7", port: 34430 })
+      assert.isUndefined(ClusterRuntime.transportAddress(RunnerAddress.make("10.0.0.7", 65000)))
+      assert.isUndefined(ClusterRuntime.transportAddress(runner, 0.5))
+    }))
+
+  it.effect("a client-only process fails with NotARunner; bad options fail with InvalidOptions", () =>
+    Effect.gen(function*() {
+      const storage = Layer.succeed(RunnerStorage.RunnerStorage, yield* RunnerStorage.makeMemory)
+      const build = (config: Partial<ShardingConfig.ShardingConfig["Service"]>, options?: Partial<ClusterRuntime.Options>) =>
+        Layer.build(ClusterRuntime.layer({ ...transportOptions, ...options }).pipe(
+          Layer.provide([storage, ShardingConfig.layer(config)])
+        )).pipe(Effect.flip)
+      const runnerAddress = Option.some(RunnerAddress.make("127.0.0.1", 34431))
+      assert.deepStrictEqual(yield* build({ runnerAddress: Option.none() }), new ClusterRuntime.NotARunner())
+      assert.deepStrictEqual(
+        yield* build({ runnerAddress: Option.some(RunnerAddress.make("127.0.0.1", 65000)) }),
+        new TcpRuntime.InvalidOptions({ option: "portOffset", reason: "runner port + 1000 is not a TCP port" })
+      )
+      assert.deepStrictEqual(
+        yield* build({ runnerAddress }, { pollInterval: 0 }),
+        new TcpRuntime.InvalidOptions({ option: "pollInterval", reason: "must be positive" })
+      )
+      // Transport options are checked by the TCP runtime.
+      assert.deepStrictEqual(
+        yield* build({ runnerAddress }, { secret: Redacted.make("short") }),
+        new TcpRuntime.InvalidOptions({ option: "secret", reason: "must be at least 16 bytes" })
+      )
+    }))
+})
