@@ -2,7 +2,7 @@
  * `npm run bench`: runs every benchmark, prints a Markdown table and writes
  * bench/results/results.json and bench/results/results.md.
  *
- * `npm run bench -- persistence` (any benchmark names: `inprocess`,
+ * `npm run bench -- persistence` (any benchmark names: `inprocess`, `tcp`,
  * `persistence`) runs only those and prints their table; the results files
  * are left alone (they hold complete runs, all from one machine).
  */
@@ -11,10 +11,12 @@ import { writeFileSync } from "node:fs"
 import * as os from "node:os"
 import { run as inprocess, type Row } from "./inprocess.ts"
 import { run as persistence } from "./persistence.ts"
+import { run as tcp } from "./tcp.ts"
 
 /** Every benchmark, in the order of the table. */
 const benchmarks = [
   { name: "inprocess", run: inprocess },
+  { name: "tcp", run: tcp },
   { name: "persistence", run: persistence }
 ]
 const filter = process.argv.slice(2)

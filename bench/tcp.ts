@@ -1,0 +1,388 @@
+/**
+ * TCP benchmarks between OS processes on loopback, each against baselines run
+ * in the same session on the same machine:
+ *
+ * - B3 replication from one owner to two peers (3 processes): sustained
+ *   replicated mutations/s, and mutate-to-visible latency p50/p99 at 1,000
+ *   mutations/s; against (a) the same framed payloads over plain `node:net`
+ *   sockets between 3 processes, with the socket options the TCP runtime
+ *   uses, and (b) the same fan-out through Redis pub/sub (`redis-server`
+ *   started here on a free port and stopped at the end).
+ * - B6 large views: a 1 MiB and a 10 MiB snapshot from one node to another
+ *   (2 fresh processes per size): transfer time (against the same bytes over
+ *   a plain socket), and the peak RSS of sender and receiver above their idle
+ *   baseline, as a multiple of the view size.
+ *
+ * The nodes are bench/tcpNode.ts children driven over IPC. Run: `npm run bench`
+ * (all) or `node --expose-gc bench/tcp.ts`; with `DSTATE_BENCH_PROFILE=<dir>`
+ * every child writes a CPU profile there.
+ */
+import { Effect, Result, Schema } from "effect"
+import { DistributedState, NodeId, SyncMessage } from "dstate"
+import { type ChildProcess, fork, spawn } from "node:child_process"
+import * as Net from "node:net"
+import { encodeFrame, makeStateCodec } from "../src/internal/codec.ts"
+import type { Row } from "./inprocess.ts"
+
+const nodeScript = new URL("./tcpNode.ts", import.meta.url).pathname
+const MiB = 1024 * 1024
+
+interface Reply {
+  readonly ev: string
+  readonly [key: string]: unknown
+}
+
+/** A benchmark node in a child process; commands are answered in order. */
+class Node {
+  readonly proc: ChildProcess
+  private readonly waiting: Array<{ readonly ev: string; readonly resolve: (r: Reply) => void }> = []
+  private readonly early: Array<Reply> = []
+  constructor(config: Record<string, unknown>) {
+    const profile = process.env.DSTATE_BENCH_PROFILE
+    this.proc = fork(nodeScript, [JSON.stringify(config)], {
+      execArgv: ["--expose-gc", ...(profile === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profile}`])],
+      stdio: ["ignore", "ignore", "inherit", "ipc"]
+    })
+    this.proc.on("message", (reply: Reply) => {
+      const i = this.waiting.findIndex((w) => w.ev === reply.ev)
+      if (i < 0) this.early.push(reply)
+      else this.waiting.splice(i, 1)[0].resolve(reply)
+    })
+  }
+  /** The next reply named `ev`, or a rejection after `timeoutMs`. */
+  next(ev: string, timeoutMs = 30_000): Promise<Reply> {
+    const i = this.early.findIndex((r) => r.ev === ev)
+    if (i >= 0) return Promise.resolve(this.early.splice(i, 1)[0])
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no "${ev}" from a benchmark node within ${timeoutMs} ms`)), timeoutMs)
+      this.waiting.push({ ev, resolve: (r) => {
+        clearTimeout(timer)
+        resolve(r)
+      } })
+    })
+  }
+  request(command: Record<string, unknown> & { readonly cmd: string }, timeoutMs?: number): Promise<Reply> {
+    this.proc.send(command)
+    return this.next(command.cmd, timeoutMs)
+  }
+  /** Graceful stop, then SIGKILL if it has not exited within 3 s. */
+  async stop(): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return
+    const exited = new Promise<void>((resolve) => this.proc.once("exit", () => resolve()))
+    if (this.proc.connected) this.proc.send({ cmd: "stop" })
+    const timer = setTimeout(() => this.proc.kill("SIGKILL"), 3_000)
+    await exited
+    clearTimeout(timer)
+  }
+}
+
+const started: Array<Node> = []
+const start = async (config: Record<string, unknown>) => {
+  const node = new Node(config)
+  started.push(node)
+  const listening = await node.next("listening", 20_000)
+  return { node, port: listening.port as number }
+}
+const stopAll = () => Promise.all(started.splice(0).map((n) => n.stop()))
+
+const percentile = (sorted: ReadonlyArray<number>, p: number) =>
+  sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]
+
+/** The size of the registry frame a 200-byte view travels in (what raw and Redis send per update). */
+const smallFrameBytes = (): number => {
+  const Small = DistributedState.make({
+    name: "bench",
+    schema: Schema.Struct({ seq: Schema.Int, sentAt: Schema.Finite, data: Schema.String }),
+    initial: () => ({ seq: 0, sentAt: 0, data: "x".repeat(180) })
+  })
+  const payload = Result.getOrThrow(makeStateCodec(Small).encodeView({ seq: 123_456, sentAt: Date.now(), data: "x".repeat(180) }))
+  const frame = encodeFrame(
+    new SyncMessage.FullSnapshot({
+      stateName: Small.name,
+      source: NodeId.make("bench-a"),
+      generation: { incarnation: Date.now(), age: 123_456 },
+      wireVersion: 1,
+      createdAt: Date.now(),
+      modifiedAt: Date.now(),
+      payload
+    }),
+    1 << 20
+  )
+  return Result.getOrThrow(frame).length
+}
+
+interface FanOut {
+  readonly sender: Node
+  readonly receivers: ReadonlyArray<Node>
+}
+
+interface FanOutResult {
+  /** Updates the sender made per second, counted until every receiver holds the last one. */
+  readonly replicatedPerSecond: number
+  /** Distinct updates the slower receiver saw per second in the same window. */
+  readonly appliedPerSecond: number
+  readonly senderPerSecond: number
+  readonly p50: number
+  readonly p99: number
+  readonly latencySamples: number
+  readonly pacedRate: number
+}
+
+/** Warm-up, a 2 s burst as fast as the sender goes, then 3 s paced at 1,000 updates/s. */
+const measureFanOut = async ({ receivers, sender }: FanOut, size: number): Promise<FanOutResult> => {
+  const until = (final: number) =>
+    Promise.all(receivers.map((r) => r.request({ cmd: "until", seq: final, timeoutMs: 20_000 }, 30_000)))
+  const warm = await sender.request({ cmd: "paced", rate: 1000, seconds: 0.5, size })
+  await until(warm.final as number)
+  await Promise.all(receivers.map((r) => r.request({ cmd: "reset" })))
+  const burst = await sender.request({ cmd: "burst", seconds: 2, size }, 60_000)
+  const reached = await until(burst.final as number)
+  if (!reached.every((r) => r.reached)) throw new Error("a receiver did not get the burst's last update")
+  const t0 = burst.t0 as number
+  const lastAt = Math.max(...reached.map((r) => r.lastAt as number))
+  const slowest = Math.min(...reached.map((r) => (r.count as number) / (((r.lastAt as number) - t0) / 1000)))
+  await Promise.all(receivers.map((r) => r.request({ cmd: "reset" })))
+  const pacedRun = await sender.request({ cmd: "paced", rate: 1000, seconds: 3, size }, 60_000)
+  const latencies = (await until(pacedRun.final as number)).flatMap((r) => r.latencies as Array<number>)
+  latencies.sort((a, b) => a - b)
+  return {
+    replicatedPerSecond: (burst.count as number) / ((lastAt - t0) / 1000),
+    appliedPerSecond: slowest,
+    senderPerSecond: (burst.count as number) / 2,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    latencySamples: latencies.length,
+    pacedRate: pacedRun.count as number / 3
+  }
+}
+
+const dstateFanOut = async (): Promise<FanOut> => {
+  const a = await start({ kind: "dstate", id: "bench-a", owner: "bench-a", view: "small" })
+  const seeds = [`127.0.0.1:${a.port}`]
+  const b = await start({ kind: "dstate", id: "bench-b", owner: "bench-a", view: "small", seeds })
+  const c = await start({ kind: "dstate", id: "bench-c", owner: "bench-a", view: "small", seeds })
+  await Promise.all([a, b, c].map((n) => n.node.request({ cmd: "ready", nodes: 3 }, 20_000)))
+  return { sender: a.node, receivers: [b.node, c.node] }
+}
+
+const rawFanOut = async (): Promise<FanOut> => {
+  const b = await start({ kind: "raw", id: "raw-b" })
+  const c = await start({ kind: "raw", id: "raw-c" })
+  const a = await start({ kind: "raw", id: "raw-a" })
+  await a.node.request({ cmd: "connect", ports: [b.port, c.port] })
+  return { sender: a.node, receivers: [b.node, c.node] }
+}
+
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const server = Net.createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as Net.AddressInfo).port
+      server.close(() => resolve(port))
+    })
+  })
+
+/** Starts `redis-server` on a free loopback port (no persistence) and waits until it answers. */
+const startRedis = async () => {
+  const port = await freePort()
+  const proc = spawn("redis-server", ["--port", String(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"], {
+    stdio: "ignore"
+  })
+  const deadline = Date.now() + 10_000
+  while (true) {
+    const pong = await new Promise<boolean>((resolve) => {
+      const socket = Net.createConnection({ host: "127.0.0.1", port }, () => socket.write("PING\r\n"))
+      socket.once("data", (data) => {
+        socket.destroy()
+        resolve(data.toString().startsWith("+PONG"))
+      })
+      socket.once("error", () => resolve(false))
+    })
+    if (pong) break
+    if (Date.now() > deadline) {
+      proc.kill("SIGKILL")
+      throw new Error("redis-server did not start")
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  const stop = async () => {
+    if (proc.exitCode !== null) return
+    const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()))
+    proc.kill("SIGTERM")
+    const timer = setTimeout(() => proc.kill("SIGKILL"), 3_000)
+    await exited
+    clearTimeout(timer)
+  }
+  return { port, stop }
+}
+
+const redisFanOut = async (redisPort: number): Promise<FanOut> => {
+  const b = await start({ kind: "redis", id: "redis-b", redisPort })
+  const c = await start({ kind: "redis", id: "redis-c", redisPort })
+  await Promise.all([b, c].map((n) => n.node.request({ cmd: "subscribe" })))
+  const a = await start({ kind: "redis", id: "redis-a", redisPort })
+  return { sender: a.node, receivers: [b.node, c.node] }
+}
+
+interface LargeResult {
+  readonly transferMs: number
+  readonly sender: { readonly baseline: number; readonly peak: number }
+  readonly receiver: { readonly baseline: number; readonly peak: number }
+}
+
+/** One snapshot of `size` bytes from a fresh sender to a fresh receiver. */
+const measureLarge = async (kind: "dstate" | "raw", size: number): Promise<LargeResult> => {
+  let sender: Node
+  let receiver: Node
+  if (kind === "dstate") {
+    const a = await start({ kind, id: "large-a", owner: "large-a", view: "large" })
+    const b = await start({ kind, id: "large-b", owner: "large-a", view: "large", seeds: [`127.0.0.1:${a.port}`] })
+    await Promise.all([a, b].map((n) => n.node.request({ cmd: "ready", nodes: 2 }, 20_000)))
+    sender = a.node
+    receiver = b.node
+  } else {
+    const b = await start({ kind, id: "large-raw-b" })
+    const a = await start({ kind, id: "large-raw-a" })
+    await a.node.request({ cmd: "connect", ports: [b.port] })
+    sender = a.node
+    receiver = b.node
+  }
+  // Let both settle (startup garbage collected, heartbeats flowing) before the baseline.
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  const watching = receiver.request({ cmd: "watch", seq: 1, timeoutMs: 30_000 }, 40_000)
+  await sender.request({ cmd: "large", size }, 30_000)
+  const watched = await watching
+  if (watched.reached !== true) throw new Error(`the ${size}-byte view did not arrive`)
+  const senderRss = (await sender.request({ cmd: "rss" })).rss as { baseline: number; peak: number }
+  const receiverRss = watched.rss as { baseline: number; peak: number }
+  await stopAll()
+  return { transferMs: watched.latency as number, sender: senderRss, receiver: receiverRss }
+}
+
+export const run: Effect.Effect<Array<Row>> = Effect.promise(async () => {
+  const rows: Array<Row> = []
+  const size = smallFrameBytes()
+  let redis: Awaited<ReturnType<typeof startRedis>> | undefined
+  try {
+    const d = await measureFanOut(await dstateFanOut(), size)
+    await stopAll()
+    const r = await measureFanOut(await rawFanOut(), size)
+    await stopAll()
+    redis = await startRedis()
+    const p = await measureFanOut(await redisFanOut(redis.port), size)
+    await stopAll()
+    await redis.stop()
+    redis = undefined
+    rows.push(
+      ({
+        id: "B3",
+        name: `replicated mutations/s, 1 owner -> 2 peers over TCP (3 processes), ${size}-byte frames`,
+        value: d.replicatedPerSecond,
+        unit: "mutations/s",
+        baseline: r.replicatedPerSecond,
+        baselineName: "same frames over plain node:net sockets",
+        ratio: d.replicatedPerSecond / r.replicatedPerSecond,
+        target: ">= 0.5",
+        met: d.replicatedPerSecond / r.replicatedPerSecond >= 0.5
+      }),
+      ({
+        id: "B3/redis",
+        name: "replicated mutations/s, same fan-out",
+        value: d.replicatedPerSecond,
+        unit: "mutations/s",
+        baseline: p.replicatedPerSecond,
+        baselineName: "Redis pub/sub, pipelined PUBLISH",
+        ratio: d.replicatedPerSecond / p.replicatedPerSecond,
+        target: ">= 2",
+        met: d.replicatedPerSecond / p.replicatedPerSecond >= 2
+      }),
+      ({
+        id: "B3/applied",
+        name: "updates applied/s on the slower peer during the burst (newer snapshots supersede queued ones)",
+        value: d.appliedPerSecond,
+        unit: "updates/s",
+        baseline: r.appliedPerSecond,
+        baselineName: "frames received/s, plain sockets",
+        ratio: d.appliedPerSecond / r.appliedPerSecond,
+        target: "(info)",
+        met: true
+      }),
+      ({
+        id: "B3/p50",
+        name: `mutate-to-visible latency p50 at ${Math.round(d.pacedRate)} mutations/s (${d.latencySamples} samples)`,
+        value: d.p50,
+        unit: "ms",
+        baseline: r.p50,
+        baselineName: `plain sockets (Redis ${p.p50.toFixed(2)} ms)`,
+        ratio: d.p50 / r.p50,
+        target: "(info)",
+        met: true
+      }),
+      ({
+        id: "B3/p99",
+        name: `mutate-to-visible latency p99 at ${Math.round(d.pacedRate)} mutations/s`,
+        value: d.p99,
+        unit: "ms",
+        baseline: r.p99,
+        baselineName: `plain sockets (Redis ${p.p99.toFixed(2)} ms)`,
+        ratio: d.p99 / 2,
+        target: "<= 2 ms",
+        met: d.p99 <= 2
+      })
+    )
+    for (const bytes of [MiB, 10 * MiB]) {
+      const label = `${bytes / MiB} MiB`
+      const ds = await measureLarge("dstate", bytes)
+      const rw = await measureLarge("raw", bytes)
+      const above = (m: { readonly baseline: number; readonly peak: number }) => Math.max(0, m.peak - m.baseline)
+      rows.push(
+        ({
+          id: `B6/${bytes / MiB}MiB`,
+          name: `${label} snapshot over TCP: mutate to visible on the peer`,
+          value: ds.transferMs,
+          unit: "ms",
+          baseline: rw.transferMs,
+          baselineName: "same bytes over a plain socket",
+          ratio: ds.transferMs / rw.transferMs,
+          target: "(info)",
+          met: true
+        }),
+        ({
+          id: `B6/${bytes / MiB}MiB/sender`,
+          name: `${label} snapshot: sender peak RSS above its idle baseline (view already built)`,
+          value: above(ds.sender) / MiB,
+          unit: "MiB",
+          baseline: above(rw.sender) / MiB,
+          baselineName: "plain socket sender",
+          ratio: above(ds.sender) / bytes,
+          target: "<= 3 (x view size)",
+          met: above(ds.sender) <= 3 * bytes
+        }),
+        ({
+          id: `B6/${bytes / MiB}MiB/receiver`,
+          name: `${label} snapshot: receiver peak RSS above its idle baseline`,
+          value: above(ds.receiver) / MiB,
+          unit: "MiB",
+          baseline: above(rw.receiver) / MiB,
+          baselineName: "plain socket receiver",
+          ratio: above(ds.receiver) / bytes,
+          target: "<= 3 (x view size)",
+          met: above(ds.receiver) <= 3 * bytes
+        })
+      )
+    }
+  } finally {
+    await stopAll()
+    await redis?.stop()
+  }
+  return rows
+})
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  Effect.runPromise(run).then((rows) => {
+    for (const r of rows) {
+      console.log(`${r.id.padEnd(20)} ${r.value.toFixed(2).padStart(12)} ${r.unit.padEnd(12)} baseline ${r.baseline.toFixed(2)} (${r.baselineName}) ratio ${r.ratio.toFixed(3)} ${r.target} ${r.met ? "met" : "NOT met"}`)
+    }
+  })
+}
