@@ -415,6 +415,28 @@ describe("TcpRuntime: membership", () => {
       yield* awaitMesh([a, b2])
     }), 20_000)
 
+  it.live("a graceful leave reaches the peers the leaving node dialed, not only those that dialed it", () =>
+    Effect.gen(function*() {
+      // The smallest id dials every other node; a and c only ever accept from it.
+      const slow = { heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("10 seconds") } } as const
+      const dialer = yield* startNode(slow)
+      const b = yield* startNode({ ...slow, seeds: [transportOf(dialer).address] })
+      const c = yield* startNode({ ...slow, seeds: [transportOf(b).address] })
+      yield* awaitMesh([dialer, b, c])
+      const subB = yield* eventsOf(b).subscribe
+      const subC = yield* eventsOf(c).subscribe
+      const start = yield* Clock.currentTimeMillis
+      yield* Scope.close(dialer.scope, Exit.void)
+      assert.deepStrictEqual(yield* takeEvent(subB), ClusterEvents.NodeLeft(dialer.id))
+      assert.deepStrictEqual(yield* takeEvent(subC), ClusterEvents.NodeLeft(dialer.id))
+      // Far below the 10 s detector on both: the Leave frame did it.
+      assert.isBelow((yield* Clock.currentTimeMillis) - start, 2000)
+      assert.strictEqual((yield* transportOf(b).stats).leavesReceived, 1)
+      assert.strictEqual((yield* transportOf(c).stats).leavesReceived, 1)
+      assert.deepStrictEqual([...(yield* eventsOf(b).members)], [c.id])
+      assert.deepStrictEqual([...(yield* eventsOf(c).members)], [b.id])
+    }), 20_000)
+
   it.live("nodes learn members through gossip and keep one connection per pair", () =>
     Effect.gen(function*() {
       const a = yield* startNode({})
