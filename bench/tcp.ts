@@ -260,6 +260,17 @@ const measureLarge = async (kind: "dstate" | "raw", size: number): Promise<Large
   return { transferMs: watched.latency as number, sender: senderRss, receiver: receiverRss }
 }
 
+/** A result row: `[value, unit]` against `[baseline, what the baseline is]`; info rows are always met. */
+const row = (
+  id: string,
+  name: string,
+  [value, unit]: readonly [number, string],
+  [baseline, baselineName]: readonly [number, string],
+  ratio: number,
+  target: string,
+  met = true
+): Row => ({ id, name, value, unit, baseline, baselineName, ratio, target, met })
+
 export const run: Effect.Effect<Array<Row>> = Effect.promise(async () => {
   const rows: Array<Row> = []
   const size = smallFrameBytes()
@@ -274,102 +285,26 @@ export const run: Effect.Effect<Array<Row>> = Effect.promise(async () => {
     await stopAll()
     await redis.stop()
     redis = undefined
+    const rate = Math.round(d.pacedRate)
     rows.push(
-      ({
-        id: "B3",
-        name: `replicated mutations/s, 1 owner -> 2 peers over TCP (3 processes), ${size}-byte frames`,
-        value: d.replicatedPerSecond,
-        unit: "mutations/s",
-        baseline: r.replicatedPerSecond,
-        baselineName: "same frames over plain node:net sockets",
-        ratio: d.replicatedPerSecond / r.replicatedPerSecond,
-        target: ">= 0.5",
-        met: d.replicatedPerSecond / r.replicatedPerSecond >= 0.5
-      }),
-      ({
-        id: "B3/redis",
-        name: "replicated mutations/s, same fan-out",
-        value: d.replicatedPerSecond,
-        unit: "mutations/s",
-        baseline: p.replicatedPerSecond,
-        baselineName: "Redis pub/sub, pipelined PUBLISH",
-        ratio: d.replicatedPerSecond / p.replicatedPerSecond,
-        target: ">= 2",
-        met: d.replicatedPerSecond / p.replicatedPerSecond >= 2
-      }),
-      ({
-        id: "B3/applied",
-        name: "updates applied/s on the slower peer during the burst (newer snapshots supersede queued ones)",
-        value: d.appliedPerSecond,
-        unit: "updates/s",
-        baseline: r.appliedPerSecond,
-        baselineName: "frames received/s, plain sockets",
-        ratio: d.appliedPerSecond / r.appliedPerSecond,
-        target: "(info)",
-        met: true
-      }),
-      ({
-        id: "B3/p50",
-        name: `mutate-to-visible latency p50 at ${Math.round(d.pacedRate)} mutations/s (${d.latencySamples} samples)`,
-        value: d.p50,
-        unit: "ms",
-        baseline: r.p50,
-        baselineName: `plain sockets (Redis ${p.p50.toFixed(2)} ms)`,
-        ratio: d.p50 / r.p50,
-        target: "(info)",
-        met: true
-      }),
-      ({
-        id: "B3/p99",
-        name: `mutate-to-visible latency p99 at ${Math.round(d.pacedRate)} mutations/s`,
-        value: d.p99,
-        unit: "ms",
-        baseline: r.p99,
-        baselineName: `plain sockets (Redis ${p.p99.toFixed(2)} ms)`,
-        ratio: d.p99 / 2,
-        target: "<= 2 ms (ratio: p99 / 2 ms)",
-        met: d.p99 <= 2
-      })
+      row("B3", `replicated mutations/s, 1 owner -> 2 peers over TCP (3 processes), ${size}-byte frames`, [d.replicatedPerSecond, "mutations/s"], [r.replicatedPerSecond, "same frames over plain node:net sockets"], d.replicatedPerSecond / r.replicatedPerSecond, ">= 0.5", d.replicatedPerSecond >= 0.5 * r.replicatedPerSecond),
+      row("B3/redis", "replicated mutations/s, same fan-out", [d.replicatedPerSecond, "mutations/s"], [p.replicatedPerSecond, "Redis pub/sub, pipelined PUBLISH"], d.replicatedPerSecond / p.replicatedPerSecond, ">= 2", d.replicatedPerSecond >= 2 * p.replicatedPerSecond),
+      row("B3/applied", "updates applied/s on the slower peer during the burst (newer snapshots supersede queued ones)", [d.appliedPerSecond, "updates/s"], [r.appliedPerSecond, "frames received/s, plain sockets"], d.appliedPerSecond / r.appliedPerSecond, "(info)"),
+      row("B3/p50", `mutate-to-visible latency p50 at ${rate} mutations/s (${d.latencySamples} samples)`, [d.p50, "ms"], [r.p50, `plain sockets (Redis ${p.p50.toFixed(2)} ms)`], d.p50 / r.p50, "(info)"),
+      row("B3/p99", `mutate-to-visible latency p99 at ${rate} mutations/s`, [d.p99, "ms"], [r.p99, `plain sockets (Redis ${p.p99.toFixed(2)} ms)`], d.p99 / 2, "<= 2 ms (ratio: p99 / 2 ms)", d.p99 <= 2)
     )
     for (const bytes of [MiB, 10 * MiB]) {
       const label = `${bytes / MiB} MiB`
+      const id = `B6/${bytes / MiB}MiB`
       const ds = await measureLarge("dstate", bytes)
       const rw = await measureLarge("raw", bytes)
       const above = (m: { readonly baseline: number; readonly peak: number }) => Math.max(0, m.peak - m.baseline)
+      const rss = (side: "sender" | "receiver", what: string) =>
+        row(`${id}/${side}`, `${label} snapshot: ${side} peak RSS above its idle baseline${what}`, [above(ds[side]) / MiB, "MiB"], [above(rw[side]) / MiB, `plain socket ${side}`], above(ds[side]) / bytes, "<= 3 (x view size)", above(ds[side]) <= 3 * bytes)
       rows.push(
-        ({
-          id: `B6/${bytes / MiB}MiB`,
-          name: `${label} snapshot over TCP: mutate to visible on the peer`,
-          value: ds.transferMs,
-          unit: "ms",
-          baseline: rw.transferMs,
-          baselineName: "same bytes over a plain socket",
-          ratio: ds.transferMs / rw.transferMs,
-          target: "(info)",
-          met: true
-        }),
-        ({
-          id: `B6/${bytes / MiB}MiB/sender`,
-          name: `${label} snapshot: sender peak RSS above its idle baseline (view already built)`,
-          value: above(ds.sender) / MiB,
-          unit: "MiB",
-          baseline: above(rw.sender) / MiB,
-          baselineName: "plain socket sender",
-          ratio: above(ds.sender) / bytes,
-          target: "<= 3 (x view size)",
-          met: above(ds.sender) <= 3 * bytes
-        }),
-        ({
-          id: `B6/${bytes / MiB}MiB/receiver`,
-          name: `${label} snapshot: receiver peak RSS above its idle baseline`,
-          value: above(ds.receiver) / MiB,
-          unit: "MiB",
-          baseline: above(rw.receiver) / MiB,
-          baselineName: "plain socket receiver",
-          ratio: above(ds.receiver) / bytes,
-          target: "<= 3 (x view size)",
-          met: above(ds.receiver) <= 3 * bytes
-        })
+        row(id, `${label} snapshot over TCP: mutate to visible on the peer`, [ds.transferMs, "ms"], [rw.transferMs, "same bytes over a plain socket"], ds.transferMs / rw.transferMs, "(info)"),
+        rss("sender", " (view already built)"),
+        rss("receiver", "")
       )
     }
   } finally {

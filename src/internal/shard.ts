@@ -515,6 +515,31 @@ export const make = <S, V, D, C>(
       if (clearRequest) status.lastSnapshotRequestAt = undefined
     }
 
+    /**
+     * Publishes the view an accepted snapshot or delta makes. A change-feed marker outlives it only when
+     * it announced a newer generation.
+     */
+    const publishAccepted = (
+      from: NodeId,
+      m: FullSnapshot | DeltaUpdate,
+      value: V,
+      createdAt: number,
+      pending: Generation.Generation | undefined,
+      now: number
+    ) =>
+      publishNow((map) =>
+        map.set(from, {
+          source: from,
+          generation: m.generation,
+          wireVersion: m.wireVersion,
+          value,
+          createdAt,
+          modifiedAt: m.modifiedAt,
+          syncedAt: now,
+          pendingRemote: pending !== undefined && Generation.isNewer(pending, m.generation) ? pending : undefined
+        })
+      )
+
     const onSnapshot = (from: NodeId, m: FullSnapshot): Effect.Effect<void> => {
       const now = monotonicNow()
       const held = SubscriptionRef.getUnsafe(views).get(from)
@@ -548,19 +573,7 @@ export const make = <S, V, D, C>(
           }
           count("snapshotsReceived")
           synced(from, now, true)
-          const pending = held?.pendingRemote
-          publishNow((map) =>
-            map.set(from, {
-              source: from,
-              generation: m.generation,
-              wireVersion: m.wireVersion,
-              value: value.success,
-              createdAt: m.createdAt,
-              modifiedAt: m.modifiedAt,
-              syncedAt: now,
-              pendingRemote: pending !== undefined && Generation.isNewer(pending, m.generation) ? pending : undefined
-            })
-          )
+          publishAccepted(from, m, value.success, m.createdAt, held?.pendingRemote, now)
           return Effect.void
         }
       }
@@ -611,18 +624,7 @@ export const make = <S, V, D, C>(
           }
           count("deltasReceived")
           synced(from, now, false)
-          const pending = held!.pendingRemote
-          publishNow((map) =>
-            map.set(from, {
-              ...held!,
-              generation: m.generation,
-              wireVersion: m.wireVersion,
-              value: applied.success,
-              modifiedAt: m.modifiedAt,
-              syncedAt: now,
-              pendingRemote: pending !== undefined && Generation.isNewer(pending, m.generation) ? pending : undefined
-            })
-          )
+          publishAccepted(from, m, applied.success, held!.createdAt, held!.pendingRemote, now)
           return Effect.void
         }
       }

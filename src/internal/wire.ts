@@ -235,30 +235,25 @@ export const isWellFormedUtf8 = (bytes: Uint8Array, start: number, end: number):
       i++
       continue
     }
-    if (b >= 0xc2 && b <= 0xdf) {
-      if (i + 1 >= end || (bytes[i + 1] & 0xc0) !== 0x80) return false
-      i += 2
-      continue
-    }
-    if (b >= 0xe0 && b <= 0xef) {
-      if (i + 2 >= end) return false
-      const b1 = bytes[i + 1]
-      const low = b === 0xe0 ? 0xa0 : 0x80
-      const high = b === 0xed ? 0x9f : 0xbf
-      if (b1 < low || b1 > high || (bytes[i + 2] & 0xc0) !== 0x80) return false
-      i += 3
-      continue
-    }
-    if (b >= 0xf0 && b <= 0xf4) {
-      if (i + 3 >= end) return false
-      const b1 = bytes[i + 1]
-      const low = b === 0xf0 ? 0x90 : 0x80
-      const high = b === 0xf4 ? 0x8f : 0xbf
-      if (b1 < low || b1 > high || (bytes[i + 2] & 0xc0) !== 0x80 || (bytes[i + 3] & 0xc0) !== 0x80) return false
-      i += 4
-      continue
-    }
-    return false
+    // The sequence's length from its lead byte, and the range of its second byte (Unicode table 3-7).
+    let n: number
+    let low = 0x80
+    let high = 0xbf
+    if (b >= 0xc2 && b <= 0xdf) n = 2
+    else if (b >= 0xe0 && b <= 0xef) {
+      n = 3
+      if (b === 0xe0) low = 0xa0 // no overlong forms
+      if (b === 0xed) high = 0x9f // no surrogates
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      n = 4
+      if (b === 0xf0) low = 0x90 // no overlong forms
+      if (b === 0xf4) high = 0x8f // nothing above U+10FFFF
+    } else return false
+    if (i + n > end) return false
+    const second = bytes[i + 1]
+    if (second < low || second > high) return false
+    for (let k = 2; k < n; k++) if ((bytes[i + k] & 0xc0) !== 0x80) return false
+    i += n
   }
   return true
 }
