@@ -15,8 +15,11 @@
  *   view never reappears while it is away; no defects (an actor handler that
  *   died, an error log, a workload effect that died); every corrupted frame is
  *   rejected as it is delivered and every hostile frame exactly as expected,
- *   leaving every view map untouched; view maps hold members only; a read
- *   that succeeds never returns a view older than its `maxStaleness`;
+ *   leaving every view map untouched; view maps hold only nodes that exist,
+ *   never more entries than there are nodes; a read that succeeds never
+ *   returns a view older than its `maxStaleness` or with a pending change,
+ *   and never lacks a member that has been up (with the reader) for longer
+ *   than `pullTimeout`;
  * - **liveness**: at the end of the quiet window every live node's view of
  *   every owner equals the owner's own view (generation and value), within
  *   `livenessBound` of the final heal;
