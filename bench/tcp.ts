@@ -37,10 +37,11 @@ class Node {
   readonly proc: ChildProcess
   private readonly waiting: Array<{ readonly ev: string; readonly resolve: (r: Reply) => void }> = []
   private readonly early: Array<Reply> = []
-  constructor(config: Record<string, unknown>) {
+  constructor(config: Record<string, unknown>, env?: Record<string, string>) {
     const profile = process.env.DSTATE_BENCH_PROFILE
     this.proc = fork(nodeScript, [JSON.stringify(config)], {
       execArgv: ["--expose-gc", ...(profile === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profile}`])],
+      env: { ...process.env, ...env },
       stdio: ["ignore", "ignore", "inherit", "ipc"]
     })
     this.proc.on("message", (reply: Reply) => {
@@ -77,8 +78,8 @@ class Node {
 }
 
 const started: Array<Node> = []
-const start = async (config: Record<string, unknown>) => {
-  const node = new Node(config)
+const start = async (config: Record<string, unknown>, env?: Record<string, string>) => {
+  const node = new Node(config, env)
   started.push(node)
   const listening = await node.next("listening", 20_000)
   return { node, port: listening.port as number }
@@ -231,19 +232,26 @@ interface LargeResult {
   readonly receiver: { readonly baseline: number; readonly peak: number }
 }
 
+/**
+ * glibc's mmap threshold fixed at 64 KiB (it otherwise grows after the first large free): every large
+ * buffer is then its own mapping, counted in RSS while it lives and returned when it is freed, so that
+ * the peak RSS above the baseline shows what a transfer holds at once.
+ */
+const largeEnv = { MALLOC_MMAP_THRESHOLD_: "65536" }
+
 /** One snapshot of `size` bytes from a fresh sender to a fresh receiver. */
 const measureLarge = async (kind: "dstate" | "raw", size: number): Promise<LargeResult> => {
   let sender: Node
   let receiver: Node
   if (kind === "dstate") {
-    const a = await start({ kind, id: "large-a", owner: "large-a", view: "large" })
-    const b = await start({ kind, id: "large-b", owner: "large-a", view: "large", seeds: [`127.0.0.1:${a.port}`] })
+    const a = await start({ kind, id: "large-a", owner: "large-a", view: "large" }, largeEnv)
+    const b = await start({ kind, id: "large-b", owner: "large-a", view: "large", seeds: [`127.0.0.1:${a.port}`] }, largeEnv)
     await Promise.all([a, b].map((n) => n.node.request({ cmd: "ready", nodes: 2 }, 20_000)))
     sender = a.node
     receiver = b.node
   } else {
-    const b = await start({ kind, id: "large-raw-b" })
-    const a = await start({ kind, id: "large-raw-a" })
+    const b = await start({ kind, id: "large-raw-b" }, largeEnv)
+    const a = await start({ kind, id: "large-raw-a" }, largeEnv)
     await a.node.request({ cmd: "connect", ports: [b.port] })
     sender = a.node
     receiver = b.node
