@@ -260,7 +260,6 @@ export const makeWith = (options: Options): Effect.Effect<SimNetwork, never, Sco
     const cuts = new Set<string>()
     const links = new Map<string, LinkFaults>()
     const clogs = new Map<string, number>()
-    const linkInFlight = new Map<string, number>()
     const deliveries = new Map<number, number>() // delivery time -> frames
     let defaultLink: LinkFaults = perfectLink
     let inFlight = 0
@@ -284,6 +283,31 @@ export const makeWith = (options: Options): Effect.Effect<SimNetwork, never, Sco
       else deliveries.set(at, n)
     }
 
+    const dropped = (drop: (reason: DropReason) => void, reason: DropReason): Effect.Effect<void> => {
+      drop(reason)
+      return Effect.void
+    }
+
+    /** Per directed link: its key (computed once) and the frames in flight on it. */
+    interface Link {
+      readonly key: string
+      inFlight: number
+    }
+    const linkTable = new Map<NodeId, Map<NodeId, Link>>()
+    const linkOf = (from: NodeId, to: NodeId): Link => {
+      let row = linkTable.get(from)
+      if (row === undefined) {
+        row = new Map()
+        linkTable.set(from, row)
+      }
+      let link = row.get(to)
+      if (link === undefined) {
+        link = { key: linkKey(from, to), inFlight: 0 }
+        row.set(to, link)
+      }
+      return link
+    }
+
     const transmit = (
       from: NodeId,
       to: NodeId,
@@ -291,27 +315,30 @@ export const makeWith = (options: Options): Effect.Effect<SimNetwork, never, Sco
       frame: Uint8Array,
       deliver: (target: Endpoint, bytes: Uint8Array) => Effect.Effect<void>
     ) =>
+      // A generator on purpose: the sender's fiber takes as many run-loop steps per frame as it always
+      // has (the scheduler yields a fiber after a fixed number of steps, and simulations pin histories).
       Effect.gen(function*() {
         counts.sent++
         const sent: SentFrame = { from, to, kind, frame }
         if (keepLog) log.push(sent)
         const now = clock.currentTimeMillisUnsafe()
-        trace?.({ _tag: "Sent", at: now, frame: sent })
-        const drop = (reason: DropReason) => {
+        if (trace !== undefined) trace({ _tag: "Sent", at: now, frame: sent })
+        const drop = (reason: DropReason): void => {
           counts.dropped++
-          trace?.({ _tag: "Dropped", at: clock.currentTimeMillisUnsafe(), frame: sent, reason })
+          if (trace !== undefined) trace({ _tag: "Dropped", at: clock.currentTimeMillisUnsafe(), frame: sent, reason })
         }
         const source = endpoints.get(from)
         const target = endpoints.get(to)
-        const key = linkKey(from, to)
-        if (target === undefined || cuts.has(key)) return drop(target === undefined ? "unknownNode" : "cut")
+        if (target === undefined) return drop("unknownNode")
+        const link = linkOf(from, to)
+        const key = link.key
+        if (cuts.has(key)) return drop("cut")
         const faults = faultsOf(key)
         if (random.chance(faults.loss)) {
           counts.lost++
           return drop("loss")
         }
-        const onLink = linkInFlight.get(key) ?? 0
-        if (onLink >= faults.capacity) {
+        if (link.inFlight >= faults.capacity) {
           counts.overflowed++
           return drop("capacity")
         }
@@ -325,23 +352,31 @@ export const makeWith = (options: Options): Effect.Effect<SimNetwork, never, Sco
           const bytes = random.chance(faults.corrupt) ? corrupt(frame) : frame
           const corrupted = bytes !== frame
           inFlight++
-          linkInFlight.set(key, (linkInFlight.get(key) ?? 0) + 1)
+          link.inFlight++
           track(at, 1)
-          yield* Effect.gen(function*() {
-            if (at > now) yield* clock.sleep(Duration.millis(at - now))
-            // A paused node answers a request once resumed (one-way frames wait in its mailboxes).
-            if (kind === "request" && target.paused !== undefined) yield* Deferred.await(target.paused)
+          const arrive = Effect.suspend(() => {
             // A crash drops what was in flight to or from the crashed node.
-            if (!target.alive || (source !== undefined && !source.alive)) return drop("crashed")
-            if (endpoints.get(to) !== target) return drop("departed")
+            if (!target.alive || (source !== undefined && !source.alive)) return dropped(drop, "crashed")
+            if (endpoints.get(to) !== target) return dropped(drop, "departed")
             counts.delivered++
             if (corrupted) counts.corrupted++
-            trace?.({ _tag: "Delivered", at: clock.currentTimeMillisUnsafe(), frame: sent, bytes, corrupted })
-            yield* deliver(target, bytes)
-          }).pipe(
+            if (trace !== undefined) {
+              trace({ _tag: "Delivered", at: clock.currentTimeMillisUnsafe(), frame: sent, bytes, corrupted })
+            }
+            return deliver(target, bytes)
+          })
+          // A paused node answers a request once resumed (one-way frames wait in its mailboxes).
+          const awake = kind === "request"
+            ? Effect.andThen(
+              Effect.suspend(() => target.paused === undefined ? Effect.void : Deferred.await(target.paused)),
+              arrive
+            )
+            : arrive
+          const delivery = at > now ? Effect.andThen(clock.sleep(Duration.millis(at - now)), awake) : awake
+          yield* delivery.pipe(
             Effect.ensuring(Effect.sync(() => {
               inFlight--
-              linkInFlight.set(key, (linkInFlight.get(key) ?? 1) - 1)
+              link.inFlight--
               track(at, -1)
             })),
             Effect.forkIn(scope)
