@@ -374,6 +374,34 @@ describe("TcpRuntime: security and limits", () => {
     }), 30_000)
 })
 
+describe("TcpRuntime: shutdown", () => {
+  it.live("connections accepted while a node closes are closed with it and never hold up the close", () =>
+    Effect.gen(function*() {
+      const node = yield* startNode({})
+      const address = transportOf(node).address
+      // Some connections are mid-handshake when the close starts; more arrive while it runs.
+      const early = yield* Effect.forEach(Array.from({ length: 5 }), () => rawConnect(address))
+      const late = Array.from({ length: 20 }, () => {
+        const socket = Net.createConnection({ host: address.host, port: address.port })
+        const closed = Deferred.makeUnsafe<void>()
+        socket.on("error", () => {})
+        socket.on("close", () => Deferred.doneUnsafe(closed, Effect.void))
+        return { socket, closed }
+      })
+      const start = yield* Clock.currentTimeMillis
+      yield* Scope.close(node.scope, Exit.void).pipe(Effect.timeout("5 seconds"))
+      assert.isBelow((yield* Clock.currentTimeMillis) - start, 5000)
+      // Every client, accepted or not, sees its connection end.
+      yield* Effect.forEach([...early, ...late], (c) => Deferred.await(c.closed).pipe(Effect.timeout("2 seconds")), {
+        discard: true
+      })
+      for (const c of late) c.socket.destroy()
+      // The port is free again: nothing kept the server open.
+      const reopened = yield* startNode({ port: address.port })
+      assert.strictEqual(transportOf(reopened).address.port, address.port)
+    }), 20_000)
+})
+
 describe("TcpRuntime: membership", () => {
   it.live("a peer that goes silent is NodeLeft within the detector bound; it is NodeJoined again when it returns", () =>
     Effect.gen(function*() {

@@ -43,7 +43,6 @@ import {
   Stream
 } from "effect"
 import * as NodeSocket from "@effect/platform-node/NodeSocket"
-import * as NodeSocketServer from "@effect/platform-node/NodeSocketServer"
 import * as Socket from "effect/socket/Socket"
 import { Buffer } from "node:buffer"
 import { randomBytes } from "node:crypto"
@@ -53,6 +52,7 @@ import { NodeUnreachable, RequestTimeout } from "../../DStateError.ts"
 import { peekFrame } from "../../internal/codec.ts"
 import type { NodeId } from "../../NodeId.ts"
 import * as Detector from "./detector.ts"
+import * as Listener from "./listener.ts"
 import * as Outbound from "./outbound.ts"
 import * as Protocol from "./protocol.ts"
 
@@ -314,22 +314,20 @@ export const make = (settings: Settings) =>
     }
 
     // ---- listener -------------------------------------------------------------------------------
-    // Plain TCP sockets (and accepted TLS ones) have Nagle's algorithm off (noDelay): a small frame goes
-    // out at once instead of waiting for the peer's (delayed) acknowledgement of the previous one.
+    // Accepted connections have Nagle's algorithm off, as dialed ones (noDelay): see listener.ts.
     const tls = settings.tls
-    const server = yield* (tls === undefined
-      ? NodeSocketServer.make({ host: settings.host, port: settings.port, noDelay: true })
-      : NodeSocketServer.makeTls({
-        host: settings.host,
-        port: settings.port,
-        noDelay: true,
+    const server = yield* Listener.listen({
+      host: settings.host,
+      port: settings.port,
+      tls: tls === undefined ? undefined : {
         cert: pem(tls.cert),
         key: pem(Redacted.value(tls.key)),
         ...(tls.ca === undefined ? {} : { ca: pem(tls.ca) }),
         requestCert: tls.mutual,
         rejectUnauthorized: tls.mutual
-      }))
-    const boundPort = server.address._tag === "UnixPathAddress" ? settings.port : server.address.port
+      }
+    })
+    const boundPort = server.port
     const ownAddress: Address = { host: settings.advertiseHost, port: boundPort }
 
     // ---- helpers --------------------------------------------------------------------------------
@@ -928,14 +926,11 @@ export const make = (settings: Settings) =>
       })
 
     // ---- start ----------------------------------------------------------------------------------
-    yield* server.run((socket) =>
+    yield* server.serve((socket) =>
       Effect.suspend(() => {
         counters.connectionsAccepted++
         return closing ? Effect.void : runConnection(socket, "acceptor", undefined).pipe(Effect.ignore)
       })
-    ).pipe(
-      Effect.catchCause((cause) => Effect.logError("listener stopped", cause).pipe(annotate)),
-      Effect.forkIn(layerScope)
     )
 
     // Heartbeats: one frame per interval to every connected peer, carrying groups and members (gossip).
