@@ -101,6 +101,20 @@ const sendMany = (network: SimNetwork.SimNetwork, count: number, from = a, to = 
 const assertOk = (result: Simulation.RunResult) => assert.isTrue(result.ok, Simulation.describe(result))
 
 describe("Simulation harness", () => {
+  describe("mailbox caps", () => {
+    it.effect("every actor's mailbox is sampled at every delivery to its node and never exceeds its capacity", () =>
+      Effect.gen(function*() {
+        const result = yield* Simulation.run({ strategy: "push", nodes: 3, fault: "slowPeer" }, 77)
+        assertOk(result)
+        // One actor per state per node, all watched (slowPeer registers both states with 32-message mailboxes).
+        assert.strictEqual(result.mailboxes.actors, 6)
+        assert.strictEqual(result.mailboxes.samples % 2, 0)
+        assert.isAbove(result.mailboxes.samples, 100)
+        assert.isAtMost(result.mailboxes.peak, 1)
+        assert.isFalse(result.safety.some((v) => v.kind === "MailboxOverCap"))
+      }))
+  })
+
   describe("determinism", () => {
     const scenarios: ReadonlyArray<Simulation.Scenario> = [
       { strategy: "push+periodic", nodes: 5, fault: "mix" },

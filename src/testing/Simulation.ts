@@ -311,6 +311,7 @@ export interface Violation {
     | "HostileFrameCount"
     | "HostileFrameChangedState"
     | "ViewMapOverCap"
+    | "MailboxOverCap"
     | "StaleRead"
     | "ReadMissedMember"
     | "RestartBelowAccepted"
@@ -359,6 +360,13 @@ export interface RunResult {
   readonly messagesPerMutation: number
   /** The mutation `lostLastWrite` committed behind cut links: its owner and generation. */
   readonly lostWrite: { readonly owner: NodeId.NodeId; readonly generation: Generation.Generation } | undefined
+  /**
+   * Mailboxes watched: every actor the nodes spawned (`actors`), sampled each
+   * time its node is handed a frame (`samples`); `peak` is the fullest a
+   * bounded one was seen, as a fraction of its capacity (above 1 is a
+   * `MailboxOverCap` violation).
+   */
+  readonly mailboxes: { readonly actors: number; readonly samples: number; readonly peak: number }
   /** Hash of every frame, view map, rejection and workload outcome, in order. */
   readonly historyHash: string
   /** Simulated time at the end of the run, from its start. */
@@ -817,13 +825,44 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
       yield* registry.register(resource, registration)
     })
     const persistence = fault === "crash" ? "none" : "memory"
+    const actors = new Map<NodeId.NodeId, Array<TestCluster.SpawnedActor>>()
+    const mailboxes = { actors: 0, samples: 0, peak: 0 }
+    /**
+     * Every bounded mailbox of `node` stays within its capacity: sampled each
+     * time the network hands the node a frame, while its actors are busy.
+     */
+    const checkMailboxes = (node: NodeId.NodeId) => {
+      for (const actor of actors.get(node) ?? []) {
+        // A queue's size is read synchronously (Queue.size does nothing else).
+        const size = Effect.runSync(actor.ref.mailboxSize)
+        mailboxes.samples++
+        if (actor.mailbox === "unbounded") continue
+        const fill = size / actor.mailbox
+        if (fill > mailboxes.peak) mailboxes.peak = fill
+        if (fill > 1) {
+          checker.violation("MailboxOverCap", `${node} actor ${actor.name} holds ${size} messages, capacity ${actor.mailbox}`)
+        }
+      }
+    }
     const cluster = yield* logging(TestCluster.make({
+      onSpawn: (node, actor) => {
+        mailboxes.actors++
+        // A restarted node's new actors replace those of its previous life.
+        const list = actors.get(node) ?? []
+        actors.set(node, [...list.filter((a) => a.name !== actor.name), actor])
+      },
       nodes: size,
       setup,
       seed,
       persistence,
       observer: checker.observer,
-      network: { log: false, trace: checker.trace },
+      network: {
+        log: false,
+        trace: (event) => {
+          checker.trace(event)
+          if (event._tag === "Delivered") checkMailboxes(event.frame.to)
+        }
+      },
       registry: { changeFeedFlush: Duration.millis(timing.feedFlush) }
     })).pipe(Effect.orDie)
     network = cluster.network
@@ -1410,6 +1449,7 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
       },
       messagesPerMutation: mutations.acknowledged === 0 ? 0 : workloadFrames / mutations.acknowledged,
       lostWrite: lostWrite === undefined ? undefined : { owner: lostWrite.owner.id, generation: lostWrite.generation },
+      mailboxes: { ...mailboxes },
       historyHash: checker.hash.digest(),
       simulatedMillis: now() - START,
       ok: safety.length === 0 && durability.length === 0 && livenessOk

@@ -13,7 +13,7 @@
 import { Clock, Context, Effect, Exit, Layer, Scope } from "effect"
 import type { Duration } from "effect"
 import { TestClock } from "effect/testing"
-import type { ActorRuntime } from "../ActorRuntime.ts"
+import { type ActorRef, ActorRuntime, type MailboxCapacity } from "../ActorRuntime.ts"
 import type { ClusterEvents } from "../ClusterEvents.ts"
 import * as NodeId from "../NodeId.ts"
 import { Observer as RegistryObserver, StateRegistry } from "../StateRegistry.ts"
@@ -83,6 +83,23 @@ export interface Options<E> {
   readonly network?: Omit<SimNetwork.Options, "seed"> | undefined
   /** Installed on every node (simulation checkers). */
   readonly observer?: Observer | undefined
+  /**
+   * Called with every actor a node spawns, its mailbox capacity and its
+   * handle (simulation checkers watch mailbox sizes through it).
+   */
+  readonly onSpawn?: ((node: NodeId.NodeId, actor: SpawnedActor) => void) | undefined
+}
+
+/**
+ * An actor spawned on a node, as `onSpawn` reports it.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface SpawnedActor {
+  readonly name: string
+  readonly mailbox: MailboxCapacity
+  readonly ref: ActorRef<never>
 }
 
 /**
@@ -170,7 +187,21 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<TestCluster<
             entry.endpoint = endpoint
           }
         })
-        const replicated = registryLayer.pipe(Layer.provideMerge(runtimeLayer))
+        const onSpawn = options.onSpawn
+        const watched = onSpawn === undefined ? runtimeLayer : Layer.effectContext(
+          Effect.map(Layer.build(runtimeLayer), (built) => {
+            const runtime = Context.get(built, ActorRuntime)
+            return Context.add(built, ActorRuntime, ActorRuntime.of({
+              ...runtime,
+              spawn: (spawnOptions) =>
+                Effect.tap(runtime.spawn(spawnOptions), (ref) =>
+                  Effect.sync(() =>
+                    onSpawn(node.id, { name: spawnOptions.name, mailbox: spawnOptions.mailbox ?? "unbounded", ref })
+                  ))
+            }))
+          })
+        )
+        const replicated = registryLayer.pipe(Layer.provideMerge(watched))
         const observed = options.observer === undefined
           ? replicated
           : replicated.pipe(Layer.provide(Layer.succeed(RegistryObserver, options.observer)))
