@@ -299,6 +299,42 @@ describe("Replication", () => {
         assert.deepStrictEqual(after, { ...before, departedIgnored: before.departedIgnored + 1 })
       }))
 
+    it.effect("the departed set holds exactly departedCapacity nodes: the oldest departure beyond it is forgotten", () =>
+      Effect.gen(function*() {
+        const cluster = yield* TestCluster.make({ nodes: 4, setup: registerCounter, registry: { departedCapacity: 2 } })
+        const [a, x1, x2, x3] = cluster.nodes
+        yield* cluster.settle
+        const late = new Map<Node, Uint8Array>()
+        for (const x of [x1, x2, x3]) {
+          yield* mutateOn(cluster, x, 1)
+          yield* mutateOn(cluster, x, 1)
+          yield* cluster.settle
+          const frames = loggedFrames(cluster, { from: x.id, to: a.id, tag: "FullSnapshot" })
+            .filter((f) => f.message._tag === "FullSnapshot" && f.message.generation.age === 2)
+          assert.strictEqual(frames.length, 1)
+          late.set(x, frames[0].frame)
+        }
+        // Three departures into a set of two: x1's is forgotten.
+        for (const x of [x1, x2, x3]) yield* cluster.removeNode(x)
+        yield* cluster.settle
+        const alone = { [a.id]: { incarnation: 0, age: 0, value: { value: 0 } } }
+        assert.deepStrictEqual(summary(yield* viewsOn(cluster, a, Counter)), alone)
+        const before = yield* metricsOn(cluster, a, Counter)
+        // The two remembered departures still keep their late frames out...
+        yield* cluster.network.inject(x2.id, a.id, late.get(x2)!)
+        yield* cluster.network.inject(x3.id, a.id, late.get(x3)!)
+        yield* cluster.settle
+        assert.deepStrictEqual(summary(yield* viewsOn(cluster, a, Counter)), alone)
+        const after = yield* metricsOn(cluster, a, Counter)
+        assert.strictEqual(after.departedIgnored, before.departedIgnored + 2)
+        // ...while the forgotten one's is accepted again, as the limit documents.
+        yield* cluster.network.inject(x1.id, a.id, late.get(x1)!)
+        yield* cluster.settle
+        const views = yield* viewsOn(cluster, a, Counter)
+        assert.deepStrictEqual(summary(views)[x1.id], { incarnation: 0, age: 2, value: { value: 2 } })
+        assert.strictEqual((yield* metricsOn(cluster, a, Counter)).departedIgnored, before.departedIgnored + 2)
+      }))
+
     it.effect("a node that leaves and rejoins with a new incarnation is accepted again", () =>
       Effect.gen(function*() {
         const cluster = yield* TestCluster.make({ nodes: 2, setup: registerCounter, persistence: "none" })
