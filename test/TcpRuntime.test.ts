@@ -374,6 +374,52 @@ describe("TcpRuntime: security and limits", () => {
     }), 30_000)
 })
 
+describe("TcpRuntime: handshake limits", () => {
+  it.live("maxPendingHandshakes: exactly that many connections may be mid-handshake; one more is closed at once", () =>
+    Effect.gen(function*() {
+      const node = yield* startNode({ limits: { maxPendingHandshakes: 2 }, handshakeTimeout: "10 seconds" })
+      const address = transportOf(node).address
+      const pending = yield* Effect.forEach([1, 2], () => rawConnect(address))
+      yield* poll(Effect.map(transportOf(node).stats, (s) => assert.strictEqual(s.connectionsAccepted, 2)))
+      const third = yield* rawConnect(address)
+      yield* Deferred.await(third.closed).pipe(Effect.timeout("2 seconds"))
+      const stats = yield* transportOf(node).stats
+      assert.strictEqual(stats.rejectedPendingHandshakes, 1)
+      // The two within the limit are still open, waiting for their Hello.
+      for (const p of pending) assert.isFalse(Deferred.isDoneUnsafe(p.closed))
+      // Once they go, the slots are free again.
+      for (const p of pending) p.socket.destroy()
+      yield* poll(Effect.gen(function*() {
+        const fourth = yield* rawConnect(address)
+        yield* Effect.sleep("100 millis")
+        assert.isFalse(Deferred.isDoneUnsafe(fourth.closed))
+        assert.strictEqual((yield* transportOf(node).stats).rejectedPendingHandshakes, 1)
+      }).pipe(Effect.scoped))
+    }), 20_000)
+
+  it.live("handshakeFrameBytes: a frame before authentication may be that long, one byte more closes the connection", () =>
+    Effect.gen(function*() {
+      const limit = 1024
+      const node = yield* startNode({ limits: { handshakeFrameBytes: limit } })
+      const address = transportOf(node).address
+      const announce = (total: number) => {
+        const prefix = new Uint8Array(4)
+        new DataView(prefix.buffer).setUint32(0, total - 4)
+        return prefix
+      }
+      // At the limit: not rejected for its size (the node waits for the rest of the frame).
+      const atLimit = yield* rawConnect(address)
+      yield* write(atLimit.socket, announce(limit))
+      // One byte over: rejected from the prefix alone.
+      const over = yield* rawConnect(address)
+      yield* write(over.socket, announce(limit + 1))
+      yield* Deferred.await(over.closed).pipe(Effect.timeout("2 seconds"))
+      yield* Effect.sleep("200 millis")
+      assert.isFalse(Deferred.isDoneUnsafe(atLimit.closed))
+      assert.strictEqual((yield* transportOf(node).stats).rejectedTooLarge, 1)
+    }), 20_000)
+})
+
 describe("TcpRuntime: shutdown", () => {
   it.live("connections accepted while a node closes are closed with it and never hold up the close", () =>
     Effect.gen(function*() {
