@@ -20,6 +20,7 @@ import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { Duration, Effect, FileSystem, Layer, Redacted, Schedule } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
+import * as ChildProcesses from "./support/ChildProcesses.ts"
 
 const writer = fileURLToPath(new URL("./fixtures/crashWriter.ts", import.meta.url))
 const url = process.env.DSTATE_TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test"
@@ -54,25 +55,15 @@ const startWriter = (config: unknown, env: NodeJS.ProcessEnv) =>
     Effect.sync((): Child => {
       const proc = spawn(process.execPath, [writer, JSON.stringify(config)], { stdio: ["pipe", "pipe", "pipe"], env })
       const child: Child = { process: proc, lines: [], stderr: "", closed: false, waiters: new Set() }
-      const notify = () => child.waiters.forEach((waiter) => waiter())
       let partial = ""
       proc.stdout!.setEncoding("utf8")
       proc.stdout!.on("data", (chunk: string) => {
         const parts = (partial + chunk).split("\n")
         partial = parts.pop()!
         child.lines.push(...parts)
-        notify()
+        ChildProcesses.notify(child)
       })
-      proc.stderr!.setEncoding("utf8")
-      proc.stderr!.on("data", (chunk: string) => {
-        child.stderr += chunk
-      })
-      // A write to a writer that was just killed fails with EPIPE; its exit is what counts.
-      proc.stdin!.on("error", () => {})
-      proc.on("close", () => {
-        child.closed = true
-        notify()
-      })
+      ChildProcesses.watch(child)
       return child
     }),
     (child) =>

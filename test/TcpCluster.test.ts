@@ -21,6 +21,7 @@ import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import { pollEventually } from "./conformance/RuntimeSuite.ts"
 import type { Entry } from "./helpers.ts"
+import * as ChildProcesses from "./support/ChildProcesses.ts"
 
 const fixture = fileURLToPath(new URL("./fixtures/tcpNode.ts", import.meta.url))
 
@@ -107,18 +108,11 @@ const startNode = (name: string, directory: string, seeds: ReadonlyArray<number>
         const config = { id: name, directory, seeds: seeds.map((port) => `127.0.0.1:${port}`), heartbeat }
         const proc = spawn(process.execPath, [fixture, JSON.stringify(config)], { stdio: ["pipe", "pipe", "pipe"] })
         const child: Child = { name, process: proc, messages: [], stderr: "", closed: false, nextId: 0, waiters: new Set() }
-        const notify = () => child.waiters.forEach((waiter) => waiter())
         createInterface({ input: proc.stdout! }).on("line", (line) => {
           child.messages.push(JSON.parse(line) as Message)
-          notify()
+          ChildProcesses.notify(child)
         })
-        proc.stderr!.setEncoding("utf8").on("data", (chunk: string) => (child.stderr += chunk))
-        // Writing to a child that was just killed fails with EPIPE; its exit is what counts.
-        proc.stdin!.on("error", () => {})
-        proc.on("close", () => {
-          child.closed = true
-          notify()
-        })
+        ChildProcesses.watch(child)
         return child
       }),
       (child) =>
