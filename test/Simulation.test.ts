@@ -101,7 +101,7 @@ const sendMany = (network: SimNetwork.SimNetwork, count: number, from = a, to = 
 const assertOk = (result: Simulation.RunResult) => assert.isTrue(result.ok, Simulation.describe(result))
 
 describe("Simulation harness", () => {
-  describe("mailbox caps", () => {
+  describe("caps", () => {
     it.effect("every actor's mailbox is sampled at every delivery to its node and never exceeds its capacity", () =>
       Effect.gen(function*() {
         const result = yield* Simulation.run({ strategy: "push", nodes: 3, fault: "slowPeer" }, 77)
@@ -112,6 +112,15 @@ describe("Simulation harness", () => {
         assert.isAbove(result.mailboxes.samples, 100)
         assert.isAtMost(result.mailboxes.peak, 1)
         assert.isFalse(result.safety.some((v) => v.kind === "MailboxOverCap"))
+      }))
+
+    it.effect("every departed set is reported as it changes and stays within departedCapacity under churn", () =>
+      Effect.gen(function*() {
+        const result = yield* Simulation.run({ strategy: "push", nodes: 5, fault: "churn", churnCycles: 40 }, 78)
+        assertOk(result)
+        assert.isAbove(result.departedPeak, 0)
+        assert.isAtMost(result.departedPeak, 10_000)
+        assert.isFalse(result.safety.some((v) => v.kind === "DepartedSetOverCap"))
       }))
   })
 

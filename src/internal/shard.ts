@@ -55,6 +55,14 @@ export interface ShardEnv {
 export interface Observer {
   readonly onViews: (stateName: string, node: NodeId, views: ViewMap<unknown>) => void
   readonly onRejectedFrame: (node: NodeId, from: NodeId, error: { readonly _tag: string; readonly message: string }) => void
+  /** After the departed set (and the newest generation remembered per departed peer) changed, with their cap. */
+  readonly onDeparted?: ((stateName: string, node: NodeId, sizes: DepartedSizes) => void) | undefined
+}
+
+export interface DepartedSizes {
+  readonly departed: number
+  readonly remembered: number
+  readonly capacity: number
 }
 
 export interface QueryOptions {
@@ -416,10 +424,18 @@ export const make = <S, V, D, C>(
       return incarnation !== undefined && generation.incarnation <= incarnation
     }
 
+    const reportDeparted = () =>
+      env.observer?.onDeparted?.(name, self, {
+        departed: departed.size,
+        remembered: lastSeen.size,
+        capacity: env.departedCapacity
+      })
+
     const remember = (node: NodeId, generation: Generation.Generation) => {
       lastSeen.delete(node)
       lastSeen.set(node, generation)
       while (lastSeen.size > env.departedCapacity) lastSeen.delete(lastSeen.keys().next().value as NodeId)
+      reportDeparted()
     }
 
     const markDeparted = (node: NodeId, incarnation: number) => {
@@ -429,6 +445,7 @@ export const make = <S, V, D, C>(
         const oldest = departed.keys().next().value as NodeId
         departed.delete(oldest)
       }
+      reportDeparted()
     }
 
     const recordFailure = (node: NodeId, error: { readonly message: string }) => {

@@ -312,6 +312,7 @@ export interface Violation {
     | "HostileFrameChangedState"
     | "ViewMapOverCap"
     | "MailboxOverCap"
+    | "DepartedSetOverCap"
     | "StaleRead"
     | "ReadMissedMember"
     | "RestartBelowAccepted"
@@ -367,6 +368,11 @@ export interface RunResult {
    * `MailboxOverCap` violation).
    */
   readonly mailboxes: { readonly actors: number; readonly samples: number; readonly peak: number }
+  /**
+   * The largest departed set any shard held (each is capped by the
+   * registry's `departedCapacity`; above it is a `DepartedSetOverCap` violation).
+   */
+  readonly departedPeak: number
   /** Hash of every frame, view map, rejection and workload outcome, in order. */
   readonly historyHash: string
   /** Simulated time at the end of the run, from its start. */
@@ -509,6 +515,8 @@ const makeChecker = (now: () => number) => {
   }
   let pending: PendingDelivery | undefined
   let injecting = false
+  /** The largest departed set any shard reported. */
+  let departedPeak = 0
 
   const settleDelivery = () => {
     const p = pending
@@ -586,6 +594,15 @@ const makeChecker = (now: () => number) => {
         return
       }
       counts.replyRejected++
+    },
+    onDeparted: (stateName, node, sizes) => {
+      if (sizes.departed > departedPeak) departedPeak = sizes.departed
+      if (sizes.departed > sizes.capacity || sizes.remembered > sizes.capacity) {
+        violation(
+          "DepartedSetOverCap",
+          `${node} (${stateName}) remembers ${sizes.departed} departed and ${sizes.remembered} last-seen peers, capacity ${sizes.capacity}`
+        )
+      }
     }
   }
 
@@ -620,6 +637,7 @@ const makeChecker = (now: () => number) => {
     safety,
     violation,
     observer,
+    departedPeak: () => departedPeak,
     trace,
     counts,
     latest,
@@ -1450,6 +1468,7 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
       messagesPerMutation: mutations.acknowledged === 0 ? 0 : workloadFrames / mutations.acknowledged,
       lostWrite: lostWrite === undefined ? undefined : { owner: lostWrite.owner.id, generation: lostWrite.generation },
       mailboxes: { ...mailboxes },
+      departedPeak: checker.departedPeak(),
       historyHash: checker.hash.digest(),
       simulatedMillis: now() - START,
       ok: safety.length === 0 && durability.length === 0 && livenessOk
