@@ -46,7 +46,7 @@ import * as NodeSocket from "@effect/platform-node/NodeSocket"
 import * as Socket from "effect/socket/Socket"
 import { Buffer } from "node:buffer"
 import { randomBytes } from "node:crypto"
-import { type ActorRuntime, after, every, type Inbound, type MailboxCapacity, RequestRejected, spawnActor } from "../../ActorRuntime.ts"
+import { type ActorRuntime, after, every, type Inbound, RequestRejected, spawnActor } from "../../ActorRuntime.ts"
 import { type ClusterEvents, makeSource } from "../../ClusterEvents.ts"
 import { NodeUnreachable, RequestTimeout } from "../../DStateError.ts"
 import { peekFrame } from "../../internal/codec.ts"
@@ -55,6 +55,7 @@ import * as Detector from "./detector.ts"
 import * as Listener from "./listener.ts"
 import * as Outbound from "./outbound.ts"
 import * as Protocol from "./protocol.ts"
+import type { Limits } from "../TcpRuntime.ts"
 
 // ---- configuration ------------------------------------------------------------------------------
 
@@ -72,8 +73,8 @@ export interface TlsSettings {
   readonly servername: string | undefined
 }
 
-/** Options with every default applied. */
-export interface Settings {
+/** Options with every default applied (the limits as `TcpRuntime.Limits` names them). */
+export interface Settings extends Limits {
   readonly nodeId: NodeId
   readonly host: string
   readonly port: number
@@ -81,12 +82,6 @@ export interface Settings {
   readonly seeds: ReadonlyArray<Address>
   readonly secret: Redacted.Redacted<string | Uint8Array>
   readonly tls: TlsSettings | undefined
-  readonly maxFrameBytes: number
-  readonly handshakeFrameBytes: number
-  readonly maxQueuedBytes: number
-  readonly maxQueuedFrames: number
-  readonly maxPendingHandshakes: number
-  readonly mailbox: MailboxCapacity
   readonly heartbeatInterval: Duration.Duration
   readonly detectorCheckInterval: Duration.Duration
   readonly detector: Detector.DetectorSettings
