@@ -34,6 +34,14 @@ export interface ActorRef<in M> {
   readonly name: string
   /** Enqueues a message; fails with `MailboxFull` when a bounded mailbox is full, `ActorStopped` when the actor has stopped. */
   readonly tell: (message: M) => Effect.Effect<void, MailboxFull | ActorStopped>
+  /**
+   * Like `tell`, but when the actor is idle (nothing being handled, nothing waiting) the message is
+   * handled at once in the caller's fiber, with the actor's context and without interruption; the
+   * actor's order (one message at a time, in order) holds either way. A defect there is logged,
+   * reported to `onDefect` and counted as a restart, as in the actor's fiber. An actor spawned with a
+   * `restart` schedule always enqueues. Optional: without it, callers use `tell`.
+   */
+  readonly tellOrRun?: ((message: M) => Effect.Effect<void, MailboxFull | ActorStopped>) | undefined
   /** Messages waiting in the mailbox. */
   readonly mailboxSize: Effect.Effect<number>
   /** How many times the actor was restarted after a defect. */

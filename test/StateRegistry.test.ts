@@ -365,15 +365,36 @@ describe("StateRegistry", () => {
   })
 
   describe("bounded mailbox", () => {
+    it.effect("with mailbox 1, concurrent mutations on an idle actor each complete at once", () =>
+      Effect.gen(function*() {
+        const cluster = yield* TestCluster.make({ nodes: 1, setup: StateRegistry.register(Counter, { mailbox: 1 }) })
+        const [a] = cluster.nodes
+        yield* cluster.settle
+        const counter = yield* handleOn(cluster, a, Counter)
+        const exits = yield* Effect.forEach([1, 2, 3, 4, 5], () => counter.mutate(increment(1)), {
+          concurrency: "unbounded"
+        })
+        // Each found the actor idle and was handled in its own fiber: none waited in the mailbox.
+        assert.deepStrictEqual(exits.map((c) => c.generation.age).sort(), [1, 2, 3, 4, 5])
+        assert.deepStrictEqual(yield* counter.state, { value: 5 })
+        assert.strictEqual((yield* counter.metrics).mutations, 5)
+      }))
+
     it.effect("with mailbox 1, mutations offered while the actor is busy fail with MailboxFull", () =>
       Effect.gen(function*() {
         const cluster = yield* TestCluster.make({ nodes: 1, setup: StateRegistry.register(Counter, { mailbox: 1 }) })
         const [a] = cluster.nodes
         yield* cluster.settle
         const counter = yield* handleOn(cluster, a, Counter)
-        const exits = yield* Effect.forEach([1, 2, 3, 4, 5], () => Effect.exit(counter.mutate(increment(1))), {
+        // A paused node's actor takes nothing: the first mutation waits in the mailbox, the rest find it full.
+        yield* cluster.network.pause(a.id)
+        const offered = yield* Effect.forEach([1, 2, 3, 4, 5], () => Effect.exit(counter.mutate(increment(1))), {
           concurrency: "unbounded"
-        })
+        }).pipe(Effect.forkChild)
+        // Let all five be offered while the node is paused.
+        for (let i = 0; i < 10; i++) yield* Effect.yieldNow
+        yield* cluster.network.resume(a.id)
+        const exits = yield* Fiber.join(offered)
         const ok = exits.filter(Exit.isSuccess)
         assert.strictEqual(ok.length, 1)
         assert.deepStrictEqual(ok[0].value, { generation: { incarnation: 0, age: 1 }, state: { value: 1 } })

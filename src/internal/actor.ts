@@ -2,7 +2,7 @@
  * The supervised actor: a fiber consuming a `Queue` mailbox.
  * @internal
  */
-import { Cause, Effect, Exit, Queue, Result, Schedule, type Scope } from "effect"
+import { Cause, type Context, Deferred, Effect, Exit, Queue, Result, Schedule, type Scope } from "effect"
 import type { ActorRef, SpawnOptions } from "../ActorRuntime.ts"
 import { ActorStopped, MailboxFull } from "../DStateError.ts"
 
@@ -14,6 +14,8 @@ export interface Hooks {
   readonly onDone?: (() => void) | undefined
   /** Runs before each message; a paused node blocks here. */
   readonly gate?: Effect.Effect<void> | undefined
+  /** `false` while `gate` would block: a message handled in the caller's fiber waits in the mailbox instead. */
+  readonly isOpen?: (() => boolean) | undefined
 }
 
 class ActorDefect {
@@ -23,6 +25,10 @@ class ActorDefect {
     this.defect = defect
   }
 }
+
+/** `true` when `effect` is an exit that succeeded: nothing is left to run. */
+export const isSucceeded = (effect: Effect.Effect<unknown, unknown, unknown>): boolean =>
+  Exit.isExit(effect) && Exit.isSuccess(effect)
 
 /** Spawns an actor in the current scope. */
 export const spawn = <M, R>(
@@ -40,9 +46,13 @@ export const spawn = <M, R>(
     const onEnqueue = hooks?.onEnqueue
     const onDone = hooks?.onDone
     const gate = hooks?.gate
+    const isOpen = hooks?.isOpen
 
-    /** Set while a taken message is being handled, so that a stop releases its accounting too. */
+    /** Set from the moment the loop takes a message until it is handled, so that a stop releases its accounting too. */
     let handling = false
+    /** Set while a message is handled in a caller's fiber (`tellOrRun`): the loop waits for it before the next. */
+    let inline: Deferred.Deferred<void> | undefined
+    const context = yield* Effect.context<R>()
     const finish = Effect.sync(() => {
       handling = false
       onDone?.()
@@ -64,8 +74,9 @@ export const spawn = <M, R>(
     const loop = Effect.gen(function*() {
       while (true) {
         const message = yield* Queue.take(mailbox)
-        if (gate) yield* gate
         handling = true
+        if (inline !== undefined) yield* Deferred.await(inline)
+        if (gate) yield* gate
         // One step per message on the common path; defects take the slow path (logged, `onDefect`, restart).
         const exit = yield* Effect.exit(options.receive(message))
         if (Exit.isSuccess(exit)) {
@@ -101,15 +112,72 @@ export const spawn = <M, R>(
 
     const full = new MailboxFull({ actor: options.name, capacity })
     const stopped = new ActorStopped({ actor: options.name })
+    const tell = (message: M): Effect.Effect<void, MailboxFull | ActorStopped> =>
+      Effect.suspend(() => {
+        if (Queue.offerUnsafe(mailbox, message)) {
+          onEnqueue?.()
+          return Effect.void
+        }
+        return Effect.fail(stoppedFlag ? stopped : full)
+      })
+    const idle = () => !handling && inline === undefined && !stoppedFlag && Queue.sizeUnsafe(mailbox) === 0
+
+    /**
+     * Handles `message` in the caller's fiber, as the loop would: the loop waits until it is done. The
+     * handler is called at once; when what it returns is already an exit (the work was synchronous),
+     * nothing more runs.
+     */
+    const runInline = (message: M): Effect.Effect<void> => {
+      const done = Deferred.makeUnsafe<void>()
+      inline = done
+      onEnqueue?.()
+      const release = () => {
+        inline = undefined
+        onDone?.()
+        Deferred.doneUnsafe(done, Exit.void)
+      }
+      let rest: Effect.Effect<void, never, R>
+      try {
+        rest = options.receive(message)
+      } catch (defect) {
+        rest = Effect.die(defect)
+      }
+      if (isSucceeded(rest)) {
+        release()
+        return Effect.void
+      }
+      return Effect.exit(rest).pipe(
+        Effect.flatMap((exit) => {
+          release()
+          return Exit.isSuccess(exit) ? Effect.void : onInlineFailure(message, exit.cause)
+        }),
+        // The actor's own context (services, log annotations), not the caller's.
+        Effect.updateContext((_: Context.Context<never>) => context),
+        Effect.uninterruptible
+      )
+    }
+    /** A defect in a message handled inline: logged and reported as in the loop, counted as a restart (the default schedule restarts forever). */
+    const onInlineFailure = (message: M, cause: Cause.Cause<never>) =>
+      onFailure(message, cause).pipe(
+        Effect.catch(() =>
+          Effect.sync(() => {
+            restarts++
+          })
+        ),
+        Effect.catchCause(() => Effect.void)
+      )
+
     return {
       name: options.name,
-      tell: (message: M) =>
+      tell,
+      // With a restart schedule of its own, every defect must go through the loop's schedule: no inline path.
+      tellOrRun: options.restart !== undefined ? tell : (message: M) =>
         Effect.suspend(() => {
-          if (Queue.offerUnsafe(mailbox, message)) {
-            onEnqueue?.()
-            return Effect.void
-          }
-          return Effect.fail(stoppedFlag ? stopped : full)
+          if (!idle()) return tell(message)
+          if (isOpen !== undefined) return isOpen() ? runInline(message) : tell(message)
+          if (gate === undefined) return runInline(message)
+          // A paused node holds the caller here; what happened meanwhile decides the path.
+          return Effect.andThen(gate, Effect.suspend(() => idle() ? runInline(message) : tell(message)))
         }),
       mailboxSize: Queue.size(mailbox),
       restarts: Effect.sync(() => restarts)

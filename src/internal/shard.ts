@@ -331,13 +331,15 @@ export const make = <S, V, D, C>(
         Effect.as(undefined)
       )
 
-    const peerCount = Effect.map(env.runtime.members(group), (members) => {
+    const peersIn = (members: ReadonlyArray<NodeId>) => {
       let peers = 0
       for (const member of members) if (member !== self) peers++
       return peers
-    })
+    }
+    const peerCount = Effect.map(env.runtime.members(group), peersIn)
 
-    const broadcastSnapshot: Effect.Effect<void> = Effect.flatMap(peerCount, (peers) => {
+    const broadcastSnapshot: Effect.Effect<void> = Effect.flatMap(env.runtime.members(group), (members) => {
+      const peers = peersIn(members)
       if (peers === 0) return Effect.void // nobody to tell: skip the encoding
       const frame = snapshotFrameNow()
       if (Result.isFailure(frame)) return logSendFailure(frame.failure)
@@ -729,25 +731,23 @@ export const make = <S, V, D, C>(
     })
 
     /** Sends whatever peers have not received yet: the single pending delta when it follows what they hold, else a snapshot. */
-    const pushNow: Effect.Effect<void> = Effect.suspend(() => {
-      const send = Effect.suspend(() => {
-        const current = owner
-        if (Generation.equals(lastPushed, current.generation)) return Effect.void
-        const followsPushed = lastPushed.incarnation === current.generation.incarnation &&
-          lastPushed.age + 1 === current.generation.age
-        const sent = definition._tag === "Delta" && followsPushed && unsentDelta !== undefined &&
-            Generation.equals(unsentDelta.generation, current.generation)
-          ? broadcastDelta(current.generation, current.modifiedAt, unsentDelta.delta)
-          : broadcastSnapshot
-        return Effect.andThen(sent, pushed(current.generation))
-      })
-      return delayedSend === undefined ? send : Effect.andThen(cancelDelayed, send)
-    })
-    const pushed = (generation: Generation.Generation) =>
-      Effect.sync(() => {
-        lastPushed = generation
-        unsentDelta = undefined
-      })
+    const pushNow: Effect.Effect<void> = Effect.suspend(() =>
+      delayedSend === undefined ? pushCurrent() : Effect.andThen(cancelDelayed, Effect.suspend(pushCurrent))
+    )
+    const pushCurrent = (): Effect.Effect<void> => {
+      const current = owner
+      if (Generation.equals(lastPushed, current.generation)) return Effect.void
+      const followsPushed = lastPushed.incarnation === current.generation.incarnation &&
+        lastPushed.age + 1 === current.generation.age
+      const pending = unsentDelta
+      // Recorded before sending: nothing else runs on this actor meanwhile, and a send never fails.
+      lastPushed = current.generation
+      unsentDelta = undefined
+      return definition._tag === "Delta" && followsPushed && pending !== undefined &&
+          Generation.equals(pending.generation, current.generation)
+        ? broadcastDelta(current.generation, current.modifiedAt, pending.delta)
+        : broadcastSnapshot
+    }
 
     const urgencyOf = (oldView: V, committed: Owner<S, V>, delta: D | undefined): SyncUrgency.SyncUrgency =>
       definition._tag === "Delta" && definition.syncUrgency !== undefined && delta !== undefined
@@ -950,14 +950,14 @@ export const make = <S, V, D, C>(
     const actor: ActorRef<Message<S, C>> = yield* env.runtime.spawn<Message<S, C>, never>({
       name: `state/${name}`,
       mailbox: "unbounded",
-      receive: (m) =>
-        isData(m)
-          ? Effect.suspend(() => {
-            // Taken out of the mailbox: the bound counts waiting messages, as a queue's would.
-            pendingData--
-            return Effect.andThen(receive(m), resync)
-          })
-          : receive(m),
+      receive: (m) => {
+        if (!isData(m)) return receive(m)
+        // Taken out of the mailbox: the bound counts waiting messages, as a queue's would.
+        pendingData--
+        const handled = receive(m)
+        if (!Exit.isExit(handled as Effect.Effect<void>)) return Effect.andThen(handled, resync)
+        return resyncTo.size === 0 && resyncFrom.size === 0 ? handled : Effect.andThen(handled, resync)
+      },
       onDefect: (m, defect) =>
         m._tag === "Mutate"
           ? Deferred.die(m.done, defect).pipe(Effect.asVoid)
@@ -970,11 +970,19 @@ export const make = <S, V, D, C>(
       Effect.suspend(() => {
         if (pendingData >= capacity) return Effect.fail(full)
         pendingData++
-        return actor.tell(message).pipe(Effect.tapError(() =>
-          Effect.sync(() => {
-            pendingData--
-          })
-        ))
+        return actor.tell(message).pipe(Effect.tapError(untold))
+      })
+    const untold = () =>
+      Effect.sync(() => {
+        pendingData--
+      })
+    /** A mutation: handled at once in the caller's fiber when the actor is idle (see `ActorRef.tellOrRun`). */
+    const tellOrRun = actor.tellOrRun
+    const runData = tellOrRun === undefined ? tellData : (message: Message<S, C>): Effect.Effect<void, MailboxFull | ActorStopped> =>
+      Effect.suspend(() => {
+        if (pendingData >= capacity) return Effect.fail(full)
+        pendingData++
+        return tellOrRun(message).pipe(Effect.tapError(untold))
       })
 
     const tellControl = (message: Message<S, C>): Effect.Effect<void> => Effect.ignore(actor.tell(message))
@@ -1153,7 +1161,7 @@ export const make = <S, V, D, C>(
       mutate: (apply) =>
         Effect.suspend(() => {
           const done = Deferred.makeUnsafe<Committed<S>, PersistenceFailed>()
-          return Effect.andThen(tellData({ _tag: "Mutate", apply, done }), Deferred.await(done))
+          return Effect.andThen(runData({ _tag: "Mutate", apply, done }), Deferred.await(done))
         }),
       query,
       snapshot: SubscriptionRef.get(views),

@@ -45,7 +45,8 @@ export const layer = (
       onDone: () => {
         endpoint.busy--
       },
-      gate
+      gate,
+      isOpen: () => endpoint.paused === undefined
     }
     yield* network.attach(endpoint)
     yield* Effect.addFinalizer(() => network.detach(nodeId, !endpoint.alive))

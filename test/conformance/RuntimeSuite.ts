@@ -356,6 +356,111 @@ export const suite = (name: string, makeNodes: MakeNodes, options?: SuiteOptions
           assert.deepStrictEqual(seen, ["poison1", "a", "poison2"])
         }), timeout)
 
+      test("tellOrRun handles a message at once on an idle actor, and in its turn on a busy one", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(1)
+          const [a] = cluster.nodes
+          const started = yield* Deferred.make<void>()
+          const release = yield* Deferred.make<void>()
+          const handled: Array<number> = []
+          let running = 0
+          let maxRunning = 0
+          const actor = yield* runtimeOf(a).spawn({
+            name: "inline",
+            receive: (n: number) =>
+              Effect.gen(function*() {
+                running++
+                maxRunning = Math.max(maxRunning, running)
+                if (n === 0) {
+                  yield* Deferred.succeed(started, undefined)
+                  yield* Deferred.await(release)
+                }
+                handled.push(n)
+                running--
+              })
+          })
+          const tellOrRun = actor.tellOrRun!
+          yield* tellOrRun(1)
+          // Idle: handled before tellOrRun returned.
+          assert.deepStrictEqual(handled, [1])
+          yield* actor.tell(0)
+          yield* Deferred.await(started)
+          // Busy on message 0: these wait their turn in the mailbox.
+          yield* tellOrRun(2)
+          yield* tellOrRun(3)
+          assert.deepStrictEqual(handled, [1])
+          assert.strictEqual(yield* actor.mailboxSize, 2)
+          yield* Deferred.succeed(release, undefined)
+          yield* cluster.eventually(check(() => assert.deepStrictEqual(handled, [1, 0, 2, 3])))
+          assert.strictEqual(maxRunning, 1)
+          assert.strictEqual(yield* actor.restarts, 0)
+        }), timeout)
+
+      test("a message handled in the caller's fiber that suspends holds the next one until it is done", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(1)
+          const [a] = cluster.nodes
+          const started = yield* Deferred.make<void>()
+          const release = yield* Deferred.make<void>()
+          const handled: Array<string> = []
+          let running = 0
+          let maxRunning = 0
+          // A failed assertion must not leave the uninterruptible handler blocked at scope close.
+          yield* Effect.addFinalizer(() => Deferred.succeed(release, undefined))
+          const actor = yield* runtimeOf(a).spawn({
+            name: "inline-slow",
+            receive: (message: string) =>
+              Effect.gen(function*() {
+                running++
+                maxRunning = Math.max(maxRunning, running)
+                if (message === "slow") {
+                  yield* Deferred.succeed(started, undefined)
+                  yield* Deferred.await(release)
+                }
+                handled.push(message)
+                running--
+              })
+          })
+          const slow = yield* Effect.forkChild(actor.tellOrRun!("slow"))
+          yield* Deferred.await(started)
+          yield* actor.tell("next")
+          yield* actor.tellOrRun!("after")
+          // (No settle while a handler is blocked: a simulated settle would wait for it.)
+          for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+          assert.deepStrictEqual(handled, [])
+          // "next" was taken by the actor's loop, which waits for "slow"; "after" waits in the mailbox.
+          assert.strictEqual(yield* actor.mailboxSize, 1)
+          // The caller that runs the handler is not interrupted halfway.
+          const interrupting = yield* Effect.forkChild(Fiber.interrupt(slow))
+          for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+          assert.deepStrictEqual(handled, [])
+          yield* Deferred.succeed(release, undefined)
+          yield* Fiber.join(interrupting)
+          yield* cluster.eventually(check(() => assert.deepStrictEqual(handled, ["slow", "next", "after"])))
+          assert.strictEqual(maxRunning, 1)
+        }), timeout)
+
+      test("a defect in a message handled in the caller's fiber is reported and counted as a restart", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(1)
+          const [a] = cluster.nodes
+          const handled: Array<string> = []
+          const defects: Array<readonly [string, unknown]> = []
+          const actor = yield* runtimeOf(a).spawn({
+            name: "inline-fragile",
+            receive: (message: string) =>
+              message === "poison" ? Effect.die("boom") : Effect.sync(() => handled.push(message)),
+            onDefect: (message, defect) => Effect.sync(() => defects.push([message, defect]))
+          })
+          yield* actor.tellOrRun!("poison")
+          assert.deepStrictEqual(defects, [["poison", "boom"]])
+          assert.strictEqual(yield* actor.restarts, 1)
+          yield* actor.tellOrRun!("a")
+          yield* actor.tell("b")
+          yield* cluster.eventually(check(() => assert.deepStrictEqual(handled, ["a", "b"])))
+          assert.strictEqual(yield* actor.restarts, 1)
+        }), timeout)
+
       test("an actor stops when its scope closes", () =>
         Effect.gen(function*() {
           const cluster = yield* makeNodes(1)
