@@ -42,6 +42,12 @@ export interface ActorRef<in M> {
    * `restart` schedule always enqueues. Optional: without it, callers use `tell`.
    */
   readonly tellOrRun?: ((message: M) => Effect.Effect<void, MailboxFull | ActorStopped>) | undefined
+  /**
+   * Hands `message` to the actor once the calling fiber yields (as `tellOrRun` from a fiber of the
+   * actor's scope); messages told this way in one turn keep their order. Until then the runtime counts
+   * it as work waiting in the actor. Fails with `ActorStopped` when the actor has stopped. Optional.
+   */
+  readonly tellLater?: ((message: M) => Effect.Effect<void, ActorStopped>) | undefined
   /** Messages waiting in the mailbox. */
   readonly mailboxSize: Effect.Effect<number>
   /** How many times the actor was restarted after a defect. */

@@ -70,7 +70,11 @@ describe("Replication", () => {
         yield* cluster.settle
         const before = yield* metricsOn(cluster, a, Counter)
         const receivedBefore = yield* Effect.forEach(peers, (p) => metricsOn(cluster, p, Counter))
-        for (const by of [1, 10, 100]) yield* mutateOn(cluster, a, by)
+        // Each mutation in its own turn: each is pushed.
+        for (const by of [1, 10, 100]) {
+          yield* mutateOn(cluster, a, by)
+          yield* Effect.yieldNow
+        }
         yield* cluster.settle
         const after = yield* metricsOn(cluster, a, Counter)
         assert.strictEqual(after.snapshotsSent - before.snapshotsSent, 3 * 3)
@@ -84,6 +88,32 @@ describe("Replication", () => {
           const m = yield* metricsOn(cluster, p, Counter)
           assert.strictEqual(m.snapshotsReceived - receivedBefore[i].snapshotsReceived, 3)
           assert.strictEqual(m.deltasReceived, 0)
+        }
+      }))
+
+    it.effect("mutations in one turn of the mutating fiber are pushed as one snapshot of the newest generation", () =>
+      Effect.gen(function*() {
+        const cluster = yield* TestCluster.make({ nodes: 4, setup: registerCounter })
+        const [a, ...peers] = cluster.nodes
+        yield* cluster.settle
+        const before = yield* metricsOn(cluster, a, Counter)
+        const receivedBefore = yield* Effect.forEach(peers, (p) => metricsOn(cluster, p, Counter))
+        const owner = yield* handleOn(cluster, a, Counter)
+        yield* Effect.forEach([1, 10, 100], (by) => owner.mutate(increment(by)), { discard: true })
+        // Nothing has been sent yet: the push waits for this fiber to yield.
+        assert.strictEqual((yield* owner.metrics).snapshotsSent, before.snapshotsSent)
+        yield* cluster.settle
+        const after = yield* metricsOn(cluster, a, Counter)
+        assert.strictEqual(after.mutations - before.mutations, 3)
+        assert.strictEqual(after.snapshotsSent - before.snapshotsSent, 3)
+        for (const [i, p] of peers.entries()) {
+          assert.deepStrictEqual(summary(yield* viewsOn(cluster, p, Counter))[a.id], {
+            incarnation: 0,
+            age: 3,
+            value: { value: 111 }
+          })
+          const m = yield* metricsOn(cluster, p, Counter)
+          assert.deepStrictEqual(m, { ...receivedBefore[i], snapshotsReceived: receivedBefore[i].snapshotsReceived + 1 })
         }
       }))
 
@@ -226,7 +256,10 @@ describe("Replication", () => {
         yield* cluster.settle
         const before = yield* Effect.forEach([b, c], (n) => metricsOn(cluster, n, Counter))
         const owner = yield* handleOn(cluster, a, Counter)
-        for (let i = 0; i < 1000; i++) yield* owner.mutate(increment(1))
+        for (let i = 0; i < 1000; i++) {
+          yield* owner.mutate(increment(1))
+          yield* Effect.yieldNow // its own turn: pushed before the next
+        }
         yield* cluster.settle
         for (const n of [a, b, c]) {
           assert.deepStrictEqual(summary(yield* viewsOn(cluster, n, Counter))[a.id], {
@@ -242,9 +275,37 @@ describe("Replication", () => {
         }
         assert.strictEqual((yield* metricsOn(cluster, a, Counter)).mutations, 1000)
       }))
+    it.effect("1000 mutations in one turn: peers end at age 1000 with one snapshot per push, never an older one", () =>
+      Effect.gen(function*() {
+        const cluster = yield* TestCluster.make({ nodes: 3, setup: registerCounter })
+        const [a, b, c] = cluster.nodes
+        yield* cluster.settle
+        const before = yield* Effect.forEach([a, b, c], (n) => metricsOn(cluster, n, Counter))
+        const owner = yield* handleOn(cluster, a, Counter)
+        for (let i = 0; i < 1000; i++) yield* owner.mutate(increment(1))
+        yield* cluster.settle
+        for (const n of [a, b, c]) {
+          assert.deepStrictEqual(summary(yield* viewsOn(cluster, n, Counter))[a.id], {
+            incarnation: 0,
+            age: 1000,
+            value: { value: 1000 }
+          })
+        }
+        const sent = (yield* metricsOn(cluster, a, Counter)).snapshotsSent - before[0].snapshotsSent
+        const pushes = sent / 2
+        // The mutating fiber yields now and then (the scheduler's budget): a few pushes, not 1000.
+        assert.isAtLeast(pushes, 1)
+        assert.isBelow(pushes, 100)
+        for (const [i, n] of [b, c].entries()) {
+          const m = yield* metricsOn(cluster, n, Counter)
+          assert.deepStrictEqual(m, { ...before[i + 1], snapshotsReceived: before[i + 1].snapshotsReceived + pushes })
+        }
+      }))
   })
 
   describe("membership", () => {
+
+
     it.effect("a node added later receives every existing view, and every node receives its view", () =>
       Effect.gen(function*() {
         const cluster = yield* TestCluster.make({ nodes: 3, setup: registerCounter })

@@ -295,7 +295,10 @@ describe("Simulation harness", () => {
         yield* cluster.settle
         cluster.network.setDelay("100 millis")
         const hx = yield* handleOn(cluster, x, Counter)
-        for (let i = 0; i < 5; i++) yield* hx.mutate(increment)
+        for (let i = 0; i < 5; i++) {
+          yield* hx.mutate(increment)
+          yield* Effect.yieldNow // its own turn: one frame per peer per mutation
+        }
         const hz = yield* handleOn(cluster, z, Counter)
         yield* hz.mutate(increment)
         yield* TestClock.adjust("1 millis")

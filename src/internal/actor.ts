@@ -52,7 +52,11 @@ export const spawn = <M, R>(
     let handling = false
     /** Set while a message is handled in a caller's fiber (`tellOrRun`): the loop waits for it before the next. */
     let inline: Deferred.Deferred<void> | undefined
+    /** Messages of `tellLater`, handed to the actor once the fiber that told them yields. */
+    const later: Array<M> = []
+    let laterScheduled = false
     const context = yield* Effect.context<R>()
+    const actorScope = yield* Effect.scope
     const finish = Effect.sync(() => {
       handling = false
       onDone?.()
@@ -102,8 +106,9 @@ export const spawn = <M, R>(
       Effect.ensuring(Effect.sync(() => {
         stoppedFlag = true
         // Whatever is left will never be handled: release the runtime's accounting.
-        const left = Queue.sizeUnsafe(mailbox) + (handling ? 1 : 0)
+        const left = Queue.sizeUnsafe(mailbox) + (handling ? 1 : 0) + later.length
         handling = false
+        later.length = 0
         Queue.shutdownUnsafe(mailbox)
         for (let i = 0; i < left; i++) onDone?.()
       }))
@@ -167,18 +172,36 @@ export const spawn = <M, R>(
         Effect.catchCause(() => Effect.void)
       )
 
+    const tellOrRun = options.restart !== undefined ? tell : (message: M): Effect.Effect<void, MailboxFull | ActorStopped> =>
+      Effect.suspend(() => {
+        if (!idle()) return tell(message)
+        if (isOpen !== undefined) return isOpen() ? runInline(message) : tell(message)
+        if (gate === undefined) return runInline(message)
+        // A paused node holds the caller here; what happened meanwhile decides the path.
+        return Effect.andThen(gate, Effect.suspend(() => idle() ? runInline(message) : tell(message)))
+      })
+
+    /** Hands the `tellLater` messages to the actor, in order (each counted once: handed over, it is the mailbox's). */
+    const flushLater = Effect.suspend(() => {
+      laterScheduled = false
+      const batch = later.splice(0)
+      return Effect.forEach(batch, (message) =>
+        Effect.ignore(tellOrRun(message)).pipe(Effect.ensuring(Effect.sync(() => onDone?.()))), { discard: true })
+    })
+
     return {
       name: options.name,
       tell,
-      // With a restart schedule of its own, every defect must go through the loop's schedule: no inline path.
-      tellOrRun: options.restart !== undefined ? tell : (message: M) =>
+      tellLater: (message: M) =>
         Effect.suspend(() => {
-          if (!idle()) return tell(message)
-          if (isOpen !== undefined) return isOpen() ? runInline(message) : tell(message)
-          if (gate === undefined) return runInline(message)
-          // A paused node holds the caller here; what happened meanwhile decides the path.
-          return Effect.andThen(gate, Effect.suspend(() => idle() ? runInline(message) : tell(message)))
+          if (stoppedFlag) return Effect.fail(stopped)
+          later.push(message)
+          onEnqueue?.()
+          if (laterScheduled) return Effect.void
+          laterScheduled = true
+          return Effect.asVoid(Effect.forkIn(flushLater, actorScope))
         }),
+      tellOrRun,
       mailboxSize: Queue.size(mailbox),
       restarts: Effect.sync(() => restarts)
     }

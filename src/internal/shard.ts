@@ -88,6 +88,7 @@ type Message<S, C> =
   | { readonly _tag: "PeerLeft"; readonly node: NodeId }
   | { readonly _tag: "MarkStale"; readonly source: NodeId; readonly generation: Generation.Generation }
   | { readonly _tag: "FlushDelayed" }
+  | { readonly _tag: "Push" }
   | { readonly _tag: "PeriodicSync" }
 
 interface Owner<S, V> {
@@ -749,6 +750,20 @@ export const make = <S, V, D, C>(
         : broadcastSnapshot
     }
 
+    /**
+     * Active push of snapshots, coalesced: the first commit since the last push schedules one, which
+     * runs on this actor as soon as the committing fiber yields and sends the newest generation. Commits
+     * made before then (a burst of mutations in one turn) go out in one snapshot: its frames could not
+     * have left sooner, since nothing reaches a peer before the committing fiber yields.
+     */
+    let pushScheduled = false
+    const pushMessage: Message<S, C> = { _tag: "Push" }
+    const schedulePush: Effect.Effect<void> = Effect.suspend(() => {
+      if (pushScheduled) return Effect.void
+      pushScheduled = true
+      return Effect.ignore(actor.tellLater!(pushMessage))
+    })
+
     const urgencyOf = (oldView: V, committed: Owner<S, V>, delta: D | undefined): SyncUrgency.SyncUrgency =>
       definition._tag === "Delta" && definition.syncUrgency !== undefined && delta !== undefined
         ? definition.syncUrgency(oldView, committed.view, delta)
@@ -810,7 +825,8 @@ export const make = <S, V, D, C>(
         case "Default": {
           switch (options.strategy.pushMode) {
             case "ActivePush":
-              return pushNow
+              // Deltas go one by one (a burst of them must not become a snapshot); snapshots are coalesced.
+              return definition._tag === "Delta" || actor.tellLater === undefined ? pushNow : schedulePush
             case "FeedLazyPull":
               return Effect.sync(() => env.notify({ stateName: name, source: self, generation: committed.generation }))
             case "None":
@@ -901,6 +917,11 @@ export const make = <S, V, D, C>(
         case "FlushDelayed":
           return Effect.suspend(() => {
             delayedSend = undefined
+            return pushNow
+          })
+        case "Push":
+          return Effect.suspend(() => {
+            pushScheduled = false
             return pushNow
           })
         case "PeriodicSync":
