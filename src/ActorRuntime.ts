@@ -43,11 +43,18 @@ export interface ActorRef<in M> {
    */
   readonly tellOrRun?: ((message: M) => Effect.Effect<void, MailboxFull | ActorStopped>) | undefined
   /**
-   * Hands `message` to the actor once the calling fiber yields (as `tellOrRun` from a fiber of the
-   * actor's scope); messages told this way in one turn keep their order. Until then the runtime counts
-   * it as work waiting in the actor. Fails with `ActorStopped` when the actor has stopped. Optional.
+   * Hands `message` to the actor once the calling fiber yields (as `tellOrRun`, from a fiber of the
+   * actor's own); messages told this way keep their order. Until then the runtime counts it as work
+   * waiting in the actor. `false` when the actor has stopped. Optional.
    */
-  readonly tellLater?: ((message: M) => Effect.Effect<void, ActorStopped>) | undefined
+  readonly tellLaterUnsafe?: ((message: M) => boolean) | undefined
+  /**
+   * When the actor is idle and may run (as for `tellOrRun`), calls `body` at once in the caller's fiber
+   * as if it were the handler of a message, and returns what is left of it to run (an exit when the
+   * work was synchronous), under the same rules as `tellOrRun`. `undefined`, and `body` is not called,
+   * when the actor is busy or paused. Optional.
+   */
+  readonly runIfIdleUnsafe?: ((body: () => Effect.Effect<void>) => Effect.Effect<void> | undefined) | undefined
   /** Messages waiting in the mailbox. */
   readonly mailboxSize: Effect.Effect<number>
   /** How many times the actor was restarted after a defect. */

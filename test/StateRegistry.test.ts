@@ -364,6 +364,46 @@ describe("StateRegistry", () => {
       }))
   })
 
+  describe("mutate", () => {
+    for (const persist of [false, true]) {
+      it.effect(`an apply that throws dies with its defect and changes nothing (persist: ${persist})`, () =>
+        Effect.gen(function*() {
+          const cluster = yield* TestCluster.make({ nodes: 2, setup: StateRegistry.register(Counter, { persist }) })
+          const [a, b] = cluster.nodes
+          yield* cluster.settle
+          const counter = yield* handleOn(cluster, a, Counter)
+          yield* counter.mutate(increment(2))
+          yield* cluster.settle
+          const sentBefore = (yield* counter.metrics).snapshotsSent
+          const boom = new Error("boom")
+          const exit = yield* Effect.exit(counter.mutate(() => {
+            throw boom
+          }))
+          assert.isTrue(Exit.isFailure(exit))
+          if (Exit.isFailure(exit)) {
+            const reasons = exit.cause.reasons
+            assert.strictEqual(reasons.length, 1)
+            assert.strictEqual(reasons[0]._tag, "Die")
+            if (reasons[0]._tag === "Die") assert.strictEqual(reasons[0].defect, boom)
+          }
+          yield* cluster.settle
+          assert.deepStrictEqual(yield* counter.state, { value: 2 })
+          assert.deepStrictEqual((yield* counter.local).generation, { incarnation: 0, age: 1 })
+          const m = yield* counter.metrics
+          assert.strictEqual(m.mutations, 1)
+          assert.strictEqual(m.snapshotsSent, sentBefore)
+          assert.deepStrictEqual(summary(yield* viewsOn(cluster, b, Counter))[a.id], {
+            incarnation: 0,
+            age: 1,
+            value: { value: 2 }
+          })
+          // The actor goes on: the next mutation commits.
+          const next = yield* counter.mutate(increment(1))
+          assert.deepStrictEqual(next, { generation: { incarnation: 0, age: 2 }, state: { value: 3 } })
+        }))
+    }
+  })
+
   describe("bounded mailbox", () => {
     it.effect("with mailbox 1, concurrent mutations on an idle actor each complete at once", () =>
       Effect.gen(function*() {

@@ -52,11 +52,9 @@ export const spawn = <M, R>(
     let handling = false
     /** Set while a message is handled in a caller's fiber (`tellOrRun`): the loop waits for it before the next. */
     let inline: Deferred.Deferred<void> | undefined
-    /** Messages of `tellLater`, handed to the actor once the fiber that told them yields. */
-    const later: Array<M> = []
-    let laterScheduled = false
+    /** Messages of `tellLaterUnsafe`, handed to the actor by their own fiber once the fiber that told them yields. */
+    const later = yield* Queue.unbounded<M>()
     const context = yield* Effect.context<R>()
-    const actorScope = yield* Effect.scope
     const finish = Effect.sync(() => {
       handling = false
       onDone?.()
@@ -106,10 +104,10 @@ export const spawn = <M, R>(
       Effect.ensuring(Effect.sync(() => {
         stoppedFlag = true
         // Whatever is left will never be handled: release the runtime's accounting.
-        const left = Queue.sizeUnsafe(mailbox) + (handling ? 1 : 0) + later.length
+        const left = Queue.sizeUnsafe(mailbox) + (handling ? 1 : 0) + Queue.sizeUnsafe(later)
         handling = false
-        later.length = 0
         Queue.shutdownUnsafe(mailbox)
+        Queue.shutdownUnsafe(later)
         for (let i = 0; i < left; i++) onDone?.()
       }))
     )
@@ -128,11 +126,11 @@ export const spawn = <M, R>(
     const idle = () => !handling && inline === undefined && !stoppedFlag && Queue.sizeUnsafe(mailbox) === 0
 
     /**
-     * Handles `message` in the caller's fiber, as the loop would: the loop waits until it is done. The
-     * handler is called at once; when what it returns is already an exit (the work was synchronous),
-     * nothing more runs.
+     * Runs `body` in the caller's fiber as the handler of `message` would run in the loop: the loop waits
+     * until it is done. `body` is called at once; when what it returns is already an exit (the work was
+     * synchronous), nothing more runs.
      */
-    const runInline = (message: M): Effect.Effect<void> => {
+    const runInline = (message: M | undefined, body: () => Effect.Effect<void, never, R>): Effect.Effect<void> => {
       const done = Deferred.makeUnsafe<void>()
       inline = done
       onEnqueue?.()
@@ -143,7 +141,7 @@ export const spawn = <M, R>(
       }
       let rest: Effect.Effect<void, never, R>
       try {
-        rest = options.receive(message)
+        rest = body()
       } catch (defect) {
         rest = Effect.die(defect)
       }
@@ -162,8 +160,11 @@ export const spawn = <M, R>(
       )
     }
     /** A defect in a message handled inline: logged and reported as in the loop, counted as a restart (the default schedule restarts forever). */
-    const onInlineFailure = (message: M, cause: Cause.Cause<never>) =>
-      onFailure(message, cause).pipe(
+    const onInlineFailure = (message: M | undefined, cause: Cause.Cause<never>) =>
+      (message === undefined ? Effect.logError("actor handler died").pipe(
+        Effect.annotateLogs({ actor: options.name, defect: String(Cause.squash(cause)) }),
+        Effect.andThen(Effect.fail(new ActorDefect(Cause.squash(cause))))
+      ) : onFailure(message, cause)).pipe(
         Effect.catch(() =>
           Effect.sync(() => {
             restarts++
@@ -172,35 +173,37 @@ export const spawn = <M, R>(
         Effect.catchCause(() => Effect.void)
       )
 
-    const tellOrRun = options.restart !== undefined ? tell : (message: M): Effect.Effect<void, MailboxFull | ActorStopped> =>
+    /** Whether a caller may run a handler now: nothing handled or waiting, and the node not paused. */
+    const runnable = () => idle() && (isOpen === undefined ? gate === undefined : isOpen())
+    const inlineAllowed = options.restart === undefined
+    const receiveOf = (message: M) => () => options.receive(message)
+
+    const tellOrRun = !inlineAllowed ? tell : (message: M): Effect.Effect<void, MailboxFull | ActorStopped> =>
       Effect.suspend(() => {
         if (!idle()) return tell(message)
-        if (isOpen !== undefined) return isOpen() ? runInline(message) : tell(message)
-        if (gate === undefined) return runInline(message)
+        if (isOpen !== undefined) return isOpen() ? runInline(message, receiveOf(message)) : tell(message)
+        if (gate === undefined) return runInline(message, receiveOf(message))
         // A paused node holds the caller here; what happened meanwhile decides the path.
-        return Effect.andThen(gate, Effect.suspend(() => idle() ? runInline(message) : tell(message)))
+        return Effect.andThen(gate, Effect.suspend(() => idle() ? runInline(message, receiveOf(message)) : tell(message)))
       })
 
-    /** Hands the `tellLater` messages to the actor, in order (each counted once: handed over, it is the mailbox's). */
-    const flushLater = Effect.suspend(() => {
-      laterScheduled = false
-      const batch = later.splice(0)
-      return Effect.forEach(batch, (message) =>
-        Effect.ignore(tellOrRun(message)).pipe(Effect.ensuring(Effect.sync(() => onDone?.()))), { discard: true })
-    })
+    // Hands the `tellLaterUnsafe` messages to the actor, in order (each counted once: handed over, it is the mailbox's).
+    yield* Effect.forkScoped(Effect.forever(
+      Effect.flatMap(Queue.take(later), (message) =>
+        Effect.ignore(tellOrRun(message)).pipe(Effect.ensuring(Effect.sync(() => onDone?.()))))
+    ).pipe(Effect.ignore))
 
     return {
       name: options.name,
       tell,
-      tellLater: (message: M) =>
-        Effect.suspend(() => {
-          if (stoppedFlag) return Effect.fail(stopped)
-          later.push(message)
-          onEnqueue?.()
-          if (laterScheduled) return Effect.void
-          laterScheduled = true
-          return Effect.asVoid(Effect.forkIn(flushLater, actorScope))
-        }),
+      tellLaterUnsafe: (message: M) => {
+        if (stoppedFlag || !Queue.offerUnsafe(later, message)) return false
+        onEnqueue?.()
+        return true
+      },
+      runIfIdleUnsafe: inlineAllowed
+        ? (body: () => Effect.Effect<void>) => runnable() ? runInline(undefined, body) : undefined
+        : undefined,
       tellOrRun,
       mailboxSize: Queue.size(mailbox),
       restarts: Effect.sync(() => restarts)

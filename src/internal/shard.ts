@@ -27,6 +27,7 @@ import { type ChangeNotice, DeltaUpdate, FullSnapshot, RequestSnapshot } from ".
 import type * as SyncUrgency from "../SyncUrgency.ts"
 import type { SyncStrategy } from "../SyncStrategy.ts"
 import * as Acceptance from "./acceptance.ts"
+import { isSucceeded } from "./actor.ts"
 import * as Counters from "./counters.ts"
 import { decodeFrame, encodeFrame, makeStateCodec, type StateCodec } from "./codec.ts"
 
@@ -660,17 +661,17 @@ export const make = <S, V, D, C>(
         yield* sendSnapshot(from)
       })
 
-    const onMutate = (
-      apply: (state: S) => { readonly state: S; readonly change: C | undefined },
-      done: Deferred.Deferred<Committed<S>, PersistenceFailed>
-    ): Effect.Effect<void> => {
+    /** The synchronous part of a mutation: the next owner state, or the defect `apply` or `project` threw. */
+    const prepareMutation = (
+      apply: (state: S) => { readonly state: S; readonly change: C | undefined }
+    ): Result.Result<{ readonly before: Owner<S, V>; readonly next: Owner<S, V>; readonly change: C | undefined }, unknown> => {
       const before = owner
       const result = Result.try({ try: () => apply(before.state), catch: (cause) => cause })
-      if (Result.isFailure(result)) return Deferred.die(done, result.failure)
+      if (Result.isFailure(result)) return Result.fail(result.failure)
       const now = clock.currentTimeMillisUnsafe()
       // Project before persisting: a projection that throws must not leave a persisted generation behind.
       const view = Result.try({ try: () => project(result.success.state), catch: (cause) => cause })
-      if (Result.isFailure(view)) return Deferred.die(done, view.failure)
+      if (Result.isFailure(view)) return Result.fail(view.failure)
       const next: Owner<S, V> = {
         generation: Generation.next(before.generation),
         state: result.success.state,
@@ -678,7 +679,16 @@ export const make = <S, V, D, C>(
         createdAt: before.createdAt,
         modifiedAt: now
       }
-      const change = result.success.change
+      return Result.succeed({ before, next, change: result.success.change })
+    }
+
+    const onMutate = (
+      apply: (state: S) => { readonly state: S; readonly change: C | undefined },
+      done: Deferred.Deferred<Committed<S>, PersistenceFailed>
+    ): Effect.Effect<void> => {
+      const prepared = prepareMutation(apply)
+      if (Result.isFailure(prepared)) return Deferred.die(done, prepared.failure)
+      const { before, next, change } = prepared.success
       if (persistence === undefined) return commit(before, next, change, done)
       return toRecord(next).pipe(
         Effect.flatMap((record) => {
@@ -707,14 +717,41 @@ export const make = <S, V, D, C>(
       before: Owner<S, V>,
       committed: Owner<S, V>,
       change: C | undefined,
-      done: Deferred.Deferred<Committed<S>, PersistenceFailed>
+      done: Deferred.Deferred<Committed<S>, PersistenceFailed> | undefined
     ): Effect.Effect<void> => {
       owner = committed
       count("mutations")
       const syncedAt = monotonicNow()
       publishNow((map) => map.set(self, localEntry(committed, syncedAt)))
-      Deferred.doneUnsafe(done, Effect.succeed({ generation: committed.generation, state: committed.state }))
+      if (done !== undefined) Deferred.doneUnsafe(done, Effect.succeed({ generation: committed.generation, state: committed.state }))
       return dispatch(before.view, committed, change)
+    }
+
+    /**
+     * A mutation without persistence on an idle actor: handled at once in the caller's fiber, without a
+     * message or a reply (`undefined` when the actor is busy or paused: the caller goes through the mailbox).
+     */
+    const mutateNow = (
+      apply: (state: S) => { readonly state: S; readonly change: C | undefined }
+    ): Effect.Effect<Committed<S>> | undefined => {
+      const runIfIdle = actor.runIfIdleUnsafe
+      if (persistence !== undefined || runIfIdle === undefined) return undefined
+      let outcome: Result.Result<Committed<S>, unknown> | undefined
+      const rest = runIfIdle(() => {
+        const prepared = prepareMutation(apply)
+        if (Result.isFailure(prepared)) {
+          outcome = Result.fail(prepared.failure)
+          return Effect.void
+        }
+        const { before, next, change } = prepared.success
+        outcome = Result.succeed({ generation: next.generation, state: next.state })
+        const sent = commit(before, next, change, undefined)
+        if (resyncTo.size === 0 && resyncFrom.size === 0) return sent
+        return Effect.andThen(sent, resync)
+      })
+      if (rest === undefined || outcome === undefined) return undefined
+      if (Result.isFailure(outcome)) return Effect.die(outcome.failure)
+      return isSucceeded(rest) ? Effect.succeed(outcome.success) : Effect.as(rest, outcome.success)
     }
 
     // ---- the sync engine: what a committed change sends, and when --------------------------------
@@ -758,11 +795,11 @@ export const make = <S, V, D, C>(
      */
     let pushScheduled = false
     const pushMessage: Message<S, C> = { _tag: "Push" }
-    const schedulePush: Effect.Effect<void> = Effect.suspend(() => {
-      if (pushScheduled) return Effect.void
-      pushScheduled = true
-      return Effect.ignore(actor.tellLater!(pushMessage))
-    })
+    /** Schedules the push (at once, when called: the send is a side effect of building the dispatch). */
+    const schedulePushUnsafe = (): Effect.Effect<void> => {
+      if (!pushScheduled) pushScheduled = actor.tellLaterUnsafe!(pushMessage)
+      return Effect.void
+    }
 
     const urgencyOf = (oldView: V, committed: Owner<S, V>, delta: D | undefined): SyncUrgency.SyncUrgency =>
       definition._tag === "Delta" && definition.syncUrgency !== undefined && delta !== undefined
@@ -826,9 +863,10 @@ export const make = <S, V, D, C>(
           switch (options.strategy.pushMode) {
             case "ActivePush":
               // Deltas go one by one (a burst of them must not become a snapshot); snapshots are coalesced.
-              return definition._tag === "Delta" || actor.tellLater === undefined ? pushNow : schedulePush
+              return definition._tag === "Delta" || actor.tellLaterUnsafe === undefined ? pushNow : schedulePushUnsafe()
             case "FeedLazyPull":
-              return Effect.sync(() => env.notify({ stateName: name, source: self, generation: committed.generation }))
+              env.notify({ stateName: name, source: self, generation: committed.generation })
+              return Effect.void
             case "None":
               return Effect.void
           }
@@ -1181,6 +1219,8 @@ export const make = <S, V, D, C>(
       markStale: (source, generation) => tellControl({ _tag: "MarkStale", source, generation }),
       mutate: (apply) =>
         Effect.suspend(() => {
+          const now = mutateNow(apply)
+          if (now !== undefined) return now
           const done = Deferred.makeUnsafe<Committed<S>, PersistenceFailed>()
           return Effect.andThen(runData({ _tag: "Mutate", apply, done }), Deferred.await(done))
         }),

@@ -461,6 +461,77 @@ export const suite = (name: string, makeNodes: MakeNodes, options?: SuiteOptions
           assert.strictEqual(yield* actor.restarts, 1)
         }), timeout)
 
+      test("tellLaterUnsafe hands messages to the actor once the caller yields, in order", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(1)
+          const [a] = cluster.nodes
+          const handled: Array<number> = []
+          const scope = yield* Scope.make()
+          const actor = yield* runtimeOf(a).spawn({
+            name: "later",
+            receive: (n: number) => Effect.sync(() => handled.push(n))
+          }).pipe(Scope.provide(scope))
+          assert.isTrue(actor.tellLaterUnsafe!(1))
+          assert.isTrue(actor.tellLaterUnsafe!(2))
+          yield* actor.tell(3)
+          // Nothing yielded yet: not even the mailbox's message has run.
+          assert.deepStrictEqual(handled, [])
+          yield* cluster.eventually(check(() => assert.deepStrictEqual(handled, [3, 1, 2])))
+          yield* Scope.close(scope, Exit.void)
+          assert.isFalse(actor.tellLaterUnsafe!(4))
+          yield* cluster.settle
+          assert.deepStrictEqual(handled, [3, 1, 2])
+        }), timeout)
+
+      test("runIfIdleUnsafe runs a body at once on an idle actor and refuses on a busy one", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(1)
+          const [a] = cluster.nodes
+          const started = yield* Deferred.make<void>()
+          const release = yield* Deferred.make<void>()
+          yield* Effect.addFinalizer(() => Deferred.succeed(release, undefined))
+          const handled: Array<string> = []
+          const actor = yield* runtimeOf(a).spawn({
+            name: "run-if-idle",
+            receive: (message: string) =>
+              Effect.gen(function*() {
+                if (message === "block") {
+                  yield* Deferred.succeed(started, undefined)
+                  yield* Deferred.await(release)
+                }
+                handled.push(message)
+              })
+          })
+          const runIfIdle = actor.runIfIdleUnsafe!
+          // Idle, synchronous body: done before the call returns, nothing left to run.
+          const rest = runIfIdle(() => {
+            handled.push("now")
+            return Effect.void
+          })
+          assert.isTrue(rest !== undefined && Exit.isExit(rest) && Exit.isSuccess(rest))
+          assert.deepStrictEqual(handled, ["now"])
+          // A body that suspends: what is left runs in the caller, and holds the actor's next message.
+          const gate = yield* Deferred.make<void>()
+          const slow = runIfIdle(() => Effect.andThen(Deferred.await(gate), Effect.sync(() => handled.push("slow"))))
+          assert.isDefined(slow)
+          const running = yield* Effect.forkChild(slow!)
+          yield* actor.tell("after-slow")
+          for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+          assert.deepStrictEqual(handled, ["now"])
+          assert.isUndefined(runIfIdle(() => Effect.sync(() => handled.push("refused"))))
+          yield* Deferred.succeed(gate, undefined)
+          yield* Fiber.join(running)
+          yield* cluster.eventually(check(() => assert.deepStrictEqual(handled, ["now", "slow", "after-slow"])))
+          // Busy on a message: refused, the body is not called.
+          yield* actor.tell("block")
+          yield* Deferred.await(started)
+          let called = false
+          assert.isUndefined(runIfIdle(() => Effect.sync(() => void (called = true))))
+          assert.isFalse(called)
+          yield* Deferred.succeed(release, undefined)
+          yield* cluster.eventually(check(() => assert.deepStrictEqual(handled, ["now", "slow", "after-slow", "block"])))
+        }), timeout)
+
       test("an actor stops when its scope closes", () =>
         Effect.gen(function*() {
           const cluster = yield* makeNodes(1)
