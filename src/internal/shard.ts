@@ -297,6 +297,14 @@ export const make = <S, V, D, C>(
       PubSub.publishUnsafe(views.pubsub, next)
     }
     const publish = (update: (map: Map<NodeId, StateView<V>>) => void) => Effect.sync(() => publishNow(update))
+    /** Publishes a new local view (actor only): peers' entries are unchanged, and so is their freshness summary. */
+    const publishLocal = (entry: StateView<V>): void => {
+      const next = new Map(views.value)
+      next.set(self, entry)
+      env.observer?.onViews(name, self, next)
+      views.value = next
+      PubSub.publishUnsafe(views.pubsub, next)
+    }
 
     // ---- outbound ------------------------------------------------------------------------------
     let snapshotCache: { readonly generation: Generation.Generation; readonly frame: Uint8Array } | undefined
@@ -500,7 +508,7 @@ export const make = <S, V, D, C>(
         }
         owner = next
         const syncedAt = yield* monotonicMillis
-        yield* publish((map) => map.set(self, localEntry(next, syncedAt)))
+        publishLocal(localEntry(next, syncedAt))
         yield* broadcastSnapshot
         return true
       })
@@ -722,7 +730,7 @@ export const make = <S, V, D, C>(
       owner = committed
       count("mutations")
       const syncedAt = monotonicNow()
-      publishNow((map) => map.set(self, localEntry(committed, syncedAt)))
+      publishLocal(localEntry(committed, syncedAt))
       if (done !== undefined) Deferred.doneUnsafe(done, Effect.succeed({ generation: committed.generation, state: committed.state }))
       return dispatch(before.view, committed, change)
     }
@@ -1222,7 +1230,10 @@ export const make = <S, V, D, C>(
           const now = mutateNow(apply)
           if (now !== undefined) return now
           const done = Deferred.makeUnsafe<Committed<S>, PersistenceFailed>()
-          return Effect.andThen(runData({ _tag: "Mutate", apply, done }), Deferred.await(done))
+          const handled = Effect.andThen(runData({ _tag: "Mutate", apply, done }), Deferred.await(done))
+          // The reply resumes this fiber inside the actor's turn: without persistence, let the actor finish
+          // it first, so that the caller's next mutation finds it idle instead of queueing behind it.
+          return persistence === undefined ? Effect.tap(handled, () => Effect.yieldNow) : handled
         }),
       query,
       snapshot: SubscriptionRef.get(views),
