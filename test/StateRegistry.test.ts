@@ -30,6 +30,7 @@ const statesOf = Effect.gen(function*() {
 })
 /** The default frame limit (16 MiB). */
 const SyncMessageMax = 16 * 1024 * 1024
+type ViewMapOf = ReadonlyMap<NodeId.NodeId, { readonly generation: { readonly age: number } }>
 const increment = (by: number) => (s: { readonly value: number }) => ({ value: s.value + by })
 
 describe("StateRegistry", () => {
@@ -133,6 +134,50 @@ describe("StateRegistry", () => {
         const alone = yield* viewsOn(cluster, a, Counter)
         assert.deepStrictEqual(summary(alone), { [a.id]: { incarnation: 0, age: 0, value: { value: 0 } } })
       }))
+  })
+
+  describe("published maps", () => {
+    for (const persist of [false, true]) {
+      it.effect(`a map once given out never changes: snapshots, query results and changes (persist: ${persist})`, () =>
+        Effect.gen(function*() {
+          const cluster = yield* TestCluster.make({ nodes: 2, setup: StateRegistry.register(Counter, { persist }) })
+          const [a, b] = cluster.nodes
+          yield* cluster.settle
+          const counter = yield* handleOn(cluster, a, Counter)
+          // Not given out yet: these publications may reuse the map.
+          yield* counter.mutate(increment(1))
+          yield* counter.mutate(increment(1))
+          const first = yield* counter.snapshot
+          assert.deepStrictEqual(summary(first)[a.id], { incarnation: 0, age: 2, value: { value: 2 } })
+          yield* counter.mutate(increment(1))
+          const queried = yield* counter.query({ maxStaleness: "1 hour" }, (views) => views)
+          yield* counter.mutate(increment(1))
+          const seen: Array<ViewMapOf> = []
+          const collecting = yield* counter.changes.pipe(
+            Stream.take(3),
+            Stream.runForEach((views) => Effect.sync(() => void seen.push(views))),
+            Effect.forkChild
+          )
+          yield* cluster.settle
+          yield* counter.mutate(increment(1))
+          yield* counter.mutate(increment(1))
+          yield* Fiber.join(collecting)
+          yield* cluster.settle
+          // Each map still holds what it held when it was given out.
+          assert.deepStrictEqual(summary(first)[a.id], { incarnation: 0, age: 2, value: { value: 2 } })
+          assert.deepStrictEqual(summary(queried)[a.id], { incarnation: 0, age: 3, value: { value: 3 } })
+          assert.deepStrictEqual(seen.map((views) => views.get(a.id)!.generation.age), [4, 5, 6])
+          assert.strictEqual(new Set(seen).size, 3)
+          assert.notStrictEqual(first, queried)
+          // And the peer saw the newest.
+          assert.deepStrictEqual(summary(yield* viewsOn(cluster, b, Counter))[a.id], {
+            incarnation: 0,
+            age: 6,
+            value: { value: 6 }
+          })
+          assert.deepStrictEqual(summary(yield* counter.snapshot)[a.id], { incarnation: 0, age: 6, value: { value: 6 } })
+        }))
+    }
   })
 
   describe("query", () => {

@@ -5,7 +5,7 @@
  * according to the sync strategy.
  * @internal
  */
-import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, PubSub, Result, Scope, type Stream, SubscriptionRef } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, PubSub, Result, Scope, Stream, SubscriptionRef } from "effect"
 import type { ActorRef, ActorRuntime, MailboxCapacity } from "../ActorRuntime.ts"
 import type { PeerSyncStatus, StateHealth, StateSyncMetrics } from "../Diagnostics.ts"
 import type * as DistributedState from "../DistributedState.ts"
@@ -277,9 +277,22 @@ export const make = <S, V, D, C>(
     let pendingPeers = 0
     /** Members of this state whose view never arrived (a lost join exchange): stale for every bounded query. */
     const awaited = new Set<NodeId>()
-    /** Publishes a new view map (actor only): `update` edits a copy, which replaces the published map. */
+    /**
+     * Whether the published map may be held outside the actor (given to a query function, a snapshot, a
+     * subscriber or the observer): the next publication then edits a copy, else the map itself. Once the
+     * map's changes were subscribed to, every published map is given out.
+     */
+    let handedOut = env.observer !== undefined
+    let subscribed = env.observer !== undefined
+    const handOut = (): ViewMap<V> => {
+      handedOut = true
+      return views.value
+    }
+    const editable = (): Map<NodeId, StateView<V>> =>
+      handedOut ? new Map(views.value) : views.value as Map<NodeId, StateView<V>>
+    /** Publishes a new view map (actor only): `update` edits the map to publish (see `editable`). */
     const publishNow = (update: (map: Map<NodeId, StateView<V>>) => void): void => {
-      const next = new Map(views.value)
+      const next = editable()
       update(next)
       let oldest = Number.POSITIVE_INFINITY
       let pending = 0
@@ -295,15 +308,17 @@ export const make = <S, V, D, C>(
       // Only the actor writes: set and notify subscribers in place, without the ref's semaphore.
       views.value = next
       PubSub.publishUnsafe(views.pubsub, next)
+      handedOut = subscribed
     }
     const publish = (update: (map: Map<NodeId, StateView<V>>) => void) => Effect.sync(() => publishNow(update))
     /** Publishes a new local view (actor only): peers' entries are unchanged, and so is their freshness summary. */
     const publishLocal = (entry: StateView<V>): void => {
-      const next = new Map(views.value)
+      const next = editable()
       next.set(self, entry)
       env.observer?.onViews(name, self, next)
       views.value = next
       PubSub.publishUnsafe(views.pubsub, next)
+      handedOut = subscribed
     }
 
     // ---- outbound ------------------------------------------------------------------------------
@@ -1133,14 +1148,14 @@ export const make = <S, V, D, C>(
     let lastQuery: { readonly f: unknown; readonly input: Duration.Input; readonly effect: Effect.Effect<unknown, StalePeer> } | undefined
     const query = <A>(queryOptions: QueryOptions, f: (views: ViewMap<V>) => A): Effect.Effect<A, StalePeer> => {
       const input = queryOptions.maxStaleness
-      if (input === undefined) return Effect.sync(() => f(SubscriptionRef.getUnsafe(views)))
+      if (input === undefined) return Effect.sync(() => f(handOut()))
       if (lastQuery !== undefined && lastQuery.f === f && lastQuery.input === input) {
         return lastQuery.effect as Effect.Effect<A, StalePeer> // made by this function for this very `f`
       }
       const maxStaleness = toMillis(input)
       const effect = Effect.suspend(() => {
         const now = Number(clock.monotonicTimeNanosUnsafe()) / 1_000_000
-        if (pendingPeers === 0 && awaited.size === 0 && now - oldestPeerSync <= maxStaleness) return Exit.succeed(f(views.value))
+        if (pendingPeers === 0 && awaited.size === 0 && now - oldestPeerSync <= maxStaleness) return Exit.succeed(f(handOut()))
         return slowQuery(maxStaleness, now, f)
       })
       if (typeof input !== "object") lastQuery = { f, input, effect }
@@ -1152,14 +1167,14 @@ export const make = <S, V, D, C>(
         const map = SubscriptionRef.getUnsafe(views)
         // Stale views, and members whose view never arrived.
         const stale = [...staleEntries(map, now, maxStaleness).map((entry) => entry.source), ...awaited]
-        if (stale.length === 0) return f(map)
+        if (stale.length === 0) return f(handOut())
         if (!options.strategy.pullOnQuery) return yield* Effect.fail(stalePeer(stale[0]))
         yield* Effect.forEach(stale, pull, { concurrency: "unbounded", discard: true })
         const after = SubscriptionRef.getUnsafe(views)
         const stillStale = staleEntries(after, yield* monotonicMillis, maxStaleness)
         if (stillStale.length > 0) return yield* Effect.fail(stalePeer(stillStale[0].source))
         if (awaited.size > 0) return yield* Effect.fail(stalePeer([...awaited][0]))
-        return f(after)
+        return f(handOut())
       })
 
     // ---- announce ------------------------------------------------------------------------------
@@ -1236,8 +1251,12 @@ export const make = <S, V, D, C>(
           return persistence === undefined ? Effect.tap(handled, () => Effect.yieldNow) : handled
         }),
       query,
-      snapshot: SubscriptionRef.get(views),
-      changes: SubscriptionRef.changes(views),
+      snapshot: Effect.sync(handOut),
+      changes: Stream.unwrap(Effect.sync(() => {
+        subscribed = true
+        handedOut = true
+        return SubscriptionRef.changes(views)
+      })),
       state: Effect.sync(() => owner.state),
       local: Effect.sync(() => SubscriptionRef.getUnsafe(views).get(self)!),
       syncStatus: Effect.sync(() => {
