@@ -591,6 +591,10 @@ export const make = (settings: Settings) =>
 
         if (joining) {
           departedListed.delete(hs.node)
+          // Our groups first: the handshake may predate a group joined since, and what our states send
+          // next must not reach a peer that does not count us in their group yet.
+          const groups = encode({ _tag: "Groups", version: groupsVersion, groups: [...localGroups] })
+          if (Result.isSuccess(groups)) peer.outbound.offer(groups.success)
           counters.nodesJoined++
           yield* source.joined(hs.node)
           yield* Effect.logInfo("node joined").pipe(
