@@ -12,8 +12,10 @@ import { Duration, Schedule } from "effect"
 /**
  * How changes are announced when they happen.
  *
- * - `ActivePush`: every committed change is sent to every peer at once
- *   (a delta for delta-aware states, a full snapshot for simple ones).
+ * - `ActivePush`: every committed change is sent to every peer at once: a
+ *   delta for delta-aware states; a full snapshot for simple ones, sent when
+ *   the mutating fiber yields (the mutations of one turn go out as one
+ *   snapshot of the newest generation).
  * - `FeedLazyPull`: only a notice `(state, source, generation)` is sent, batched
  *   per node; peers mark the view stale and pull it when a query needs it.
  * - `None`: nothing is sent on change; only periodic full sync (and pulls)
@@ -61,7 +63,9 @@ const toSchedule = (
  * **When to use**: small clusters, low mutation rates, views that must be fresh
  * everywhere without asking.
  *
- * **Gotchas**: a change lost in transit is only repaired by the next change
+ * **Gotchas**: a simple state's mutations made in one turn of a fiber (no
+ * yield between them) reach peers as one snapshot of the last of them. A
+ * change lost in transit is only repaired by the next change
  * (a gap triggers a snapshot request) or a pull; the last write before a quiet
  * period can stay lost. Add a periodic full sync when that matters.
  *
