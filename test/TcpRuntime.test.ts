@@ -533,6 +533,22 @@ describe("TcpRuntime: membership", () => {
         Effect.map(runtimeOf(n).members("late"), (m) => assert.deepStrictEqual(m, [others[2].id]))))
     }), 20_000)
 
+  it.live("a group joined right after start is known to the peer at once, not at the next heartbeat", () =>
+    Effect.gen(function*() {
+      // Heartbeats (which also carry groups) far apart: the group must travel with the join itself.
+      const slowHeartbeat = { interval: "30 seconds", detector: TcpRuntime.fixedTimeout("60 seconds") } as const
+      const a = yield* startNode({ heartbeat: slowHeartbeat })
+      yield* runtimeOf(a).joinGroup("g")
+      const b = yield* startNode({ seeds: [transportOf(a).address], heartbeat: slowHeartbeat })
+      // Right after start, while b may still be connecting to a.
+      yield* runtimeOf(b).joinGroup("g")
+      yield* awaitMesh([a, b])
+      yield* RuntimeSuite.pollEventually({ within: "2 seconds" })(Effect.gen(function*() {
+        assert.deepStrictEqual([...(yield* runtimeOf(a).members("g"))].map(String).sort(), [String(a.id), String(b.id)].sort())
+        assert.deepStrictEqual([...(yield* runtimeOf(b).members("g"))].map(String).sort(), [String(a.id), String(b.id)].sort())
+      }))
+    }), 20_000)
+
   it.live("phi accrual: a silent peer is declared down within maxSilence", () =>
     Effect.gen(function*() {
       const a = yield* startNode({
