@@ -1048,24 +1048,21 @@ export const make = <S, V, D, C>(
           : Effect.void
     }).pipe(annotate) // the actor's fiber inherits the annotations: every log of a handler names state and node
 
-    const tellData = (message: Message<S, C>): Effect.Effect<void, MailboxFull | ActorStopped> =>
+    /** Hands a data message to the actor through `send`, within the state's mailbox bound. */
+    const dataVia = (send: (message: Message<S, C>) => Effect.Effect<void, MailboxFull | ActorStopped>) =>
+    (message: Message<S, C>): Effect.Effect<void, MailboxFull | ActorStopped> =>
       Effect.suspend(() => {
         if (pendingData >= capacity) return Effect.fail(full)
         pendingData++
-        return actor.tell(message).pipe(Effect.tapError(untold))
+        return send(message).pipe(Effect.tapError(untold))
       })
     const untold = () =>
       Effect.sync(() => {
         pendingData--
       })
+    const tellData = dataVia(actor.tell)
     /** A mutation: handled at once in the caller's fiber when the actor is idle (see `ActorRef.tellOrRun`). */
-    const tellOrRun = actor.tellOrRun
-    const runData = tellOrRun === undefined ? tellData : (message: Message<S, C>): Effect.Effect<void, MailboxFull | ActorStopped> =>
-      Effect.suspend(() => {
-        if (pendingData >= capacity) return Effect.fail(full)
-        pendingData++
-        return tellOrRun(message).pipe(Effect.tapError(untold))
-      })
+    const runData = actor.tellOrRun === undefined ? tellData : dataVia(actor.tellOrRun)
 
     const tellControl = (message: Message<S, C>): Effect.Effect<void> => Effect.ignore(actor.tell(message))
 
