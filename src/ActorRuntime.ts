@@ -10,7 +10,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Data, Duration, Effect, Schedule, type Fiber, type Scope } from "effect"
+import { Context, Data, Duration, Effect, Schedule, type Fiber, type Scope, type Stream } from "effect"
 import type { ActorStopped, MailboxFull, NodeUnreachable, RequestTimeout } from "./DStateError.ts"
 import type { NodeId } from "./NodeId.ts"
 import * as Actor from "./internal/actor.ts"
@@ -111,6 +111,17 @@ export class RequestRejected extends Data.TaggedError("RequestRejected")<{
 }
 
 /**
+ * A member that joined a group (see `ActorRuntime.groupJoins`).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface GroupJoin {
+  readonly group: string
+  readonly node: NodeId
+}
+
+/**
  * The actor runtime service.
  *
  * @category services
@@ -139,6 +150,12 @@ export class ActorRuntime extends Context.Service<ActorRuntime, {
   leaveGroup(group: string): Effect.Effect<void>
   /** The nodes currently in a group, this node included when it joined. */
   members(group: string): Effect.Effect<ReadonlyArray<NodeId>>
+  /**
+   * Members seen joining a group after their `NodeJoined` (a runtime that learns a peer's groups after
+   * the peer itself, from its gossip). Optional: the registry treats each as that node joining the
+   * group's state.
+   */
+  readonly groupJoins?: Stream.Stream<GroupJoin> | undefined
   /** Sends a frame to every member of a group except this node. */
   broadcast(group: string, frame: Uint8Array): Effect.Effect<void>
   /** Sends a frame to one node. Delivery is not guaranteed. */

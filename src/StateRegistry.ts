@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Layer, PubSub, Result, Schedule, Scope, type Stream } from "effect"
+import { Context, Duration, Effect, Layer, PubSub, Result, Schedule, Scope, Stream } from "effect"
 import { ActorRuntime, type MailboxCapacity, RequestRejected } from "./ActorRuntime.ts"
 import { ClusterEvents } from "./ClusterEvents.ts"
 import type { HealthStatus, InboundMetrics, PeerSyncStatus, StateHealth, StateSyncMetrics, SystemHealth } from "./Diagnostics.ts"
@@ -347,6 +347,22 @@ export class StateRegistry extends Context.Service<StateRegistry, {
           }
         }
       }).pipe(Effect.forkScoped)
+
+      // A member that joined a state's group after it joined the cluster: a join of that state.
+      if (runtime.groupJoins !== undefined) {
+        yield* runtime.groupJoins.pipe(
+          Stream.runForEach(({ group, node }) =>
+            Effect.gen(function*() {
+              if (node === runtime.nodeId) return
+              for (const shard of shards.values()) {
+                if (shard.group !== group) continue
+                // Still there: a join heard after the node left must not undo its departure.
+                if ((yield* runtime.members(group)).includes(node)) yield* shard.peerJoined(node)
+              }
+            })),
+          Effect.forkScoped
+        )
+      }
 
       const register = <T extends DistributedState.Any>(definition: T, options?: RegisterOptions) =>
         Effect.gen(function*() {

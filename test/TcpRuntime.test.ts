@@ -549,6 +549,33 @@ describe("TcpRuntime: membership", () => {
       }))
     }), 20_000)
 
+  it.live("two nodes that register a state at the same moment, after they met, exchange their views with no change made", () =>
+    Effect.gen(function*() {
+      const slowHeartbeat = { heartbeat: { interval: "30 seconds", detector: TcpRuntime.fixedTimeout("60 seconds") } } as const
+      const a = yield* startNode(slowHeartbeat)
+      const b = yield* startNode({ ...slowHeartbeat, seeds: [transportOf(a).address] })
+      yield* awaitMesh([a, b])
+      // Each registers before it can know that the other did: neither sees the other in the group yet.
+      const [ca, cb] = yield* Effect.forEach([a, b], (node) =>
+        Effect.gen(function*() {
+          const registry = yield* Layer.buildWithScope(
+            StateRegistry.StateRegistry.layer.pipe(Layer.provide(Layer.succeedContext(node.context))),
+            node.scope
+          )
+          return yield* StateRegistry.register(Fixtures.Counter, { persist: false }).pipe(
+            Effect.provideContext(registry),
+            Scope.provide(node.scope)
+          )
+        }))
+      yield* RuntimeSuite.pollEventually({ within: "3 seconds" })(Effect.gen(function*() {
+        for (const handle of [ca, cb]) {
+          const views = yield* handle.snapshot
+          assert.deepStrictEqual([...views.keys()].map(String).sort(), [String(a.id), String(b.id)].sort())
+          for (const view of views.values()) assert.deepStrictEqual(view.value, { value: 0 })
+        }
+      }))
+    }), 20_000)
+
   it.live("phi accrual: a silent peer is declared down within maxSilence", () =>
     Effect.gen(function*() {
       const a = yield* startNode({

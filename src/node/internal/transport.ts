@@ -36,6 +36,7 @@ import {
   Fiber,
   FiberMap,
   FiberSet,
+  PubSub,
   Redacted,
   Result,
   Schedule,
@@ -46,7 +47,7 @@ import * as NodeSocket from "@effect/platform-node/NodeSocket"
 import * as Socket from "effect/socket/Socket"
 import { Buffer } from "node:buffer"
 import { randomBytes } from "node:crypto"
-import { type ActorRuntime, after, every, type Inbound, RequestRejected, spawnActor } from "../../ActorRuntime.ts"
+import { type ActorRuntime, after, every, type GroupJoin, type Inbound, RequestRejected, spawnActor } from "../../ActorRuntime.ts"
 import { type ClusterEvents, makeSource } from "../../ClusterEvents.ts"
 import { NodeUnreachable, RequestTimeout } from "../../DStateError.ts"
 import { peekFrame } from "../../internal/codec.ts"
@@ -273,6 +274,8 @@ export const make = (settings: Settings) =>
     const pending = new Map<number, Pending>()
     let inbound: Inbound | undefined
     let localGroups = new Set<string>()
+    /** Peers seen joining a group after their registration (see `ActorRuntime.groupJoins`). */
+    const groupJoins = yield* PubSub.unbounded<GroupJoin>()
     let groupsVersion = 0
     let nextRequestId = 1
     let nextConnId = 1
@@ -389,10 +392,13 @@ export const make = (settings: Settings) =>
         for (const conn of peer.conns) Deferred.doneUnsafe(conn.close, Effect.void)
       }).pipe(Effect.uninterruptible)
 
-    const applyGroups = (peer: Peer, version: number, groups: ReadonlyArray<string>) => {
+    /** Records a peer's groups; with `announce`, the groups it joined since are published as `groupJoins`. */
+    const applyGroups = (peer: Peer, version: number, groups: ReadonlyArray<string>, announce: boolean) => {
       if (version <= peer.groupsVersion) return
+      const before = peer.groups
       peer.groupsVersion = version
       peer.groups = new Set(groups)
+      if (announce) for (const group of peer.groups) if (!before.has(group)) PubSub.publishUnsafe(groupJoins, { group, node: peer.node })
     }
 
     /** Learns of members from a peer's gossip; starts dialing the ones this node is to dial. */
@@ -571,7 +577,8 @@ export const make = (settings: Settings) =>
         addresses.set(hs.node, peer.address)
         peer.conns.add(conn)
         peer.detector.heard(now)
-        applyGroups(peer, hs.info.groupsVersion, hs.info.groups)
+        // A peer seen before (a new connection of the same session) may have joined groups meanwhile.
+        applyGroups(peer, hs.info.groupsVersion, hs.info.groups, !joining)
         counters.handshakesCompleted++
 
         let activate = false
@@ -679,12 +686,12 @@ export const make = (settings: Settings) =>
             case "Heartbeat": {
               counters.heartbeatsReceived++
               peer.detector.heartbeat(now)
-              applyGroups(peer, message.groupsVersion, message.groups)
+              applyGroups(peer, message.groupsVersion, message.groups, true)
               yield* learn(message.members)
               break
             }
             case "Groups": {
-              applyGroups(peer, message.version, message.groups)
+              applyGroups(peer, message.version, message.groups, true)
               break
             }
             case "Members": {
@@ -1090,6 +1097,7 @@ export const make = (settings: Settings) =>
       joinGroup: (group) => changeGroups((g) => !g.has(group) && g.add(group) !== undefined),
       leaveGroup: (group) => changeGroups((g) => g.delete(group)),
       members: (group) => Effect.sync(() => members(group)),
+      groupJoins: Stream.fromPubSub(groupJoins),
       broadcast: (group, payload) =>
         Effect.suspend(() => {
           const targets = members(group).filter((m) => m !== self)
