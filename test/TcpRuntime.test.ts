@@ -172,19 +172,25 @@ const rawAuthenticated = (address: TcpRuntime.Address, node: string, groups: Rea
     return client
   })
 
-/** A node running a registry with the counter state, plus its transport diagnostics. */
-const registryNode = (options: Partial<TcpRuntime.Options> = {}) =>
+/** Starts a registry on a running node and registers the counter state there. */
+const withCounter = (node: TcpNode, options?: StateRegistry.RegisterOptions) =>
   Effect.gen(function*() {
-    const node = yield* startNode(options)
     const registry = yield* Layer.buildWithScope(
       StateRegistry.StateRegistry.layer.pipe(Layer.provide(Layer.succeedContext(node.context))),
       node.scope
     )
-    const counter = yield* StateRegistry.register(Fixtures.Counter).pipe(
+    const counter = yield* StateRegistry.register(Fixtures.Counter, options).pipe(
       Effect.provideContext(registry),
       Scope.provide(node.scope)
     )
-    return { node, registry, counter }
+    return { registry, counter }
+  })
+
+/** A node running a registry with the counter state, plus its transport diagnostics. */
+const registryNode = (options: Partial<TcpRuntime.Options> = {}) =>
+  Effect.gen(function*() {
+    const node = yield* startNode(options)
+    return { node, ...(yield* withCounter(node)) }
   })
 
 describe("TcpRuntime: security and limits", () => {
@@ -557,16 +563,7 @@ describe("TcpRuntime: membership", () => {
       yield* awaitMesh([a, b])
       // Each registers before it can know that the other did: neither sees the other in the group yet.
       const [ca, cb] = yield* Effect.forEach([a, b], (node) =>
-        Effect.gen(function*() {
-          const registry = yield* Layer.buildWithScope(
-            StateRegistry.StateRegistry.layer.pipe(Layer.provide(Layer.succeedContext(node.context))),
-            node.scope
-          )
-          return yield* StateRegistry.register(Fixtures.Counter, { persist: false }).pipe(
-            Effect.provideContext(registry),
-            Scope.provide(node.scope)
-          )
-        }))
+        Effect.map(withCounter(node, { persist: false }), ({ counter }) => counter))
       yield* RuntimeSuite.pollEventually({ within: "3 seconds" })(Effect.gen(function*() {
         for (const handle of [ca, cb]) {
           const views = yield* handle.snapshot
