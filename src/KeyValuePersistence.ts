@@ -20,18 +20,16 @@
  *
  * @since 0.1.0
  */
-import { Effect, Layer, Result, Schema } from "effect"
+import { Effect, Layer, Result } from "effect"
 import { KeyValueStore } from "effect/persistence"
 import * as Zlib from "node:zlib"
 import { PersistenceFailed } from "./DStateError.ts"
+import { decodeRecord, encodeRecord } from "./internal/storedJson.ts"
 import { StatePersistence, type StoredChange, StoredState } from "./StatePersistence.ts"
 
 const header = "dstate/1 crc32="
 const headerLength = header.length + 8 + 1
 
-const RecordJson = Schema.fromJsonString(StoredState)
-const encodeRecord = Schema.encodeUnknownResult(RecordJson)
-const decodeRecord = Schema.decodeUnknownResult(RecordJson)
 
 const crc32 = (json: string) => (Zlib.crc32(json) >>> 0).toString(16).padStart(8, "0")
 

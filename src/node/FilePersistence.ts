@@ -41,11 +41,12 @@
  */
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
-import { Effect, Exit, FileSystem, Layer, Path, type PlatformError, Result, Schema, Scope, Semaphore } from "effect"
+import { Effect, Exit, FileSystem, Layer, Path, type PlatformError, Result, Scope, Semaphore } from "effect"
 import { createHash } from "node:crypto"
 import * as Zlib from "node:zlib"
 import { PersistenceFailed } from "../DStateError.ts"
 import * as Generation from "../Generation.ts"
+import { decodeChange, decodeRecord, encodeChange, encodeRecord } from "../internal/storedJson.ts"
 import { StatePersistence, StoredChange, StoredState } from "../StatePersistence.ts"
 
 /**
@@ -119,12 +120,6 @@ const entryHeaderBytes = 12
 const crc32 = (bytes: Uint8Array): number => Zlib.crc32(bytes) >>> 0
 const hex32 = (n: number) => `0x${n.toString(16).padStart(8, "0")}`
 
-const SnapshotJson = Schema.fromJsonString(StoredState)
-const ChangeJson = Schema.fromJsonString(StoredChange)
-const encodeSnapshotJson = Schema.encodeUnknownResult(SnapshotJson)
-const decodeSnapshotJson = Schema.decodeUnknownResult(SnapshotJson)
-const encodeChangeJson = Schema.encodeUnknownResult(ChangeJson)
-const decodeChangeJson = Schema.decodeUnknownResult(ChangeJson)
 
 /**
  * `magic | payload length | payload CRC32 | payload`, all integers big-endian
@@ -173,7 +168,7 @@ const decodeSnapshot = (bytes: Uint8Array): Result.Result<StoredState, string> =
   if (stored !== computed) {
     return Result.fail(`snapshot checksum mismatch: stored ${hex32(stored)}, computed ${hex32(computed)}`)
   }
-  const decoded = decodeSnapshotJson(payload.toString("utf8"))
+  const decoded = decodeRecord(payload.toString("utf8"))
   return Result.isSuccess(decoded)
     ? Result.succeed(decoded.success)
     : Result.fail(`snapshot passes its checksum but does not decode: ${decoded.failure.message}`)
@@ -225,7 +220,7 @@ const parseLog = (bytes: Uint8Array): Result.Result<ParsedLog, string> => {
         `change log entry ${changes.length + 1} at byte ${offset} fails its checksum and ${buf.length - end} bytes follow it`
       )
     }
-    const decoded = decodeChangeJson(payload.toString("utf8"))
+    const decoded = decodeChange(payload.toString("utf8"))
     if (Result.isFailure(decoded)) {
       return Result.fail(`change log entry ${changes.length + 1} passes its checksum but does not decode: ${decoded.failure.message}`)
     }
@@ -383,12 +378,12 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       const write = Effect.suspend((): Effect.Effect<void, PersistenceFailed | PlatformError.PlatformError> => {
         const logged = slot.logged
         if (change !== undefined && logged !== undefined && logged + 1 < compactEvery) {
-          const encoded = encodeChangeJson(change)
+          const encoded = encodeChange(change)
           if (Result.isFailure(encoded)) return refuse(`cannot encode the change: ${encoded.failure.message}`)
           return appendChange(slot, Buffer.from(encoded.success, "utf8"), logged)
         }
         const { changes: _, ...snapshot } = record
-        const encoded = encodeSnapshotJson(snapshot)
+        const encoded = encodeRecord(snapshot)
         if (Result.isFailure(encoded)) return refuse(`cannot encode the record: ${encoded.failure.message}`)
         return writeSnapshot(slot, snapshotFile(encoded.success, bufferOf(slot)))
       })

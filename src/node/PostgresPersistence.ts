@@ -38,6 +38,7 @@ import { Effect, Layer, Result, Schema, Semaphore } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import * as Zlib from "node:zlib"
 import { PersistenceFailed } from "../DStateError.ts"
+import { decodeChange, decodeRecord, encodeChange, encodeRecord } from "../internal/storedJson.ts"
 import { StatePersistence, StoredChange, StoredState } from "../StatePersistence.ts"
 
 /**
@@ -78,12 +79,6 @@ export const defaultTable = "dstate_state"
  */
 export const defaultCompactEvery = 64
 
-const RecordJson = Schema.fromJsonString(StoredState)
-const ChangeJson = Schema.fromJsonString(StoredChange)
-const encodeRecord = Schema.encodeUnknownResult(RecordJson)
-const decodeRecord = Schema.decodeUnknownResult(RecordJson)
-const encodeChange = Schema.encodeUnknownResult(ChangeJson)
-const decodeChange = Schema.decodeUnknownResult(ChangeJson)
 
 const crc32 = (text: string): number => Zlib.crc32(text) >>> 0
 
