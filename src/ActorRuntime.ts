@@ -122,6 +122,21 @@ export interface GroupJoin {
 }
 
 /**
+ * How a frame relates to frames queued before it for the same peer, said by
+ * the caller so that a transport can drop what a newer frame makes useless
+ * without understanding the frames (memberlist's named broadcasts).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Supersede {
+  /** Frames with the same key belong together (for example one state's updates from this node). */
+  readonly key: string
+  /** `true`: this frame makes every frame still queued with the same key useless, and they are dropped. */
+  readonly replaces: boolean
+}
+
+/**
  * The actor runtime service.
  *
  * @category services
@@ -156,10 +171,13 @@ export class ActorRuntime extends Context.Service<ActorRuntime, {
    * group's state.
    */
   readonly groupJoins?: Stream.Stream<GroupJoin> | undefined
-  /** Sends a frame to every member of a group except this node. */
-  broadcast(group: string, frame: Uint8Array): Effect.Effect<void>
-  /** Sends a frame to one node. Delivery is not guaranteed. */
-  send(node: NodeId, frame: Uint8Array): Effect.Effect<void, NodeUnreachable>
+  /**
+   * Sends a frame to every member of a group except this node. `supersede` says which queued frames it
+   * makes useless (a runtime without outbound queues ignores it).
+   */
+  broadcast(group: string, frame: Uint8Array, supersede?: Supersede | undefined): Effect.Effect<void>
+  /** Sends a frame to one node (`supersede` as for `broadcast`). Delivery is not guaranteed. */
+  send(node: NodeId, frame: Uint8Array, supersede?: Supersede | undefined): Effect.Effect<void, NodeUnreachable>
   /** Sends a request frame and waits for the reply frame. */
   request(
     node: NodeId,

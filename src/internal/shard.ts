@@ -356,6 +356,10 @@ export const make = <S, V, D, C>(
         Effect.as(undefined)
       )
 
+    /** A snapshot makes this state's queued snapshots and deltas useless; a delta is kept, until a snapshot follows. */
+    const snapshotSupersede = { key: name, replaces: true } as const
+    const deltaSupersede = { key: name, replaces: false } as const
+
     const peersIn = (members: ReadonlyArray<NodeId>) => {
       let peers = 0
       for (const member of members) if (member !== self) peers++
@@ -369,7 +373,7 @@ export const make = <S, V, D, C>(
       const frame = snapshotFrameNow()
       if (Result.isFailure(frame)) return logSendFailure(frame.failure)
       count("snapshotsSent", peers)
-      return env.runtime.broadcast(group, frame.success)
+      return env.runtime.broadcast(group, frame.success, snapshotSupersede)
     })
 
     const sendSnapshot = (to: NodeId) =>
@@ -377,7 +381,7 @@ export const make = <S, V, D, C>(
         const frame = yield* snapshotFrame
         if (frame === undefined) return
         count("snapshotsSent")
-        yield* env.runtime.send(to, frame).pipe(Effect.ignore)
+        yield* env.runtime.send(to, frame, snapshotSupersede).pipe(Effect.ignore)
       })
 
     const requestFrame = (to: NodeId | undefined) => {
@@ -419,7 +423,7 @@ export const make = <S, V, D, C>(
           return logSendFailure(frame.failure)
         }
         count("deltasSent", peers)
-        return env.runtime.broadcast(group, frame.success)
+        return env.runtime.broadcast(group, frame.success, deltaSupersede)
       })
 
     // ---- peer bookkeeping ----------------------------------------------------------------------
