@@ -352,7 +352,7 @@ describe("TcpRuntime: security and limits", () => {
         const [peer] = yield* transportOf(node).peers
         assert.isAtMost(peer.outbound.queuedBytes, cap)
       }
-      // Snapshots of one state supersede each other in the queue.
+      // Frames the caller says replace each other (one state's snapshots) supersede each other in the queue.
       for (let age = 1; age <= 50; age++) {
         const snapshot = Result.getOrThrow(encodeFrame(
           new SyncMessage.FullSnapshot({
@@ -366,7 +366,7 @@ describe("TcpRuntime: security and limits", () => {
           }),
           512 * 1024
         ))
-        yield* runtimeOf(node).broadcast("g", snapshot)
+        yield* runtimeOf(node).broadcast("g", snapshot, { key: "s", replaces: true })
       }
       yield* Effect.sleep("200 millis")
       const [peer] = yield* transportOf(node).peers

@@ -79,17 +79,6 @@ export const decodeFrame = (
   return Result.succeed(message)
 }
 
-/**
- * The kind, state and source of a frame this node encoded, from its first
- * bytes (no checksum, no payload): enough to supersede queued frames.
- */
-export const peekFrame = (
-  frame: Uint8Array
-): { readonly _tag: SyncMessage["_tag"]; readonly stateName: string; readonly source: string } | undefined =>
-  frame.length < FRAME_HEADER_BYTES || frame[4] !== PROTOCOL_VERSION
-    ? undefined
-    : Wire.peek(frame.subarray(FRAME_HEADER_BYTES))
-
 /** Per-state encoders and decoders derived from a definition's schemas. */
 export interface StateCodec<S, V, D> {
   /** Encoded views and deltas are independently owned buffers. */

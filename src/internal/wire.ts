@@ -442,21 +442,3 @@ export const decode = (bytes: Uint8Array, copyPayload = true): Result.Result<Syn
   if (r.error === undefined && r.pos !== bytes.length) r.fail(`${bytes.length - r.pos} trailing bytes`)
   return r.error !== undefined || message === undefined ? Result.fail(r.error ?? "undecodable") : Result.succeed(message)
 }
-
-/**
- * What a body says about itself, read from its first fields only (no checks
- * beyond those fields, no payload touched): for routing and superseding
- * frames this node encoded itself.
- */
-export const peek = (
-  bytes: Uint8Array
-): { readonly _tag: SyncMessage["_tag"]; readonly stateName: string; readonly source: string } | undefined => {
-  const r = new Reader(bytes, false)
-  const tag = r.u8("tag")
-  const tags = ["FullSnapshot", "DeltaUpdate", "RequestSnapshot", "BatchedChangeFeed"] as const
-  const _tag = tags[tag - 1]
-  if (_tag === undefined) return undefined
-  const stateName = _tag === "BatchedChangeFeed" ? "" : r.str("stateName")
-  const source = r.str("source")
-  return r.error === undefined ? { _tag, stateName, source } : undefined
-}

@@ -3,8 +3,12 @@
  * a cap in bytes and in frames. When the peer reads slower than this node
  * writes, the queue does not grow past its caps:
  *
- * - supersede: a newer full snapshot of a state replaces every queued
- *   snapshot and delta of that state (the snapshot carries all they said);
+ * - supersede: the caller says what a frame supersedes (`Supersede` of
+ *   `ActorRuntime`, memberlist's named broadcasts): a frame that `replaces`
+ *   drops every queued frame with the same key (a state's snapshot carries
+ *   all its queued snapshots and deltas said); a frame that does not replace
+ *   is kept under its key until such a frame follows. The queue never looks
+ *   inside a frame;
  * - drop oldest: when a new frame would exceed a cap, the oldest queued
  *   frames are dropped until it fits (a receiver that misses a delta sees a
  *   gap and asks for a snapshot; a missed heartbeat is repeated).
@@ -15,12 +19,7 @@
  * @internal
  */
 import { Deferred, Effect, Queue } from "effect"
-
-/** What a queued frame says about the registry frame it carries, for superseding. */
-export interface Supersede {
-  readonly state: string
-  readonly kind: "snapshot" | "delta"
-}
+import type { Supersede } from "../../ActorRuntime.ts"
 
 /** A frame, or the parts of one written one after the other (a header and a payload that is not copied). */
 export type Frame = Uint8Array | ReadonlyArray<Uint8Array>
@@ -52,7 +51,7 @@ export interface OutboundStats {
   readonly framesEnqueued: number
   readonly framesWritten: number
   readonly bytesWritten: number
-  /** Frames replaced by a newer snapshot of the same state. */
+  /** Frames dropped by a later frame with the same supersede key that replaces them. */
   readonly superseded: number
   /** Frames dropped because a cap was reached. */
   readonly droppedOldest: number
@@ -88,14 +87,14 @@ export const make = (caps: { readonly maxBytes: number; readonly maxFrames: numb
 
     const unindex = (item: Item) => {
       if (item.supersede === undefined) return
-      const list = index.get(item.supersede.state)
+      const list = index.get(item.supersede.key)
       if (list === undefined) return
       if (list[0] === item) list.shift()
       else {
         const i = list.indexOf(item)
         if (i >= 0) list.splice(i, 1)
       }
-      if (list.length === 0) index.delete(item.supersede.state)
+      if (list.length === 0) index.delete(item.supersede.key)
     }
 
     /** Removes an item's bytes from the queue (it stays as a tombstone if still queued). */
@@ -110,16 +109,16 @@ export const make = (caps: { readonly maxBytes: number; readonly maxFrames: numb
     const offer = (frame: Frame, supersede?: Supersede, written?: Deferred.Deferred<void>) => {
       const item: Item = { frame, size: sizeOf(frame), supersede, written }
       if (supersede !== undefined) {
-        const list = index.get(supersede.state)
-        if (supersede.kind === "snapshot") {
+        const list = index.get(supersede.key)
+        if (supersede.replaces) {
           if (list !== undefined) {
             for (const old of list) {
               discard(old)
               superseded++
             }
           }
-          index.set(supersede.state, [item])
-        } else if (list === undefined) index.set(supersede.state, [item])
+          index.set(supersede.key, [item])
+        } else if (list === undefined) index.set(supersede.key, [item])
         else list.push(item)
       }
       // Drop the oldest frames until this one fits under both caps.

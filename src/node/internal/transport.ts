@@ -50,7 +50,6 @@ import { randomBytes } from "node:crypto"
 import { type ActorRuntime, after, every, type GroupJoin, type Inbound, RequestRejected, spawnActor } from "../../ActorRuntime.ts"
 import { type ClusterEvents, makeSource } from "../../ClusterEvents.ts"
 import { NodeUnreachable, RequestTimeout } from "../../DStateError.ts"
-import { peekFrame } from "../../internal/codec.ts"
 import type { NodeId } from "../../NodeId.ts"
 import * as Detector from "./detector.ts"
 import * as Listener from "./listener.ts"
@@ -1033,15 +1032,6 @@ export const make = (settings: Settings) =>
     )
 
     // ---- services -------------------------------------------------------------------------------
-    /** What a registry frame of this node supersedes, from its first bytes (the frame is not decoded). */
-    const classify = (frame: Uint8Array): Outbound.Supersede | undefined => {
-      const m = peekFrame(frame)
-      if (m === undefined || m.source !== self) return undefined
-      if (m._tag === "FullSnapshot") return { state: m.stateName, kind: "snapshot" }
-      if (m._tag === "DeltaUpdate") return { state: m.stateName, kind: "delta" }
-      return undefined
-    }
-
     /** A Deliver as its header and the registry frame itself (shared by every peer's queue, never copied). */
     const deliverFrame = (payload: Uint8Array) => {
       const frame = Protocol.encodeDeliver(payload, transportFrameLimit)
@@ -1098,23 +1088,22 @@ export const make = (settings: Settings) =>
       leaveGroup: (group) => changeGroups((g) => g.delete(group)),
       members: (group) => Effect.sync(() => members(group)),
       groupJoins: Stream.fromPubSub(groupJoins),
-      broadcast: (group, payload) =>
+      broadcast: (group, payload, supersede) =>
         Effect.suspend(() => {
           const targets = members(group).filter((m) => m !== self)
           if (targets.length === 0) return Effect.void
           const frame = deliverFrame(payload)
           if (frame === undefined) return Effect.void
-          const supersede = classify(payload)
           for (const node of targets) peers.get(node)?.outbound.offer(frame, supersede)
           return Effect.void
         }),
-      send: (node, payload) =>
+      send: (node, payload, supersede) =>
         Effect.suspend(() => {
           if (node === self) return deliverLocally(payload)
           const peer = peers.get(node)
           if (peer === undefined) return Effect.fail(new NodeUnreachable({ node }))
           const frame = deliverFrame(payload)
-          if (frame !== undefined) peer.outbound.offer(frame, classify(payload))
+          if (frame !== undefined) peer.outbound.offer(frame, supersede)
           return Effect.void
         }),
       request: (node, payload, timeout) =>
