@@ -59,7 +59,6 @@ import type { RunnerAddress } from "effect/cluster"
 import type { ActorRuntime } from "../ActorRuntime.ts"
 import type { ClusterEvents } from "../ClusterEvents.ts"
 import * as NodeId from "../NodeId.ts"
-import { ExternalMembership } from "../node/internal/transport.ts"
 import * as TcpRuntime from "../node/TcpRuntime.ts"
 
 /**
@@ -238,5 +237,5 @@ export const layer = (
       port: listenAddress.port,
       advertiseHost: own.host,
       seeds: []
-    }).pipe(Layer.provide(Layer.succeed(ExternalMembership, members)))
+    }).pipe(Layer.provide(Layer.succeed(TcpRuntime.ExternalMembership, members)))
   }))

@@ -30,7 +30,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Data, Duration, Effect, Layer, Redacted, Schedule } from "effect"
+import { Context, Data, Duration, Effect, Layer, Redacted, Schedule, type Stream } from "effect"
 import { ActorRuntime, type MailboxCapacity } from "../ActorRuntime.ts"
 import { ClusterEvents } from "../ClusterEvents.ts"
 import * as NodeId from "../NodeId.ts"
@@ -284,6 +284,40 @@ export class TcpTransport extends Context.Service<TcpTransport, {
 }>()("dstate/node/TcpTransport") {}
 
 /**
+ * Membership decided outside the transport, by a cluster's runner registry
+ * for example (the Effect cluster runtime of `dstate/cluster` provides it
+ * from `RunnerStorage`).
+ *
+ * **Details**
+ *
+ * Each element of the stream is the complete set of nodes, with their
+ * addresses, that may be members now. When provided, seeds and gossiped
+ * member lists are ignored, every listed node is dialed, connections from
+ * unlisted nodes are refused during the handshake, and a node that drops out
+ * of the set is declared down at once. Absent (the default), membership is
+ * gossiped.
+ *
+ * **Example**
+ *
+ * ```ts
+ * import { Layer, Redacted, Stream } from "effect"
+ * import { NodeId } from "dstate"
+ * import { TcpRuntime } from "dstate/node"
+ *
+ * const members = Stream.make(new Map([[NodeId.make("node-b"), { host: "10.0.0.8", port: 7001 }]]))
+ * const node = TcpRuntime.layer({ nodeId: "node-a", port: 7001, secret: Redacted.make("a long random cluster secret") })
+ *   .pipe(Layer.provide(Layer.succeed(TcpRuntime.ExternalMembership, members)))
+ * ```
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export const ExternalMembership = Context.Reference<Stream.Stream<ReadonlyMap<NodeId.NodeId, Address>> | undefined>(
+  "dstate/node/ExternalMembership",
+  { defaultValue: () => undefined }
+)
+
+/**
  * Parses `"host:port"` (IPv6 hosts in brackets: `"[::1]:7001"`).
  *
  * @category constructors
@@ -406,7 +440,7 @@ export const layer = (
 ): Layer.Layer<ActorRuntime | ClusterEvents | TcpTransport, InvalidOptions | ListenFailed> =>
   Layer.effectContext(Effect.gen(function*() {
     const settings = yield* resolve(options, yield* MaxFrameBytes)
-    const node = yield* Transport.make(settings).pipe(
+    const node = yield* Transport.make(settings, yield* ExternalMembership).pipe(
       Effect.mapError((cause) => new ListenFailed({ host: settings.host, port: settings.port, cause }))
     )
     return Context.make(ActorRuntime, node.runtime).pipe(

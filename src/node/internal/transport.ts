@@ -28,7 +28,6 @@
 import {
   Cause,
   Clock,
-  Context,
   Deferred,
   Duration,
   Effect,
@@ -91,20 +90,6 @@ export interface Settings extends Limits {
   readonly reconnect: Schedule.Schedule<unknown, unknown>
   readonly seedRetryPause: Duration.Duration
 }
-
-/**
- * Membership decided outside the transport (by a cluster's runner registry,
- * for example). Each element of the stream is the complete set of nodes, with
- * their addresses, that may be members now. When provided, seeds and gossiped
- * member lists are ignored, every listed node is dialed, connections from
- * unlisted nodes are refused during the handshake, and a node that drops out
- * of the set is declared down at once. Absent (the default), membership is
- * gossiped.
- */
-export const ExternalMembership = Context.Reference<Stream.Stream<ReadonlyMap<NodeId, Address>> | undefined>(
-  "dstate/node/ExternalMembership",
-  { defaultValue: () => undefined }
-)
 
 // ---- diagnostics --------------------------------------------------------------------------------
 
@@ -244,8 +229,11 @@ const addressKey = (a: Address) => `${a.host}:${a.port}`
 
 const monotonicMillis = Effect.map(Clock.monotonicTimeNanos, (n) => Number(n / 1_000_000n))
 
-/** Builds the runtime, the membership service and the transport diagnostics in the current scope. */
-export const make = (settings: Settings) =>
+/**
+ * Builds the runtime, the membership service and the transport diagnostics in
+ * the current scope; `external` is `TcpRuntime.ExternalMembership`.
+ */
+export const make = (settings: Settings, external: Stream.Stream<ReadonlyMap<NodeId, Address>> | undefined) =>
   Effect.gen(function*() {
     const self = settings.nodeId
     const layerScope = yield* Scope.Scope
@@ -256,7 +244,6 @@ export const make = (settings: Settings) =>
     /** Dialed connections run here: closed after the graceful leave, which needs them to send `Leave`. */
     const dialedScope = yield* Scope.fork(layerScope)
     const annotate = Effect.annotateLogs({ node: self })
-    const external = yield* ExternalMembership
     /** With external membership: the nodes the membership source currently lists. */
     const admitted = new Map<NodeId, Address>()
     const refuses = (node: NodeId) => external !== undefined && !admitted.has(node)
