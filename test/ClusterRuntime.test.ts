@@ -7,7 +7,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Context, Effect, Exit, Layer, Option, PubSub, Redacted, References, Schedule, Scope } from "effect"
+import { Clock, Context, Effect, Exit, Layer, Option, PubSub, Redacted, References, Scope } from "effect"
 import {
   MessageStorage,
   RunnerAddress,
@@ -25,8 +25,9 @@ import { ClusterRuntime } from "dstate/cluster"
 import { TcpRuntime } from "dstate/node"
 import { Fixtures } from "dstate/testing"
 import * as RuntimeSuite from "./conformance/RuntimeSuite.ts"
-
-const secret = Redacted.make("test-cluster-secret-0123456789")
+import { eventually, eventuallyWithin } from "./support/Eventually.ts"
+import * as RealNodes from "./support/RealNodes.ts"
+import { buildInOwnScope, fastTimings, type ScopedNode, secret } from "./support/RealNodes.ts"
 
 /** How often each runner reads the RunnerStorage. */
 const POLL_MILLIS = 100
@@ -36,11 +37,7 @@ const transportOptions = {
   secret,
   pollInterval: POLL_MILLIS,
   heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("2 seconds"), checkInterval: "50 millis" },
-  reconnect: Schedule.min([Schedule.exponential("50 millis"), Schedule.spaced("500 millis")]).pipe(
-    Schedule.upTo({ duration: "30 seconds" })
-  ),
-  leaveTimeout: "500 millis",
-  handshakeTimeout: "2 seconds"
+  ...fastTimings
 } satisfies ClusterRuntime.Options
 
 // ---- ports ----------------------------------------------------------------------------------------
@@ -92,11 +89,8 @@ interface ClusterEnv {
 
 type RunnerServices = ActorRuntime.ActorRuntime | ClusterEvents.ClusterEvents | RunnerStorage.RunnerStorage
 
-interface Runner {
-  readonly id: NodeId.NodeId
+interface Runner extends ScopedNode<RunnerServices> {
   readonly address: RunnerAddress.RunnerAddress
-  readonly scope: Scope.Closeable
-  readonly context: Context.Context<RunnerServices>
 }
 
 /**
@@ -107,9 +101,6 @@ interface Runner {
 const startRunner = <Extra>(env: ClusterEnv, onTop: Layer.Layer<Extra, never, RunnerServices>) =>
   Effect.gen(function*() {
     const address = yield* freeRunnerAddress
-    const outer = yield* Scope.Scope
-    const scope = yield* Scope.make()
-    yield* Scope.addFinalizer(outer, Scope.close(scope, Exit.void))
     const cluster = SocketRunner.layer.pipe(
       Layer.provide([NodeClusterSocket.layerSocketServer, NodeClusterSocket.layerClientProtocol, env.health]),
       Layer.provide(RpcSerialization.layerSchemaBinary()),
@@ -127,7 +118,7 @@ const startRunner = <Extra>(env: ClusterEnv, onTop: Layer.Layer<Extra, never, Ru
       Layer.provide(Layer.succeed(References.MinimumLogLevel, "Error")),
       Layer.fresh
     )
-    const context = yield* Layer.buildWithScope(runner, scope)
+    const { context, scope } = yield* buildInOwnScope(runner)
     return { id: ClusterRuntime.nodeId(address), address, scope, context }
   })
 
@@ -135,17 +126,12 @@ const eventsOf = (node: { readonly context: Context.Context<RunnerServices> }) =
   Context.get(node.context, ClusterEvents.ClusterEvents)
 const storageOf = (node: Runner) => Context.get(node.context, RunnerStorage.RunnerStorage)
 
-const poll = RuntimeSuite.pollEventually({ within: "10 seconds" })
+const poll = eventuallyWithin("10 seconds")
 
 const sorted = (ids: Iterable<NodeId.NodeId>) => [...ids].map(String).sort()
 
 /** Waits until every runner sees exactly the others as members. */
-const awaitMesh = (nodes: ReadonlyArray<Runner>) =>
-  poll(Effect.gen(function*() {
-    for (const node of nodes) {
-      assert.deepStrictEqual(sorted(yield* eventsOf(node).members), sorted(nodes.filter((n) => n !== node).map((n) => n.id)))
-    }
-  }))
+const awaitMesh = (nodes: ReadonlyArray<Runner>) => RealNodes.awaitMesh(nodes, "10 seconds")
 
 const memoryEnv = Effect.map(RunnerStorage.makeMemory, (storage): ClusterEnv => ({
   storage: Layer.succeed(RunnerStorage.RunnerStorage, storage),
@@ -154,26 +140,7 @@ const memoryEnv = Effect.map(RunnerStorage.makeMemory, (storage): ClusterEnv => 
 
 /** Runners on a memory RunnerStorage of their own; removing one closes its scope (a graceful stop). */
 const makeCluster: RuntimeSuite.MakeNodes = (count) =>
-  Effect.gen(function*() {
-    const testScope = yield* Scope.Scope
-    const env = yield* memoryEnv
-    const scopes = new Map<NodeId.NodeId, Scope.Closeable>()
-    const start = Effect.tap(startRunner(env, Layer.empty), (runner) => Effect.sync(() => scopes.set(runner.id, runner.scope)))
-    const nodes = yield* Effect.replicateEffect(start, count)
-    yield* awaitMesh(nodes)
-    return {
-      nodes,
-      addNode: start.pipe(Effect.orDie, Scope.provide(testScope)),
-      removeNode: (node) =>
-        Effect.suspend(() => {
-          const scope = scopes.get(node.id)
-          return scope === undefined ? Effect.void : Scope.close(scope, Exit.void)
-        }),
-      settle: Effect.sleep("200 millis"),
-      eventually: poll,
-      advance: Effect.sleep
-    }
-  })
+  Effect.flatMap(memoryEnv, (env) => RealNodes.realCluster(count, () => startRunner(env, Layer.empty), "10 seconds"))
 
 RuntimeSuite.suite("effect-cluster", makeCluster, { clock: "real", timeout: 20_000 })
 
@@ -260,7 +227,8 @@ const scenarios = (name: string, makeEnv: Effect.Effect<ClusterEnv & { readonly 
 
     it.live("a stopped runner is NodeLeft on the others within the poll bound and its view disappears", () =>
       Effect.gen(function*() {
-        const { nodes } = yield* threeCounting(yield* makeEnv)
+        const env = yield* makeEnv
+        const { nodes } = yield* threeCounting(env)
         const [a, b, c] = nodes
         const eventsA = yield* eventLog(a)
         const eventsB = yield* eventLog(b)
@@ -274,11 +242,13 @@ const scenarios = (name: string, makeEnv: Effect.Effect<ClusterEnv & { readonly 
         assert.isAtMost((yield* Clock.currentTimeMillis) - start, POLL_MILLIS + 900)
         yield* expectValues([a, b], { [String(a.id)]: 1, [String(b.id)]: 2 })
         assert.strictEqual(yield* listing(storageOf(a), c), "absent")
-        // Nothing else happens afterwards.
-        yield* Effect.sleep(POLL_MILLIS * 5)
-        assert.deepStrictEqual(yield* eventsA, [ClusterEvents.NodeLeft(c.id)])
-        assert.deepStrictEqual(yield* eventsB, [ClusterEvents.NodeLeft(c.id)])
         assert.deepStrictEqual(sorted(yield* eventsOf(a).members), [String(b.id)])
+        // Nothing else happens afterwards: a runner started later is the next event on both.
+        const d = yield* startNode(env)
+        yield* poll(Effect.gen(function*() {
+          assert.deepStrictEqual(yield* eventsA, [ClusterEvents.NodeLeft(c.id), ClusterEvents.NodeJoined(d.id)])
+          assert.deepStrictEqual(yield* eventsB, [ClusterEvents.NodeLeft(c.id), ClusterEvents.NodeJoined(d.id)])
+        }))
       }), 30_000)
 
     it.live("a runner the cluster's health check flags unhealthy leaves within the poll bound, and rejoins when healthy", () =>
@@ -292,9 +262,11 @@ const scenarios = (name: string, makeEnv: Effect.Effect<ClusterEnv & { readonly 
         const storage = storageOf(a)
         // RunnerHealth now reports c as dead; c itself keeps running.
         env.down.add(c.id)
-        yield* Effect.gen(function*() {
-          while ((yield* listing(storage, c)) !== "unhealthy") yield* Effect.sleep("5 millis")
-        }).pipe(Effect.timeout("10 seconds"))
+        yield* eventually(Effect.map(listing(storage, c), (listed) => listed === "unhealthy"), {
+          timeout: "10 seconds",
+          interval: "5 millis",
+          what: "c listed unhealthy"
+        })
         const flagged = yield* Clock.currentTimeMillis
         yield* poll(Effect.gen(function*() {
           assert.deepStrictEqual(yield* eventsA, [ClusterEvents.NodeLeft(c.id)])

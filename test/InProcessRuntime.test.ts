@@ -4,7 +4,7 @@
  * one-way cuts, delays, raw injection, crashes).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Context, Effect, Exit, Fiber, Layer, Scope } from "effect"
+import { Clock, Context, type Duration, Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { ActorRuntime, NodeId } from "dstate"
 import { InProcessRuntime, SimNetwork } from "dstate/testing"
@@ -21,6 +21,9 @@ interface SimCluster extends RuntimeSuite.RuntimeCluster {
   readonly addNode: Effect.Effect<SimNode>
   /** Marks the node dead (its frames in flight are dropped), then stops it. */
   readonly crash: (node: SimNode) => Effect.Effect<void>
+  /** Delivers every frame in flight and lets every actor go idle, moving the clock only as far as deliveries need. */
+  readonly settle: Effect.Effect<void>
+  readonly advance: (duration: Duration.Input) => Effect.Effect<void>
 }
 
 /** Delivers everything in flight, moving the clock only as far as deliveries need (as `TestCluster.settle`). */

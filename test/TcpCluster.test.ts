@@ -19,9 +19,9 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
-import { pollEventually } from "./conformance/RuntimeSuite.ts"
 import type { Entry } from "./helpers.ts"
 import * as ChildProcesses from "./support/ChildProcesses.ts"
+import { eventually as poll } from "./support/Eventually.ts"
 
 const fixture = fileURLToPath(new URL("./fixtures/tcpNode.ts", import.meta.url))
 
@@ -35,7 +35,8 @@ const detectionBoundMillis = heartbeat.timeoutMillis + heartbeat.checkMillis
 /** Scheduling slack for a loaded machine (processes, pipes, event loops). */
 const slackMillis = 750
 
-const eventually = pollEventually({ within: "10 seconds", interval: "50 millis" })
+/** Waits up to 10 s for a condition on the children, re-checked every 50 ms. */
+const eventually = <A, E, R>(condition: Effect.Effect<A, E, R>) => poll(condition, { timeout: "10 seconds", interval: "50 millis" })
 
 type Message = Record<string, unknown>
 

@@ -5,7 +5,7 @@
  * stop reading, failure detection and reconnection, TLS).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, PubSub, Redacted, Result, Schedule, Scope } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, PubSub, Redacted, Result, Scope } from "effect"
 import { ActorRuntime, ClusterEvents, NodeId, StateRegistry, SyncMessage } from "dstate"
 import { Fixtures } from "dstate/testing"
 import { execFileSync } from "node:child_process"
@@ -17,25 +17,19 @@ import { encodeFrame } from "../src/internal/codec.ts"
 import * as Protocol from "../src/node/internal/protocol.ts"
 import * as TcpRuntime from "../src/node/TcpRuntime.ts"
 import * as RuntimeSuite from "./conformance/RuntimeSuite.ts"
-
-const secret = Redacted.make("test-cluster-secret-0123456789")
+import { eventually, eventuallyWithin } from "./support/Eventually.ts"
+import * as RealNodes from "./support/RealNodes.ts"
+import { buildInOwnScope, fastTimings, type ScopedNode, secret } from "./support/RealNodes.ts"
 
 /** Fast timings for tests: 100 ms heartbeats, down after 1 s of silence. */
 const fast = {
   heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("1 second"), checkInterval: "50 millis" },
-  reconnect: Schedule.min([Schedule.exponential("50 millis"), Schedule.spaced("500 millis")]).pipe(
-    Schedule.upTo({ duration: "30 seconds" })
-  ),
-  leaveTimeout: "500 millis",
-  handshakeTimeout: "2 seconds"
+  ...fastTimings
 } satisfies Partial<TcpRuntime.Options>
 
 type NodeServices = ActorRuntime.ActorRuntime | ClusterEvents.ClusterEvents | TcpRuntime.TcpTransport
 
-interface TcpNode extends RuntimeSuite.RuntimeNode {
-  readonly scope: Scope.Closeable
-  readonly context: Context.Context<NodeServices>
-}
+type TcpNode = ScopedNode<NodeServices>
 
 let nodeCounter = 0
 /** Ids that sort in creation order ("tcp-0001" < "tcp-0002"), unique across the file. */
@@ -51,58 +45,28 @@ const eventsOf = (node: { readonly context: Context.Context<NodeServices> }) =>
 /** Starts one node in its own closeable scope, closed with the test's scope at the latest. */
 const startNode = (options: Partial<TcpRuntime.Options>) =>
   Effect.gen(function*() {
-    const outer = yield* Scope.Scope
-    const scope = yield* Scope.make()
-    yield* Scope.addFinalizer(outer, Scope.close(scope, Exit.void))
     const id = options.nodeId ?? nextId()
-    const context = yield* Layer.buildWithScope(TcpRuntime.layer({ ...fast, ...options, nodeId: id, secret: options.secret ?? secret }), scope)
+    const { context, scope } = yield* buildInOwnScope(
+      TcpRuntime.layer({ ...fast, ...options, nodeId: id, secret: options.secret ?? secret })
+    )
     return { id: NodeId.make(String(id)), scope, context } satisfies TcpNode
   })
 
-const poll = RuntimeSuite.pollEventually({ within: "8 seconds" })
+const poll = eventuallyWithin("8 seconds")
 
 /** Waits until every node sees exactly the others as members. */
-const awaitMesh = (nodes: ReadonlyArray<TcpNode>) =>
-  poll(Effect.gen(function*() {
-    for (const node of nodes) {
-      const members = yield* eventsOf(node).members
-      assert.deepStrictEqual(
-        [...members].map(String).sort(),
-        nodes.filter((n) => n !== node).map((n) => String(n.id)).sort()
-      )
-    }
-  }))
+const awaitMesh = (nodes: ReadonlyArray<TcpNode>) => RealNodes.awaitMesh(nodes, "8 seconds")
 
-const makeCluster: RuntimeSuite.MakeNodes = (count) =>
-  Effect.gen(function*() {
-    const testScope = yield* Scope.Scope
-    const running = new Map<NodeId.NodeId, TcpNode>()
-    const add = Effect.gen(function*() {
-      const seed = running.values().next().value
-      const node = yield* startNode(seed === undefined ? {} : { seeds: [transportOf(seed).address] })
-      running.set(node.id, node)
-      return node
-    })
-    const nodes: Array<TcpNode> = []
-    for (let i = 0; i < count; i++) nodes.push(yield* add)
-    yield* awaitMesh(nodes)
-    return {
-      nodes,
-      addNode: add.pipe(Effect.orDie, Scope.provide(testScope)),
-      removeNode: (node) =>
-        Effect.suspend(() => {
-          const running_ = running.get(node.id)
-          if (running_ === undefined) return Effect.void
-          running.delete(node.id)
-          return Scope.close(running_.scope, Exit.void)
-        }),
-      settle: Effect.sleep("200 millis"),
-      eventually: poll,
-      advance: (d) => Effect.sleep(d)
-    }
-  })
-
-RuntimeSuite.suite("tcp", makeCluster, { clock: "real", timeout: 20_000 })
+RuntimeSuite.suite(
+  "tcp",
+  (count) =>
+    RealNodes.realCluster(
+      count,
+      (running: ReadonlyArray<TcpNode>) => startNode(running.length === 0 ? {} : { seeds: [transportOf(running[0]).address] }),
+      "8 seconds"
+    ),
+  { clock: "real", timeout: 20_000 }
+)
 
 // ---- raw clients ----------------------------------------------------------------------------------
 
@@ -368,8 +332,10 @@ describe("TcpRuntime: security and limits", () => {
         ))
         yield* runtimeOf(node).broadcast("g", snapshot, { key: "s", replaces: true })
       }
-      yield* Effect.sleep("200 millis")
-      const [peer] = yield* transportOf(node).peers
+      // Every snapshot but the last one was replaced in the queue.
+      const [peer] = yield* poll(Effect.map(transportOf(node).peers, (peers) =>
+        peers.length === 1 && peers[0].outbound.superseded >= 49 && peers
+      ))
       assert.strictEqual(peer.node, slow)
       assert.isAtMost(peer.outbound.queuedBytes, cap)
       assert.isAtMost(peer.outbound.peakQueuedBytes, cap)
@@ -393,14 +359,22 @@ describe("TcpRuntime: handshake limits", () => {
       assert.strictEqual(stats.rejectedPendingHandshakes, 1)
       // The two within the limit are still open, waiting for their Hello.
       for (const p of pending) assert.isFalse(Deferred.isDoneUnsafe(p.closed))
-      // Once they go, the slots are free again.
+      // Once they go, the slots are free again: a new connection is taken into the handshake and gets its
+      // Challenge. (One that comes before the node saw them go is refused, and counted.)
       for (const p of pending) p.socket.destroy()
+      let refusedWhileFreeing = 0
       yield* poll(Effect.gen(function*() {
         const fourth = yield* rawConnect(address)
-        yield* Effect.sleep("100 millis")
+        yield* write(fourth.socket, frameOf({ _tag: "Hello", node: NodeId.make("fourth"), session: "s", nonce: new Uint8Array(32).fill(4) }))
+        yield* eventually(
+          Effect.sync(() => Deferred.isDoneUnsafe(fourth.closed) || messagesOf(fourth.received).length > 0),
+          { timeout: "2 seconds", what: "a Challenge or the close" }
+        )
+        if (Deferred.isDoneUnsafe(fourth.closed) && messagesOf(fourth.received).length === 0) refusedWhileFreeing++
+        assert.strictEqual(messagesOf(fourth.received)[0]?._tag, "Challenge")
         assert.isFalse(Deferred.isDoneUnsafe(fourth.closed))
-        assert.strictEqual((yield* transportOf(node).stats).rejectedPendingHandshakes, 1)
       }).pipe(Effect.scoped))
+      assert.strictEqual((yield* transportOf(node).stats).rejectedPendingHandshakes, 1 + refusedWhileFreeing)
     }), 20_000)
 
   it.live("handshakeFrameBytes: a frame before authentication may be that long, one byte more closes the connection", () =>
@@ -413,14 +387,24 @@ describe("TcpRuntime: handshake limits", () => {
         new DataView(prefix.buffer).setUint32(0, total - 4)
         return prefix
       }
+      // A Hello of exactly `limit` bytes (its session string pads it).
+      const helloOf = (padding: number) =>
+        frameOf({ _tag: "Hello", node: NodeId.make("at-limit"), session: "s".repeat(padding), nonce: new Uint8Array(32).fill(5) })
+      let padding = limit - helloOf(0).length
+      while (helloOf(padding).length > limit) padding--
+      const hello = helloOf(padding)
+      assert.strictEqual(hello.length, limit)
+      assert.deepStrictEqual([...hello.subarray(0, 4)], [...announce(limit)])
       // At the limit: not rejected for its size (the node waits for the rest of the frame).
       const atLimit = yield* rawConnect(address)
-      yield* write(atLimit.socket, announce(limit))
+      yield* write(atLimit.socket, hello.subarray(0, 4))
       // One byte over: rejected from the prefix alone.
       const over = yield* rawConnect(address)
       yield* write(over.socket, announce(limit + 1))
       yield* Deferred.await(over.closed).pipe(Effect.timeout("2 seconds"))
-      yield* Effect.sleep("200 millis")
+      // The connection at the limit was kept: the rest of its frame is read, and answered.
+      yield* write(atLimit.socket, hello.subarray(4))
+      yield* poll(Effect.sync(() => assert.strictEqual(messagesOf(atLimit.received)[0]?._tag, "Challenge")))
       assert.isFalse(Deferred.isDoneUnsafe(atLimit.closed))
       assert.strictEqual((yield* transportOf(node).stats).rejectedTooLarge, 1)
     }), 20_000)
@@ -524,15 +508,16 @@ describe("TcpRuntime: membership", () => {
       const others = yield* Effect.forEach([1, 2, 3], () => startNode({ seeds: [transportOf(a).address] }))
       const all = [a, ...others]
       yield* awaitMesh(all)
-      yield* Effect.sleep("300 millis")
-      for (const node of all) {
-        const peers = yield* transportOf(node).peers
-        assert.strictEqual(peers.length, 3)
-        for (const p of peers) {
-          assert.isTrue(p.connected)
-          assert.strictEqual(p.connections, 1)
-        }
-      }
+      // Connections dialed both ways at once are settled down to one per pair.
+      yield* poll(Effect.forEach(all, (node) =>
+        Effect.gen(function*() {
+          const peers = yield* transportOf(node).peers
+          assert.strictEqual(peers.length, 3)
+          for (const p of peers) {
+            assert.isTrue(p.connected)
+            assert.strictEqual(p.connections, 1)
+          }
+        }), { discard: true }))
       // A late group join reaches everyone.
       yield* runtimeOf(others[2]).joinGroup("late")
       yield* poll(Effect.forEach(all, (n) =>
@@ -549,10 +534,10 @@ describe("TcpRuntime: membership", () => {
       // Right after start, while b may still be connecting to a.
       yield* runtimeOf(b).joinGroup("g")
       yield* awaitMesh([a, b])
-      yield* RuntimeSuite.pollEventually({ within: "2 seconds" })(Effect.gen(function*() {
+      yield* eventually(Effect.gen(function*() {
         assert.deepStrictEqual([...(yield* runtimeOf(a).members("g"))].map(String).sort(), [String(a.id), String(b.id)].sort())
         assert.deepStrictEqual([...(yield* runtimeOf(b).members("g"))].map(String).sort(), [String(a.id), String(b.id)].sort())
-      }))
+      }), { timeout: "2 seconds", what: "the group on both nodes" })
     }), 20_000)
 
   it.live("two nodes that register a state at the same moment, after they met, exchange their views with no change made", () =>
@@ -564,13 +549,13 @@ describe("TcpRuntime: membership", () => {
       // Each registers before it can know that the other did: neither sees the other in the group yet.
       const [ca, cb] = yield* Effect.forEach([a, b], (node) =>
         Effect.map(withCounter(node, { persist: false }), ({ counter }) => counter))
-      yield* RuntimeSuite.pollEventually({ within: "3 seconds" })(Effect.gen(function*() {
+      yield* eventually(Effect.gen(function*() {
         for (const handle of [ca, cb]) {
           const views = yield* handle.snapshot
           assert.deepStrictEqual([...views.keys()].map(String).sort(), [String(a.id), String(b.id)].sort())
           for (const view of views.values()) assert.deepStrictEqual(view.value, { value: 0 })
         }
-      }))
+      }), { timeout: "3 seconds", what: "both views on both nodes" })
     }), 20_000)
 
   it.live("phi accrual: a silent peer is declared down within maxSilence", () =>
@@ -584,8 +569,8 @@ describe("TcpRuntime: membership", () => {
       })
       const b = yield* startNode({ seeds: [transportOf(a).address] })
       yield* awaitMesh([a, b])
-      // Healthy heartbeats keep phi low.
-      yield* Effect.sleep("500 millis")
+      // Healthy heartbeats keep phi low: once a has received five of them, the sixth is not yet overdue.
+      yield* poll(Effect.map(transportOf(a).stats, (stats) => stats.heartbeatsReceived >= 5))
       const [peer] = yield* transportOf(a).peers
       assert.isBelow(peer.phi, 1)
       const subscription = yield* eventsOf(a).subscribe
