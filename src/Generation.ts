@@ -6,7 +6,8 @@
  *
  * @since 0.1.0
  */
-import { Order, Schema } from "effect"
+import { type Order, Schema } from "effect"
+import * as Pure from "./internal/sync/generation.ts"
 
 /**
  * The version of one owner's state.
@@ -62,16 +63,7 @@ export const next = (self: Generation): Generation => ({ incarnation: self.incar
  * @category models
  * @since 0.1.0
  */
-export const order: Order.Order<Generation> = (a, b) =>
-  a.incarnation < b.incarnation
-    ? -1
-    : a.incarnation > b.incarnation
-    ? 1
-    : a.age < b.age
-    ? -1
-    : a.age > b.age
-    ? 1
-    : 0
+export const order: Order.Order<Generation> = Pure.compare
 
 /**
  * `true` when `a` is strictly newer than `b`.
@@ -79,7 +71,7 @@ export const order: Order.Order<Generation> = (a, b) =>
  * @category guards
  * @since 0.1.0
  */
-export const isNewer = (a: Generation, b: Generation): boolean => order(a, b) > 0
+export const isNewer: (a: Generation, b: Generation) => boolean = Pure.isNewer
 
 /**
  * `true` when both generations are the same version.
@@ -87,7 +79,7 @@ export const isNewer = (a: Generation, b: Generation): boolean => order(a, b) > 
  * @category guards
  * @since 0.1.0
  */
-export const equals = (a: Generation, b: Generation): boolean => a.incarnation === b.incarnation && a.age === b.age
+export const equals: (a: Generation, b: Generation) => boolean = Pure.equals
 
 /**
  * Chooses a new incarnation: the current wall-clock time in milliseconds, or
@@ -106,4 +98,4 @@ export const nextIncarnation = (nowMillis: number, lastKnown: number | undefined
  * @category combinators
  * @since 0.1.0
  */
-export const format = (self: Generation): string => `${self.incarnation}.${self.age}`
+export const format: (self: Generation) => string = Pure.format

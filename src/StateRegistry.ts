@@ -10,7 +10,16 @@ import { ActorRuntime, type MailboxCapacity, RequestRejected } from "./ActorRunt
 import { ClusterEvents } from "./ClusterEvents.ts"
 import type { HealthStatus, InboundMetrics, PeerSyncStatus, StateHealth, StateSyncMetrics, SystemHealth } from "./Diagnostics.ts"
 import type * as DistributedState from "./DistributedState.ts"
-import { type ActorStopped, DuplicateStateName, type MailboxFull, type PersistenceFailed, type StalePeer, StateNotRegistered } from "./DStateError.ts"
+import {
+  type ActorStopped,
+  DuplicateStateName,
+  type MailboxFull,
+  type MalformedMessage,
+  type MessageTooLarge,
+  type PersistenceFailed,
+  type StalePeer,
+  StateNotRegistered
+} from "./DStateError.ts"
 import type { Generation } from "./Generation.ts"
 import * as ChangeFeed from "./internal/changeFeed.ts"
 import { decodeFrame } from "./internal/codec.ts"
@@ -18,7 +27,7 @@ import * as Shard from "./internal/shard.ts"
 import type { NodeId } from "./NodeId.ts"
 import { StatePersistence } from "./StatePersistence.ts"
 import type { StateView, ViewMap } from "./StateView.ts"
-import { type BatchedChangeFeed, MaxFrameBytes } from "./SyncMessage.ts"
+import { type BatchedChangeFeed, MaxFrameBytes, type SyncMessage } from "./SyncMessage.ts"
 import * as SyncStrategy from "./SyncStrategy.ts"
 
 /**
@@ -252,7 +261,8 @@ export class StateRegistry extends Context.Service<StateRegistry, {
         persistence: persistence._tag === "Some" ? persistence.value : undefined,
         maxFrameBytes,
         departedCapacity: config.departedCapacity,
-        observer: yield* Observer
+        observer: yield* Observer,
+        decodeInbound: (from, frame) => decodeInbound(from, frame, true)
       }
       const annotate = Effect.annotateLogs({ node: runtime.nodeId })
 
@@ -267,6 +277,15 @@ export class StateRegistry extends Context.Service<StateRegistry, {
             annotate
           )
         })
+
+      /** The one door for inbound frames (messages, requests, pull replies): every rejected frame is counted here. */
+      function decodeInbound(from: NodeId, frame: Uint8Array, copyPayload: boolean) {
+        return Effect.suspend((): Effect.Effect<Result.Result<SyncMessage, MalformedMessage | MessageTooLarge>> => {
+          inbound.framesReceived++
+          const decoded = decodeFrame(frame, maxFrameBytes, from, copyPayload)
+          return Result.isFailure(decoded) ? Effect.as(reject(from, decoded.failure), decoded) : Effect.succeed(decoded)
+        })
+      }
 
       yield* runtime.serve({
         onMessage: (from, frame) =>

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import { Generation } from "dstate"
-import * as Acceptance from "../src/internal/acceptance.ts"
+import * as Acceptance from "../src/internal/sync/acceptance.ts"
 
 const accept: Acceptance.Verdict = { _tag: "Accept" }
 const duplicate: Acceptance.Verdict = { _tag: "Duplicate" }

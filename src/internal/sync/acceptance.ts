@@ -12,7 +12,7 @@
  * | same inc, age > held+1  | Accept      | Gap (missing ages)         |
  * @internal
  */
-import type { Generation } from "../Generation.ts"
+import type { Generation } from "../../Generation.ts"
 
 export type GapReason = "NoBase" | "NewIncarnation" | "MissingAges"
 

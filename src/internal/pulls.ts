@@ -1,0 +1,175 @@
+/**
+ * Bounded-staleness queries of one state and the pulls behind them. A query
+ * is served from the published view map when every peer's view is fresh
+ * enough (an O(1) check on the core's freshness summary); otherwise every
+ * stale peer (and every member whose view never arrived) is pulled
+ * concurrently, concurrent pulls of one peer are coalesced, and a peer that
+ * does not answer within the pull timeout fails the query with `StalePeer`.
+ * A pull's reply goes through the node's one door for inbound frames, then
+ * to the actor like any inbound snapshot. Also the health of a state.
+ * @internal
+ */
+import { Deferred, Duration, Effect, Exit, Result } from "effect"
+import type { StateHealth } from "../Diagnostics.ts"
+import { type ActorStopped, type MailboxFull, MalformedMessage, StalePeer } from "../DStateError.ts"
+import type { NodeId } from "../NodeId.ts"
+import type { ViewMap } from "../StateView.ts"
+import type { FullSnapshot, SyncMessage } from "../SyncMessage.ts"
+import type { SyncState } from "./sync/core.ts"
+import type { CounterKey } from "./sync/types.ts"
+
+export interface QueryOptions {
+  readonly maxStaleness?: Duration.Input | undefined
+}
+
+export interface PullEnv<V> {
+  readonly stateName: string
+  readonly self: NodeId
+  readonly core: SyncState<any, V, any, any>
+  readonly pullOnQuery: boolean
+  readonly pullTimeout: Duration.Duration
+  readonly monotonicNow: () => number
+  readonly count: (key: CounterKey, by?: number) => void
+  readonly syncFailed: (node: NodeId, message: string) => void
+  /** Asks `node` for its snapshot and waits for the reply frame. */
+  readonly request: (node: NodeId) => Effect.Effect<Uint8Array, { readonly message: string }>
+  /** The node's one door for inbound frames. */
+  readonly decode: (node: NodeId, frame: Uint8Array) => Effect.Effect<Result.Result<SyncMessage, unknown>>
+  /** Hands the decoded snapshot to the actor; `done` completes once it was handled. */
+  readonly apply: (node: NodeId, message: FullSnapshot, done: Deferred.Deferred<void>) => Effect.Effect<void, MailboxFull | ActorStopped>
+}
+
+export interface Queries<V> {
+  readonly query: <A>(options: QueryOptions, f: (views: ViewMap<V>) => A) => Effect.Effect<A, StalePeer>
+}
+
+/** Duration inputs to milliseconds, remembering the last few (queries pass the same literal again and again). */
+const memoMillis = () => {
+  const cache = new Map<Duration.Input, number>()
+  let lastInput: Duration.Input | undefined
+  let lastMillis = 0
+  return (input: Duration.Input): number => {
+    if (input === lastInput) return lastMillis
+    let millis = cache.get(input)
+    if (millis === undefined) {
+      millis = Duration.toMillis(Duration.fromInputUnsafe(input))
+      if (typeof input === "object") return millis
+      if (cache.size >= 64) cache.clear()
+      cache.set(input, millis)
+    }
+    lastInput = input
+    lastMillis = millis
+    return millis
+  }
+}
+
+export const make = <V>(env: PullEnv<V>): Queries<V> => {
+  const { core, stateName } = env
+  const views = core.views
+  const inFlight = new Map<NodeId, Deferred.Deferred<void, StalePeer>>()
+  const stalePeer = (node: NodeId) =>
+    new StalePeer({ stateName, node, lastSyncedAt: views.get(node)?.syncedAt ?? 0 })
+
+  const runPull = Effect.fnUntraced(function*(node: NodeId) {
+    env.count("pulls")
+    const started = env.monotonicNow()
+    core.peers.status(node).lastAttemptAt = started
+    const reply = yield* Effect.result(env.request(node))
+    if (Result.isFailure(reply)) {
+      env.syncFailed(node, reply.failure.message)
+      return yield* stalePeer(node)
+    }
+    const decoded = yield* env.decode(node, reply.success)
+    if (Result.isFailure(decoded) || decoded.success._tag !== "FullSnapshot" || decoded.success.stateName !== stateName) {
+      const error = Result.isFailure(decoded)
+        ? decoded.failure as { readonly message: string }
+        : new MalformedMessage({ node, stateName, reason: `unexpected reply ${decoded.success._tag}` })
+      env.syncFailed(node, error.message)
+      env.count("malformedReceived")
+      return yield* stalePeer(node)
+    }
+    const applied = Deferred.makeUnsafe<void>()
+    const told = yield* Effect.result(env.apply(node, decoded.success, applied))
+    if (Result.isFailure(told)) {
+      env.syncFailed(node, told.failure.message)
+      return yield* stalePeer(node)
+    }
+    yield* Deferred.await(applied)
+    core.peers.status(node).lastSyncLatencyMillis = env.monotonicNow() - started
+  })
+
+  const pull = (node: NodeId): Effect.Effect<void, StalePeer> =>
+    Effect.suspend(() => {
+      const existing = inFlight.get(node)
+      if (existing !== undefined) return Deferred.await(existing)
+      return Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          const deferred = Deferred.makeUnsafe<void, StalePeer>()
+          inFlight.set(node, deferred)
+          const exit = yield* Effect.exit(restore(runPull(node)))
+          inFlight.delete(node)
+          yield* Deferred.done(deferred, exit)
+          return yield* exit
+        })
+      )
+    })
+
+  const slowQuery = <A>(maxStaleness: number, now: number, f: (views: ViewMap<V>) => A): Effect.Effect<A, StalePeer> =>
+    Effect.gen(function*() {
+      // Stale views, and members whose view never arrived.
+      const stale = [...views.staleAt(now, maxStaleness).map((entry) => entry.source), ...core.awaited]
+      if (stale.length === 0) return f(views.handOut())
+      if (!env.pullOnQuery) return yield* stalePeer(stale[0])
+      yield* Effect.forEach(stale, pull, { concurrency: "unbounded", discard: true })
+      const stillStale = views.staleAt(env.monotonicNow(), maxStaleness)
+      if (stillStale.length > 0) return yield* stalePeer(stillStale[0].source)
+      if (core.awaited.size > 0) return yield* stalePeer([...core.awaited][0])
+      return f(views.handOut())
+    })
+
+  const toMillis = memoMillis()
+  /** The last query's effect: a hot loop that queries with the same function and bound allocates nothing. */
+  let lastQuery: { readonly f: unknown; readonly input: Duration.Input; readonly effect: Effect.Effect<unknown, StalePeer> } | undefined
+  const query = <A>(options: QueryOptions, f: (views: ViewMap<V>) => A): Effect.Effect<A, StalePeer> => {
+    const input = options.maxStaleness
+    if (input === undefined) return Effect.sync(() => f(views.handOut()))
+    if (lastQuery !== undefined && lastQuery.f === f && lastQuery.input === input) {
+      return lastQuery.effect as Effect.Effect<A, StalePeer> // made by this function for this very `f`
+    }
+    const maxStaleness = toMillis(input)
+    const effect = Effect.suspend(() => {
+      const now = env.monotonicNow()
+      if (views.pendingPeers === 0 && core.awaited.size === 0 && now - views.oldestPeerSync <= maxStaleness) {
+        return Exit.succeed(f(views.handOut()))
+      }
+      return slowQuery(maxStaleness, now, f)
+    })
+    if (typeof input !== "object") lastQuery = { f, input, effect }
+    return effect
+  }
+
+  return { query }
+}
+
+/** The health of a state: its peers' views fresh, stale (older than `staleAfterMillis` or announced newer) or failing. */
+export const health = (core: SyncState<any, any, any, any>, stateName: string, now: number, staleAfterMillis: number): StateHealth => {
+  let fresh = 0
+  let stale = 0
+  let failing = 0
+  for (const entry of core.views.current.values()) {
+    if (entry.source === core.config.self) continue
+    const status = core.peers.entry(entry.source)
+    if (status !== undefined && status.consecutiveFailures > 0) failing++
+    else if (entry.pendingRemote !== undefined || now - entry.syncedAt > staleAfterMillis) stale++
+    else fresh++
+  }
+  const total = fresh + stale + failing
+  return {
+    stateName,
+    status: failing > 0 && failing * 2 >= total ? "Unhealthy" : failing > 0 || stale > 0 ? "Degraded" : "Healthy",
+    peers: total,
+    freshPeers: fresh,
+    stalePeers: stale,
+    failingPeers: failing
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * The sync core of one state: `step(state, input, now)` applies one input
+ * (an inbound message, a local commit, a timer, a membership event, a
+ * persistence outcome) to the core's state and returns the commands the
+ * shell must carry out, in order (send, publish, schedule, log). No effect
+ * runs, no clock is read and nothing is sent in here: time comes with every
+ * input, decoding and the definition's functions come as `Ports`. The state
+ * is updated in place; the returned array is reused by the next step, so the
+ * shell reads it before stepping again. Each mechanism lives in its own
+ * module: `inbound.ts` (the acceptance table at work), `push.ts` (urgency,
+ * coalescing, delays, periodic sync), `membership.ts` (join exchange,
+ * departures, resync), `peers.ts`, `departed.ts`, `views.ts`.
+ * @internal
+ */
+import * as Inbound from "./inbound.ts"
+import * as Membership from "./membership.ts"
+import * as Push from "./push.ts"
+import { emit, publish, snapshotToAll, type SyncState } from "./state.ts"
+import { type Command, type Input, localEntry } from "./types.ts"
+
+export { heldOf, make, type SyncState, syncFailed } from "./state.ts"
+export type * from "./types.ts"
+
+export const step = <S, V, D, C>(
+  state: SyncState<S, V, D, C>,
+  input: Input<S, V, C>,
+  now: number
+): ReadonlyArray<Command<D>> => {
+  state.out.length = 0
+  switch (input._tag) {
+    case "Committed":
+      Push.committed(state, input.owner, input.change, now)
+      break
+    case "Snapshot":
+      Inbound.snapshot(state, input.from, input.message, now)
+      break
+    case "Delta":
+      Inbound.delta(state, input.from, input.message, now)
+      break
+    case "Request":
+      Inbound.request(state, input.from, input.message)
+      break
+    case "Notice":
+      Inbound.notice(state, input.source, input.generation, now)
+      break
+    case "Started":
+      Membership.started(state, input.others)
+      break
+    case "PeerJoined":
+      Membership.peerJoined(state, input.node, input.member)
+      break
+    case "AwaitViewDue":
+      Membership.awaitViewDue(state, input.node, input.member, now)
+      break
+    case "PeerLeft":
+      Membership.peerLeft(state, input.node)
+      break
+    case "Resync":
+      Membership.resync(state, input.to, input.from)
+      break
+    case "PushDue":
+      Push.pushDue(state)
+      break
+    case "DelayDue":
+      Push.delayDue(state)
+      break
+    case "PeriodicDue":
+      Push.periodic(state)
+      break
+    case "Reincarnated": {
+      if (input.owner === undefined) {
+        state.ports.count("persistenceFailures")
+        emit(state, { _tag: "SendSnapshot", to: input.requester })
+        break
+      }
+      const { config } = state
+      state.owner = input.owner
+      state.views.set(config.self, localEntry(config.self, config.wireVersion, input.owner, now))
+      emit(state, publish)
+      emit(state, snapshotToAll)
+      break
+    }
+  }
+  return state.out
+}

@@ -1,0 +1,106 @@
+/**
+ * The state of the sync core for one registered state on one node: the
+ * owner's state, the published view map, peers' sync status, the departed
+ * set, the members whose view is awaited, and the push engine's
+ * bookkeeping. Updated in place by `step` (as chitchat's `ClusterState`),
+ * never by the shell; the shell reads it for queries and diagnostics.
+ * @internal
+ */
+import type { Generation } from "../../Generation.ts"
+import type { NodeId } from "../../NodeId.ts"
+import { Departed } from "./departed.ts"
+import { Peers } from "./peers.ts"
+import { type Command, type Config, localEntry, type Owner, type Ports } from "./types.ts"
+import { Views } from "./views.ts"
+
+export interface SyncState<S, V, D, C> {
+  readonly config: Config
+  readonly ports: Ports<V, D, C>
+  owner: Owner<S, V>
+  readonly views: Views<V>
+  readonly peers: Peers<V>
+  readonly departed: Departed
+  /** Members of this state whose view never arrived (a lost join exchange): stale for every bounded query. */
+  readonly awaited: Set<NodeId>
+  /** The generation peers last received by push (delta or snapshot). */
+  lastPushed: Generation
+  /** The delta of the newest mutation, while it is the only change not yet pushed. */
+  unsentDelta: { readonly generation: Generation; readonly delta: D } | undefined
+  /** When the delayed send is due (monotonic ms), while one is scheduled. */
+  delayDeadline: number | undefined
+  /** Whether a coalesced push has been handed to the actor and not run yet. */
+  pushScheduled: boolean
+  /** The generation the last periodic sync sent. */
+  lastPeriodic: Generation | undefined
+  /** The commands of the current step (reused from step to step). */
+  readonly out: Array<Command<D>>
+}
+
+/**
+ * A core for `owner` at monotonic time `now`. `given`: whether every published map is given out from the
+ * start (an observer sees each one).
+ */
+export const make = <S, V, D, C>(
+  config: Config,
+  ports: Ports<V, D, C>,
+  owner: Owner<S, V>,
+  now: number,
+  given: boolean
+): SyncState<S, V, D, C> => {
+  const views = new Views<V>(config.self, localEntry(config.self, config.wireVersion, owner, now), given)
+  return {
+    config,
+    ports,
+    owner,
+    views,
+    peers: new Peers(views),
+    departed: new Departed(config.departedCapacity, ports.onDeparted),
+    awaited: new Set(),
+    lastPushed: owner.generation,
+    unsentDelta: undefined,
+    delayDeadline: undefined,
+    pushScheduled: false,
+    lastPeriodic: undefined,
+    out: []
+  }
+}
+
+export const emit = <D>(state: SyncState<any, any, D, any>, command: Command<D>): void => {
+  state.out.push(command)
+}
+
+/** Publishes after peers' entries changed: the freshness summary and the awaited members follow the map. */
+export const publishPeers = (state: SyncState<any, any, any, any>): void => {
+  const { awaited, views } = state
+  views.summarize()
+  if (awaited.size > 0) for (const node of awaited) if (views.has(node)) awaited.delete(node)
+  state.out.push(publish)
+}
+
+/** The generation of `node` held here, or the newest remembered of it since its view was removed. */
+export const heldOf = (state: SyncState<any, any, any, any>, node: NodeId): Generation | undefined =>
+  state.views.get(node)?.generation ?? state.departed.lastSeen(node)
+
+/** Asks `to` for its snapshot, at most once per pull timeout. */
+export const requestSnapshot = (state: SyncState<any, any, any, any>, to: NodeId, now: number): void => {
+  if (!state.peers.mayRequest(to, now, state.config.pullTimeoutMillis)) return
+  state.ports.count("snapshotRequestsSent")
+  state.out.push({ _tag: "SendRequest", to, held: heldOf(state, to) })
+}
+
+/** Asks `to` for its snapshot now, whatever was asked before (join exchange, resync). */
+export const requestSnapshotNow = (state: SyncState<any, any, any, any>, to: NodeId): void => {
+  state.ports.count("snapshotRequestsSent")
+  state.out.push({ _tag: "SendRequest", to, held: heldOf(state, to) })
+}
+
+/** A failed sync with `node` (a pull, an undecodable payload). */
+export const syncFailed = (state: SyncState<any, any, any, any>, node: NodeId, message: string): void => {
+  state.peers.failed(node, message)
+  state.ports.count("syncFailures")
+}
+
+export const publish: Command<never> = { _tag: "Publish" }
+export const snapshotToAll: Command<never> = { _tag: "SendSnapshot", to: undefined }
+export const schedulePush: Command<never> = { _tag: "SchedulePush" }
+export const cancelDelay: Command<never> = { _tag: "CancelDelay" }
