@@ -14,7 +14,7 @@ import {
   mutateOn,
   type Node,
   statusOn
-} from "./strategyHelpers.ts"
+} from "./helpers.ts"
 
 const Resource = Fixtures.NodeResource
 const Counter = Fixtures.Counter

@@ -3,7 +3,7 @@ import { Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { DStateError, StateRegistry, SyncStrategy } from "dstate"
 import { Fixtures, TestCluster } from "dstate/testing"
-import { awaitFrame, frames, handleOn, metricsOn, mutateOn, statusOn, viewsOn } from "./strategyHelpers.ts"
+import { awaitFrame, frames, handleOn, metricsOn, mutateOn, statusOn, viewsOn } from "./helpers.ts"
 
 const Counter = Fixtures.Counter
 const inc = (s: { readonly value: number }) => ({ value: s.value + 1 })

@@ -14,7 +14,7 @@ import {
   metricsOn,
   mutateOn,
   viewsOn
-} from "./strategyHelpers.ts"
+} from "./helpers.ts"
 
 const Counter = Fixtures.Counter
 const Other = DistributedState.make({

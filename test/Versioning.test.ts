@@ -14,7 +14,7 @@ import {
   type Node,
   statusOn,
   viewsOn
-} from "./strategyHelpers.ts"
+} from "./helpers.ts"
 
 // ---- the state in two wire versions --------------------------------------------------------------
 // V1 is the fixture's resource view; V2 adds `zone` (the first tag, "none" without tags). A V1 view read
