@@ -2,18 +2,9 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import { DistributedState, SyncUrgency } from "dstate"
 import { Fixtures } from "dstate/testing"
+import { nodeResource } from "./support/NodeResource.ts"
 
 const CounterSchema = Schema.Struct({ value: Schema.Int })
-
-const resourceOptions = {
-  state: Fixtures.NodeResourceState,
-  view: Fixtures.NodeResourceView,
-  delta: Fixtures.NodeResourceDelta,
-  initial: Fixtures.NodeResource.initial,
-  projectView: Fixtures.NodeResource.projectView,
-  projectDelta: Fixtures.NodeResource.projectDelta,
-  applyDelta: Fixtures.NodeResource.applyDelta
-}
 
 describe("DistributedState", () => {
   describe("make", () => {
@@ -60,7 +51,7 @@ describe("DistributedState", () => {
 
   describe("makeDelta", () => {
     it("defaults wireVersion 1, storageVersion 1, no wire decoders, no urgency, no migration", () => {
-      const def = DistributedState.makeDelta({ name: "r", ...resourceOptions })
+      const def = DistributedState.makeDelta({ name: "r", ...nodeResource })
       assert.strictEqual(def._tag, "Delta")
       assert.strictEqual(def.name, "r")
       assert.strictEqual(def.wireVersion, 1)
@@ -78,7 +69,7 @@ describe("DistributedState", () => {
       const syncUrgency = () => SyncUrgency.Immediate
       const def = DistributedState.makeDelta({
         name: "r",
-        ...resourceOptions,
+        ...nodeResource,
         wireVersion: 2,
         storageVersion: 5,
         wireDecoders,
@@ -119,7 +110,7 @@ describe("DistributedState", () => {
   describe("name validation", () => {
     const makeNamed = (name: string) => () =>
       DistributedState.make({ name, schema: CounterSchema, initial: () => ({ value: 0 }) })
-    const makeDeltaNamed = (name: string) => () => DistributedState.makeDelta({ name, ...resourceOptions })
+    const makeDeltaNamed = (name: string) => () => DistributedState.makeDelta({ name, ...nodeResource })
 
     it("an empty name throws", () => {
       assert.throws(makeNamed(""), "dstate: a state name must have 1 to 256 characters, got 0")
@@ -193,7 +184,7 @@ describe("DistributedState", () => {
     it("deltaRoundTrip exposes a broken law", () => {
       const Broken = DistributedState.makeDelta({
         name: "broken",
-        ...resourceOptions,
+        ...nodeResource,
         // forgets the memory figure
         projectDelta: (change: Fixtures.NodeResourceChange): Fixtures.NodeResourceDelta =>
           change.cpuPercent === undefined ? {} : { cpuPercent: change.cpuPercent }

@@ -4,6 +4,7 @@ import { crc32 } from "node:zlib"
 import { DistributedState, DStateError, Generation, NodeId, SyncMessage } from "dstate"
 import { Fixtures } from "dstate/testing"
 import * as Codec from "../src/internal/codec.ts"
+import { nodeResource } from "./support/NodeResource.ts"
 
 const nodeA = NodeId.make("node-a")
 const nodeB = NodeId.make("node-b")
@@ -387,13 +388,7 @@ const ViewV1toV2 = NodeResourceViewV1.pipe(
 
 const NodeResourceV2 = DistributedState.makeDelta({
   name: "node_resource_v2",
-  state: Fixtures.NodeResourceState,
-  view: Fixtures.NodeResourceView,
-  delta: Fixtures.NodeResourceDelta,
-  initial: Fixtures.NodeResource.initial,
-  projectView: Fixtures.NodeResource.projectView,
-  projectDelta: Fixtures.NodeResource.projectDelta,
-  applyDelta: Fixtures.NodeResource.applyDelta,
+  ...nodeResource,
   wireVersion: 2,
   wireDecoders: { 1: { view: ViewV1toV2 } }
 })

@@ -15,6 +15,7 @@ import {
   mutateOn,
   viewsOn
 } from "./helpers.ts"
+import { nodeResource } from "./support/NodeResource.ts"
 
 const Counter = Fixtures.Counter
 const Other = DistributedState.make({
@@ -387,13 +388,7 @@ const urgencyOf = (delta: Fixtures.NodeResourceDelta) => {
 }
 const Resource = DistributedState.makeDelta({
   name: "resource_urgency",
-  state: Fixtures.NodeResourceState,
-  view: Fixtures.NodeResourceView,
-  delta: Fixtures.NodeResourceDelta,
-  initial: Fixtures.NodeResource.initial,
-  projectView: Fixtures.NodeResource.projectView,
-  projectDelta: Fixtures.NodeResource.projectDelta,
-  applyDelta: Fixtures.NodeResource.applyDelta,
+  ...nodeResource,
   syncUrgency: (_old, _new, delta) => urgencyOf(delta)
 })
 const change = (cluster: TestCluster.TestCluster<any>, node: TestCluster.TestNode, c: Fixtures.NodeResourceChange) =>
