@@ -1,0 +1,251 @@
+/**
+ * What the mechanisms of the TCP transport share: the settings with every
+ * default applied, this node's identity and advertised address, the table of
+ * peers (each with its connections, outbound queue, groups and failure
+ * detector), the node-wide counters, and the failure a connection ends with.
+ * The transport builds one `Node`; the handshake, membership, heartbeat,
+ * dialer, connection and routing modules read and update it.
+ * @internal
+ */
+import { Clock, type Deferred, type Duration, Effect, Result, type FiberSet, type Redacted, type Schedule, type Scope } from "effect"
+import type * as Socket from "effect/socket/Socket"
+import { Buffer } from "node:buffer"
+import type { makeSource } from "../../ClusterEvents.ts"
+import type { NodeId } from "../../NodeId.ts"
+import type { Address, Limits } from "../TcpRuntime.ts"
+import type * as Detector from "./detector.ts"
+import type * as Outbound from "./outbound.ts"
+import * as Protocol from "./protocol.ts"
+
+export type { Address } from "../TcpRuntime.ts"
+
+// ---- configuration ------------------------------------------------------------------------------
+
+export interface TlsSettings {
+  readonly cert: string | Uint8Array
+  readonly key: Redacted.Redacted<string | Uint8Array>
+  readonly ca: string | Uint8Array | undefined
+  readonly mutual: boolean
+  readonly verifyHostname: boolean
+  readonly servername: string | undefined
+}
+
+/** Options with every default applied (the limits as `TcpRuntime.Limits` names them). */
+export interface Settings extends Limits {
+  readonly nodeId: NodeId
+  readonly host: string
+  readonly port: number
+  readonly advertiseHost: string
+  readonly seeds: ReadonlyArray<Address>
+  readonly secret: Redacted.Redacted<string | Uint8Array>
+  readonly tls: TlsSettings | undefined
+  readonly heartbeatInterval: Duration.Duration
+  readonly detectorCheckInterval: Duration.Duration
+  readonly detector: Detector.DetectorSettings
+  readonly handshakeTimeout: Duration.Duration
+  readonly connectTimeout: Duration.Duration
+  readonly leaveTimeout: Duration.Duration
+  readonly reconnect: Schedule.Schedule<unknown, unknown>
+  readonly seedRetryPause: Duration.Duration
+}
+
+// ---- diagnostics --------------------------------------------------------------------------------
+
+/** Node-wide counters of the transport. */
+export interface TransportStats {
+  readonly connectionsAccepted: number
+  readonly connectionsDialed: number
+  readonly dialFailures: number
+  readonly handshakesCompleted: number
+  /** Handshakes whose HMAC proof did not verify. */
+  readonly authFailures: number
+  readonly handshakeTimeouts: number
+  /** Frames that arrived before authentication completed, or out of protocol order. */
+  readonly rejectedUnauthenticated: number
+  /** Frames whose length prefix exceeded the limit (rejected before their body was read). */
+  readonly rejectedTooLarge: number
+  /** Frames with a bad protocol byte, checksum or encoding. */
+  readonly rejectedMalformed: number
+  /** Connections refused because too many handshakes were already in progress. */
+  readonly rejectedPendingHandshakes: number
+  /** Replies whose correlation id was unknown or belonged to a request sent to another node. */
+  readonly rejectedReplies: number
+  /** Connections closed by the one-connection-per-peer tie-break. */
+  readonly duplicateConnections: number
+  readonly framesReceived: number
+  readonly bytesReceived: number
+  /** One-way frames that arrived while no handler was installed. */
+  readonly undelivered: number
+  /** Frames that could not be sent because they exceed the frame limit. */
+  readonly oversizedSends: number
+  readonly heartbeatsSent: number
+  readonly heartbeatsReceived: number
+  readonly nodesJoined: number
+  readonly nodesLeft: number
+  /** Nodes declared down by the failure detector. */
+  readonly failuresDetected: number
+  /** Graceful `Leave` frames received. */
+  readonly leavesReceived: number
+  readonly requestsSent: number
+  readonly requestTimeouts: number
+}
+
+/** The counters as the mechanisms update them. */
+export type Counters = { -readonly [K in keyof TransportStats]: number }
+
+// ---- connections and peers ----------------------------------------------------------------------
+
+export type Role = "dialer" | "acceptor"
+
+export type FailureReason =
+  | "closed"
+  | "too-large"
+  | "malformed"
+  | "unauthenticated"
+  | "auth-failed"
+  | "timeout"
+  | "self"
+  | "busy"
+  | "left"
+  | "shutdown"
+  | "not-member"
+
+/** Why a connection ended (or never became one). */
+export class ConnectionFailed {
+  readonly _tag = "ConnectionFailed"
+  readonly reason: FailureReason
+  readonly detail: string
+  constructor(reason: FailureReason, detail: string) {
+    this.reason = reason
+    this.detail = detail
+  }
+}
+
+export const fail = (reason: FailureReason, detail: string) => Effect.fail(new ConnectionFailed(reason, detail))
+
+/** One authenticated connection. */
+export interface Conn {
+  readonly id: number
+  readonly node: NodeId
+  readonly session: string
+  readonly dialer: NodeId
+  readonly writer: Socket.Writer
+  /** Resolved to stop this connection's writer (duplicate being retired, or shutdown). */
+  readonly retire: Deferred.Deferred<void>
+  /** Resolved to end the connection. */
+  readonly close: Deferred.Deferred<void>
+  /** Resolved once the connection has ended. */
+  readonly ended: Deferred.Deferred<void>
+  readonly scope: Scope.Scope
+  readonly writerScope: Scope.Closeable
+}
+
+/** A member: one session of a node, from its first authenticated connection until it is declared down. */
+export interface Peer {
+  readonly node: NodeId
+  readonly session: string
+  address: Address
+  active: Conn | undefined
+  readonly conns: Set<Conn>
+  readonly outbound: Outbound.Outbound
+  groups: ReadonlySet<string>
+  groupsVersion: number
+  readonly detector: Detector.Detector
+}
+
+/** Membership events as published to `ClusterEvents`. */
+export type EventSource = Effect.Success<typeof makeSource>
+
+// ---- the node -----------------------------------------------------------------------------------
+
+export interface Node {
+  readonly self: NodeId
+  /** This process lifetime's identifier. */
+  readonly session: string
+  readonly settings: Settings
+  /** Where peers dial this node (with the port actually bound). */
+  readonly address: Address
+  /** The largest transport frame: a registry frame of `maxFrameBytes` and its envelope. */
+  readonly frameLimit: number
+  readonly counters: Counters
+  readonly peers: Map<NodeId, Peer>
+  /** Where to dial nodes learned from gossip (kept while down, so they can be redialed). */
+  readonly addresses: Map<NodeId, Address>
+  readonly events: EventSource
+  /** Background work of the node (request handlers, local deliveries). */
+  readonly tasks: FiberSet.FiberSet
+  readonly annotate: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /** Set once the graceful leave has begun: nothing new is dialed or accepted. */
+  closing: boolean
+}
+
+export const make = (options: {
+  readonly settings: Settings
+  readonly session: string
+  readonly address: Address
+  readonly events: EventSource
+  readonly tasks: FiberSet.FiberSet
+}): Node => ({
+  self: options.settings.nodeId,
+  session: options.session,
+  settings: options.settings,
+  address: options.address,
+  frameLimit: options.settings.maxFrameBytes + Protocol.ENVELOPE_OVERHEAD,
+  counters: {
+    connectionsAccepted: 0,
+    connectionsDialed: 0,
+    dialFailures: 0,
+    handshakesCompleted: 0,
+    authFailures: 0,
+    handshakeTimeouts: 0,
+    rejectedUnauthenticated: 0,
+    rejectedTooLarge: 0,
+    rejectedMalformed: 0,
+    rejectedPendingHandshakes: 0,
+    rejectedReplies: 0,
+    duplicateConnections: 0,
+    framesReceived: 0,
+    bytesReceived: 0,
+    undelivered: 0,
+    oversizedSends: 0,
+    heartbeatsSent: 0,
+    heartbeatsReceived: 0,
+    nodesJoined: 0,
+    nodesLeft: 0,
+    failuresDetected: 0,
+    leavesReceived: 0,
+    requestsSent: 0,
+    requestTimeouts: 0
+  },
+  peers: new Map(),
+  addresses: new Map(),
+  events: options.events,
+  tasks: options.tasks,
+  annotate: Effect.annotateLogs({ node: options.settings.nodeId }),
+  closing: false
+})
+
+// ---- helpers ------------------------------------------------------------------------------------
+
+/** Encodes a transport message (by default within the node's frame limit). */
+export const encode = (node: Node, message: Protocol.TransportMessage, limit = node.frameLimit) =>
+  Protocol.encode(message, limit)
+
+/** Enqueues a control message to every peer (connected or reconnecting). */
+export const offerAll = (node: Node, message: Protocol.TransportMessage, except?: NodeId) => {
+  const frame = encode(node, message)
+  if (Result.isFailure(frame)) return
+  for (const peer of node.peers.values()) {
+    if (peer.node !== except) peer.outbound.offer(frame.success)
+  }
+}
+
+/** Whether this node dials `other` (the smaller id dials). */
+export const isDialerOf = (node: Node, other: NodeId) => node.self < other
+
+export const addressKey = (a: Address) => `${a.host}:${a.port}`
+
+export const monotonicMillis = Effect.map(Clock.monotonicTimeNanos, (n) => Number(n / 1_000_000n))
+
+export const pem = (value: string | Uint8Array): string | Buffer =>
+  typeof value === "string" ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength)
