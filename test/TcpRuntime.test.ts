@@ -150,6 +150,30 @@ const withCounter = (node: TcpNode, options?: StateRegistry.RegisterOptions) =>
     return { registry, counter }
   })
 
+/** The registry's counters of inbound frames. */
+const inboundOf = (registry: Context.Context<StateRegistry.StateRegistry>) =>
+  Effect.provideContext(Effect.flatMap(StateRegistry.StateRegistry, (r) => r.inboundMetrics), registry)
+
+/** An encoded snapshot frame of `stateName` from `source` at generation (1, `age`), one byte of payload by default. */
+const snapshotFrame = (options: {
+  readonly stateName: string
+  readonly source: string
+  readonly age: number
+  readonly payload?: Uint8Array | undefined
+}) =>
+  Result.getOrThrow(encodeFrame(
+    new SyncMessage.FullSnapshot({
+      stateName: options.stateName,
+      source: NodeId.make(options.source),
+      generation: { incarnation: 1, age: options.age },
+      wireVersion: 1,
+      createdAt: 0,
+      modifiedAt: 0,
+      payload: options.payload ?? new Uint8Array([0])
+    }),
+    512 * 1024
+  ))
+
 /** A node running a registry with the counter state, plus its transport diagnostics. */
 const registryNode = (options: Partial<TcpRuntime.Options> = {}) =>
   Effect.gen(function*() {
@@ -163,23 +187,9 @@ describe("TcpRuntime: security and limits", () => {
       const { counter, node, registry } = yield* registryNode()
       const address = transportOf(node).address
       const before = yield* counter.snapshot
-      const registryInbound = yield* Effect.provideContext(
-        Effect.flatMap(StateRegistry.StateRegistry, (r) => r.inboundMetrics),
-        registry
-      )
+      const registryInbound = yield* inboundOf(registry)
       // A perfectly valid snapshot frame from a made-up node, wrapped in a valid transport frame.
-      const forged = Result.getOrThrow(encodeFrame(
-        new SyncMessage.FullSnapshot({
-          stateName: "counter",
-          source: NodeId.make("intruder"),
-          generation: { incarnation: 1, age: 99 },
-          wireVersion: 1,
-          createdAt: 0,
-          modifiedAt: 0,
-          payload: new Uint8Array([0])
-        }),
-        1024
-      ))
+      const forged = snapshotFrame({ stateName: "counter", source: "intruder", age: 99 })
 
       // 1. No handshake at all: the frame is refused and the connection closed.
       const bare = yield* rawConnect(address)
@@ -219,11 +229,7 @@ describe("TcpRuntime: security and limits", () => {
       assert.deepStrictEqual(yield* counter.snapshot, before)
       assert.deepStrictEqual([...(yield* counter.snapshot).keys()], [node.id])
       assert.strictEqual((yield* eventsOf(node).members).size, 0)
-      const after = yield* Effect.provideContext(
-        Effect.flatMap(StateRegistry.StateRegistry, (r) => r.inboundMetrics),
-        registry
-      )
-      assert.deepStrictEqual(after, registryInbound)
+      assert.deepStrictEqual(yield* inboundOf(registry), registryInbound)
     }), 20_000)
 
   it.live("an authenticated frame claiming another source is rejected by the registry and not applied", () =>
@@ -233,21 +239,10 @@ describe("TcpRuntime: security and limits", () => {
       yield* poll(Effect.gen(function*() {
         assert.isTrue((yield* eventsOf(node).members).has(NodeId.make("raw-peer")))
       }))
-      const forged = Result.getOrThrow(encodeFrame(
-        new SyncMessage.FullSnapshot({
-          stateName: "counter",
-          source: NodeId.make("someone-else"),
-          generation: { incarnation: 1, age: 5 },
-          wireVersion: 1,
-          createdAt: 0,
-          modifiedAt: 0,
-          payload: new Uint8Array([0])
-        }),
-        1024
-      ))
+      const forged = snapshotFrame({ stateName: "counter", source: "someone-else", age: 5 })
       yield* write(client.socket, frameOf({ _tag: "Deliver", payload: forged }))
       const inbound = yield* poll(Effect.gen(function*() {
-        const m = yield* Effect.provideContext(Effect.flatMap(StateRegistry.StateRegistry, (r) => r.inboundMetrics), registry)
+        const m = yield* inboundOf(registry)
         assert.strictEqual(m.framesRejected, 1)
         return m
       }))
@@ -279,14 +274,7 @@ describe("TcpRuntime: security and limits", () => {
       assert.strictEqual(stats.rejectedTooLarge, 2)
 
       // The node still works: a peer's mutation reaches it and its queries answer.
-      const peerRegistry = yield* Layer.buildWithScope(
-        StateRegistry.StateRegistry.layer.pipe(Layer.provide(Layer.succeedContext(peer.context))),
-        peer.scope
-      )
-      const peerCounter = yield* StateRegistry.register(Fixtures.Counter).pipe(
-        Effect.provideContext(peerRegistry),
-        Scope.provide(peer.scope)
-      )
+      const { counter: peerCounter } = yield* withCounter(peer)
       yield* peerCounter.mutate(() => ({ value: 42 }))
       const seen = yield* poll(counter.query({ maxStaleness: "5 seconds" }, (views) => {
         assert.strictEqual(views.get(peer.id)?.value.value, 42)
@@ -318,18 +306,7 @@ describe("TcpRuntime: security and limits", () => {
       }
       // Frames the caller says replace each other (one state's snapshots) supersede each other in the queue.
       for (let age = 1; age <= 50; age++) {
-        const snapshot = Result.getOrThrow(encodeFrame(
-          new SyncMessage.FullSnapshot({
-            stateName: "s",
-            source: node.id,
-            generation: { incarnation: 1, age },
-            wireVersion: 1,
-            createdAt: 0,
-            modifiedAt: 0,
-            payload: new Uint8Array(1000)
-          }),
-          512 * 1024
-        ))
+        const snapshot = snapshotFrame({ stateName: "s", source: node.id, age, payload: new Uint8Array(1000) })
         yield* runtimeOf(node).broadcast("g", snapshot, { key: "s", replaces: true })
       }
       // Every snapshot but the last one was replaced in the queue.
