@@ -43,257 +43,39 @@
  *
  * @since 0.1.0
  */
-import { Cause, Duration, Effect, Exit, Fiber, Logger, References, Result, Schedule, Scope } from "effect"
+import { Cause, Duration, Effect, Exit, Fiber, Logger, References, Result, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { crc32 } from "node:zlib"
-import * as DistributedState from "../DistributedState.ts"
 import * as Generation from "../Generation.ts"
 import { encodeFrame } from "../internal/codec.ts"
 import * as NodeId from "../NodeId.ts"
 import * as StateRegistry from "../StateRegistry.ts"
 import type { StateView, ViewMap } from "../StateView.ts"
 import { FRAME_HEADER_BYTES, FullSnapshot, PROTOCOL_VERSION, RequestSnapshot } from "../SyncMessage.ts"
-import type { SyncStrategy } from "../SyncStrategy.ts"
-import * as Strategies from "../SyncStrategy.ts"
 import * as Fixtures from "./Fixtures.ts"
 import * as InMemoryPersistence from "./InMemoryPersistence.ts"
 import * as Prng from "./Prng.ts"
 import type * as SimNetwork from "./SimNetwork.ts"
 import * as TestCluster from "./TestCluster.ts"
+import * as HistoryHash from "./simulation/HistoryHash.ts"
+import type { AnyHandle, Fault, ResolvedScenario, Scenario, StateName } from "./simulation/Scenario.ts"
+import { livenessBound, resolve, ResourceV1, ResourceV2, STATES, strategyOf, timing } from "./simulation/Scenario.ts"
 
-// ---------------------------------------------------------------------------------------------
-// Scenarios
-// ---------------------------------------------------------------------------------------------
-
-/**
- * The five strategy shapes: active push, active push plus a periodic full
- * sync, the change feed, the feed plus a periodic full sync, periodic sync
- * only. Every shape pulls on stale queries.
- *
- * @category models
- * @since 0.1.0
- */
-export type StrategyShape = "push" | "push+periodic" | "feed" | "feed+periodic" | "periodic"
-
-/**
- * Every strategy shape, in table order.
- *
- * @category constructors
- * @since 0.1.0
- */
-export const strategyShapes: ReadonlyArray<StrategyShape> = ["push", "push+periodic", "feed", "feed+periodic", "periodic"]
-
-/**
- * The cluster sizes of the fault matrix.
- *
- * @category constructors
- * @since 0.1.0
- */
-export const clusterSizes: ReadonlyArray<number> = [1, 2, 3, 5, 10]
-
-/**
- * The faults a run can inject (each between the first quarter of the
- * workload and the final heal):
- *
- * - `none`; `loss` (20 % of frames); `duplication` (30 %); `delay` (0–200 ms
- *   per frame, so frames reorder); `corruption` (20 % of frames get a bit flip
- *   or are truncated);
- * - `partition` (one node isolated, a majority/minority split, or random
- *   groups); `asymmetricPartition` (a random set of one-way cuts);
- *   `clog` (random links clogged for up to 600 ms, and one node's links
- *   flapping every step);
- * - `crash` (a node crashes and restarts without persistence);
- *   `crashPersistent` (a node crashes twice and restarts from its store);
- *   `persistence` (saves failing with probability 0.3 then a restart, a failed
- *   load, or an older snapshot brought back before a restart);
- * - `pause` (one node stops processing, its timers frozen, until the heal);
- *   `clockSkew` (every node's wall clock offset by up to ±5 s, and one node
- *   restarted without its state with its clock stepped back by a minute);
- * - `hostile` (every node receives a huge length prefix, an unknown message
- *   tag, an unknown state, a wrong protocol version, a wrong wire version, a
- *   forged source, a truncated and a bit-flipped frame);
- * - `versionSkew` (half the nodes send the delta-aware state in wire version
- *   2, the others in version 1, each reading both);
- * - `churn` (join and leave cycles, `churnCycles` of them, rejoining with the
- *   same id or as new nodes); `slowPeer` (one node's links delayed by 300–900 ms with
- *   room for 8 frames, its mailboxes small, and the node pausing every other
- *   step); `mix` (three of the link and node faults at once);
- * - `lostLastWrite` (no faults during the workload; then one owner's last
- *   mutation is committed while its links are cut, and the links heal right
- *   after: only anti-entropy can repair it; readers off except for `feed`).
- *
- * @category models
- * @since 0.1.0
- */
-export type Fault =
-  | "none"
-  | "loss"
-  | "duplication"
-  | "delay"
-  | "partition"
-  | "asymmetricPartition"
-  | "clog"
-  | "crash"
-  | "crashPersistent"
-  | "persistence"
-  | "pause"
-  | "clockSkew"
-  | "corruption"
-  | "hostile"
-  | "versionSkew"
-  | "churn"
-  | "slowPeer"
-  | "mix"
-  | "lostLastWrite"
-
-/**
- * Every fault, in table order.
- *
- * @category constructors
- * @since 0.1.0
- */
-export const faults: ReadonlyArray<Fault> = [
-  "none",
-  "loss",
-  "duplication",
-  "delay",
-  "partition",
-  "asymmetricPartition",
-  "clog",
-  "crash",
-  "crashPersistent",
-  "persistence",
-  "pause",
-  "clockSkew",
-  "corruption",
-  "hostile",
-  "versionSkew",
-  "churn",
-  "slowPeer",
-  "mix",
-  "lostLastWrite"
-]
-
-/**
- * One cell of the matrix.
- *
- * @category models
- * @since 0.1.0
- */
-export interface Scenario {
-  readonly strategy: StrategyShape
-  /** Nodes at the start (and at least at the end). */
-  readonly nodes: number
-  readonly fault: Fault
-  /** Mutations of the workload (default 24). */
-  readonly mutations?: number | undefined
-  /** Whether every node reads with a staleness bound during the quiet window (default: on, except for `lostLastWrite`). */
-  readonly readers?: boolean | undefined
-  /** Join/leave cycles of `churn` (default 60). */
-  readonly churnCycles?: number | undefined
-}
-
-/**
- * The timings every run uses (ms, simulated).
- *
- * @category constructors
- * @since 0.1.0
- */
-export const timing = {
-  /** Period of the periodic full sync of the periodic shapes. */
-  period: 1000,
-  /** Change-feed flush interval. */
-  feedFlush: 1000,
-  /** Pull timeout of every registration. */
-  pullTimeout: 1000,
-  /** How often each node reads each state in the quiet window. */
-  readInterval: 2000,
-  /** The staleness bound of every read. */
-  maxStaleness: 2000,
-  /** The largest one-way delay a fault sets (the slow peer's). */
-  maxDelay: 900,
-  /** Length of the quiet window after the final heal. */
-  quietWindow: 8000
-} as const
-
-/**
- * The liveness bound of a strategy (ms after the final heal), or `undefined`
- * when the strategy has none: with readers every shape converges within
- * `readInterval + maxStaleness + pullTimeout + maxDelay`; without readers
- * the periodic shapes converge within `period + maxDelay` of a change that no
- * periodic snapshot covered yet, and push and feed have no bound.
- *
- * @category combinators
- * @since 0.1.0
- */
-export const livenessBound = (strategy: StrategyShape, readers: boolean): number | undefined => {
-  if (readers) return timing.readInterval + timing.maxStaleness + timing.pullTimeout + timing.maxDelay
-  return strategy === "push" || strategy === "feed" ? undefined : timing.period + timing.maxDelay
-}
-
-/**
- * The sync strategy of a shape (periodic shapes use `timing.period`).
- *
- * @category constructors
- * @since 0.1.0
- */
-export const strategyOf = (shape: StrategyShape): SyncStrategy => {
-  switch (shape) {
-    case "push":
-      return Strategies.activePush()
-    case "push+periodic":
-      return { ...Strategies.activePush(), periodicFullSync: Schedule.spaced(Duration.millis(timing.period)) }
-    case "feed":
-      return Strategies.feedLazyPull()
-    case "feed+periodic":
-      return Strategies.feedWithPeriodicSync(Duration.millis(timing.period))
-    case "periodic":
-      return Strategies.periodicOnly(Duration.millis(timing.period))
-  }
-}
-
-/**
- * A sub-seed of a root seed, by label (`"network"`, `"faults"`,
- * `"workload"`, `"cell/push/3/loss/7"`...).
- *
- * @category constructors
- * @since 0.1.0
- */
-export const deriveSeed = (root: number, label: string): number => Prng.make(root).derive(label).seed
-
-// ---------------------------------------------------------------------------------------------
-// Results
-// ---------------------------------------------------------------------------------------------
-
-/**
- * A scenario with every default filled in.
- *
- * @category models
- * @since 0.1.0
- */
-export interface ResolvedScenario {
-  readonly strategy: StrategyShape
-  readonly nodes: number
-  readonly fault: Fault
-  readonly mutations: number
-  readonly readers: boolean
-  readonly churnCycles: number
-}
-
-/**
- * Fills in a scenario's defaults.
- *
- * @category constructors
- * @since 0.1.0
- */
-export const resolve = (scenario: Scenario): ResolvedScenario => ({
-  strategy: scenario.strategy,
-  nodes: scenario.nodes,
-  fault: scenario.fault,
-  mutations: scenario.mutations ?? 24,
-  readers: scenario.readers ?? (scenario.fault !== "lostLastWrite" || scenario.strategy === "feed"),
-  churnCycles: scenario.churnCycles ?? 60
-})
+/** @since 0.1.0 */
+export {
+  clusterSizes,
+  deriveSeed,
+  type Fault,
+  faults,
+  livenessBound,
+  resolve,
+  type ResolvedScenario,
+  type Scenario,
+  type StrategyShape,
+  strategyOf,
+  strategyShapes,
+  timing
+} from "./simulation/Scenario.ts"
 
 /**
  * A broken guarantee, with the simulated time it was seen at.
@@ -406,68 +188,6 @@ export const describe = (result: RunResult): string => {
 }
 
 // ---------------------------------------------------------------------------------------------
-// States
-// ---------------------------------------------------------------------------------------------
-
-const resourceDecoders = { view: Fixtures.NodeResourceView, delta: Fixtures.NodeResourceDelta }
-
-/** The delta-aware state as sent by a node that speaks wire version 1 or 2 (and reads both). */
-const resourceAt = (wireVersion: 1 | 2) =>
-  DistributedState.makeDelta({
-    ...Fixtures.NodeResource,
-    wireVersion,
-    wireDecoders: wireVersion === 1 ? { 2: resourceDecoders } : { 1: resourceDecoders }
-  })
-const ResourceV1 = resourceAt(1)
-const ResourceV2 = resourceAt(2)
-
-const STATES = [Fixtures.Counter.name, Fixtures.NodeResource.name] as const
-type StateName = typeof STATES[number]
-
-type AnyHandle = StateRegistry.StateHandle<unknown, unknown>
-
-// ---------------------------------------------------------------------------------------------
-// History hash (two FNV-1a streams)
-// ---------------------------------------------------------------------------------------------
-
-interface Hasher {
-  str: (s: string) => void
-  num: (n: number) => void
-  bytes: (b: Uint8Array) => void
-  digest: () => string
-}
-
-const makeHasher = (): Hasher => {
-  let h1 = 0x811c9dc5
-  let h2 = 0x01000193 ^ 0x9e3779b9
-  const byte = (b: number) => {
-    h1 = Math.imul(h1 ^ b, 0x01000193)
-    h2 = Math.imul(h2 ^ b, 0x5bd1e995) ^ (h2 >>> 13)
-  }
-  const num = (n: number) => {
-    const s = String(n)
-    for (let i = 0; i < s.length; i++) byte(s.charCodeAt(i) & 0xff)
-    byte(0x2c)
-  }
-  return {
-    str: (s) => {
-      for (let i = 0; i < s.length; i++) {
-        const c = s.charCodeAt(i)
-        byte(c & 0xff)
-        if (c > 0xff) byte(c >>> 8)
-      }
-      byte(0)
-    },
-    num,
-    bytes: (b) => {
-      num(b.length)
-      num(crc32(b))
-    },
-    digest: () => (h1 >>> 0).toString(16).padStart(8, "0") + (h2 >>> 0).toString(16).padStart(8, "0")
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // The checker
 // ---------------------------------------------------------------------------------------------
 
@@ -484,7 +204,7 @@ const key3 = (state: string, observer: string, owner: string) => `${state}\u0000
 const key2 = (state: string, owner: string) => `${state}\u0000${owner}`
 
 const makeChecker = (now: () => number) => {
-  const hash = makeHasher()
+  const hash = HistoryHash.make()
   const safety: Array<Violation> = []
   const violation = (kind: Violation["kind"], detail: string) => {
     if (safety.length < 1000) safety.push({ kind, at: now(), detail })
