@@ -12,19 +12,20 @@ import { Clock, Deferred, Duration, Effect, Exit, Fiber, PubSub, Result, Scope, 
 import type { ActorRef, ActorRuntime, MailboxCapacity } from "../ActorRuntime.ts"
 import type { PeerSyncStatus, StateHealth, StateSyncMetrics } from "../Diagnostics.ts"
 import type * as DistributedState from "../DistributedState.ts"
-import { type ActorStopped, MailboxFull, MalformedMessage, type MessageTooLarge, PersistenceFailed, type StalePeer } from "../DStateError.ts"
+import { type ActorStopped, MailboxFull, MalformedMessage, PersistenceFailed, type StalePeer } from "../DStateError.ts"
 import * as Generation from "../Generation.ts"
 import type { NodeId } from "../NodeId.ts"
 import type { StatePersistence, StoredState } from "../StatePersistence.ts"
 import type { StateView, ViewMap } from "../StateView.ts"
-import { type ChangeNotice, type DeltaUpdate, type FullSnapshot, RequestSnapshot, type SyncMessage } from "../SyncMessage.ts"
+import type { ChangeNotice, DeltaUpdate, FullSnapshot, RequestSnapshot, SyncMessage } from "../SyncMessage.ts"
 import type { SyncStrategy } from "../SyncStrategy.ts"
 import { isSucceeded } from "./actor.ts"
-import { encodeFrame, makeStateCodec } from "./codec.ts"
+import { makeStateCodec } from "./codec.ts"
 import * as Counters from "./counters.ts"
 import * as OwnerStore from "./ownerStore.ts"
 import * as DataMailbox from "./dataMailbox.ts"
 import * as Pulls from "./pulls.ts"
+import * as StateFrames from "./stateFrames.ts"
 import * as Sync from "./sync/core.ts"
 
 export type { VersionMismatchPolicy } from "./sync/types.ts"
@@ -223,91 +224,17 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   const views = yield* SubscriptionRef.make<ViewMap<V>>(core.views.current)
 
   // ---- carrying out the core's commands ---------------------------------------------------------
-  const snapshotSupersede = { key: name, replaces: true } as const
-  const deltaSupersede = { key: name, replaces: false } as const
-
-  let snapshotCache: { readonly generation: Generation.Generation; readonly frame: Uint8Array } | undefined
-  /** The current snapshot frame, encoded once per generation. */
-  const snapshotFrameNow = (): Result.Result<Uint8Array, MalformedMessage | MessageTooLarge> => {
-    const o = core.owner
-    if (snapshotCache !== undefined && Generation.equals(snapshotCache.generation, o.generation)) {
-      return Result.succeed(snapshotCache.frame)
-    }
-    const payload = codec.encodeViewShared(o.view) // copied into the frame at once
-    if (Result.isFailure(payload)) return payload
-    // A plain envelope: every field comes from this shard, so the message class's checks are skipped.
-    const frame = encodeFrame({
-      _tag: "FullSnapshot",
-      stateName: name,
-      source: self,
-      generation: o.generation,
-      wireVersion: definition.wireVersion,
-      createdAt: o.createdAt,
-      modifiedAt: o.modifiedAt,
-      payload: payload.success
-    }, env.maxFrameBytes)
-    if (Result.isSuccess(frame)) snapshotCache = { generation: o.generation, frame: frame.success }
-    return frame
-  }
-  const snapshotFrame = Effect.suspend((): Effect.Effect<Uint8Array | undefined> => {
-    const frame = snapshotFrameNow()
-    return Result.isSuccess(frame) ? Effect.succeed(frame.success) : logSendFailure(frame.failure)
+  const frames = StateFrames.make({
+    definition,
+    codec,
+    runtime: env.runtime,
+    group,
+    maxFrameBytes: env.maxFrameBytes,
+    count,
+    annotate,
+    owner: () => core.owner
   })
-  const logSendFailure = (error: { readonly message: string }) =>
-    Effect.logError("cannot send the view").pipe(
-      Effect.annotateLogs({ error: error.message, generation: Generation.format(core.owner.generation) }),
-      annotate,
-      Effect.as(undefined)
-    )
-
-  const peersIn = (members: ReadonlyArray<NodeId>) => {
-    let peers = 0
-    for (const member of members) if (member !== self) peers++
-    return peers
-  }
-
-  const broadcastSnapshot: Effect.Effect<void> = Effect.flatMap(env.runtime.members(group), (members) => {
-    const peers = peersIn(members)
-    if (peers === 0) return Effect.void // nobody to tell: skip the encoding
-    const frame = snapshotFrameNow()
-    if (Result.isFailure(frame)) return logSendFailure(frame.failure)
-    count("snapshotsSent", peers)
-    return env.runtime.broadcast(group, frame.success, snapshotSupersede)
-  })
-
-  const sendSnapshot = (to: NodeId) =>
-    Effect.flatMap(snapshotFrame, (frame) => {
-      if (frame === undefined) return Effect.void
-      count("snapshotsSent")
-      return Effect.ignore(env.runtime.send(to, frame, snapshotSupersede))
-    })
-
-  const requestFrame = (held: Generation.Generation | undefined) =>
-    Result.getOrThrow(encodeFrame(
-      new RequestSnapshot({
-        stateName: name,
-        source: self,
-        wireVersion: definition.wireVersion,
-        ...(held === undefined ? {} : { generation: held })
-      }),
-      env.maxFrameBytes
-    ))
-
-  const broadcastDelta = (generation: Generation.Generation, modifiedAt: number, delta: D): Effect.Effect<void> =>
-    Effect.flatMap(env.runtime.members(group), (members) => {
-      const peers = peersIn(members)
-      if (peers === 0) return Effect.void
-      const payload = codec.encodeDeltaShared(delta) // copied into the frame at once
-      if (Result.isFailure(payload)) return logSendFailure(payload.failure)
-      const frame = encodeFrame(
-        { _tag: "DeltaUpdate", stateName: name, source: self, generation, wireVersion: definition.wireVersion, modifiedAt, payload: payload.success },
-        env.maxFrameBytes
-      )
-      // Too large as a delta: peers will see a gap and ask for the snapshot.
-      if (Result.isFailure(frame)) return logSendFailure(frame.failure)
-      count("deltasSent", peers)
-      return env.runtime.broadcast(group, frame.success, deltaSupersede)
-    })
+  const { broadcastDelta, broadcastSnapshot, requestFrame, sendSnapshot, snapshotFrame } = frames
 
   /** Publishes the core's view map (actor only): set and notify subscribers in place, without the ref's semaphore. */
   const publish = (): void => {
