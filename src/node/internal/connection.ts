@@ -120,8 +120,9 @@ export const make = (
     return { peer, activate }
   })
 
-  const writerLoop = (conn: Conn, peer: Peer) =>
-    Effect.gen(function*() {
+  /** Drains the peer's queue into the connection until it is retired or fails. */
+  const writerLoop = Effect.fnUntraced(
+    function*(conn: Conn, peer: Peer) {
       while (true) {
         const batch = yield* Effect.raceFirst(
           peer.outbound.take(WRITE_BATCH),
@@ -131,11 +132,14 @@ export const make = (
         yield* conn.writer.writeAll(batch as [Uint8Array, ...Array<Uint8Array>])
         yield* peer.outbound.written
       }
-    }).pipe(
-      Effect.catch(() => Deferred.succeed(conn.close, undefined)),
-      // Half-close: the peer reads what was written, then sees the end of the stream.
-      Effect.ensuring(Scope.close(conn.writerScope, Exit.void))
-    )
+    },
+    (effect, conn) =>
+      effect.pipe(
+        Effect.catch(() => Deferred.succeed(conn.close, undefined)),
+        // Half-close: the peer reads what was written, then sees the end of the stream.
+        Effect.ensuring(Scope.close(conn.writerScope, Exit.void))
+      )
+  )
 
   const readerLoop = Effect.fnUntraced(function*(conn: Conn, next: Next) {
     while (true) {
@@ -183,12 +187,12 @@ export const make = (
     }
   })
 
-  const run = (
-    socket: Socket.Socket,
-    role: Role,
-    established: Deferred.Deferred<NodeId, ConnectionFailed> | undefined
-  ): Effect.Effect<void, ConnectionFailed> =>
-    Effect.gen(function*() {
+  const run = Effect.fnUntraced(
+    function*(
+      socket: Socket.Socket,
+      role: Role,
+      established: Deferred.Deferred<NodeId, ConnectionFailed> | undefined
+    ) {
       const scope = yield* Scope.Scope
       if (handshaking >= settings.maxPendingHandshakes) {
         counters.rejectedPendingHandshakes++
@@ -247,28 +251,31 @@ export const make = (
       if (activate) yield* Effect.forkIn(writerLoop(conn, peer), scope)
       else yield* Effect.forkIn(Deferred.await(conn.retire).pipe(Effect.andThen(Scope.close(writerScope, Exit.void))), scope)
       yield* Effect.raceFirst(readerLoop(conn, frames.next), Deferred.await(conn.close))
-    }).pipe(
-      Effect.tapError((error) =>
-        Effect.gen(function*() {
-          if (established !== undefined) yield* Deferred.fail(established, error)
-          if (
-            error.reason !== "closed" && error.reason !== "self" && error.reason !== "shutdown" &&
-            error.reason !== "not-member"
-          ) {
-            yield* Effect.logWarning("connection closed").pipe(
-              Effect.annotateLogs({ role, reason: error.reason, detail: error.detail }),
-              node.annotate
-            )
-          }
-        })
-      ),
-      Effect.ensuring(
-        established === undefined
-          ? Effect.void
-          : Deferred.fail(established, new ConnectionFailed("closed", "connection ended")).pipe(Effect.asVoid)
-      ),
-      Effect.scoped
-    )
+    },
+    (effect, _socket, role, established) =>
+      effect.pipe(
+        Effect.tapError((error) =>
+          Effect.gen(function*() {
+            if (established !== undefined) yield* Deferred.fail(established, error)
+            if (
+              error.reason !== "closed" && error.reason !== "self" && error.reason !== "shutdown" &&
+              error.reason !== "not-member"
+            ) {
+              yield* Effect.logWarning("connection closed").pipe(
+                Effect.annotateLogs({ role, reason: error.reason, detail: error.detail }),
+                node.annotate
+              )
+            }
+          })
+        ),
+        Effect.ensuring(
+          established === undefined
+            ? Effect.void
+            : Deferred.fail(established, new ConnectionFailed("closed", "connection ended")).pipe(Effect.asVoid)
+        ),
+        Effect.scoped
+      )
+  )
 
   return {
     run,

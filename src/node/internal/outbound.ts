@@ -70,137 +70,137 @@ export interface Outbound {
 }
 
 /** Creates an empty queue with the given caps. */
-export const make = (caps: { readonly maxBytes: number; readonly maxFrames: number }): Effect.Effect<Outbound> =>
-  Effect.gen(function*() {
-    const queue = yield* Queue.unbounded<Item>()
-    const index = new Map<string, Array<Item>>()
-    let queuedBytes = 0
-    let queuedFrames = 0
-    let inFlightBytes = 0
-    let inFlight: Array<Item> = []
-    let peakQueuedBytes = 0
-    let framesEnqueued = 0
-    let framesWritten = 0
-    let bytesWritten = 0
-    let superseded = 0
-    let droppedOldest = 0
+export const make = Effect.fnUntraced(function*(
+  caps: { readonly maxBytes: number; readonly maxFrames: number }
+): Effect.fn.Return<Outbound> {
+  const queue = yield* Queue.unbounded<Item>()
+  const index = new Map<string, Array<Item>>()
+  let queuedBytes = 0
+  let queuedFrames = 0
+  let inFlightBytes = 0
+  let inFlight: Array<Item> = []
+  let peakQueuedBytes = 0
+  let framesEnqueued = 0
+  let framesWritten = 0
+  let bytesWritten = 0
+  let superseded = 0
+  let droppedOldest = 0
 
-    const unindex = (item: Item) => {
-      if (item.supersede === undefined) return
-      const list = index.get(item.supersede.key)
-      if (list === undefined) return
-      if (list[0] === item) list.shift()
-      else {
-        const i = list.indexOf(item)
-        if (i >= 0) list.splice(i, 1)
-      }
-      if (list.length === 0) index.delete(item.supersede.key)
+  const unindex = (item: Item) => {
+    if (item.supersede === undefined) return
+    const list = index.get(item.supersede.key)
+    if (list === undefined) return
+    if (list[0] === item) list.shift()
+    else {
+      const i = list.indexOf(item)
+      if (i >= 0) list.splice(i, 1)
     }
+    if (list.length === 0) index.delete(item.supersede.key)
+  }
 
-    /** Removes an item's bytes from the queue (it stays as a tombstone if still queued). */
-    const discard = (item: Item) => {
-      if (item.frame === undefined) return
-      item.frame = undefined
-      queuedBytes -= item.size
-      queuedFrames--
-      if (item.written !== undefined) Deferred.doneUnsafe(item.written, Effect.void)
-    }
+  /** Removes an item's bytes from the queue (it stays as a tombstone if still queued). */
+  const discard = (item: Item) => {
+    if (item.frame === undefined) return
+    item.frame = undefined
+    queuedBytes -= item.size
+    queuedFrames--
+    if (item.written !== undefined) Deferred.doneUnsafe(item.written, Effect.void)
+  }
 
-    const offer = (frame: Frame, supersede?: Supersede, written?: Deferred.Deferred<void>) => {
-      const item: Item = { frame, size: sizeOf(frame), supersede, written }
-      if (supersede !== undefined) {
-        const list = index.get(supersede.key)
-        if (supersede.replaces) {
-          if (list !== undefined) {
-            for (const old of list) {
-              discard(old)
-              superseded++
-            }
+  const offer = (frame: Frame, supersede?: Supersede, written?: Deferred.Deferred<void>) => {
+    const item: Item = { frame, size: sizeOf(frame), supersede, written }
+    if (supersede !== undefined) {
+      const list = index.get(supersede.key)
+      if (supersede.replaces) {
+        if (list !== undefined) {
+          for (const old of list) {
+            discard(old)
+            superseded++
           }
-          index.set(supersede.key, [item])
-        } else if (list === undefined) index.set(supersede.key, [item])
-        else list.push(item)
-      }
-      // Drop the oldest frames until this one fits under both caps.
-      while (
-        Queue.sizeUnsafe(queue) > 0 &&
-        (queuedBytes + item.size > caps.maxBytes || Queue.sizeUnsafe(queue) + 1 > caps.maxFrames)
-      ) {
-        const head = Queue.takeUnsafe(queue)
-        if (head === undefined || head._tag !== "Success") break
-        if (head.value.frame !== undefined) droppedOldest++
-        discard(head.value)
-        unindex(head.value)
-      }
-      Queue.offerUnsafe(queue, item)
-      queuedBytes += item.size
-      queuedFrames++
-      framesEnqueued++
-      if (queuedBytes > peakQueuedBytes) peakQueuedBytes = queuedBytes
-    }
-
-    const take = (max: number): Effect.Effect<ReadonlyArray<Uint8Array>> =>
-      Effect.gen(function*() {
-        while (true) {
-          const items = yield* Queue.takeBetween(queue, 1, max)
-          const live: Array<Item> = []
-          const frames: Array<Uint8Array> = []
-          for (const item of items) {
-            unindex(item)
-            if (item.frame === undefined) continue
-            if (item.frame instanceof Uint8Array) frames.push(item.frame)
-            else for (const part of item.frame) frames.push(part)
-            live.push(item)
-            queuedBytes -= item.size
-            queuedFrames--
-            inFlightBytes += item.size
-          }
-          if (frames.length === 0) continue
-          inFlight = live
-          return frames
         }
-      })
-
-    const written = Effect.sync(() => {
-      for (const item of inFlight) {
-        inFlightBytes -= item.size
-        framesWritten++
-        bytesWritten += item.size
-        item.frame = undefined
-        if (item.written !== undefined) Deferred.doneUnsafe(item.written, Effect.void)
-      }
-      inFlight = []
-    })
-
-    const clear = () => {
-      while (Queue.sizeUnsafe(queue) > 0) {
-        const head = Queue.takeUnsafe(queue)
-        if (head === undefined || head._tag !== "Success") break
-        discard(head.value)
-      }
-      index.clear()
-      for (const item of inFlight) {
-        inFlightBytes -= item.size
-        if (item.written !== undefined) Deferred.doneUnsafe(item.written, Effect.void)
-      }
-      inFlight = []
+        index.set(supersede.key, [item])
+      } else if (list === undefined) index.set(supersede.key, [item])
+      else list.push(item)
     }
+    // Drop the oldest frames until this one fits under both caps.
+    while (
+      Queue.sizeUnsafe(queue) > 0 &&
+      (queuedBytes + item.size > caps.maxBytes || Queue.sizeUnsafe(queue) + 1 > caps.maxFrames)
+    ) {
+      const head = Queue.takeUnsafe(queue)
+      if (head === undefined || head._tag !== "Success") break
+      if (head.value.frame !== undefined) droppedOldest++
+      discard(head.value)
+      unindex(head.value)
+    }
+    Queue.offerUnsafe(queue, item)
+    queuedBytes += item.size
+    queuedFrames++
+    framesEnqueued++
+    if (queuedBytes > peakQueuedBytes) peakQueuedBytes = queuedBytes
+  }
 
-    return {
-      offer,
-      take,
-      written,
-      clear,
-      stats: () => ({
-        queuedBytes,
-        queuedFrames,
-        inFlightBytes,
-        peakQueuedBytes,
-        framesEnqueued,
-        framesWritten,
-        bytesWritten,
-        superseded,
-        droppedOldest
-      })
+  const take = Effect.fnUntraced(function*(max: number) {
+    while (true) {
+      const items = yield* Queue.takeBetween(queue, 1, max)
+      const live: Array<Item> = []
+      const frames: Array<Uint8Array> = []
+      for (const item of items) {
+        unindex(item)
+        if (item.frame === undefined) continue
+        if (item.frame instanceof Uint8Array) frames.push(item.frame)
+        else for (const part of item.frame) frames.push(part)
+        live.push(item)
+        queuedBytes -= item.size
+        queuedFrames--
+        inFlightBytes += item.size
+      }
+      if (frames.length === 0) continue
+      inFlight = live
+      return frames
     }
   })
+
+  const written = Effect.sync(() => {
+    for (const item of inFlight) {
+      inFlightBytes -= item.size
+      framesWritten++
+      bytesWritten += item.size
+      item.frame = undefined
+      if (item.written !== undefined) Deferred.doneUnsafe(item.written, Effect.void)
+    }
+    inFlight = []
+  })
+
+  const clear = () => {
+    while (Queue.sizeUnsafe(queue) > 0) {
+      const head = Queue.takeUnsafe(queue)
+      if (head === undefined || head._tag !== "Success") break
+      discard(head.value)
+    }
+    index.clear()
+    for (const item of inFlight) {
+      inFlightBytes -= item.size
+      if (item.written !== undefined) Deferred.doneUnsafe(item.written, Effect.void)
+    }
+    inFlight = []
+  }
+
+  return {
+    offer,
+    take,
+    written,
+    clear,
+    stats: () => ({
+      queuedBytes,
+      queuedFrames,
+      inFlightBytes,
+      peakQueuedBytes,
+      framesEnqueued,
+      framesWritten,
+      bytesWritten,
+      superseded,
+      droppedOldest
+    })
+  }
+})
