@@ -43,23 +43,22 @@
  *
  * @since 0.1.0
  */
-import { Cause, Duration, Effect, Exit, Fiber, Logger, References, Result, Scope } from "effect"
+import { Cause, Duration, Effect, Exit, Fiber, Logger, References, Scope } from "effect"
 import { TestClock } from "effect/testing"
-import { crc32 } from "node:zlib"
 import * as Generation from "../Generation.ts"
-import { encodeFrame } from "../internal/codec.ts"
 import * as NodeId from "../NodeId.ts"
 import * as StateRegistry from "../StateRegistry.ts"
-import type { StateView, ViewMap } from "../StateView.ts"
-import { FRAME_HEADER_BYTES, FullSnapshot, PROTOCOL_VERSION, RequestSnapshot } from "../SyncMessage.ts"
+import type { StateView } from "../StateView.ts"
 import * as Fixtures from "./Fixtures.ts"
 import * as InMemoryPersistence from "./InMemoryPersistence.ts"
 import * as Prng from "./Prng.ts"
 import type * as SimNetwork from "./SimNetwork.ts"
 import * as TestCluster from "./TestCluster.ts"
-import * as HistoryHash from "./simulation/HistoryHash.ts"
+import * as Checker from "./simulation/Checker.ts"
+import { type RunResult, same } from "./simulation/Checker.ts"
+import { hostileFrames } from "./simulation/Hostile.ts"
 import type { AnyHandle, Fault, ResolvedScenario, Scenario, StateName } from "./simulation/Scenario.ts"
-import { livenessBound, resolve, ResourceV1, ResourceV2, STATES, strategyOf, timing } from "./simulation/Scenario.ts"
+import { resolve, ResourceV1, ResourceV2, STATES, strategyOf, timing } from "./simulation/Scenario.ts"
 
 /** @since 0.1.0 */
 export {
@@ -76,402 +75,10 @@ export {
   strategyShapes,
   timing
 } from "./simulation/Scenario.ts"
-
-/**
- * A broken guarantee, with the simulated time it was seen at.
- *
- * @category models
- * @since 0.1.0
- */
-export interface Violation {
-  readonly kind:
-    | "GenerationDecreased"
-    | "DepartedViewReappeared"
-    | "Defect"
-    | "CorruptedFrameAccepted"
-    | "ValidFrameRejected"
-    | "HostileFrameCount"
-    | "HostileFrameChangedState"
-    | "ViewMapOverCap"
-    | "MailboxOverCap"
-    | "DepartedSetOverCap"
-    | "StaleRead"
-    | "ReadMissedMember"
-    | "RestartBelowAccepted"
-    | "AcknowledgedMutationLost"
-    | "EndedBelowAccepted"
-  readonly at: number
-  readonly detail: string
-}
-
-/**
- * What a run found.
- *
- * @category models
- * @since 0.1.0
- */
-export interface RunResult {
-  readonly seed: number
-  readonly scenario: ResolvedScenario
-  readonly safety: ReadonlyArray<Violation>
-  readonly durability: ReadonlyArray<Violation>
-  readonly liveness: {
-    /** Whether the strategy is expected to converge in this scenario. */
-    readonly expected: boolean
-    readonly converged: boolean
-    /** Simulated ms from the final heal to the last change of any view map (when converged). */
-    readonly convergenceMillis: number | undefined
-    readonly boundMillis: number | undefined
-    /** Converged as expected, within the bound. */
-    readonly ok: boolean
-    /** Every (observer, owner, state) whose view differs from the owner's at the end. */
-    readonly divergent: ReadonlyArray<string>
-  }
-  readonly mutations: { readonly attempted: number; readonly acknowledged: number; readonly failed: number }
-  readonly reads: { readonly ok: number; readonly stalePeer: number }
-  readonly frames: {
-    readonly sent: number
-    readonly delivered: number
-    readonly dropped: number
-    readonly corruptedDelivered: number
-    readonly corruptedRejected: number
-    readonly replyRejected: number
-    readonly hostileInjected: number
-    readonly hostileRejected: number
-  }
-  /** Frames sent from the start to the final heal, per acknowledged mutation (the quiet window's reads not counted). */
-  readonly messagesPerMutation: number
-  /** The mutation `lostLastWrite` committed behind cut links: its owner and generation. */
-  readonly lostWrite: { readonly owner: NodeId.NodeId; readonly generation: Generation.Generation } | undefined
-  /**
-   * Mailboxes watched: every actor the nodes spawned (`actors`), sampled each
-   * time its node is handed a frame (`samples`); `peak` is the fullest a
-   * bounded one was seen, as a fraction of its capacity (above 1 is a
-   * `MailboxOverCap` violation).
-   */
-  readonly mailboxes: { readonly actors: number; readonly samples: number; readonly peak: number }
-  /**
-   * The largest departed set any shard held (each is capped by the
-   * registry's `departedCapacity`; above it is a `DepartedSetOverCap` violation).
-   */
-  readonly departedPeak: number
-  /** Hash of every frame, view map, rejection and workload outcome, in order. */
-  readonly historyHash: string
-  /** Simulated time at the end of the run, from its start. */
-  readonly simulatedMillis: number
-  /** No safety or durability violation, liveness as expected. */
-  readonly ok: boolean
-}
-
-/**
- * A one-line account of a run, seed first, for failure messages.
- *
- * @category combinators
- * @since 0.1.0
- */
-export const describe = (result: RunResult): string => {
-  const s = result.scenario
-  const parts = [
-    `seed=${result.seed}`,
-    `${s.strategy}/${s.nodes}/${s.fault}`,
-    result.ok ? "ok" : "FAILED",
-    `converged=${result.liveness.converged} (expected ${result.liveness.expected}) in ${
-      result.liveness.convergenceMillis ?? "-"
-    } ms (bound ${result.liveness.boundMillis ?? "none"})`,
-    `mutations=${result.mutations.acknowledged}/${result.mutations.attempted}`,
-    `frames=${result.frames.sent}`,
-    `hash=${result.historyHash}`
-  ]
-  const problems = [...result.safety, ...result.durability].slice(0, 5).map((v) => `${v.kind}@${v.at}: ${v.detail}`)
-  if (result.liveness.divergent.length > 0) problems.push(`divergent: ${result.liveness.divergent.slice(0, 5).join("; ")}`)
-  return problems.length === 0 ? parts.join(" ") : `${parts.join(" ")} | ${problems.join(" | ")}`
-}
-
-// ---------------------------------------------------------------------------------------------
-// The checker
-// ---------------------------------------------------------------------------------------------
-
-interface PendingDelivery {
-  readonly from: NodeId.NodeId
-  readonly to: NodeId.NodeId
-  readonly kind: SimNetwork.SentFrame["kind"]
-  readonly corrupted: boolean
-  readonly at: number
-  rejected: boolean
-}
-
-const key3 = (state: string, observer: string, owner: string) => `${state}\u0000${observer}\u0000${owner}`
-const key2 = (state: string, owner: string) => `${state}\u0000${owner}`
-
-const makeChecker = (now: () => number) => {
-  const hash = HistoryHash.make()
-  const safety: Array<Violation> = []
-  const violation = (kind: Violation["kind"], detail: string) => {
-    if (safety.length < 1000) safety.push({ kind, at: now(), detail })
-  }
-  /** state → observer → last published map. */
-  const latest = new Map<string, Map<NodeId.NodeId, ViewMap<unknown>>>()
-  for (const s of STATES) latest.set(s, new Map())
-  /** Highest generation each observer accepted of each owner, across departures. */
-  const highWater = new Map<string, Generation.Generation>()
-  /** Highest generation any peer accepted of each owner. */
-  const accepted = new Map<string, Generation.Generation>()
-  /** Observers that dropped a departed owner's view (while it is away). */
-  const removed = new Set<string>()
-  const known = new Set<NodeId.NodeId>()
-  let attached: () => ReadonlyArray<NodeId.NodeId> = () => []
-  const isKnown = (node: NodeId.NodeId) => known.has(node) || attached().includes(node)
-  const down = new Set<NodeId.NodeId>()
-  let tracking = false
-  let lastChange = 0
-  const counts = {
-    corruptedDelivered: 0,
-    corruptedRejected: 0,
-    replyRejected: 0,
-    corruptedReplies: 0,
-    hostileExpected: 0,
-    hostileRejected: 0,
-    rejectedTotal: 0
-  }
-  let pending: PendingDelivery | undefined
-  let injecting = false
-  /** The largest departed set any shard reported. */
-  let departedPeak = 0
-
-  const settleDelivery = () => {
-    const p = pending
-    pending = undefined
-    if (p === undefined || !p.corrupted) return
-    if (p.kind === "reply") {
-      counts.corruptedReplies++
-      return
-    }
-    counts.corruptedDelivered++
-    if (p.rejected) counts.corruptedRejected++
-    else if (!down.has(p.to)) violation("CorruptedFrameAccepted", `${p.kind} ${p.from}→${p.to} delivered at ${p.at}`)
-  }
-
-  const observer: TestCluster.Observer = {
-    onViews: (stateName, node, views) => {
-      const t = now()
-      hash.str(stateName)
-      hash.str(node)
-      hash.num(t)
-      const byNode = latest.get(stateName)
-      if (byNode === undefined) return
-      const previous = byNode.get(node)
-      for (const [source, entry] of views) {
-        const before = previous?.get(source)
-        if (before === entry) continue
-        hash.str(source)
-        hash.num(entry.generation.incarnation)
-        hash.num(entry.generation.age)
-        hash.num(entry.syncedAt)
-        hash.str(JSON.stringify(entry.value))
-        if (tracking && (before === undefined || !Generation.equals(before.generation, entry.generation))) lastChange = t
-        if (!isKnown(source)) violation("ViewMapOverCap", `${node} holds a view of unknown node ${source} (${stateName})`)
-        if (source === node) continue
-        const k = key3(stateName, node, source)
-        const high = highWater.get(k)
-        if (high !== undefined && Generation.isNewer(high, entry.generation)) {
-          violation(
-            "GenerationDecreased",
-            `${node} went from ${Generation.format(high)} to ${Generation.format(entry.generation)} of ${source} (${stateName})`
-          )
-        } else {
-          highWater.set(k, entry.generation)
-        }
-        const a = key2(stateName, source)
-        const max = accepted.get(a)
-        if (max === undefined || Generation.isNewer(entry.generation, max)) accepted.set(a, entry.generation)
-        if (down.has(source) && removed.has(k)) {
-          violation("DepartedViewReappeared", `${node} holds ${Generation.format(entry.generation)} of departed ${source} (${stateName})`)
-        }
-      }
-      if (previous !== undefined && tracking) {
-        for (const source of previous.keys()) if (!views.has(source)) lastChange = t
-      }
-      for (const d of down) if (!views.has(d)) removed.add(key3(stateName, node, d))
-      if (views.size > known.size && views.size > attached().length) {
-        violation("ViewMapOverCap", `${node} holds ${views.size} views of ${known.size} nodes`)
-      }
-      byNode.set(node, views)
-    },
-    onRejectedFrame: (node, from, error) => {
-      counts.rejectedTotal++
-      hash.str("rejected")
-      hash.str(node)
-      hash.str(from)
-      hash.str(error._tag)
-      if (injecting) {
-        counts.hostileRejected++
-        return
-      }
-      const p = pending
-      if (p !== undefined && p.to === node && p.from === from && !p.rejected && p.kind !== "reply") {
-        p.rejected = true
-        if (!p.corrupted) violation("ValidFrameRejected", `${p.kind} ${from}→${node}: ${error.message}`)
-        return
-      }
-      counts.replyRejected++
-    },
-    onDeparted: (stateName, node, sizes) => {
-      if (sizes.departed > departedPeak) departedPeak = sizes.departed
-      if (sizes.departed > sizes.capacity || sizes.remembered > sizes.capacity) {
-        violation(
-          "DepartedSetOverCap",
-          `${node} (${stateName}) remembers ${sizes.departed} departed and ${sizes.remembered} last-seen peers, capacity ${sizes.capacity}`
-        )
-      }
-    }
-  }
-
-  const trace = (event: SimNetwork.TraceEvent) => {
-    hash.str(event._tag)
-    hash.num(event.at)
-    hash.str(event.frame.from)
-    hash.str(event.frame.to)
-    hash.str(event.frame.kind)
-    switch (event._tag) {
-      case "Sent":
-        return hash.bytes(event.frame.frame)
-      case "Dropped":
-        return hash.str(event.reason)
-      case "Delivered": {
-        settleDelivery()
-        if (event.corrupted) hash.bytes(event.bytes)
-        pending = {
-          from: event.frame.from,
-          to: event.frame.to,
-          kind: event.frame.kind,
-          corrupted: event.corrupted,
-          at: event.at,
-          rejected: false
-        }
-      }
-    }
-  }
-
-  return {
-    hash,
-    safety,
-    violation,
-    observer,
-    departedPeak: () => departedPeak,
-    trace,
-    counts,
-    latest,
-    accepted,
-    known,
-    settleDelivery,
-    setAttached: (nodes: () => ReadonlyArray<NodeId.NodeId>) => {
-      attached = nodes
-    },
-    acceptedOf: (state: string, owner: NodeId.NodeId) => accepted.get(key2(state, owner)),
-    nodeUp: (node: NodeId.NodeId) => {
-      known.add(node)
-      down.delete(node)
-      for (const k of [...removed]) if (k.endsWith(`\u0000${node}`)) removed.delete(k)
-      // A restarted node is a new observer: replicas are not persisted, what it accepted before is gone.
-      for (const k of [...highWater.keys()]) if (k.split("\u0000")[1] === node) highWater.delete(k)
-    },
-    /** The highest generation of `owner` held by an observer that is up now (in its current life). */
-    acceptedNow: (state: string, owner: NodeId.NodeId) => {
-      let max: Generation.Generation | undefined
-      for (const [k, g] of highWater) {
-        const [s, observer, source] = k.split("\u0000")
-        if (s !== state || source !== owner || down.has(observer as NodeId.NodeId)) continue
-        if (max === undefined || Generation.isNewer(g, max)) max = g
-      }
-      return max
-    },
-    nodeDown: (node: NodeId.NodeId) => {
-      down.add(node)
-      for (const byNode of latest.values()) byNode.delete(node)
-    },
-    startTracking: () => {
-      tracking = true
-      lastChange = now()
-    },
-    lastChange: () => lastChange,
-    setInjecting: (on: boolean) => {
-      settleDelivery()
-      injecting = on
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Hostile frames
-// ---------------------------------------------------------------------------------------------
-
-/**
- * A frame around arbitrary message bytes with a correct length prefix,
- * protocol version and checksum, so that the bytes reach the message decoder
- * (for hostile-frame and fuzzing tests).
- *
- * @category constructors
- * @since 0.1.0
- */
-export const frameWithBody = (body: Uint8Array, version: number = PROTOCOL_VERSION): Uint8Array => {
-  const frame = new Uint8Array(FRAME_HEADER_BYTES + body.length)
-  const view = new DataView(frame.buffer)
-  view.setUint32(0, frame.length - 4)
-  frame[4] = version
-  view.setUint32(5, crc32(body))
-  frame.set(body, FRAME_HEADER_BYTES)
-  return frame
-}
-
-const frameOf = (message: FullSnapshot | RequestSnapshot): Uint8Array =>
-  Result.getOrThrow(encodeFrame(message, Number.MAX_SAFE_INTEGER))
-
-/**
- * The hostile frames `hostile` sends from `from` to every node, with how each
- * must be handled: `rejected` (counted by the registry and seen by the
- * observer), `unknownState` (counted, ignored) or `unsupportedVersion`
- * (counted by the counter's shard, the held view kept).
- *
- * @category constructors
- * @since 0.1.0
- */
-export const hostileFrames = (
-  from: NodeId.NodeId,
-  random: Prng.Prng
-): ReadonlyArray<{ readonly name: string; readonly frame: Uint8Array; readonly outcome: "rejected" | "unknownState" | "unsupportedVersion" }> => {
-  const snapshot = (stateName: string, wireVersion: number, source: NodeId.NodeId = from) =>
-    new FullSnapshot({
-      stateName,
-      source,
-      generation: Generation.make(Number.MAX_SAFE_INTEGER - 1, 1_000_000),
-      wireVersion,
-      createdAt: 0,
-      modifiedAt: 0,
-      payload: new Uint8Array([1, 2, 3])
-    })
-  const huge = new Uint8Array(FRAME_HEADER_BYTES)
-  new DataView(huge.buffer).setUint32(0, 0xffff_fff0)
-  huge[4] = PROTOCOL_VERSION
-  const valid = frameOf(new RequestSnapshot({ stateName: Fixtures.Counter.name, source: from, wireVersion: 1 }))
-  // A valid body whose first byte, the message tag, names no message.
-  const unknownTag = valid.slice(FRAME_HEADER_BYTES)
-  unknownTag[0] = 0x7f
-  const wrongProtocol = valid.slice()
-  wrongProtocol[4] = PROTOCOL_VERSION + 1
-  const flipped = valid.slice()
-  const bit = random.int(FRAME_HEADER_BYTES * 8, flipped.length * 8 - 1)
-  flipped[bit >>> 3] ^= 1 << (bit & 7)
-  return [
-    { name: "huge length prefix", frame: huge, outcome: "rejected" },
-    { name: "unknown message tag", frame: frameWithBody(unknownTag), outcome: "rejected" },
-    { name: "wrong protocol version", frame: wrongProtocol, outcome: "rejected" },
-    { name: "forged source", frame: frameOf(snapshot(Fixtures.Counter.name, 1, NodeId.make("node-forged"))), outcome: "rejected" },
-    { name: "truncated", frame: valid.slice(0, random.int(1, valid.length - 1)), outcome: "rejected" },
-    { name: "bit flip", frame: flipped, outcome: "rejected" },
-    { name: "unknown state", frame: frameOf(snapshot("no_such_state", 1)), outcome: "unknownState" },
-    { name: "unknown wire version", frame: frameOf(snapshot(Fixtures.Counter.name, 99)), outcome: "unsupportedVersion" }
-  ]
-}
+/** @since 0.1.0 */
+export { describe, type RunResult, type Violation } from "./simulation/Checker.ts"
+/** @since 0.1.0 */
+export { frameWithBody, hostileFrames } from "./simulation/Hostile.ts"
 
 // ---------------------------------------------------------------------------------------------
 // The run
@@ -479,21 +86,9 @@ export const hostileFrames = (
 
 const START = 1_700_000_000_000
 
-/** Structural equality of JSON-like values. */
-const same = (a: unknown, b: unknown): boolean => {
-  if (a === b) return true
-  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false
-  if (Array.isArray(a) !== Array.isArray(b)) return false
-  const ka = Object.keys(a)
-  const kb = Object.keys(b)
-  if (ka.length !== kb.length) return false
-  for (const k of ka) if (!same((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false
-  return true
-}
-
 interface NodeMeta {
   /** Last acknowledged state and generation, per state. */
-  readonly acked: Map<string, { readonly generation: Generation.Generation; readonly state: unknown }>
+  readonly acked: Map<string, Checker.Acknowledged>
   /** The store was rolled back, wiped or failed a load: durability is judged at the end only. */
   tampered: boolean
 }
@@ -530,7 +125,7 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
     yield* TestClock.setTime(START)
     const now = () => clock.currentTimeMillisUnsafe()
     const monotonic = () => Number(clock.monotonicTimeNanosUnsafe()) / 1_000_000
-    const checker = makeChecker(() => now() - START)
+    const checker = Checker.make(() => now() - START)
     let network: SimNetwork.SimNetwork | undefined
     checker.setAttached(() => network?.nodes() ?? [])
     // The cluster names its first nodes node-1..node-N; they exchange views while it starts.
@@ -615,7 +210,6 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
     }
     const all: Array<TestCluster.TestNode> = [...cluster.nodes]
     const paused = new Set<NodeId.NodeId>()
-    const durability: Array<Violation> = []
     const mutations = { attempted: 0, acknowledged: 0, failed: 0 }
     const reads = { ok: 0, stalePeer: 0 }
     const fibers: Array<Fiber.Fiber<unknown, unknown>> = []
@@ -725,31 +319,11 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
         for (const state of STATES) {
           const h = yield* handleOn(node, state)
           const local = yield* h.local
-          const accepted = checker.acceptedOf(state, node.id)
-          if (accepted !== undefined && Generation.isNewer(accepted, local.generation)) {
-            durability.push({
-              kind: "RestartBelowAccepted",
-              at: now() - START,
-              detail: `${node.id} restarted at ${Generation.format(local.generation)} of ${state}, a peer accepted ${
-                Generation.format(accepted)
-              }`
-            })
-          }
+          Checker.checkRestartAccepted(checker, node.id, state, local.generation)
           const acked = m.acked.get(state)
           if (acked === undefined) continue
           const owned = yield* h.state
-          if (
-            Generation.isNewer(acked.generation, local.generation) ||
-            (Generation.equals(acked.generation, local.generation) && !same(owned, acked.state))
-          ) {
-            durability.push({
-              kind: "AcknowledgedMutationLost",
-              at: now() - START,
-              detail: `${node.id} restarted at ${Generation.format(local.generation)} of ${state}, acknowledged ${
-                Generation.format(acked.generation)
-              }`
-            })
-          }
+          Checker.checkRestartAcknowledged(checker, node.id, state, local.generation, owned, acked)
         }
       })
 
@@ -1115,65 +689,36 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
       for (const o of up) owners.set(o.id, yield* (yield* handleOn(o, s)).local)
       for (const n of up) {
         const map = yield* (yield* handleOn(n, s)).snapshot
-        for (const [o, own] of owners) {
-          const held = map.get(o)
-          if (held === undefined) divergent.push(`${n.id} has no view of ${o} (${s})`)
-          else if (!Generation.equals(held.generation, own.generation) || !same(held.value, own.value)) {
-            divergent.push(
-              `${n.id} holds ${Generation.format(held.generation)} of ${o}, owner at ${Generation.format(own.generation)} (${s})`
-            )
-          }
-        }
-        for (const k of map.keys()) if (!upIds.has(k)) divergent.push(`${n.id} still holds departed ${k} (${s})`)
+        divergent.push(...Checker.divergence(s, n.id, map, owners, upIds))
       }
-      // Durability at the end: every owner at or above what its live peers accepted of it (a peer that
-      // restarted since forgot, and an owner whose store was rolled back has no one to tell it).
-      for (const [o, own] of owners) {
-        const accepted = checker.acceptedNow(s, o)
-        if (accepted !== undefined && Generation.isNewer(accepted, own.generation)) {
-          durability.push({
-            kind: "EndedBelowAccepted",
-            at: now() - START,
-            detail: `${o} ends at ${Generation.format(own.generation)} of ${s}, a peer accepted ${Generation.format(accepted)}`
-          })
-        }
-      }
+      Checker.checkEnd(checker, s, owners)
     }
-    const converged = divergent.length === 0
-    const expected = !(strategy === "push" && !scenario.readers && fault === "lostLastWrite" && up.length >= 2 &&
-      lostWrite !== undefined)
-    const boundMillis = livenessBound(strategy, scenario.readers)
-    const convergenceMillis = converged ? Math.max(0, checker.lastChange() - (healAt - START)) : undefined
-    const livenessOk = converged === expected &&
-      (!converged || !expected || boundMillis === undefined || (convergenceMillis ?? 0) <= boundMillis)
+    const liveness = Checker.liveness(checker, scenario, {
+      divergent,
+      nodesUp: up.length,
+      lostWrite: lostWrite !== undefined,
+      healedAt: healAt - START
+    })
 
     // Outstanding workload effects (on nodes that crashed mid-way) end with the scope.
     for (const fiber of fibers) {
       const exit = fiber.pollUnsafe()
       if (exit !== undefined) defectOf(exit, "workload")
     }
-    if (checker.counts.corruptedRejected !== checker.counts.corruptedDelivered) {
-      // Already reported one by one; keep the totals in the history.
-      checker.hash.str(`corrupted ${checker.counts.corruptedDelivered} rejected ${checker.counts.corruptedRejected}`)
-    }
-    if (checker.counts.replyRejected > checker.counts.corruptedReplies) {
-      checker.violation(
-        "ValidFrameRejected",
-        `${checker.counts.replyRejected} rejected replies, only ${checker.counts.corruptedReplies} corrupted`
-      )
-    }
+    Checker.checkTotals(checker)
     const stats = network.stats()
     checker.hash.num(stats.sent)
     checker.hash.num(stats.delivered)
     checker.hash.num(stats.dropped)
     checker.hash.num(mutations.acknowledged)
     const safety = [...checker.safety]
+    const durability = checker.durability
     return {
       seed,
       scenario,
       safety,
       durability,
-      liveness: { expected, converged, convergenceMillis, boundMillis, ok: livenessOk, divergent },
+      liveness,
       mutations,
       reads,
       frames: {
@@ -1192,6 +737,6 @@ const runScoped = (scenario: ResolvedScenario, seed: number): Effect.Effect<RunR
       departedPeak: checker.departedPeak(),
       historyHash: checker.hash.digest(),
       simulatedMillis: now() - START,
-      ok: safety.length === 0 && durability.length === 0 && livenessOk
+      ok: safety.length === 0 && durability.length === 0 && liveness.ok
     } satisfies RunResult
   })
