@@ -187,6 +187,24 @@ export class ActorRuntime extends Context.Service<ActorRuntime, {
 }>()("dstate/ActorRuntime") {}
 
 /**
+ * Hooks a runtime can give `spawnActor` to observe and gate its actors (the
+ * in-process runtime counts work in flight and freezes paused nodes).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ActorHooks {
+  /** A message was enqueued. */
+  readonly onEnqueue?: (() => void) | undefined
+  /** A message was handled (or dropped by a stopped actor). */
+  readonly onDone?: (() => void) | undefined
+  /** Runs before each message; a paused node blocks here. */
+  readonly gate?: Effect.Effect<void> | undefined
+  /** `false` while `gate` would block: a message handled in the caller's fiber waits in the mailbox instead. */
+  readonly isOpen?: (() => boolean) | undefined
+}
+
+/**
  * Spawns an actor with the standard mailbox and supervision, for runtimes
  * that need no special scheduling. Runtimes may wrap it (the in-process
  * runtime counts work in flight and freezes paused nodes).
@@ -196,7 +214,7 @@ export class ActorRuntime extends Context.Service<ActorRuntime, {
  */
 export const spawnActor: <M, R>(
   options: SpawnOptions<M, R>,
-  hooks?: Actor.Hooks
+  hooks?: ActorHooks
 ) => Effect.Effect<ActorRef<M>, never, Scope.Scope | R> = Actor.spawn
 
 /**

@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import type { NodeId } from "./NodeId.ts"
+import type { ViewMap } from "./StateView.ts"
 
 /**
  * How replication from one peer is going, as seen by this node.
@@ -126,4 +127,32 @@ export interface StateHealth {
 export interface SystemHealth {
   readonly status: HealthStatus
   readonly states: ReadonlyArray<StateHealth>
+}
+
+/**
+ * The size of a state's departed set and of the generations remembered of
+ * departed peers, with the bound of both (`departedCapacity`).
+ *
+ * @category testing
+ * @since 0.1.0
+ */
+export interface DepartedSizes {
+  readonly departed: number
+  readonly remembered: number
+  readonly capacity: number
+}
+
+/**
+ * Sees every published view map and every rejected inbound frame of a node,
+ * synchronously, from inside the state actors (simulation checkers; see
+ * `StateRegistry.Observer`). Not for application use.
+ *
+ * @category testing
+ * @since 0.1.0
+ */
+export interface Observer {
+  readonly onViews: (stateName: string, node: NodeId, views: ViewMap<unknown>) => void
+  readonly onRejectedFrame: (node: NodeId, from: NodeId, error: { readonly _tag: string; readonly message: string }) => void
+  /** After the departed set (and the newest generation remembered per departed peer) changed, with their cap. */
+  readonly onDeparted?: ((stateName: string, node: NodeId, sizes: DepartedSizes) => void) | undefined
 }

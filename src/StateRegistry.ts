@@ -8,7 +8,15 @@
 import { Context, Duration, Effect, Layer, PubSub, Result, Schedule, Scope, Stream } from "effect"
 import { ActorRuntime, type MailboxCapacity, RequestRejected } from "./ActorRuntime.ts"
 import { ClusterEvents } from "./ClusterEvents.ts"
-import type { HealthStatus, InboundMetrics, PeerSyncStatus, StateHealth, StateSyncMetrics, SystemHealth } from "./Diagnostics.ts"
+import type {
+  HealthStatus,
+  InboundMetrics,
+  Observer as ViewObserver,
+  PeerSyncStatus,
+  StateHealth,
+  StateSyncMetrics,
+  SystemHealth
+} from "./Diagnostics.ts"
 import type * as DistributedState from "./DistributedState.ts"
 import {
   type ActorStopped,
@@ -39,7 +47,7 @@ import * as SyncStrategy from "./SyncStrategy.ts"
  * @category models
  * @since 0.1.0
  */
-export type VersionMismatchPolicy = Shard.VersionMismatchPolicy
+export type VersionMismatchPolicy = "KeepStale" | "DropAndWait"
 
 /**
  * Options of `register`.
@@ -199,7 +207,7 @@ export const Config = Context.Reference<RegistryConfig>("dstate/StateRegistry/Co
  * @category testing
  * @since 0.1.0
  */
-export const Observer = Context.Reference<Shard.Observer | undefined>("dstate/StateRegistry/Observer", {
+export const Observer = Context.Reference<ViewObserver | undefined>("dstate/StateRegistry/Observer", {
   defaultValue: () => undefined
 })
 

@@ -3,20 +3,10 @@
  * @internal
  */
 import { Cause, type Context, Deferred, Effect, Exit, Queue, Result, Schedule, type Scope } from "effect"
-import type { ActorRef, SpawnOptions } from "../ActorRuntime.ts"
+import type { ActorHooks, ActorRef, SpawnOptions } from "../ActorRuntime.ts"
 import { ActorStopped, MailboxFull } from "../DStateError.ts"
 
-/** Hooks a runtime can use to observe and gate actors. */
-export interface Hooks {
-  /** A message was enqueued. */
-  readonly onEnqueue?: (() => void) | undefined
-  /** A message was handled (or dropped by a stopped actor). */
-  readonly onDone?: (() => void) | undefined
-  /** Runs before each message; a paused node blocks here. */
-  readonly gate?: Effect.Effect<void> | undefined
-  /** `false` while `gate` would block: a message handled in the caller's fiber waits in the mailbox instead. */
-  readonly isOpen?: (() => boolean) | undefined
-}
+
 
 class ActorDefect {
   readonly _tag = "ActorDefect"
@@ -33,7 +23,7 @@ export const isSucceeded = (effect: Effect.Effect<unknown, unknown, unknown>): b
 /** Spawns an actor in the current scope. */
 export const spawn = <M, R>(
   options: SpawnOptions<M, R>,
-  hooks?: Hooks
+  hooks?: ActorHooks
 ): Effect.Effect<ActorRef<M>, never, Scope.Scope | R> =>
   Effect.gen(function*() {
     const capacity = options.mailbox === undefined || options.mailbox === "unbounded"

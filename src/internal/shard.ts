@@ -10,11 +10,12 @@
  */
 import { Clock, Deferred, Duration, Effect, Exit, Fiber, PubSub, Result, Scope, Stream, SubscriptionRef } from "effect"
 import type { ActorRef, ActorRuntime, MailboxCapacity } from "../ActorRuntime.ts"
-import type { PeerSyncStatus, StateHealth, StateSyncMetrics } from "../Diagnostics.ts"
+import type { Observer, PeerSyncStatus, StateHealth, StateSyncMetrics } from "../Diagnostics.ts"
 import type * as DistributedState from "../DistributedState.ts"
 import { type ActorStopped, MailboxFull, MalformedMessage, PersistenceFailed, type StalePeer } from "../DStateError.ts"
 import * as Generation from "../Generation.ts"
 import type { NodeId } from "../NodeId.ts"
+import type { VersionMismatchPolicy } from "../StateRegistry.ts"
 import type { StatePersistence, StoredState } from "../StatePersistence.ts"
 import type { StateView, ViewMap } from "../StateView.ts"
 import type { ChangeNotice, DeltaUpdate, FullSnapshot, RequestSnapshot, SyncMessage } from "../SyncMessage.ts"
@@ -28,13 +29,11 @@ import * as Pulls from "./pulls.ts"
 import * as StateFrames from "./stateFrames.ts"
 import * as Sync from "./sync/core.ts"
 
-export type { VersionMismatchPolicy } from "./sync/types.ts"
-
 export interface ShardOptions {
   readonly strategy: SyncStrategy
   readonly persist: boolean
   readonly pullTimeout: Duration.Duration
-  readonly versionMismatchPolicy: Sync.VersionMismatchPolicy
+  readonly versionMismatchPolicy: VersionMismatchPolicy
   readonly mailbox: MailboxCapacity
 }
 
@@ -49,16 +48,6 @@ export interface ShardEnv {
   /** The node's one door for inbound frames: decodes a frame from `from`, counting and reporting a rejected one. */
   readonly decodeInbound: (from: NodeId, frame: Uint8Array) => Effect.Effect<Result.Result<SyncMessage, unknown>>
 }
-
-/** Sees every published view map and every rejected inbound frame of a node, synchronously (simulation checkers). */
-export interface Observer {
-  readonly onViews: (stateName: string, node: NodeId, views: ViewMap<unknown>) => void
-  readonly onRejectedFrame: (node: NodeId, from: NodeId, error: { readonly _tag: string; readonly message: string }) => void
-  /** After the departed set (and the newest generation remembered per departed peer) changed, with their cap. */
-  readonly onDeparted?: ((stateName: string, node: NodeId, sizes: Sync.DepartedSizes) => void) | undefined
-}
-
-export type DepartedSizes = Sync.DepartedSizes
 
 export interface QueryOptions {
   readonly maxStaleness?: Duration.Input | undefined

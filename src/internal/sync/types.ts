@@ -7,15 +7,14 @@
  */
 import type { Result } from "effect"
 import type { Generation } from "../../Generation.ts"
+import type { DepartedSizes } from "../../Diagnostics.ts"
 import type { NodeId } from "../../NodeId.ts"
+import type { VersionMismatchPolicy } from "../../StateRegistry.ts"
 import type { StateView } from "../../StateView.ts"
 import type { DeltaUpdate, FullSnapshot, RequestSnapshot } from "../../SyncMessage.ts"
+import type { PushMode } from "../../SyncStrategy.ts"
 
-/** What a version mismatch does to the view held of that peer. */
-export type VersionMismatchPolicy = "KeepStale" | "DropAndWait"
-
-/** How committed changes travel by default (the strategy's push mode). */
-export type PushMode = "ActivePush" | "FeedLazyPull" | "None"
+export type { DepartedSizes, PushMode, VersionMismatchPolicy }
 
 /** The owner's state: what the shell persists and the core projects and sends. */
 export interface Owner<S, V> {
@@ -75,12 +74,6 @@ export interface Ports<V, D, C> {
   readonly count: (key: CounterKey, by?: number) => void
   /** Told after the departed set or the remembered generations changed (simulation checkers). */
   readonly onDeparted: ((sizes: DepartedSizes) => void) | undefined
-}
-
-export interface DepartedSizes {
-  readonly departed: number
-  readonly remembered: number
-  readonly capacity: number
 }
 
 /** The counters of one state (`StateSyncMetrics`). */
