@@ -8,14 +8,18 @@
  *
  * @since 0.1.0
  */
-import { Result } from "effect"
+import { Effect, Result } from "effect"
 import { crc32 } from "node:zlib"
 import * as Generation from "../../Generation.ts"
 import { encodeFrame } from "../../internal/codec.ts"
 import * as NodeId from "../../NodeId.ts"
+import * as StateRegistry from "../../StateRegistry.ts"
 import { FRAME_HEADER_BYTES, FullSnapshot, PROTOCOL_VERSION, RequestSnapshot } from "../../SyncMessage.ts"
 import * as Fixtures from "../Fixtures.ts"
 import type * as Prng from "../Prng.ts"
+import { same } from "./Checker.ts"
+import type { RunContext } from "./RunContext.ts"
+import { STATES } from "./Scenario.ts"
 
 /**
  * A frame around arbitrary message bytes with a correct length prefix,
@@ -85,3 +89,65 @@ export const hostileFrames = (
   ]
 }
 
+/**
+ * `hostile`: once the cluster is idle, every node receives the hostile frames
+ * from a random peer (or a stranger); each node's registry must count exactly
+ * six rejected frames (one too large, five malformed), one unknown state and
+ * one unsupported version, and the observer must see every rejection, with
+ * no view map changed.
+ */
+export const inject = Effect.fnUntraced(function*(ctx: RunContext) {
+  const { checker, cluster, fr, network } = ctx
+  yield* cluster.settle
+  checker.setInjecting(true)
+  const targets = cluster.nodes
+  const before = yield* Effect.forEach(targets, (t) =>
+    Effect.gen(function*() {
+      const registry = yield* cluster.run(t, StateRegistry.StateRegistry)
+      const inbound = yield* registry.inboundMetrics
+      const counter = yield* (yield* ctx.handleOn(t, Fixtures.Counter.name)).metrics
+      const maps = STATES.map((s) => checker.latest.get(s)!.get(t.id))
+      return { inbound, unsupported: counter.unsupportedVersion, maps }
+    }))
+  let expectedRejected = 0
+  for (const target of targets) {
+    const peers = targets.filter((n) => n !== target)
+    const from = peers.length > 0 ? fr.pick(peers).id : NodeId.make("node-stranger")
+    const frames = hostileFrames(from, fr)
+    for (const hostile of frames) {
+      if (hostile.outcome === "rejected") expectedRejected++
+      yield* network.inject(from, target.id, hostile.frame)
+    }
+  }
+  yield* cluster.settle
+  for (const [i, target] of targets.entries()) {
+    const registry = yield* cluster.run(target, StateRegistry.StateRegistry)
+    const inbound = yield* registry.inboundMetrics
+    const counter = yield* (yield* ctx.handleOn(target, Fixtures.Counter.name)).metrics
+    const b = before[i]
+    const delta = {
+      rejected: inbound.framesRejected - b.inbound.framesRejected,
+      tooLarge: inbound.tooLarge - b.inbound.tooLarge,
+      malformed: inbound.malformed - b.inbound.malformed,
+      unknownState: inbound.unknownState - b.inbound.unknownState,
+      unsupported: counter.unsupportedVersion - b.unsupported
+    }
+    const expected = { rejected: 6, tooLarge: 1, malformed: 5, unknownState: 1, unsupported: 1 }
+    if (!same(delta, expected)) {
+      checker.violation("HostileFrameCount", `${target.id}: ${JSON.stringify(delta)}, expected ${JSON.stringify(expected)}`)
+    }
+    for (const [k, s] of STATES.entries()) {
+      if (checker.latest.get(s)!.get(target.id) !== b.maps[k]) {
+        checker.violation("HostileFrameChangedState", `${target.id}'s ${s} views changed`)
+      }
+    }
+  }
+  checker.counts.hostileExpected += expectedRejected
+  if (checker.counts.hostileRejected !== checker.counts.hostileExpected) {
+    checker.violation(
+      "HostileFrameCount",
+      `observer saw ${checker.counts.hostileRejected} rejections of ${checker.counts.hostileExpected} hostile frames`
+    )
+  }
+  checker.setInjecting(false)
+})
