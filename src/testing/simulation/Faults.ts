@@ -296,26 +296,25 @@ const churnPlan = (ctx: RunContext): Plan => {
   let done = 0
   return {
     ...noop,
-    step: () =>
-      Effect.gen(function*() {
-        for (let k = 0; k < cyclesPerStep && done < scenario.churnCycles; k++, done++) {
-          const up = cluster.nodes
-          if (up.length > 1 && (away.length === 0 || fr.chance(0.5))) {
-            const leaving = fr.pick(up)
-            yield* ctx.logging(cluster.removeNode(leaving))
-            checker.nodeDown(leaving.id)
-            away.push(leaving)
-          } else if (away.length > 0 && fr.chance(0.7)) {
-            const back = away.splice(fr.int(0, away.length - 1), 1)[0]
-            yield* restart(ctx, back)
-          } else {
-            const added = yield* ctx.logging(cluster.addNode()).pipe(Effect.orDie)
-            ctx.all.push(added)
-            ctx.markUp(added)
-          }
-          yield* ctx.advance(fr.int(2, 20))
+    step: Effect.fnUntraced(function*() {
+      for (let k = 0; k < cyclesPerStep && done < scenario.churnCycles; k++, done++) {
+        const up = cluster.nodes
+        if (up.length > 1 && (away.length === 0 || fr.chance(0.5))) {
+          const leaving = fr.pick(up)
+          yield* ctx.logging(cluster.removeNode(leaving))
+          checker.nodeDown(leaving.id)
+          away.push(leaving)
+        } else if (away.length > 0 && fr.chance(0.7)) {
+          const back = away.splice(fr.int(0, away.length - 1), 1)[0]
+          yield* restart(ctx, back)
+        } else {
+          const added = yield* ctx.logging(cluster.addNode()).pipe(Effect.orDie)
+          ctx.all.push(added)
+          ctx.markUp(added)
         }
-      }),
+        yield* ctx.advance(fr.int(2, 20))
+      }
+    }),
     heal: Effect.gen(function*() {
       while (cluster.nodes.length < scenario.nodes && away.length > 0) yield* restart(ctx, away.shift()!)
     })

@@ -17,6 +17,7 @@ import * as StateRegistry from "../../StateRegistry.ts"
 import { FRAME_HEADER_BYTES, FullSnapshot, PROTOCOL_VERSION, RequestSnapshot } from "../../SyncMessage.ts"
 import * as Fixtures from "../Fixtures.ts"
 import type * as Prng from "../Prng.ts"
+import type * as TestCluster from "../TestCluster.ts"
 import { same } from "./Checker.ts"
 import type { RunContext } from "./RunContext.ts"
 import { STATES } from "./Scenario.ts"
@@ -89,6 +90,14 @@ export const hostileFrames = (
   ]
 }
 
+/** A node's inbound frame counts and the counter's unsupported-version count. */
+const countsOn = Effect.fnUntraced(function*(ctx: RunContext, node: TestCluster.TestNode) {
+  const registry = yield* ctx.cluster.run(node, StateRegistry.StateRegistry)
+  const inbound = yield* registry.inboundMetrics
+  const counter = yield* (yield* ctx.handleOn(node, Fixtures.Counter.name)).metrics
+  return { inbound, unsupported: counter.unsupportedVersion }
+})
+
 /**
  * `hostile`: once the cluster is idle, every node receives the hostile frames
  * from a random peer (or a stranger); each node's registry must count exactly
@@ -102,13 +111,10 @@ export const inject = Effect.fnUntraced(function*(ctx: RunContext) {
   checker.setInjecting(true)
   const targets = cluster.nodes
   const before = yield* Effect.forEach(targets, (t) =>
-    Effect.gen(function*() {
-      const registry = yield* cluster.run(t, StateRegistry.StateRegistry)
-      const inbound = yield* registry.inboundMetrics
-      const counter = yield* (yield* ctx.handleOn(t, Fixtures.Counter.name)).metrics
-      const maps = STATES.map((s) => checker.latest.get(s)!.get(t.id))
-      return { inbound, unsupported: counter.unsupportedVersion, maps }
-    }))
+    Effect.map(countsOn(ctx, t), (counts) => ({
+      ...counts,
+      maps: STATES.map((s) => checker.latest.get(s)!.get(t.id))
+    })))
   let expectedRejected = 0
   for (const target of targets) {
     const peers = targets.filter((n) => n !== target)
@@ -121,16 +127,14 @@ export const inject = Effect.fnUntraced(function*(ctx: RunContext) {
   }
   yield* cluster.settle
   for (const [i, target] of targets.entries()) {
-    const registry = yield* cluster.run(target, StateRegistry.StateRegistry)
-    const inbound = yield* registry.inboundMetrics
-    const counter = yield* (yield* ctx.handleOn(target, Fixtures.Counter.name)).metrics
+    const { inbound, unsupported } = yield* countsOn(ctx, target)
     const b = before[i]
     const delta = {
       rejected: inbound.framesRejected - b.inbound.framesRejected,
       tooLarge: inbound.tooLarge - b.inbound.tooLarge,
       malformed: inbound.malformed - b.inbound.malformed,
       unknownState: inbound.unknownState - b.inbound.unknownState,
-      unsupported: counter.unsupportedVersion - b.unsupported
+      unsupported: unsupported - b.unsupported
     }
     const expected = { rejected: 6, tooLarge: 1, malformed: 5, unknownState: 1, unsupported: 1 }
     if (!same(delta, expected)) {

@@ -88,11 +88,9 @@ export const make = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed
   checker.setAttached(() => network?.nodes() ?? [])
   // The cluster names its first nodes node-1..node-N; they exchange views while it starts.
   for (let i = 1; i <= scenario.nodes; i++) checker.known.add(NodeId.make(`node-${i}`))
-  const errors: Array<string> = []
   const logger = Logger.make((options) => {
     if (options.logLevel === "Error" || options.logLevel === "Fatal") {
       const message = Array.isArray(options.message) ? options.message.map(String).join(" ") : String(options.message)
-      errors.push(message)
       checker.violation("Defect", `error log: ${message}`)
     }
   })
