@@ -1,7 +1,7 @@
 /**
  * The hand-written envelope codec (`src/internal/wire.ts`) and the TCP
- * transport's `Deliver` frames (protocol byte 0x82): UTF-8 validation agrees
- * with a fatal `TextDecoder` byte for byte, messages with non-ASCII names
+ * transport's `Deliver` frames (protocol byte 0x82): a string field decodes to
+ * what a fatal `TextDecoder` gives, or is rejected where it rejects, messages with non-ASCII names
  * round-trip, and a `Deliver` carries the registry frame as it is, checked by
  * its checksum.
  */
@@ -13,17 +13,39 @@ import * as Wire from "../src/internal/wire.ts"
 import * as Protocol from "../src/node/internal/protocol.ts"
 import { DeltaUpdate, FullSnapshot, RequestSnapshot } from "../src/SyncMessage.ts"
 
-const fatal = new TextDecoder("utf-8", { fatal: true })
-const decoderAccepts = (bytes: Uint8Array): boolean => Result.isSuccess(Result.try(() => fatal.decode(bytes)))
+// What the envelope decoder must match: a fatal decoder that keeps a leading BOM, as the codec's does.
+const fatal = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
+const decoderResult = (bytes: Uint8Array): Result.Result<string, string> =>
+  Result.mapError(Result.try(() => fatal.decode(bytes)), () => "stateName is not valid UTF-8")
 
-describe("wire: UTF-8 validation", () => {
+/** A `RequestSnapshot` frame whose state name is the given bytes, as they are (source "ab", no generation). */
+const frameWithName = (name: Uint8Array): Uint8Array => {
+  const frame = new Uint8Array(1 + 4 + name.length + 4 + 2 + 1 + 8)
+  const view = new DataView(frame.buffer)
+  frame[0] = 3
+  view.setUint32(1, name.length)
+  frame.set(name, 5)
+  view.setUint32(5 + name.length, 2)
+  frame.set([0x61, 0x62], 9 + name.length)
+  frame[11 + name.length] = 0
+  view.setFloat64(12 + name.length, 1)
+  return frame
+}
+
+/** The state name the envelope decoder reads from such a frame, or why it rejected it. */
+const wireResult = (name: Uint8Array): Result.Result<string, string> =>
+  Result.map(Wire.decode(frameWithName(name)), (message) => message._tag === "RequestSnapshot" ? message.stateName : "?")
+
+describe("wire: UTF-8 in string fields", () => {
   const cases: ReadonlyArray<readonly [string, ReadonlyArray<number>, boolean]> = [
     ["empty", [], true],
     ["ASCII", [0x61, 0x62, 0x7f], true],
+    ["NUL", [0x00], true],
     ["two bytes (é)", [0xc3, 0xa9], true],
     ["three bytes (€)", [0xe2, 0x82, 0xac], true],
     ["four bytes (U+1F600)", [0xf0, 0x9f, 0x98, 0x80], true],
     ["U+10FFFF, the last code point", [0xf4, 0x8f, 0xbf, 0xbf], true],
+    ["leading BOM, kept", [0xef, 0xbb, 0xbf, 0x61], true],
     ["overlong two-byte NUL", [0xc0, 0x80], false],
     ["overlong two-byte (0xc1)", [0xc1, 0xbf], false],
     ["overlong three-byte", [0xe0, 0x80, 0xaf], false],
@@ -38,39 +60,56 @@ describe("wire: UTF-8 validation", () => {
     ["0xff", [0xff], false]
   ]
   for (const [name, bytes, valid] of cases) {
-    it(`${name}: ${valid ? "accepted" : "rejected"}, as by a fatal TextDecoder`, () => {
+    it(`${name}: ${valid ? "accepted" : "rejected"}, with the same string as a fatal TextDecoder`, () => {
       const input = Uint8Array.from(bytes)
-      assert.strictEqual(decoderAccepts(input), valid)
-      assert.strictEqual(Wire.isWellFormedUtf8(input, 0, input.length), valid)
+      assert.strictEqual(Result.isSuccess(decoderResult(input)), valid)
+      assert.deepStrictEqual(wireResult(input), decoderResult(input))
     })
   }
 
   it("agrees with a fatal TextDecoder on 200,000 seeded byte strings biased towards multi-byte sequences", () => {
     const random = Prng.make(20261201)
-    const interesting = [0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xed, 0xef, 0xf0, 0xf4, 0xf5, 0xff]
+    const interesting = [0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbb, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xed, 0xef, 0xf0, 0xf4, 0xf5, 0xff]
     let valid = 0
+    let ascii = 0
     for (let n = 0; n < 200_000; n++) {
       const length = random.int(0, 7)
       const bytes = new Uint8Array(length)
       for (let i = 0; i < length; i++) {
         bytes[i] = random.chance(0.5) ? random.pick(interesting) : random.int(0, 255)
       }
-      const expected = decoderAccepts(bytes)
-      if (expected) valid++
-      if (Wire.isWellFormedUtf8(bytes, 0, length) !== expected) {
+      const expected = decoderResult(bytes)
+      if (Result.isSuccess(expected)) valid++
+      if (bytes.every((b) => b < 0x80)) ascii++
+      const actual = wireResult(bytes)
+      if (Result.isSuccess(actual) !== Result.isSuccess(expected) || (Result.isSuccess(actual) && Result.isSuccess(expected) && actual.success !== expected.success)) {
         assert.fail(`disagreement on [${[...bytes].map((b) => b.toString(16)).join(" ")}]`)
       }
     }
-    // Both outcomes are well represented, so the agreement means something.
+    // Both outcomes, and both decoding paths (all-ASCII and not), are well represented, so the agreement means something.
     assert.isAbove(valid, 10_000)
     assert.isBelow(valid, 190_000)
+    assert.isAbove(ascii, 5_000)
+    assert.isAbove(valid - ascii, 1_000)
   })
 
-  it("checks only the given range", () => {
-    const bytes = Uint8Array.from([0xff, 0x61, 0xc3, 0xa9, 0xff])
-    assert.isTrue(Wire.isWellFormedUtf8(bytes, 1, 4))
-    assert.isFalse(Wire.isWellFormedUtf8(bytes, 1, 5))
-    assert.isFalse(Wire.isWellFormedUtf8(bytes, 0, 4))
+  it("checks exactly the field's bytes: a sequence cut by the length prefix is rejected, bad bytes elsewhere do not matter", () => {
+    // "aé" is 61 c3 a9; a length of 2 ends the name inside the two-byte sequence, although the next byte completes it.
+    const cut = frameWithName(Uint8Array.from([0x61, 0xc3, 0xa9]))
+    new DataView(cut.buffer).setUint32(1, 2)
+    assert.deepStrictEqual(Wire.decode(cut), Result.fail("stateName is not valid UTF-8"))
+    // A payload that is not UTF-8 right after non-ASCII names is opaque bytes, not text.
+    const message = new FullSnapshot({
+      stateName: "é",
+      source: NodeId.make("nœud"),
+      generation: { incarnation: 1, age: 2 },
+      wireVersion: 1,
+      createdAt: 0,
+      modifiedAt: 0,
+      payload: Uint8Array.from([0xff, 0xc3, 0x80])
+    })
+    const decoded = Result.map(Wire.decode(Wire.encode(message, 0)), (m) => m._tag === "FullSnapshot" ? [m.stateName, m.source, [...m.payload]] : [])
+    assert.deepStrictEqual(decoded, Result.succeed(["é", "nœud", [0xff, 0xc3, 0x80]]))
   })
 })
 
