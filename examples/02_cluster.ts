@@ -17,50 +17,74 @@
  * npm start -- --duration 8                   # stop after 8 s; exit 0 only if every node saw every node
  * ```
  *
- * Options: `--nodes N` (default 3), `--base-port P` (default 7100), `--data DIR` (default
- * `<tmpdir>/dstate-demo`; node i keeps its state in `DIR/node-i`, so a second run continues from the
- * saved generations) or `--memory`, `--strategy push|feed` (see 03_node.ts), `--duration SECONDS`
- * (also `DSTATE_DEMO_DURATION`): run that long, then wait up to 20 s more for every node to see every
- * other, stop, print the final table, and exit 0 when they converged, 1 otherwise. The nodes use
+ * Options (`npm start -- --help` lists them): `--nodes N` (default 3), `--base-port P` (default 7100),
+ * `--data DIR` (default `<tmpdir>/dstate-demo`; node i keeps its state in `DIR/node-i`, so a second run
+ * continues from the saved generations) or `--memory`, `--strategy push|feed` (see 03_node.ts),
+ * `--duration SECONDS` (also `DSTATE_DEMO_DURATION`): run that long, then wait up to 20 s more for every
+ * node to see every other, stop, print the final table, and exit 0 when they converged, 1 otherwise. A
+ * bad flag or value prints the usage and what is wrong, and exits 1 before any node starts. The nodes use
  * `DSTATE_SECRET` when it is set, else the built-in demo secret.
  */
-import { NodeRuntime } from "@effect/platform-node"
-import { Clock, Deferred, Duration, Effect, Schedule } from "effect"
+import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import { Clock, Config, Deferred, Duration, Effect, Layer, Option, Schedule } from "effect"
+import { CliConfig, CliError, Command, Flag, GlobalFlag } from "effect/cli"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as Os from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
-import { parseArgs } from "node:util"
 import { renderTable, type Report } from "./03_node.ts"
 
 const nodeScript = fileURLToPath(new URL("./03_node.ts", import.meta.url))
 
-const usage = "usage: npm start -- [--nodes 3] [--base-port 7100] [--data DIR | --memory] [--strategy push|feed] " +
-  "[--duration SECONDS]"
+/** What the launcher runs, from its flags. */
+interface Options {
+  readonly nodes: number
+  readonly basePort: number
+  /** The directory under which node i keeps its state (`node-i`), or undefined for memory persistence. */
+  readonly data: string | undefined
+  readonly strategy: "push" | "feed"
+  /** Seconds to run before checking convergence, or undefined to run until Ctrl-C. */
+  readonly duration: number | undefined
+}
 
-const parseOptions = () => {
-  const { values } = parseArgs({
-    options: {
-      nodes: { type: "string", default: "3" },
-      "base-port": { type: "string", default: "7100" },
-      data: { type: "string", default: join(Os.tmpdir(), "dstate-demo") },
-      memory: { type: "boolean", default: false },
-      strategy: { type: "string", default: "push" },
-      duration: { type: "string", default: process.env.DSTATE_DEMO_DURATION }
-    }
-  })
-  const nodes = Number(values.nodes)
-  const basePort = Number(values["base-port"])
-  const duration = values.duration === undefined ? undefined : Number(values.duration)
-  if (
-    !Number.isInteger(nodes) || nodes < 1 || !Number.isInteger(basePort) || basePort < 1 || basePort + nodes > 65536 ||
-    (duration !== undefined && !(duration > 0)) || !["push", "feed"].includes(values.strategy)
-  ) {
-    process.stderr.write(`${usage}\n`)
-    process.exit(2)
-  }
-  return { nodes, basePort, data: values.memory ? undefined : values.data, strategy: values.strategy, duration }
+// Each flag parses to its type and is checked on its own; the CLI rejects a bad one with the usage.
+const flags = {
+  nodes: Flag.Int("nodes").pipe(
+    Flag.withMetavar("N"),
+    Flag.withDescription("node processes, node-1 to node-N (default 3)"),
+    Flag.withDefault(3),
+    Flag.filter((n) => n >= 1, () => "at least 1 node")
+  ),
+  basePort: Flag.Int("base-port").pipe(
+    Flag.withMetavar("P"),
+    Flag.withDescription("node i listens on P + i - 1 (default 7100)"),
+    Flag.withDefault(7100),
+    Flag.filter((port) => port >= 1 && port <= 65535, () => "a port from 1 to 65535")
+  ),
+  data: Flag.String("data").pipe(
+    Flag.withMetavar("DIR"),
+    Flag.withDescription("file persistence in DIR/node-i, kept across runs (default <tmpdir>/dstate-demo)"),
+    Flag.withDefault(join(Os.tmpdir(), "dstate-demo"))
+  ),
+  memory: Flag.Boolean("memory").pipe(
+    Flag.withDescription("no durable persistence: every run starts new incarnations (overrides --data)"),
+    Flag.withDefault(false)
+  ),
+  strategy: Flag.Literals("strategy", ["push", "feed"]).pipe(
+    Flag.withMetavar("push|feed"),
+    Flag.withDescription("push every sample as a delta at once, or announce it in the change feed (default push)"),
+    Flag.withDefault("push")
+  ),
+  duration: Flag.Finite("duration").pipe(
+    Flag.withMetavar("SECONDS"),
+    Flag.withDescription(
+      "run that long (default: until Ctrl-C; also DSTATE_DEMO_DURATION), then exit 0 only if every node saw every node"
+    ),
+    Flag.withFallbackConfig(Config.Finite("DSTATE_DEMO_DURATION")),
+    Flag.filter((seconds) => seconds > 0, () => "a number of seconds above 0"),
+    Flag.optional
+  )
 }
 
 /** One node process, as the launcher follows it. */
@@ -133,8 +157,6 @@ const converged = (reports: ReadonlyArray<Report | undefined>, ids: ReadonlyArra
 
 const seenCount = (report: Report | undefined, ids: ReadonlyArray<string>) =>
   report === undefined ? 0 : ids.filter((id) => report.views.some((view) => view.source === id)).length
-
-type Options = ReturnType<typeof parseOptions>
 
 const nodeIds = (options: Options) => Array.from({ length: options.nodes }, (_, i) => `node-${i + 1}`)
 
@@ -225,11 +247,38 @@ const cluster = (options: Options, outcome: { final: ReadonlyArray<Report | unde
   yield* Effect.raceFirst(run, anyExit)
 })
 
-const main = Effect.gen(function*() {
-  const options = parseOptions()
+const main = Effect.fnUntraced(function*(options: Options) {
   const outcome: { final: ReadonlyArray<Report | undefined> } = { final: [] }
   yield* Effect.scoped(cluster(options, outcome))
   if (!converged(outcome.final, nodeIds(options))) return yield* Effect.fail("the nodes did not all see each other")
 })
 
-NodeRuntime.runMain(main)
+const command = Command.make("02_cluster", flags, (input) =>
+  main({
+    nodes: input.nodes,
+    basePort: input.basePort,
+    data: input.memory ? undefined : input.data,
+    strategy: input.strategy,
+    duration: Option.getOrUndefined(input.duration)
+  })).pipe(
+    Command.withDescription("A local dstate cluster: N node processes on 127.0.0.1 and a live table of what each sees."),
+    // The one rule that involves two flags: the last node's port must exist.
+    Command.validate(({ basePort, nodes }) =>
+      basePort + nodes - 1 > 65535
+        ? Effect.fail(new CliError.ValidationError({ message: `--base-port ${basePort} leaves no port for node-${nodes}` }))
+        : Effect.void
+    ),
+    Command.withExamples([
+      { command: "npm start", description: "3 nodes on ports 7100-7102" },
+      { command: "npm start -- --nodes 5 --base-port 7200", description: "5 nodes on ports 7200-7204" },
+      { command: "npm start -- --memory", description: "no persistence: new incarnations on every run" },
+      { command: "npm start -- --duration 8", description: "stop after 8 s; exit 0 only if every node saw every node" }
+    ])
+  )
+
+command.pipe(
+  Command.run({ version: "0.1.0" }),
+  // `--help` is the only built-in flag: version, completions and the wizard mean nothing for a demo launcher.
+  Effect.provide(Layer.mergeAll(NodeServices.layer, CliConfig.layer({ builtIns: [GlobalFlag.Help] }))),
+  NodeRuntime.runMain
+)
