@@ -30,8 +30,10 @@ import {
 } from "./DStateError.ts"
 import type { Generation } from "./Generation.ts"
 import * as ChangeFeed from "./internal/changeFeed.ts"
+import * as MetricSeries from "./internal/metricSeries.ts"
 import { decodeFrame } from "./internal/codec.ts"
 import * as Shard from "./internal/shard.ts"
+import * as Metrics from "./Metrics.ts"
 import type { NodeId } from "./NodeId.ts"
 import { StatePersistence } from "./StatePersistence.ts"
 import type { StateView, ViewMap } from "./StateView.ts"
@@ -252,16 +254,10 @@ export class StateRegistry extends Context.Service<StateRegistry, {
       const scope = yield* Scope.Scope
       const shards = new Map<string, Shard.Shard<any, any, any>>()
       const handles = new Map<string, { readonly definition: DistributedState.Any; readonly handle: unknown }>()
-      const inbound = {
-        framesReceived: 0,
-        framesRejected: 0,
-        malformed: 0,
-        tooLarge: 0,
-        unknownState: 0,
-        feedBatchesSent: 0,
-        feedNoticesSent: 0,
-        feedBatchesReceived: 0
-      }
+      const metricContext = MetricSeries.labelled(yield* Effect.context<never>(), { node: runtime.nodeId })
+      const inbound = MetricSeries.counters(Metrics.inbound, metricContext)
+      yield* Effect.addFinalizer(() => Effect.sync(inbound.remove))
+      const count = inbound.inc
       const feed = ChangeFeed.make(runtime.nodeId, maxFrameBytes)
       const env: Shard.ShardEnv = {
         runtime,
@@ -277,20 +273,25 @@ export class StateRegistry extends Context.Service<StateRegistry, {
       const reject = (from: NodeId, error: { readonly _tag: string; readonly message: string }) =>
         Effect.suspend(() => {
           env.observer?.onRejectedFrame(runtime.nodeId, from, error)
-          inbound.framesRejected++
-          if (error._tag === "MessageTooLarge") inbound.tooLarge++
-          else inbound.malformed++
+          count("framesRejected")
+          count(error._tag === "MessageTooLarge" ? "tooLarge" : "malformed")
           return Effect.logWarning("rejected an inbound frame").pipe(
             Effect.annotateLogs({ peer: from, error: error.message }),
             annotate
           )
         })
 
-      /** The one door for inbound frames (messages, requests, pull replies): every rejected frame is counted here. */
+      /**
+       * The one door for inbound frames (messages, requests, pull replies): every frame is counted here, and
+       * every rejected one is counted, reported and logged by `reject`.
+       */
+      const admit = (from: NodeId, frame: Uint8Array, copyPayload: boolean) => {
+        count("framesReceived")
+        return decodeFrame(frame, maxFrameBytes, from, copyPayload)
+      }
       function decodeInbound(from: NodeId, frame: Uint8Array, copyPayload: boolean) {
         return Effect.suspend((): Effect.Effect<Result.Result<SyncMessage, MalformedMessage | MessageTooLarge>> => {
-          inbound.framesReceived++
-          const decoded = decodeFrame(frame, maxFrameBytes, from, copyPayload)
+          const decoded = admit(from, frame, copyPayload)
           return Result.isFailure(decoded) ? Effect.as(reject(from, decoded.failure), decoded) : Effect.succeed(decoded)
         })
       }
@@ -298,23 +299,21 @@ export class StateRegistry extends Context.Service<StateRegistry, {
       yield* runtime.serve({
         onMessage: (from, frame) =>
           Effect.suspend(() => {
-            inbound.framesReceived++
             // Runtimes hand over fresh buffers they never reuse: the payload may stay a view into the frame.
-            const decoded = decodeFrame(frame, maxFrameBytes, from, false)
+            const decoded = admit(from, frame, false)
             if (Result.isFailure(decoded)) return reject(from, decoded.failure)
             const message = decoded.success
             if (message._tag === "BatchedChangeFeed") return routeFeed(message)
             const shard = shards.get(message.stateName)
             if (shard === undefined) {
-              inbound.unknownState++
+              count("unknownState")
               return Effect.void
             }
             return shard.deliver(from, message)
           }),
         onRequest: (from, frame) =>
           Effect.suspend(() => {
-            inbound.framesReceived++
-            const decoded = decodeFrame(frame, maxFrameBytes, from)
+            const decoded = admit(from, frame, true)
             if (Result.isFailure(decoded)) {
               return reject(from, decoded.failure).pipe(
                 Effect.andThen(Effect.fail(new RequestRejected({ node: runtime.nodeId, reason: decoded.failure.message })))
@@ -326,7 +325,7 @@ export class StateRegistry extends Context.Service<StateRegistry, {
             }
             const shard = shards.get(message.stateName)
             if (shard === undefined) {
-              inbound.unknownState++
+              count("unknownState")
               return Effect.fail(
                 new RequestRejected({ node: runtime.nodeId, reason: `state "${message.stateName}" is not registered` })
               )
@@ -343,20 +342,20 @@ export class StateRegistry extends Context.Service<StateRegistry, {
       yield* runtime.every(
         flushSchedule,
         ChangeFeed.flush(feed, (frame) => runtime.broadcast(FEED_GROUP, frame), (notices) => {
-          inbound.feedBatchesSent++
-          inbound.feedNoticesSent += notices
+          count("feedBatchesSent")
+          count("feedNoticesSent", notices)
         }).pipe(annotate)
       )
 
       function routeFeed(batch: BatchedChangeFeed) {
         return Effect.gen(function*() {
           if (batch.source === runtime.nodeId) return
-          inbound.feedBatchesReceived++
+          count("feedBatchesReceived")
           for (const notice of batch.notices) {
             if (notice.source === runtime.nodeId) continue
             const shard = shards.get(notice.stateName)
             if (shard === undefined) {
-              inbound.unknownState++
+              count("unknownState")
               continue
             }
             yield* shard.markStale(notice.source, notice.generation)
@@ -366,9 +365,15 @@ export class StateRegistry extends Context.Service<StateRegistry, {
 
       // Membership: every state hears of joins and departures, in order.
       const subscription = yield* events.subscribe
+      // Members as this node sees them (the gauge `dstate_members`), from the set at subscription on.
+      const members = new Set(yield* events.members)
+      const membersGauge = MetricSeries.gauge(Metrics.members, metricContext, () => members.size + 1)
+      yield* Effect.addFinalizer(() => Effect.sync(membersGauge.remove))
       yield* Effect.gen(function*() {
         while (true) {
           const event = yield* PubSub.take(subscription)
+          if (event._tag === "NodeJoined") members.add(event.node)
+          else members.delete(event.node)
           for (const shard of shards.values()) {
             yield* event._tag === "NodeJoined" ? shard.peerJoined(event.node) : shard.peerLeft(event.node)
           }
@@ -434,7 +439,7 @@ export class StateRegistry extends Context.Service<StateRegistry, {
           for (const shard of shards.values()) states.push(yield* shard.health(staleAfter))
           return { status: worst(states.map((s) => s.status)), states }
         }),
-        inboundMetrics: Effect.sync(() => ({ ...inbound }))
+        inboundMetrics: Effect.sync(() => ({ ...inbound.values }))
       })
     })
   )

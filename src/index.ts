@@ -10,6 +10,7 @@ export * as ActorRuntime from "./ActorRuntime.ts"
 export * as ClusterEvents from "./ClusterEvents.ts"
 /** @since 0.1.0 */
 export * as Diagnostics from "./Diagnostics.ts"
+export * as Metrics from "./Metrics.ts"
 /** @since 0.1.0 */
 export * as DistributedState from "./DistributedState.ts"
 /** @since 0.1.0 */

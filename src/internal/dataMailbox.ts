@@ -15,6 +15,8 @@ export interface DataMailbox {
   readonly via: <M>(
     send: (message: M) => Effect.Effect<void, MailboxFull | ActorStopped>
   ) => (message: M) => Effect.Effect<void, MailboxFull | ActorStopped>
+  /** Data messages waiting (told and not yet taken). */
+  readonly size: () => number
   /** A data message was taken out of the mailbox. */
   readonly taken: () => void
   /** A message from `from` was dropped: a request (we owe it a snapshot) or a snapshot or delta (we miss its view). */
@@ -39,6 +41,7 @@ export const make = (capacity: number, full: MailboxFull): DataMailbox => {
         pending++
         return send(message).pipe(Effect.tapError(() => untold))
       }),
+    size: () => pending,
     taken: () => {
       pending--
     },

@@ -14,6 +14,7 @@ import type { Observer, PeerSyncStatus, StateHealth, StateSyncMetrics } from "..
 import type * as DistributedState from "../DistributedState.ts"
 import { type ActorStopped, MailboxFull, MalformedMessage, PersistenceFailed, type StalePeer } from "../DStateError.ts"
 import * as Generation from "../Generation.ts"
+import * as Metrics from "../Metrics.ts"
 import type { NodeId } from "../NodeId.ts"
 import type { VersionMismatchPolicy } from "../StateRegistry.ts"
 import type { StatePersistence, StoredState } from "../StatePersistence.ts"
@@ -22,7 +23,7 @@ import type { ChangeNotice, DeltaUpdate, FullSnapshot, RequestSnapshot, SyncMess
 import type { SyncStrategy } from "../SyncStrategy.ts"
 import { isSucceeded } from "./actor.ts"
 import { makeStateCodec } from "./codec.ts"
-import * as Counters from "./counters.ts"
+import * as MetricSeries from "./metricSeries.ts"
 import * as OwnerStore from "./ownerStore.ts"
 import * as DataMailbox from "./dataMailbox.ts"
 import * as Pulls from "./pulls.ts"
@@ -62,7 +63,13 @@ type Inbound = FullSnapshot | DeltaUpdate | RequestSnapshot
 type Apply<S, C> = (state: S) => { readonly state: S; readonly change: C | undefined }
 
 type Message<S, C> =
-  | { readonly _tag: "Mutate"; readonly apply: Apply<S, C>; readonly done: Deferred.Deferred<Committed<S>, PersistenceFailed> }
+  | {
+    readonly _tag: "Mutate"
+    readonly apply: Apply<S, C>
+    readonly done: Deferred.Deferred<Committed<S>, PersistenceFailed>
+    /** Monotonic ms of the `mutate` call. */
+    readonly startedAt: number
+  }
   | { readonly _tag: "Inbound"; readonly from: NodeId; readonly message: Inbound; readonly done?: Deferred.Deferred<void> }
   | { readonly _tag: "PeerJoined"; readonly node: NodeId }
   | { readonly _tag: "AwaitView"; readonly node: NodeId }
@@ -71,30 +78,6 @@ type Message<S, C> =
   | { readonly _tag: "DelayDue" }
   | { readonly _tag: "PushDue" }
   | { readonly _tag: "PeriodicDue" }
-
-const metricKeys: ReadonlyArray<keyof StateSyncMetrics> = [
-  "mutations",
-  "snapshotsSent",
-  "snapshotsReceived",
-  "deltasSent",
-  "deltasReceived",
-  "snapshotRequestsSent",
-  "snapshotRequestsReceived",
-  "staleDiscarded",
-  "gapsDetected",
-  "departedIgnored",
-  "malformedReceived",
-  "unsupportedVersion",
-  "mailboxDropped",
-  "noticesReceived",
-  "pulls",
-  "syncFailures",
-  "suppressed",
-  "immediate",
-  "delayed",
-  "periodicSyncs",
-  "persistenceFailures"
-]
 
 export interface Shard<S, V, C> {
   readonly name: string
@@ -134,8 +117,18 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   const group = `dstate/state/${name}`
   const codec = makeStateCodec(definition)
   const persistence = options.persist ? env.persistence : undefined
-  const counters = Counters.make("dstate", metricKeys, { state: name, node: self }, yield* Effect.context<never>())
+  const metricContext = MetricSeries.labelled(yield* Effect.context<never>(), { state: name, node: self })
+  const counters = MetricSeries.counters(Metrics.state, metricContext)
+  yield* Effect.addFinalizer(() => Effect.sync(counters.remove))
   const count = counters.inc
+  const saveLatency = MetricSeries.histogram(Metrics.saveLatency, metricContext)
+  const mutateToPublish = MetricSeries.histogram(Metrics.mutateToPublish, metricContext)
+  yield* Effect.addFinalizer(() =>
+    Effect.sync(() => {
+      saveLatency.remove()
+      mutateToPublish.remove()
+    })
+  )
   const annotate = Effect.annotateLogs({ state: name, node: self })
   const project = (state: S): V => OwnerStore.projectView(definition, state)
   const pullTimeoutMillis = Duration.toMillis(options.pullTimeout)
@@ -341,19 +334,28 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   const commit = (
     next: Sync.Owner<S, V>,
     change: C | undefined,
-    done: Deferred.Deferred<Committed<S>, PersistenceFailed> | undefined
+    done: Deferred.Deferred<Committed<S>, PersistenceFailed> | undefined,
+    startedAt: number | undefined
   ): Effect.Effect<void> => {
-    const sent = run(Sync.step(core, { _tag: "Committed", owner: next, change }, monotonicNow()))
+    const now = monotonicNow()
+    const sent = run(Sync.step(core, { _tag: "Committed", owner: next, change }, now))
+    mutateToPublish.observe(startedAt === undefined ? 0 : now - startedAt)
     if (done !== undefined) Deferred.doneUnsafe(done, Effect.succeed({ generation: next.generation, state: next.state }))
     return sent
   }
 
-  const onMutate = (apply: Apply<S, C>, done: Deferred.Deferred<Committed<S>, PersistenceFailed>): Effect.Effect<void> => {
+  const onMutate = (
+    apply: Apply<S, C>,
+    done: Deferred.Deferred<Committed<S>, PersistenceFailed>,
+    startedAt: number
+  ): Effect.Effect<void> => {
     const prepared = prepareMutation(apply)
     if (Result.isFailure(prepared)) return Deferred.die(done, prepared.failure)
     const { change, next } = prepared.success
-    if (persistence === undefined) return commit(next, change, done)
+    if (persistence === undefined) return commit(next, change, done, startedAt)
+    const saveStarted = monotonicNow()
     return save(next, change).pipe(
+      Effect.onExit(() => Effect.sync(() => saveLatency.observe(monotonicNow() - saveStarted))),
       Effect.matchEffect({
         onFailure: (error) => {
           count("persistenceFailures")
@@ -363,7 +365,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
             Effect.andThen(Deferred.fail(done, error))
           )
         },
-        onSuccess: () => commit(next, change, done)
+        onSuccess: () => commit(next, change, done, startedAt)
       })
     )
   }
@@ -384,7 +386,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
       }
       const { change, next } = prepared.success
       outcome = Result.succeed({ generation: next.generation, state: next.state })
-      const sent = commit(next, change, undefined)
+      const sent = commit(next, change, undefined, undefined)
       return mailbox.resyncPending() ? Effect.andThen(sent, resync) : sent
     })
     if (rest === undefined || outcome === undefined) return undefined
@@ -400,7 +402,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   const receive = (message: Message<S, C>): Effect.Effect<void> => {
     switch (message._tag) {
       case "Mutate":
-        return onMutate(message.apply, message.done)
+        return onMutate(message.apply, message.done, message.startedAt)
       case "Inbound": {
         const { from, message: m } = message
         const input: Sync.Input<S, V, C> = m._tag === "RequestSnapshot"
@@ -435,6 +437,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   const capacity = options.mailbox === "unbounded" ? Number.POSITIVE_INFINITY : options.mailbox
   if (!(capacity >= 1)) return yield* Effect.die(new Error(`mailbox capacity must be >= 1, got ${capacity}`))
   const mailbox = DataMailbox.make(capacity, new MailboxFull({ actor: `state/${name}`, capacity }))
+  const depth = MetricSeries.gauge(Metrics.mailboxDepth, metricContext, mailbox.size)
+  yield* Effect.addFinalizer(() => Effect.sync(depth.remove))
   const resync = Effect.suspend(() => {
     const peers = mailbox.takeResync()
     return peers === undefined ? Effect.void : run(Sync.step(core, { _tag: "Resync", ...peers }, monotonicNow()))
@@ -533,7 +537,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
         const now = mutateNow(apply)
         if (now !== undefined) return now
         const done = Deferred.makeUnsafe<Committed<S>, PersistenceFailed>()
-        const handled = Effect.andThen(runData({ _tag: "Mutate", apply, done }), Deferred.await(done))
+        const handled = Effect.andThen(runData({ _tag: "Mutate", apply, done, startedAt: monotonicNow() }), Deferred.await(done))
         // The reply resumes this fiber inside the actor's turn: without persistence, let the actor finish
         // it first, so that the caller's next mutation finds it idle instead of queueing behind it.
         return persistence === undefined ? Effect.tap(handled, () => Effect.yieldNow) : handled

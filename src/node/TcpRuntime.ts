@@ -33,10 +33,10 @@
 import { Context, Data, Duration, Effect, Layer, Redacted, Schedule, type Stream } from "effect"
 import { ActorRuntime, type MailboxCapacity } from "../ActorRuntime.ts"
 import { ClusterEvents } from "../ClusterEvents.ts"
+import type * as Metrics from "../Metrics.ts"
 import * as NodeId from "../NodeId.ts"
 import { MaxFrameBytes } from "../SyncMessage.ts"
 import type { DetectorSettings } from "./internal/detector.ts"
-import type * as Outbound from "./internal/outbound.ts"
 import * as Protocol from "./internal/protocol.ts"
 import * as Transport from "./internal/transport.ts"
 
@@ -241,12 +241,13 @@ export class ListenFailed extends Data.TaggedError("ListenFailed")<{
 }
 
 /**
- * Node-wide counters of the transport.
+ * Node-wide counters of the transport: the series of `Metrics.transport`
+ * (see there what each counts).
  *
  * @category models
  * @since 0.1.0
  */
-export type TransportStats = Transport.TransportStats
+export type TransportStats = { readonly [K in Metrics.TransportCounter]: number }
 
 /**
  * What a node knows of one peer, including its outbound queue.
@@ -254,7 +255,23 @@ export type TransportStats = Transport.TransportStats
  * @category models
  * @since 0.1.0
  */
-export type PeerDiagnostics = Transport.PeerDiagnostics
+export interface PeerDiagnostics {
+  readonly node: NodeId.NodeId
+  /** The peer's process lifetime identifier. */
+  readonly session: string
+  /** Where the peer accepts connections. */
+  readonly address: Address
+  /** Whether a connection is currently carrying frames to it. */
+  readonly connected: boolean
+  /** Open connections (more than one only while a duplicate is being retired). */
+  readonly connections: number
+  readonly groups: ReadonlyArray<string>
+  /** Milliseconds since the last frame from the peer. */
+  readonly silenceMillis: number
+  /** Current suspicion level of the failure detector. */
+  readonly phi: number
+  readonly outbound: OutboundStats
+}
 
 /**
  * Counters of one peer's outbound queue.
@@ -262,7 +279,23 @@ export type PeerDiagnostics = Transport.PeerDiagnostics
  * @category models
  * @since 0.1.0
  */
-export type OutboundStats = Outbound.OutboundStats
+export interface OutboundStats {
+  /** Bytes of the frames waiting in the queue (tombstones excluded). */
+  readonly queuedBytes: number
+  /** Frames waiting in the queue (tombstones excluded). */
+  readonly queuedFrames: number
+  /** Bytes handed to the socket and not yet acknowledged by its drain. */
+  readonly inFlightBytes: number
+  /** The largest `queuedBytes` ever reached. */
+  readonly peakQueuedBytes: number
+  readonly framesEnqueued: number
+  readonly framesWritten: number
+  readonly bytesWritten: number
+  /** Frames dropped by a later frame with the same supersede key that replaces them. */
+  readonly superseded: number
+  /** Frames dropped because a cap was reached. */
+  readonly droppedOldest: number
+}
 
 /**
  * Diagnostics of the TCP transport of this node.

@@ -8,6 +8,7 @@
 import type { Result } from "effect"
 import type { Generation } from "../../Generation.ts"
 import type { DepartedSizes } from "../../Diagnostics.ts"
+import type { StateCounter } from "../../Metrics.ts"
 import type { NodeId } from "../../NodeId.ts"
 import type { VersionMismatchPolicy } from "../../StateRegistry.ts"
 import type { StateView } from "../../StateView.ts"
@@ -77,28 +78,7 @@ export interface Ports<V, D, C> {
 }
 
 /** The counters of one state (`StateSyncMetrics`). */
-export type CounterKey =
-  | "mutations"
-  | "snapshotsSent"
-  | "snapshotsReceived"
-  | "deltasSent"
-  | "deltasReceived"
-  | "snapshotRequestsSent"
-  | "snapshotRequestsReceived"
-  | "staleDiscarded"
-  | "gapsDetected"
-  | "departedIgnored"
-  | "malformedReceived"
-  | "unsupportedVersion"
-  | "mailboxDropped"
-  | "noticesReceived"
-  | "pulls"
-  | "syncFailures"
-  | "suppressed"
-  | "immediate"
-  | "delayed"
-  | "periodicSyncs"
-  | "persistenceFailures"
+export type CounterKey = StateCounter
 
 /** What the shell tells the core. `now` (monotonic milliseconds) comes with every step. */
 export type Input<S, V, C> =

@@ -24,6 +24,8 @@
  */
 import { Deferred, Effect, PubSub, Result, Stream } from "effect"
 import type { GroupJoin } from "../../ActorRuntime.ts"
+import * as MetricSeries from "../../internal/metricSeries.ts"
+import * as Metrics from "../../Metrics.ts"
 import type { NodeId } from "../../NodeId.ts"
 import type { Handshake } from "./handshake.ts"
 import * as Detector from "./detector.ts"
@@ -128,6 +130,7 @@ export const make = Effect.fnUntraced(function*(
   const declareDown = Effect.fnUntraced(function*(peer: Peer, reason: DownReason) {
     if (peers.get(peer.node) !== peer) return
     peers.delete(peer.node)
+    peer.queueGauge.remove()
     peer.outbound.clear()
     options.onDown(peer.node)
     if (reason === "left") {
@@ -180,16 +183,22 @@ export const make = Effect.fnUntraced(function*(
     }
     const joining = peer === undefined
     if (peer === undefined) {
+      const outbound = yield* Outbound.make({ maxBytes: settings.maxQueuedBytes, maxFrames: settings.maxQueuedFrames })
       peer = {
         node: hs.node,
         session: hs.session,
         address: { host: hs.info.host, port: hs.info.port },
         active: undefined,
         conns: new Set(),
-        outbound: yield* Outbound.make({ maxBytes: settings.maxQueuedBytes, maxFrames: settings.maxQueuedFrames }),
+        outbound,
         groups: new Set(),
         groupsVersion: -1,
-        detector: Detector.make(settings.detector, now)
+        detector: Detector.make(settings.detector, now),
+        queueGauge: MetricSeries.gauge(
+          Metrics.outboundQueueBytes,
+          MetricSeries.labelled(node.metricContext, { peer: hs.node }),
+          () => outbound.stats().queuedBytes
+        )
       }
       peers.set(hs.node, peer)
     }

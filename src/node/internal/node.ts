@@ -7,10 +7,11 @@
  * dialer, connection and routing modules read and update it.
  * @internal
  */
-import { Clock, type Deferred, type Duration, Effect, Result, type FiberSet, type Redacted, type Schedule, type Scope } from "effect"
+import { Clock, type Context, type Deferred, type Duration, Effect, Result, type FiberSet, type Metric, type Redacted, type Schedule, type Scope } from "effect"
 import type * as Socket from "effect/socket/Socket"
 import { Buffer } from "node:buffer"
 import type { makeSource } from "../../ClusterEvents.ts"
+import type { TransportCounter } from "../../Metrics.ts"
 import type { NodeId } from "../../NodeId.ts"
 import type { Address, Limits } from "../TcpRuntime.ts"
 import type * as Detector from "./detector.ts"
@@ -51,47 +52,8 @@ export interface Settings extends Limits {
 
 // ---- diagnostics --------------------------------------------------------------------------------
 
-/** Node-wide counters of the transport. */
-export interface TransportStats {
-  readonly connectionsAccepted: number
-  readonly connectionsDialed: number
-  readonly dialFailures: number
-  readonly handshakesCompleted: number
-  /** Handshakes whose HMAC proof did not verify. */
-  readonly authFailures: number
-  readonly handshakeTimeouts: number
-  /** Frames that arrived before authentication completed, or out of protocol order. */
-  readonly rejectedUnauthenticated: number
-  /** Frames whose length prefix exceeded the limit (rejected before their body was read). */
-  readonly rejectedTooLarge: number
-  /** Frames with a bad protocol byte, checksum or encoding. */
-  readonly rejectedMalformed: number
-  /** Connections refused because too many handshakes were already in progress. */
-  readonly rejectedPendingHandshakes: number
-  /** Replies whose correlation id was unknown or belonged to a request sent to another node. */
-  readonly rejectedReplies: number
-  /** Connections closed by the one-connection-per-peer tie-break. */
-  readonly duplicateConnections: number
-  readonly framesReceived: number
-  readonly bytesReceived: number
-  /** One-way frames that arrived while no handler was installed. */
-  readonly undelivered: number
-  /** Frames that could not be sent because they exceed the frame limit. */
-  readonly oversizedSends: number
-  readonly heartbeatsSent: number
-  readonly heartbeatsReceived: number
-  readonly nodesJoined: number
-  readonly nodesLeft: number
-  /** Nodes declared down by the failure detector. */
-  readonly failuresDetected: number
-  /** Graceful `Leave` frames received. */
-  readonly leavesReceived: number
-  readonly requestsSent: number
-  readonly requestTimeouts: number
-}
-
-/** The counters as the mechanisms update them. */
-export type Counters = { -readonly [K in keyof TransportStats]: number }
+/** Node-wide counters of the transport (`Metrics.transport`), incremented in place. */
+export type Counters = { [K in TransportCounter]: number }
 
 // ---- connections and peers ----------------------------------------------------------------------
 
@@ -151,6 +113,8 @@ export interface Peer {
   groups: ReadonlySet<string>
   groupsVersion: number
   readonly detector: Detector.Detector
+  /** The series of `Metrics.outboundQueueBytes` for this peer. */
+  readonly queueGauge: Metric.Registration
 }
 
 /** Membership events as published to `ClusterEvents`. */
@@ -168,6 +132,8 @@ export interface Node {
   /** The largest transport frame: a registry frame of `maxFrameBytes` and its envelope. */
   readonly frameLimit: number
   readonly counters: Counters
+  /** The context of the node's metric series (its registry, labelled with the node). */
+  readonly metricContext: Context.Context<never>
   readonly peers: Map<NodeId, Peer>
   /** Where to dial nodes learned from gossip (kept while down, so they can be redialed). */
   readonly addresses: Map<NodeId, Address>
@@ -185,38 +151,17 @@ export const make = (options: {
   readonly address: Address
   readonly events: EventSource
   readonly tasks: FiberSet.FiberSet
+  readonly counters: Counters
+  readonly metricContext: Context.Context<never>
 }): Node => ({
   self: options.settings.nodeId,
   session: options.session,
   settings: options.settings,
   address: options.address,
   frameLimit: options.settings.maxFrameBytes + Protocol.ENVELOPE_OVERHEAD,
-  counters: {
-    connectionsAccepted: 0,
-    connectionsDialed: 0,
-    dialFailures: 0,
-    handshakesCompleted: 0,
-    authFailures: 0,
-    handshakeTimeouts: 0,
-    rejectedUnauthenticated: 0,
-    rejectedTooLarge: 0,
-    rejectedMalformed: 0,
-    rejectedPendingHandshakes: 0,
-    rejectedReplies: 0,
-    duplicateConnections: 0,
-    framesReceived: 0,
-    bytesReceived: 0,
-    undelivered: 0,
-    oversizedSends: 0,
-    heartbeatsSent: 0,
-    heartbeatsReceived: 0,
-    nodesJoined: 0,
-    nodesLeft: 0,
-    failuresDetected: 0,
-    leavesReceived: 0,
-    requestsSent: 0,
-    requestTimeouts: 0
-  },
+  counters: options.counters,
+  metricContext: options.metricContext,
+
   peers: new Map(),
   addresses: new Map(),
   events: options.events,

@@ -20,6 +20,7 @@
  */
 import { Deferred, Effect, Queue } from "effect"
 import type { Supersede } from "../../ActorRuntime.ts"
+import type { OutboundStats } from "../TcpRuntime.ts"
 
 /** A frame, or the parts of one written one after the other (a header and a payload that is not copied). */
 export type Frame = Uint8Array | ReadonlyArray<Uint8Array>
@@ -36,25 +37,6 @@ interface Item {
   readonly size: number
   readonly supersede: Supersede | undefined
   readonly written: Deferred.Deferred<void> | undefined
-}
-
-/** Counters of one queue. */
-export interface OutboundStats {
-  /** Bytes of the frames waiting in the queue (tombstones excluded). */
-  readonly queuedBytes: number
-  /** Frames waiting in the queue (tombstones excluded). */
-  readonly queuedFrames: number
-  /** Bytes handed to the socket and not yet acknowledged by its drain. */
-  readonly inFlightBytes: number
-  /** The largest `queuedBytes` ever reached. */
-  readonly peakQueuedBytes: number
-  readonly framesEnqueued: number
-  readonly framesWritten: number
-  readonly bytesWritten: number
-  /** Frames dropped by a later frame with the same supersede key that replaces them. */
-  readonly superseded: number
-  /** Frames dropped because a cap was reached. */
-  readonly droppedOldest: number
 }
 
 export interface Outbound {

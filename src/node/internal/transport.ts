@@ -15,7 +15,10 @@ import { Deferred, Duration, Effect, FiberMap, FiberSet, Redacted, Result, Scope
 import { randomBytes } from "node:crypto"
 import { type ActorRuntime, after, every, spawnActor } from "../../ActorRuntime.ts"
 import { type ClusterEvents, makeSource } from "../../ClusterEvents.ts"
+import * as MetricSeries from "../../internal/metricSeries.ts"
+import * as Metrics from "../../Metrics.ts"
 import type { NodeId } from "../../NodeId.ts"
+import type { PeerDiagnostics, TransportStats } from "../TcpRuntime.ts"
 import * as Connection from "./connection.ts"
 import * as Dialer from "./dialer.ts"
 import * as Handshake from "./handshake.ts"
@@ -23,35 +26,15 @@ import * as Heartbeat from "./heartbeat.ts"
 import * as Listener from "./listener.ts"
 import * as Membership from "./membership.ts"
 import * as Node from "./node.ts"
-import type * as Outbound from "./outbound.ts"
 import * as Routing from "./routing.ts"
 
-export type { Address, Settings, TlsSettings, TransportStats } from "./node.ts"
-
-/** What this node knows of one peer. */
-export interface PeerDiagnostics {
-  readonly node: NodeId
-  /** The peer's process lifetime identifier. */
-  readonly session: string
-  /** Where the peer accepts connections. */
-  readonly address: Node.Address
-  /** Whether a connection is currently carrying frames to it. */
-  readonly connected: boolean
-  /** Open connections (more than one only while a duplicate is being retired). */
-  readonly connections: number
-  readonly groups: ReadonlyArray<string>
-  /** Milliseconds since the last frame from the peer. */
-  readonly silenceMillis: number
-  /** Current suspicion level of the failure detector. */
-  readonly phi: number
-  readonly outbound: Outbound.OutboundStats
-}
+export type { Address, Settings, TlsSettings } from "./node.ts"
 
 export interface Transport {
   readonly nodeId: NodeId
   readonly session: string
   readonly address: Node.Address
-  readonly stats: Effect.Effect<Node.TransportStats>
+  readonly stats: Effect.Effect<TransportStats>
   readonly peers: Effect.Effect<ReadonlyArray<PeerDiagnostics>>
 }
 
@@ -85,13 +68,23 @@ export const make = Effect.fnUntraced(function*(
       rejectUnauthorized: tls.mutual
     }
   })
+  const metricContext = MetricSeries.labelled(yield* Effect.context<never>(), { node: settings.nodeId })
+  const counters = MetricSeries.counters(Metrics.transport, metricContext)
   const node = Node.make({
     settings,
     session,
     address: { host: settings.advertiseHost, port: server.port },
     events,
-    tasks
+    tasks,
+    counters: counters.values,
+    metricContext
   })
+  yield* Effect.addFinalizer(() =>
+    Effect.sync(() => {
+      counters.remove()
+      for (const peer of node.peers.values()) peer.queueGauge.remove()
+    })
+  )
 
   const routing = Routing.make(node)
   const dialer = Dialer.make(node, {
