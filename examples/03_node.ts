@@ -17,7 +17,7 @@
  *   --seeds 10.0.0.1:7100,10.0.0.2:7100 --data /var/lib/dstate/node-1
  * ```
  *
- * Options:
+ * Options (`--help` lists them; a bad flag or value prints the usage and what is wrong, and exits 1):
  * - `--id ID` (required): the node id, unique in the cluster and stable across restarts.
  * - `--port P` (default 7100) and `--host H` (default 127.0.0.1): where to listen.
  * - `--advertise H`: the host peers dial to reach this node (default: `--host`).
@@ -33,13 +33,13 @@
  * node uses the built-in demo secret `dstate-local-demo-secret`, which is fine on loopback and nowhere else.
  * Ctrl-C (SIGINT) or SIGTERM stops the node gracefully: its peers are told at once.
  */
-import { NodeRuntime } from "@effect/platform-node"
-import { Cause, Effect, Layer, Logger, Redacted, Schedule, Schema } from "effect"
+import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import { Cause, Effect, Layer, Logger, Option, Redacted, Schedule, Schema } from "effect"
+import { CliConfig, CliError, Command, Flag, GlobalFlag } from "effect/cli"
 import { DistributedState, StatePersistence, StateRegistry, SyncStrategy, SyncUrgency } from "dstate"
 import type { StateView } from "dstate"
 import { FilePersistence, TcpRuntime } from "dstate/node"
 import * as Os from "node:os"
-import { parseArgs } from "node:util"
 
 // ---- the state --------------------------------------------------------------------------------
 
@@ -239,45 +239,72 @@ export const renderTable = (reports: ReadonlyArray<Report>, nodes: ReadonlyArray
 /** The secret the local demo uses when `DSTATE_SECRET` is not set. */
 const demoSecret = "dstate-local-demo-secret"
 
-const usage = "usage: node examples/03_node.ts --id ID [--port 7100] [--host 127.0.0.1] [--advertise HOST] " +
-  "[--seeds host:port,...] [--data DIR | --memory] [--strategy push|feed] [--report table|json]"
-
-const parseOptions = () => {
-  const { values } = parseArgs({
-    options: {
-      id: { type: "string" },
-      port: { type: "string", default: "7100" },
-      host: { type: "string", default: "127.0.0.1" },
-      advertise: { type: "string" },
-      seeds: { type: "string", default: "" },
-      data: { type: "string" },
-      memory: { type: "boolean", default: false },
-      strategy: { type: "string", default: "push" },
-      report: { type: "string", default: "table" }
-    }
-  })
-  const port = Number(values.port)
-  if (
-    values.id === undefined || !Number.isInteger(port) || (values.data !== undefined && values.memory) ||
-    !["push", "feed"].includes(values.strategy) || !["table", "json"].includes(values.report)
-  ) {
-    process.stderr.write(`${usage}\n`)
-    process.exit(2)
-  }
-  return {
-    id: values.id,
-    port,
-    host: values.host,
-    advertise: values.advertise,
-    seeds: values.seeds.split(",").map((s) => s.trim()).filter((s) => s.length > 0),
-    data: values.data,
-    strategy: values.strategy as "push" | "feed",
-    report: values.report as "table" | "json"
-  }
+/** What the node runs with, from its flags. */
+interface Options {
+  readonly id: string
+  readonly port: number
+  readonly host: string
+  /** The host peers dial; undefined means `host`. */
+  readonly advertise: string | undefined
+  readonly seeds: ReadonlyArray<string>
+  /** The file store's directory, or undefined for memory persistence. */
+  readonly data: string | undefined
+  readonly strategy: "push" | "feed"
+  readonly report: "table" | "json"
 }
 
-const main = () => {
-  const options = parseOptions()
+// Each flag parses to its type and is checked on its own; the CLI rejects a bad one with the usage.
+const flags = {
+  id: Flag.String("id").pipe(
+    Flag.withMetavar("ID"),
+    Flag.withDescription("the node id, unique in the cluster and stable across restarts (required)"),
+    Flag.filter((id) => id.length > 0, () => "a non-empty node id")
+  ),
+  port: Flag.Int("port").pipe(
+    Flag.withMetavar("P"),
+    Flag.withDescription("the port to listen on (default 7100)"),
+    Flag.withDefault(7100),
+    Flag.filter((port) => port >= 0 && port <= 65535, () => "a port from 0 to 65535")
+  ),
+  host: Flag.String("host").pipe(
+    Flag.withMetavar("H"),
+    Flag.withDescription("the interface to listen on (default 127.0.0.1)"),
+    Flag.withDefault("127.0.0.1")
+  ),
+  advertise: Flag.String("advertise").pipe(
+    Flag.withMetavar("H"),
+    Flag.withDescription("the host peers dial to reach this node (default: --host)"),
+    Flag.optional
+  ),
+  seeds: Flag.String("seeds").pipe(
+    Flag.withMetavar("host:port,..."),
+    Flag.withDescription("nodes to join through; listing every node, itself included, is fine (default: none)"),
+    Flag.withDefault(""),
+    Flag.map((seeds) => seeds.split(",").map((s) => s.trim()).filter((s) => s.length > 0))
+  ),
+  data: Flag.String("data").pipe(
+    Flag.withMetavar("DIR"),
+    Flag.withDescription("keep the state in a crash-safe file store in DIR (a restart keeps incarnation and age)"),
+    Flag.optional
+  ),
+  memory: Flag.Boolean("memory").pipe(
+    Flag.withDescription("keep nothing beyond the process (the default when --data is not given)"),
+    Flag.withDefault(false)
+  ),
+  strategy: Flag.Literals("strategy", ["push", "feed"]).pipe(
+    Flag.withMetavar("push|feed"),
+    Flag.withDescription("push every sample as a delta at once, or announce it in the change feed (default push)"),
+    Flag.withDefault("push")
+  ),
+  report: Flag.Literals("report", ["table", "json"]).pipe(
+    Flag.withMetavar("table|json"),
+    Flag.withDescription("a table every 5 s, or one JSON line per second on stdout with logs on stderr (default table)"),
+    Flag.withDefault("table")
+  )
+}
+
+/** The node, until it is interrupted (Ctrl-C, SIGTERM) or fails. */
+const runNode = (options: Options) => {
   const secret = process.env.DSTATE_SECRET ?? demoSecret
 
   // One node = the TCP runtime + persistence + the registry on top.
@@ -363,17 +390,52 @@ const main = () => {
     }).pipe(Effect.repeat(Schedule.spaced("1 second")))
   })
 
-  // Under the launcher, stdout is a pipe: when it breaks the launcher is gone, so stop (gracefully).
-  process.stdout.on("error", () => process.kill(process.pid, "SIGTERM"))
   // Under the launcher, logs go to stderr, one logfmt line each; stdout carries the reports.
   const logging = options.report === "json" ? Logger.layer([Logger.withConsoleError(Logger.formatLogFmt)]) : Layer.empty
-  NodeRuntime.runMain(
-    program.pipe(
-      Effect.provide(node),
-      // Reported here, inside the logging layer (a failure to listen, for example), rather than by runMain.
-      Effect.tapCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logError(cause)),
-      Effect.provide(logging)
+  return program.pipe(
+    Effect.provide(node),
+    // Reported here, inside the logging layer (a failure to listen, for example), rather than by runMain.
+    Effect.tapCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logError(cause)),
+    Effect.provide(logging)
+  )
+}
+
+const command = Command.make("03_node", flags, (input) =>
+  runNode({
+    id: input.id,
+    port: input.port,
+    host: input.host,
+    advertise: Option.getOrUndefined(input.advertise),
+    seeds: input.seeds,
+    data: Option.getOrUndefined(input.data),
+    strategy: input.strategy,
+    report: input.report
+  })).pipe(
+    Command.withDescription("One dstate node over TCP, publishing its machine's CPU and memory."),
+    Command.validate(({ data, memory }) =>
+      Option.isSome(data) && memory
+        ? Effect.fail(new CliError.ValidationError({ message: "--data and --memory exclude each other" }))
+        : Effect.void
     ),
+    Command.withExamples([
+      {
+        command: "node examples/03_node.ts --id node-1 --host 0.0.0.0 --advertise 10.0.0.1 --port 7100 " +
+          "--seeds 10.0.0.1:7100,10.0.0.2:7100 --data /var/lib/dstate/node-1",
+        description: "a node on a machine of a cluster, with the secret in DSTATE_SECRET"
+      }
+    ])
+  )
+
+const main = () => {
+  // Under the launcher, stdout is a pipe: when it breaks the launcher is gone, so stop (gracefully).
+  process.stdout.on("error", () => process.kill(process.pid, "SIGTERM"))
+  NodeRuntime.runMain(
+    command.pipe(
+      Command.run({ version: "0.1.0" }),
+      // `--help` is the only built-in flag: version, completions and the wizard mean nothing for this demo node.
+      Effect.provide(Layer.mergeAll(NodeServices.layer, CliConfig.layer({ builtIns: [GlobalFlag.Help] })))
+    ),
+    // The command prints a bad flag with the usage, and the node logs its own failures (above).
     { disableErrorReporting: true }
   )
 }
