@@ -121,8 +121,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   const counters = MetricSeries.counters(Metrics.state, metricContext)
   yield* Effect.addFinalizer(() => Effect.sync(counters.remove))
   const count = counters.inc
-  const saveLatency = MetricSeries.histogram(Metrics.saveLatency, metricContext)
-  const mutateToPublish = MetricSeries.histogram(Metrics.mutateToPublish, metricContext)
+  const saveLatency = MetricSeries.histogram(Metrics.saveLatency, Metrics.latencyBoundaries, metricContext)
+  const mutateToPublish = MetricSeries.histogram(Metrics.mutateToPublish, Metrics.latencyBoundaries, metricContext)
   yield* Effect.addFinalizer(() =>
     Effect.sync(() => {
       saveLatency.remove()
