@@ -47,103 +47,101 @@ export interface Loaded<S> {
   readonly floor: number | undefined
 }
 
-export const load = <S, V, D, C>(
+export const load = Effect.fnUntraced(function*<S, V, D, C>(
   definition: DistributedState.DistributedState<S, V, D, C>,
   persistence: StatePersistence["Service"],
   codec: StateCodec<S, V, D>
-): Effect.Effect<Loaded<S>> =>
-  Effect.gen(function*() {
-    const name = definition.name
-    const loaded = yield* persistence.load(name).pipe(Effect.result)
-    if (Result.isFailure(loaded)) {
-      yield* Effect.logWarning("could not load the persisted state; starting fresh with a new incarnation").pipe(
-        Effect.annotateLogs({ error: loaded.failure.message })
-      )
-      return { owner: undefined, floor: undefined }
+): Effect.fn.Return<Loaded<S>> {
+  const name = definition.name
+  const loaded = yield* persistence.load(name).pipe(Effect.result)
+  if (Result.isFailure(loaded)) {
+    yield* Effect.logWarning("could not load the persisted state; starting fresh with a new incarnation").pipe(
+      Effect.annotateLogs({ error: loaded.failure.message })
+    )
+    return { owner: undefined, floor: undefined }
+  }
+  const record = loaded.success
+  if (record === undefined) return { owner: undefined, floor: undefined }
+  const changes = record.changes ?? []
+  const lastGeneration = changes.length > 0 ? changes[changes.length - 1].generation : record.generation
+  const floor = Math.max(record.generation.incarnation, lastGeneration.incarnation)
+  const fromRecord = (state: S) => ({
+    generation: record.generation,
+    state,
+    createdAt: record.createdAt,
+    modifiedAt: record.modifiedAt
+  })
+  /** Replays the logged changes on the snapshot's state. */
+  const replay = (loaded: ReturnType<typeof fromRecord>): Result.Result<ReturnType<typeof fromRecord>, string> => {
+    if (changes.length === 0) return Result.succeed(loaded)
+    if (definition._tag !== "Delta" || definition.applyChange === undefined || codec.decodeChange === undefined) {
+      return Result.fail("the store logged changes but the definition has no change schema and applyChange")
     }
-    const record = loaded.success
-    if (record === undefined) return { owner: undefined, floor: undefined }
-    const changes = record.changes ?? []
-    const lastGeneration = changes.length > 0 ? changes[changes.length - 1].generation : record.generation
-    const floor = Math.max(record.generation.incarnation, lastGeneration.incarnation)
-    const fromRecord = (state: S) => ({
-      generation: record.generation,
-      state,
-      createdAt: record.createdAt,
-      modifiedAt: record.modifiedAt
-    })
-    /** Replays the logged changes on the snapshot's state. */
-    const replay = (loaded: ReturnType<typeof fromRecord>): Result.Result<ReturnType<typeof fromRecord>, string> => {
-      if (changes.length === 0) return Result.succeed(loaded)
-      if (definition._tag !== "Delta" || definition.applyChange === undefined || codec.decodeChange === undefined) {
-        return Result.fail("the store logged changes but the definition has no change schema and applyChange")
+    let state = loaded.state
+    let generation = loaded.generation
+    for (const change of changes) {
+      if (change.generation.incarnation !== generation.incarnation || change.generation.age !== generation.age + 1) {
+        return Result.fail(`change log skips from ${Generation.format(generation)} to ${Generation.format(change.generation)}`)
       }
-      let state = loaded.state
-      let generation = loaded.generation
-      for (const change of changes) {
-        if (change.generation.incarnation !== generation.incarnation || change.generation.age !== generation.age + 1) {
-          return Result.fail(`change log skips from ${Generation.format(generation)} to ${Generation.format(change.generation)}`)
-        }
-        const decoded = codec.decodeChange(change.value)
-        if (Result.isFailure(decoded)) return Result.fail(decoded.failure.reason)
-        const applied = Result.try(() => definition.applyChange!(state, decoded.success as C))
-        if (Result.isFailure(applied)) return Result.fail(`applyChange threw: ${String(applied.failure)}`)
-        state = applied.success
-        generation = change.generation
-      }
-      return Result.succeed({ ...loaded, state, generation })
+      const decoded = codec.decodeChange(change.value)
+      if (Result.isFailure(decoded)) return Result.fail(decoded.failure.reason)
+      const applied = Result.try(() => definition.applyChange!(state, decoded.success as C))
+      if (Result.isFailure(applied)) return Result.fail(`applyChange threw: ${String(applied.failure)}`)
+      state = applied.success
+      generation = change.generation
     }
-    const replayed = (loaded: ReturnType<typeof fromRecord>) =>
-      Effect.gen(function*() {
-        const r = replay(loaded)
-        if (Result.isSuccess(r)) return r.success
-        yield* Effect.logWarning("could not replay the change log; starting fresh with a new incarnation").pipe(
-          Effect.annotateLogs({ error: r.failure })
-        )
-        return undefined
-      })
-    if (record.storageVersion === definition.storageVersion) {
-      const state = codec.decodeState(record.value)
-      if (Result.isSuccess(state)) return { owner: yield* replayed(fromRecord(state.success)), floor }
-      yield* Effect.logWarning("persisted state does not decode; starting fresh with a new incarnation").pipe(
-        Effect.annotateLogs({ error: state.failure.reason })
-      )
-      return { owner: undefined, floor }
-    }
-    const migrated = record.storageVersion < definition.storageVersion && definition.migrateState !== undefined
-      ? yield* definition.migrateState(record.value, record.storageVersion).pipe(
-        Effect.catchDefect((defect) =>
-          Effect.fail(
-            new MigrationFailed({
-              stateName: name,
-              fromVersion: record.storageVersion,
-              toVersion: definition.storageVersion,
-              reason: String(defect)
-            })
-          )
-        ),
-        Effect.result
-      )
-      : Result.fail(
-        new MigrationFailed({
-          stateName: name,
-          fromVersion: record.storageVersion,
-          toVersion: definition.storageVersion,
-          reason: record.storageVersion > definition.storageVersion
-            ? "stored by a newer version of this state"
-            : "no migrateState for older storage versions"
-        })
-      )
-    if (Result.isSuccess(migrated)) {
-      yield* Effect.logInfo("migrated the persisted state").pipe(
-        Effect.annotateLogs({ fromVersion: record.storageVersion, toVersion: definition.storageVersion })
-      )
-      const owner = yield* replayed(fromRecord(migrated.success))
-      return owner === undefined ? { owner, floor } : { owner, migrated: true, floor }
-    }
-    yield* Effect.logWarning("could not migrate the persisted state; starting fresh with a new incarnation").pipe(
-      Effect.annotateLogs({ error: migrated.failure.message })
+    return Result.succeed({ ...loaded, state, generation })
+  }
+  const replayed = Effect.fnUntraced(function*(loaded: ReturnType<typeof fromRecord>) {
+    const r = replay(loaded)
+    if (Result.isSuccess(r)) return r.success
+    yield* Effect.logWarning("could not replay the change log; starting fresh with a new incarnation").pipe(
+      Effect.annotateLogs({ error: r.failure })
+    )
+    return undefined
+  })
+  if (record.storageVersion === definition.storageVersion) {
+    const state = codec.decodeState(record.value)
+    if (Result.isSuccess(state)) return { owner: yield* replayed(fromRecord(state.success)), floor }
+    yield* Effect.logWarning("persisted state does not decode; starting fresh with a new incarnation").pipe(
+      Effect.annotateLogs({ error: state.failure.reason })
     )
     return { owner: undefined, floor }
-  })
+  }
+  const migrated = record.storageVersion < definition.storageVersion && definition.migrateState !== undefined
+    ? yield* definition.migrateState(record.value, record.storageVersion).pipe(
+      Effect.catchDefect((defect) =>
+        Effect.fail(
+          new MigrationFailed({
+            stateName: name,
+            fromVersion: record.storageVersion,
+            toVersion: definition.storageVersion,
+            reason: String(defect)
+          })
+        )
+      ),
+      Effect.result
+    )
+    : Result.fail(
+      new MigrationFailed({
+        stateName: name,
+        fromVersion: record.storageVersion,
+        toVersion: definition.storageVersion,
+        reason: record.storageVersion > definition.storageVersion
+          ? "stored by a newer version of this state"
+          : "no migrateState for older storage versions"
+      })
+    )
+  if (Result.isSuccess(migrated)) {
+    yield* Effect.logInfo("migrated the persisted state").pipe(
+      Effect.annotateLogs({ fromVersion: record.storageVersion, toVersion: definition.storageVersion })
+    )
+    const owner = yield* replayed(fromRecord(migrated.success))
+    return owner === undefined ? { owner, floor } : { owner, migrated: true, floor }
+  }
+  yield* Effect.logWarning("could not migrate the persisted state; starting fresh with a new incarnation").pipe(
+    Effect.annotateLogs({ error: migrated.failure.message })
+  )
+  return { owner: undefined, floor }
+})
 

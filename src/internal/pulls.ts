@@ -114,18 +114,17 @@ export const make = <V>(env: PullEnv<V>): Queries<V> => {
       )
     })
 
-  const slowQuery = <A>(maxStaleness: number, now: number, f: (views: ViewMap<V>) => A): Effect.Effect<A, StalePeer> =>
-    Effect.gen(function*() {
-      // Stale views, and members whose view never arrived.
-      const stale = [...views.staleAt(now, maxStaleness).map((entry) => entry.source), ...core.awaited]
-      if (stale.length === 0) return f(views.handOut())
-      if (!env.pullOnQuery) return yield* stalePeer(stale[0])
-      yield* Effect.forEach(stale, pull, { concurrency: "unbounded", discard: true })
-      const stillStale = views.staleAt(env.monotonicNow(), maxStaleness)
-      if (stillStale.length > 0) return yield* stalePeer(stillStale[0].source)
-      if (core.awaited.size > 0) return yield* stalePeer([...core.awaited][0])
-      return f(views.handOut())
-    })
+  const slowQuery = Effect.fnUntraced(function*<A>(maxStaleness: number, now: number, f: (views: ViewMap<V>) => A): Effect.fn.Return<A, StalePeer> {
+    // Stale views, and members whose view never arrived.
+    const stale = [...views.staleAt(now, maxStaleness).map((entry) => entry.source), ...core.awaited]
+    if (stale.length === 0) return f(views.handOut())
+    if (!env.pullOnQuery) return yield* stalePeer(stale[0])
+    yield* Effect.forEach(stale, pull, { concurrency: "unbounded", discard: true })
+    const stillStale = views.staleAt(env.monotonicNow(), maxStaleness)
+    if (stillStale.length > 0) return yield* stalePeer(stillStale[0].source)
+    if (core.awaited.size > 0) return yield* stalePeer([...core.awaited][0])
+    return f(views.handOut())
+  })
 
   const toMillis = memoMillis()
   /** The last query's effect: a hot loop that queries with the same function and bound allocates nothing. */

@@ -517,18 +517,17 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     definition,
     group,
     deliver: deliverInbound,
-    reply: (from, message) =>
-      Effect.gen(function*() {
-        if (message.generation !== undefined && Generation.isNewer(message.generation, core.owner.generation)) {
-          // Let the actor move to a newer incarnation; the pull gets the current snapshot meanwhile.
-          yield* deliverInbound(from, message)
-        } else {
-          count("snapshotRequestsReceived")
-        }
-        count("snapshotsSent")
-        const frame = yield* snapshotFrame
-        return frame ?? new Uint8Array(0)
-      }),
+    reply: Effect.fnUntraced(function*(from: NodeId, message: RequestSnapshot) {
+      if (message.generation !== undefined && Generation.isNewer(message.generation, core.owner.generation)) {
+        // Let the actor move to a newer incarnation; the pull gets the current snapshot meanwhile.
+        yield* deliverInbound(from, message)
+      } else {
+        count("snapshotRequestsReceived")
+      }
+      count("snapshotsSent")
+      const frame = yield* snapshotFrame
+      return frame ?? new Uint8Array(0)
+    }),
     peerJoined: (node) => tellControl({ _tag: "PeerJoined", node }),
     peerLeft: (node) => tellControl({ _tag: "PeerLeft", node }),
     markStale: (source, generation) => tellControl({ _tag: "Notice", source, generation }),

@@ -247,293 +247,288 @@ export const make: Effect.Effect<SimNetwork, never, Scope.Scope> = Effect.suspen
  * @category constructors
  * @since 0.1.0
  */
-export const makeWith = (options: Options): Effect.Effect<SimNetwork, never, Scope.Scope> =>
-  Effect.gen(function*() {
-    const scope = yield* Scope.Scope
-    // The network's own time: node clocks may be offset, link delays are not.
-    const clock = yield* Clock.Clock
-    const random = Prng.make(options.seed ?? 1)
-    const keepLog = options.log ?? true
-    const trace = options.trace
-    const endpoints = new Map<NodeId, Endpoint>()
-    const groups = new Map<string, Set<NodeId>>()
-    const cuts = new Set<string>()
-    const links = new Map<string, LinkFaults>()
-    const clogs = new Map<string, number>()
-    const deliveries = new Map<number, number>() // delivery time -> frames
-    let defaultLink: LinkFaults = perfectLink
-    let inFlight = 0
-    const counts = { sent: 0, delivered: 0, dropped: 0, lost: 0, duplicated: 0, corrupted: 0, overflowed: 0 }
-    let log: Array<SentFrame> = []
+export const makeWith = Effect.fnUntraced(function*(options: Options): Effect.fn.Return<SimNetwork, never, Scope.Scope> {
+  const scope = yield* Scope.Scope
+  // The network's own time: node clocks may be offset, link delays are not.
+  const clock = yield* Clock.Clock
+  const random = Prng.make(options.seed ?? 1)
+  const keepLog = options.log ?? true
+  const trace = options.trace
+  const endpoints = new Map<NodeId, Endpoint>()
+  const groups = new Map<string, Set<NodeId>>()
+  const cuts = new Set<string>()
+  const links = new Map<string, LinkFaults>()
+  const clogs = new Map<string, number>()
+  const deliveries = new Map<number, number>() // delivery time -> frames
+  let defaultLink: LinkFaults = perfectLink
+  let inFlight = 0
+  const counts = { sent: 0, delivered: 0, dropped: 0, lost: 0, duplicated: 0, corrupted: 0, overflowed: 0 }
+  let log: Array<SentFrame> = []
 
-    const linkKey = (from: NodeId, to: NodeId) => `${from}\u0000${to}`
-    const faultsOf = (key: string) => links.get(key) ?? defaultLink
+  const linkKey = (from: NodeId, to: NodeId) => `${from}\u0000${to}`
+  const faultsOf = (key: string) => links.get(key) ?? defaultLink
 
-    const corrupt = (frame: Uint8Array): Uint8Array => {
-      const copy = frame.slice()
-      if (copy.length > 1 && random.chance(0.5)) return copy.subarray(0, random.int(0, copy.length - 1))
-      const bit = random.int(0, copy.length * 8 - 1)
-      copy[bit >>> 3] ^= 1 << (bit & 7)
-      return copy
+  const corrupt = (frame: Uint8Array): Uint8Array => {
+    const copy = frame.slice()
+    if (copy.length > 1 && random.chance(0.5)) return copy.subarray(0, random.int(0, copy.length - 1))
+    const bit = random.int(0, copy.length * 8 - 1)
+    copy[bit >>> 3] ^= 1 << (bit & 7)
+    return copy
+  }
+
+  const track = (at: number, delta: number) => {
+    const n = (deliveries.get(at) ?? 0) + delta
+    if (n === 0) deliveries.delete(at)
+    else deliveries.set(at, n)
+  }
+
+  const dropped = (drop: (reason: DropReason) => void, reason: DropReason): Effect.Effect<void> => {
+    drop(reason)
+    return Effect.void
+  }
+
+  /** Per directed link: its key (computed once) and the frames in flight on it. */
+  interface Link {
+    readonly key: string
+    inFlight: number
+  }
+  const linkTable = new Map<NodeId, Map<NodeId, Link>>()
+  const linkOf = (from: NodeId, to: NodeId): Link => {
+    let row = linkTable.get(from)
+    if (row === undefined) {
+      row = new Map()
+      linkTable.set(from, row)
     }
-
-    const track = (at: number, delta: number) => {
-      const n = (deliveries.get(at) ?? 0) + delta
-      if (n === 0) deliveries.delete(at)
-      else deliveries.set(at, n)
+    let link = row.get(to)
+    if (link === undefined) {
+      link = { key: linkKey(from, to), inFlight: 0 }
+      row.set(to, link)
     }
+    return link
+  }
 
-    const dropped = (drop: (reason: DropReason) => void, reason: DropReason): Effect.Effect<void> => {
-      drop(reason)
-      return Effect.void
-    }
-
-    /** Per directed link: its key (computed once) and the frames in flight on it. */
-    interface Link {
-      readonly key: string
-      inFlight: number
-    }
-    const linkTable = new Map<NodeId, Map<NodeId, Link>>()
-    const linkOf = (from: NodeId, to: NodeId): Link => {
-      let row = linkTable.get(from)
-      if (row === undefined) {
-        row = new Map()
-        linkTable.set(from, row)
+  const transmit = (
+    from: NodeId,
+    to: NodeId,
+    kind: SentFrame["kind"],
+    frame: Uint8Array,
+    deliver: (target: Endpoint, bytes: Uint8Array) => Effect.Effect<void>
+  ) =>
+    // A generator on purpose: the sender's fiber takes as many run-loop steps per frame as it always
+    // has (the scheduler yields a fiber after a fixed number of steps, and simulations pin histories).
+    Effect.gen(function*() {
+      counts.sent++
+      const sent: SentFrame = { from, to, kind, frame }
+      if (keepLog) log.push(sent)
+      const now = clock.currentTimeMillisUnsafe()
+      if (trace !== undefined) trace({ _tag: "Sent", at: now, frame: sent })
+      const drop = (reason: DropReason): void => {
+        counts.dropped++
+        if (trace !== undefined) trace({ _tag: "Dropped", at: clock.currentTimeMillisUnsafe(), frame: sent, reason })
       }
-      let link = row.get(to)
-      if (link === undefined) {
-        link = { key: linkKey(from, to), inFlight: 0 }
-        row.set(to, link)
+      const source = endpoints.get(from)
+      const target = endpoints.get(to)
+      if (target === undefined) return drop("unknownNode")
+      const link = linkOf(from, to)
+      const key = link.key
+      if (cuts.has(key)) return drop("cut")
+      const faults = faultsOf(key)
+      if (random.chance(faults.loss)) {
+        counts.lost++
+        return drop("loss")
       }
-      return link
-    }
-
-    const transmit = (
-      from: NodeId,
-      to: NodeId,
-      kind: SentFrame["kind"],
-      frame: Uint8Array,
-      deliver: (target: Endpoint, bytes: Uint8Array) => Effect.Effect<void>
-    ) =>
-      // A generator on purpose: the sender's fiber takes as many run-loop steps per frame as it always
-      // has (the scheduler yields a fiber after a fixed number of steps, and simulations pin histories).
-      Effect.gen(function*() {
-        counts.sent++
-        const sent: SentFrame = { from, to, kind, frame }
-        if (keepLog) log.push(sent)
-        const now = clock.currentTimeMillisUnsafe()
-        if (trace !== undefined) trace({ _tag: "Sent", at: now, frame: sent })
-        const drop = (reason: DropReason): void => {
-          counts.dropped++
-          if (trace !== undefined) trace({ _tag: "Dropped", at: clock.currentTimeMillisUnsafe(), frame: sent, reason })
-        }
-        const source = endpoints.get(from)
-        const target = endpoints.get(to)
-        if (target === undefined) return drop("unknownNode")
-        const link = linkOf(from, to)
-        const key = link.key
-        if (cuts.has(key)) return drop("cut")
-        const faults = faultsOf(key)
-        if (random.chance(faults.loss)) {
-          counts.lost++
-          return drop("loss")
-        }
-        if (link.inFlight >= faults.capacity) {
-          counts.overflowed++
-          return drop("capacity")
-        }
-        const copies = random.chance(faults.duplicate) ? 2 : 1
-        counts.duplicated += copies - 1
-        for (let copy = 0; copy < copies; copy++) {
-          const delay = faults.delay.max > faults.delay.min
-            ? random.int(faults.delay.min, faults.delay.max)
-            : faults.delay.min
-          const at = Math.max(now + delay, clogs.get(key) ?? 0)
-          const bytes = random.chance(faults.corrupt) ? corrupt(frame) : frame
-          const corrupted = bytes !== frame
-          inFlight++
-          link.inFlight++
-          track(at, 1)
-          const arrive = Effect.suspend(() => {
-            // A crash drops what was in flight to or from the crashed node.
-            if (!target.alive || (source !== undefined && !source.alive)) return dropped(drop, "crashed")
-            if (endpoints.get(to) !== target) return dropped(drop, "departed")
-            counts.delivered++
-            if (corrupted) counts.corrupted++
-            if (trace !== undefined) {
-              trace({ _tag: "Delivered", at: clock.currentTimeMillisUnsafe(), frame: sent, bytes, corrupted })
-            }
-            return deliver(target, bytes)
-          })
-          // A paused node answers a request once resumed (one-way frames wait in its mailboxes).
-          const awake = kind === "request"
-            ? Effect.andThen(
-              Effect.suspend(() => target.paused === undefined ? Effect.void : Deferred.await(target.paused)),
-              arrive
-            )
-            : arrive
-          const delivery = at > now ? Effect.andThen(clock.sleep(Duration.millis(at - now)), awake) : awake
-          yield* delivery.pipe(
-            Effect.ensuring(Effect.sync(() => {
-              inFlight--
-              link.inFlight--
-              track(at, -1)
-            })),
-            Effect.forkIn(scope)
+      if (link.inFlight >= faults.capacity) {
+        counts.overflowed++
+        return drop("capacity")
+      }
+      const copies = random.chance(faults.duplicate) ? 2 : 1
+      counts.duplicated += copies - 1
+      for (let copy = 0; copy < copies; copy++) {
+        const delay = faults.delay.max > faults.delay.min
+          ? random.int(faults.delay.min, faults.delay.max)
+          : faults.delay.min
+        const at = Math.max(now + delay, clogs.get(key) ?? 0)
+        const bytes = random.chance(faults.corrupt) ? corrupt(frame) : frame
+        const corrupted = bytes !== frame
+        inFlight++
+        link.inFlight++
+        track(at, 1)
+        const arrive = Effect.suspend(() => {
+          // A crash drops what was in flight to or from the crashed node.
+          if (!target.alive || (source !== undefined && !source.alive)) return dropped(drop, "crashed")
+          if (endpoints.get(to) !== target) return dropped(drop, "departed")
+          counts.delivered++
+          if (corrupted) counts.corrupted++
+          if (trace !== undefined) {
+            trace({ _tag: "Delivered", at: clock.currentTimeMillisUnsafe(), frame: sent, bytes, corrupted })
+          }
+          return deliver(target, bytes)
+        })
+        // A paused node answers a request once resumed (one-way frames wait in its mailboxes).
+        const awake = kind === "request"
+          ? Effect.andThen(
+            Effect.suspend(() => target.paused === undefined ? Effect.void : Deferred.await(target.paused)),
+            arrive
           )
-        }
-      })
+          : arrive
+        const delivery = at > now ? Effect.andThen(clock.sleep(Duration.millis(at - now)), awake) : awake
+        yield* delivery.pipe(
+          Effect.ensuring(Effect.sync(() => {
+            inFlight--
+            link.inFlight--
+            track(at, -1)
+          })),
+          Effect.forkIn(scope)
+        )
+      }
+    })
 
-    const busyActors = () => {
-      let busy = 0
-      for (const e of endpoints.values()) if (e.paused === undefined) busy += e.busy
-      return busy
-    }
+  const busyActors = () => {
+    let busy = 0
+    for (const e of endpoints.values()) if (e.paused === undefined) busy += e.busy
+    return busy
+  }
 
-    const network: SimNetwork = {
-      random,
-      pendingWork: () => inFlight + busyActors(),
-      busyActors,
-      nextDeliveryAt: () => {
-        let min: number | undefined
-        for (const at of deliveries.keys()) if (min === undefined || at < min) min = at
-        return min
-      },
-      stats: () => ({ sent: counts.sent, delivered: counts.delivered, dropped: counts.dropped }),
-      faultStats: () => ({
-        lost: counts.lost,
-        duplicated: counts.duplicated,
-        corrupted: counts.corrupted,
-        overflowed: counts.overflowed
+  const network: SimNetwork = {
+    random,
+    pendingWork: () => inFlight + busyActors(),
+    busyActors,
+    nextDeliveryAt: () => {
+      let min: number | undefined
+      for (const at of deliveries.keys()) if (min === undefined || at < min) min = at
+      return min
+    },
+    stats: () => ({ sent: counts.sent, delivered: counts.delivered, dropped: counts.dropped }),
+    faultStats: () => ({
+      lost: counts.lost,
+      duplicated: counts.duplicated,
+      corrupted: counts.corrupted,
+      overflowed: counts.overflowed
+    }),
+    log: () => log,
+    clearLog: () => {
+      log = []
+    },
+    setDelay: (delay) => {
+      const millis = Duration.toMillis(Duration.fromInputUnsafe(delay))
+      defaultLink = { ...defaultLink, delay: { min: millis, max: millis } }
+    },
+    setDefaultLink: (faults) => {
+      defaultLink = { ...defaultLink, ...faults }
+    },
+    setLink: (from, to, faults) => {
+      const key = linkKey(from, to)
+      links.set(key, { ...faultsOf(key), ...faults })
+    },
+    resetLinks: () => {
+      links.clear()
+      defaultLink = perfectLink
+    },
+    clog: (from, to, duration) =>
+      Effect.sync(() => {
+        const until = clock.currentTimeMillisUnsafe() + Duration.toMillis(Duration.fromInputUnsafe(duration))
+        clogs.set(linkKey(from, to), until)
       }),
-      log: () => log,
-      clearLog: () => {
-        log = []
-      },
-      setDelay: (delay) => {
-        const millis = Duration.toMillis(Duration.fromInputUnsafe(delay))
-        defaultLink = { ...defaultLink, delay: { min: millis, max: millis } }
-      },
-      setDefaultLink: (faults) => {
-        defaultLink = { ...defaultLink, ...faults }
-      },
-      setLink: (from, to, faults) => {
-        const key = linkKey(from, to)
-        links.set(key, { ...faultsOf(key), ...faults })
-      },
-      resetLinks: () => {
-        links.clear()
-        defaultLink = perfectLink
-      },
-      clog: (from, to, duration) =>
-        Effect.sync(() => {
-          const until = clock.currentTimeMillisUnsafe() + Duration.toMillis(Duration.fromInputUnsafe(duration))
-          clogs.set(linkKey(from, to), until)
-        }),
-      partition: (side, other) => {
-        for (const a of side) {
-          for (const b of other) {
-            cuts.add(linkKey(a, b))
-            cuts.add(linkKey(b, a))
-          }
+    partition: (side, other) => {
+      for (const a of side) {
+        for (const b of other) {
+          cuts.add(linkKey(a, b))
+          cuts.add(linkKey(b, a))
         }
-      },
-      partitionGroups: (parts) => {
-        for (let i = 0; i < parts.length; i++) {
-          for (let j = i + 1; j < parts.length; j++) network.partition(parts[i], parts[j])
-        }
-      },
-      isolate: (node) => {
-        const others = [...endpoints.keys()].filter((n) => n !== node)
-        network.partition([node], others)
-      },
-      cut: (from, to) => {
-        cuts.add(linkKey(from, to))
-      },
-      heal: () => cuts.clear(),
-      pause: (node) =>
+      }
+    },
+    partitionGroups: (parts) => {
+      for (let i = 0; i < parts.length; i++) {
+        for (let j = i + 1; j < parts.length; j++) network.partition(parts[i], parts[j])
+      }
+    },
+    isolate: (node) => {
+      const others = [...endpoints.keys()].filter((n) => n !== node)
+      network.partition([node], others)
+    },
+    cut: (from, to) => {
+      cuts.add(linkKey(from, to))
+    },
+    heal: () => cuts.clear(),
+    pause: Effect.fnUntraced(function*(node: NodeId) {
+      const endpoint = endpoints.get(node)
+      if (endpoint === undefined || endpoint.paused !== undefined) return
+      endpoint.paused = yield* Deferred.make<void>()
+    }),
+    resume: (node) =>
+      Effect.suspend(() => {
+        const endpoint = endpoints.get(node)
+        const paused = endpoint?.paused
+        if (endpoint === undefined || paused === undefined) return Effect.void
+        endpoint.paused = undefined
+        return Deferred.succeed(paused, undefined).pipe(Effect.asVoid)
+      }),
+    inject: (from, to, frame) =>
+      Effect.suspend(() => {
+        const target = endpoints.get(to)
+        if (target === undefined || target.inbound === undefined) return Effect.void
+        return target.inbound.onMessage(from, frame)
+      }),
+    nodes: () => [...endpoints.keys()],
+    attach: Effect.fnUntraced(function*(endpoint: Endpoint) {
+      if (endpoints.has(endpoint.nodeId)) {
+        return yield* Effect.die(new Error(`node ${endpoint.nodeId} is already attached`))
+      }
+      const others = [...endpoints.values()]
+      endpoints.set(endpoint.nodeId, endpoint)
+      for (const other of others) {
+        yield* other.joined(endpoint.nodeId)
+        yield* endpoint.joined(other.nodeId)
+      }
+    }),
+    detach: Effect.fnUntraced(function*(node: NodeId, crashed: boolean) {
+      const endpoint = endpoints.get(node)
+      if (endpoint === undefined) return
+      if (crashed) endpoint.alive = false
+      endpoints.delete(node)
+      for (const members of groups.values()) members.delete(node)
+      for (const other of endpoints.values()) yield* other.left(node)
+      if (endpoint.paused !== undefined) yield* Deferred.succeed(endpoint.paused, undefined)
+    }),
+    send: (from, to, frame) =>
+      Effect.suspend(() =>
+        endpoints.has(to)
+          ? transmit(from, to, "message", frame, (target, bytes) => target.inbound?.onMessage(from, bytes) ?? Effect.void)
+          : Effect.fail(new NodeUnreachable({ node: to }))
+      ),
+    request: Effect.fnUntraced(function*(from: NodeId, to: NodeId, frame: Uint8Array, timeout: Duration.Input) {
+      if (!endpoints.has(to)) return yield* new NodeUnreachable({ node: to })
+      const reply = yield* Deferred.make<Uint8Array, RequestRejected>()
+      yield* transmit(from, to, "request", frame, (target, bytes) =>
         Effect.gen(function*() {
-          const endpoint = endpoints.get(node)
-          if (endpoint === undefined || endpoint.paused !== undefined) return
-          endpoint.paused = yield* Deferred.make<void>()
-        }),
-      resume: (node) =>
-        Effect.suspend(() => {
-          const endpoint = endpoints.get(node)
-          const paused = endpoint?.paused
-          if (endpoint === undefined || paused === undefined) return Effect.void
-          endpoint.paused = undefined
-          return Deferred.succeed(paused, undefined).pipe(Effect.asVoid)
-        }),
-      inject: (from, to, frame) =>
-        Effect.suspend(() => {
-          const target = endpoints.get(to)
-          if (target === undefined || target.inbound === undefined) return Effect.void
-          return target.inbound.onMessage(from, frame)
-        }),
-      nodes: () => [...endpoints.keys()],
-      attach: (endpoint) =>
-        Effect.gen(function*() {
-          if (endpoints.has(endpoint.nodeId)) {
-            return yield* Effect.die(new Error(`node ${endpoint.nodeId} is already attached`))
-          }
-          const others = [...endpoints.values()]
-          endpoints.set(endpoint.nodeId, endpoint)
-          for (const other of others) {
-            yield* other.joined(endpoint.nodeId)
-            yield* endpoint.joined(other.nodeId)
-          }
-        }),
-      detach: (node, crashed) =>
-        Effect.gen(function*() {
-          const endpoint = endpoints.get(node)
-          if (endpoint === undefined) return
-          if (crashed) endpoint.alive = false
-          endpoints.delete(node)
-          for (const members of groups.values()) members.delete(node)
-          for (const other of endpoints.values()) yield* other.left(node)
-          if (endpoint.paused !== undefined) yield* Deferred.succeed(endpoint.paused, undefined)
-        }),
-      send: (from, to, frame) =>
-        Effect.suspend(() =>
-          endpoints.has(to)
-            ? transmit(from, to, "message", frame, (target, bytes) => target.inbound?.onMessage(from, bytes) ?? Effect.void)
-            : Effect.fail(new NodeUnreachable({ node: to }))
-        ),
-      request: (from, to, frame, timeout) =>
-        Effect.gen(function*() {
-          if (!endpoints.has(to)) return yield* new NodeUnreachable({ node: to })
-          const reply = yield* Deferred.make<Uint8Array, RequestRejected>()
-          yield* transmit(from, to, "request", frame, (target, bytes) =>
-            Effect.gen(function*() {
-              if (target.inbound === undefined) return
-              const answer = yield* Effect.exit(target.inbound.onRequest(from, bytes))
-              const replyBytes = Exit.isSuccess(answer) ? answer.value : new Uint8Array(0)
-              yield* transmit(to, from, "reply", replyBytes, (_, received) =>
-                Deferred.done(reply, Exit.isSuccess(answer) ? Exit.succeed(received) : answer).pipe(Effect.asVoid))
-            }))
-          const millis = Duration.toMillis(Duration.fromInputUnsafe(timeout))
-          return yield* Deferred.await(reply).pipe(
-            Effect.timeoutOrElse({
-              duration: millis,
-              orElse: () => Effect.fail(new RequestTimeout({ node: to, timeoutMillis: millis }))
-            })
-          )
-        }),
-      joinGroup: (group, node) => {
-        let members = groups.get(group)
-        if (members === undefined) {
-          members = new Set()
-          groups.set(group, members)
-        }
-        members.add(node)
-      },
-      leaveGroup: (group, node) => {
-        groups.get(group)?.delete(node)
-      },
-      members: (group) => [...(groups.get(group) ?? [])]
-    }
-    return network
-  })
+          if (target.inbound === undefined) return
+          const answer = yield* Effect.exit(target.inbound.onRequest(from, bytes))
+          const replyBytes = Exit.isSuccess(answer) ? answer.value : new Uint8Array(0)
+          yield* transmit(to, from, "reply", replyBytes, (_, received) =>
+            Deferred.done(reply, Exit.isSuccess(answer) ? Exit.succeed(received) : answer).pipe(Effect.asVoid))
+        }))
+      const millis = Duration.toMillis(Duration.fromInputUnsafe(timeout))
+      return yield* Deferred.await(reply).pipe(
+        Effect.timeoutOrElse({
+          duration: millis,
+          orElse: () => Effect.fail(new RequestTimeout({ node: to, timeoutMillis: millis }))
+        })
+      )
+    }),
+    joinGroup: (group, node) => {
+      let members = groups.get(group)
+      if (members === undefined) {
+        members = new Set()
+        groups.set(group, members)
+      }
+      members.add(node)
+    },
+    leaveGroup: (group, node) => {
+      groups.get(group)?.delete(node)
+    },
+    members: (group) => [...(groups.get(group) ?? [])]
+  }
+  return network
+})
 
 export { RequestRejected }

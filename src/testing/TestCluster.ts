@@ -159,137 +159,133 @@ interface Running {
  * @category constructors
  * @since 0.1.0
  */
-export const make = <E = never>(options: Options<E>): Effect.Effect<TestCluster<E>, E, Scope.Scope> =>
-  Effect.gen(function*() {
-    const root = options.seed === undefined ? undefined : Prng.make(options.seed)
-    const network = yield* SimNetwork.makeWith({
-      ...options.network,
-      ...(root === undefined ? {} : { seed: root.derive("network").seed })
-    })
-    const nodes: Array<TestNode> = []
-    const running = new Map<NodeId.NodeId, Running>()
-    const persistence = options.persistence ?? "memory"
-    const registryLayer = options.registry === undefined ? StateRegistry.layer : StateRegistry.layerWith(options.registry)
-    const maxSteps = options.maxSettleSteps ?? 1_000_000
-    let counter = 0
-
-    yield* Effect.addFinalizer(() =>
-      Effect.forEach([...running.values()].reverse(), (r) => Scope.close(r.scope, Exit.void), { discard: true })
-    )
-
-    const start = (node: TestNode) =>
-      Effect.gen(function*() {
-        if (running.has(node.id)) return yield* Effect.die(new Error(`node ${node.id} is already up`))
-        const scope = yield* Scope.make()
-        const entry: { endpoint: Endpoint | undefined } = { endpoint: undefined }
-        const runtimeLayer = InProcessRuntime.layer(network, node.id, {
-          onEndpoint: (endpoint) => {
-            entry.endpoint = endpoint
-          }
-        })
-        const onSpawn = options.onSpawn
-        const watched = onSpawn === undefined ? runtimeLayer : Layer.effectContext(
-          Effect.map(Layer.build(runtimeLayer), (built) => {
-            const runtime = Context.get(built, ActorRuntime)
-            return Context.add(built, ActorRuntime, ActorRuntime.of({
-              ...runtime,
-              spawn: (spawnOptions) =>
-                Effect.tap(runtime.spawn(spawnOptions), (ref) =>
-                  Effect.sync(() =>
-                    onSpawn(node.id, { name: spawnOptions.name, mailbox: spawnOptions.mailbox ?? "unbounded", ref })
-                  ))
-            }))
-          })
-        )
-        const replicated = registryLayer.pipe(Layer.provideMerge(watched))
-        const observed = options.observer === undefined
-          ? replicated
-          : replicated.pipe(Layer.provide(Layer.succeed(RegistryObserver, options.observer)))
-        const base = node.store === undefined
-          ? observed
-          : observed.pipe(Layer.provide(InMemoryPersistence.layer(node.store)))
-        // The node's wall clock, for its layers, its setup and every effect run on it.
-        const clock = offsetClock(yield* Clock.Clock, node)
-        const built = yield* Layer.buildWithScope(base, scope).pipe(Effect.provideService(Clock.Clock, clock))
-        const context = Context.add(built, Clock.Clock, clock)
-        const r: Running = { scope, context, endpoint: entry.endpoint }
-        running.set(node.id, r)
-        if (options.setup !== undefined) {
-          const setupExit = yield* Effect.exit(Effect.provideContext(options.setup, context))
-          if (Exit.isFailure(setupExit)) {
-            running.delete(node.id)
-            yield* Scope.close(scope, Exit.void)
-            return yield* setupExit
-          }
-        }
-      })
-
-    const stop = (node: TestNode, crashed: boolean) =>
-      Effect.gen(function*() {
-        const r = running.get(node.id)
-        if (r === undefined) return
-        if (crashed && r.endpoint !== undefined) r.endpoint.alive = false
-        running.delete(node.id)
-        yield* Scope.close(r.scope, Exit.void)
-      })
-
-    const addNode = () =>
-      Effect.gen(function*() {
-        counter++
-        const id = NodeId.make(`node-${counter}`)
-        const node: TestNode = {
-          id,
-          store: persistence === "memory"
-            ? InMemoryPersistence.makeStore(root === undefined ? undefined : { seed: root.derive(`store/${id}`).seed })
-            : undefined,
-          clockOffsetMillis: 0
-        }
-        nodes.push(node)
-        yield* start(node)
-        return node
-      })
-
-    for (let i = 0; i < options.nodes; i++) yield* addNode()
-
-    const settle = Effect.gen(function*() {
-      let quiet = 0
-      for (let step = 0; step < maxSteps; step++) {
-        yield* Effect.yieldNow
-        if (network.pendingWork() === 0) {
-          if (++quiet >= 8) return
-          continue
-        }
-        quiet = 0
-        const busy = network.busyActors()
-        const next = network.nextDeliveryAt()
-        const now = yield* Clock.currentTimeMillis
-        if (busy === 0 && next !== undefined && next > now) yield* TestClock.adjust(next - now)
-      }
-      return yield* Effect.die(
-        new Error(`TestCluster.settle: still ${network.pendingWork()} units of work after ${maxSteps} steps`)
-      )
-    })
-
-    const cluster: TestCluster<E> = {
-      get nodes() {
-        return nodes.filter((n) => running.has(n.id))
-      },
-      network,
-      run: (node, effect) =>
-        Effect.suspend(() => {
-          const r = running.get(node.id)
-          if (r === undefined) return Effect.die(new Error(`node ${node.id} is not up`))
-          return Effect.provideContext(effect, r.context)
-        }),
-      settle,
-      addNode,
-      removeNode: (node) => stop(node, false),
-      crash: (node) => stop(node, true),
-      restart: (node) => start(node),
-      isUp: (node) => running.has(node.id)
-    }
-    return cluster
+export const make = Effect.fnUntraced(function*<E = never>(options: Options<E>): Effect.fn.Return<TestCluster<E>, E, Scope.Scope> {
+  const root = options.seed === undefined ? undefined : Prng.make(options.seed)
+  const network = yield* SimNetwork.makeWith({
+    ...options.network,
+    ...(root === undefined ? {} : { seed: root.derive("network").seed })
   })
+  const nodes: Array<TestNode> = []
+  const running = new Map<NodeId.NodeId, Running>()
+  const persistence = options.persistence ?? "memory"
+  const registryLayer = options.registry === undefined ? StateRegistry.layer : StateRegistry.layerWith(options.registry)
+  const maxSteps = options.maxSettleSteps ?? 1_000_000
+  let counter = 0
+
+  yield* Effect.addFinalizer(() =>
+    Effect.forEach([...running.values()].reverse(), (r) => Scope.close(r.scope, Exit.void), { discard: true })
+  )
+
+  const start = Effect.fnUntraced(function*(node: TestNode) {
+    if (running.has(node.id)) return yield* Effect.die(new Error(`node ${node.id} is already up`))
+    const scope = yield* Scope.make()
+    const entry: { endpoint: Endpoint | undefined } = { endpoint: undefined }
+    const runtimeLayer = InProcessRuntime.layer(network, node.id, {
+      onEndpoint: (endpoint) => {
+        entry.endpoint = endpoint
+      }
+    })
+    const onSpawn = options.onSpawn
+    const watched = onSpawn === undefined ? runtimeLayer : Layer.effectContext(
+      Effect.map(Layer.build(runtimeLayer), (built) => {
+        const runtime = Context.get(built, ActorRuntime)
+        return Context.add(built, ActorRuntime, ActorRuntime.of({
+          ...runtime,
+          spawn: (spawnOptions) =>
+            Effect.tap(runtime.spawn(spawnOptions), (ref) =>
+              Effect.sync(() =>
+                onSpawn(node.id, { name: spawnOptions.name, mailbox: spawnOptions.mailbox ?? "unbounded", ref })
+              ))
+        }))
+      })
+    )
+    const replicated = registryLayer.pipe(Layer.provideMerge(watched))
+    const observed = options.observer === undefined
+      ? replicated
+      : replicated.pipe(Layer.provide(Layer.succeed(RegistryObserver, options.observer)))
+    const base = node.store === undefined
+      ? observed
+      : observed.pipe(Layer.provide(InMemoryPersistence.layer(node.store)))
+    // The node's wall clock, for its layers, its setup and every effect run on it.
+    const clock = offsetClock(yield* Clock.Clock, node)
+    const built = yield* Layer.buildWithScope(base, scope).pipe(Effect.provideService(Clock.Clock, clock))
+    const context = Context.add(built, Clock.Clock, clock)
+    const r: Running = { scope, context, endpoint: entry.endpoint }
+    running.set(node.id, r)
+    if (options.setup !== undefined) {
+      const setupExit = yield* Effect.exit(Effect.provideContext(options.setup, context))
+      if (Exit.isFailure(setupExit)) {
+        running.delete(node.id)
+        yield* Scope.close(scope, Exit.void)
+        return yield* setupExit
+      }
+    }
+  })
+
+  const stop = Effect.fnUntraced(function*(node: TestNode, crashed: boolean) {
+    const r = running.get(node.id)
+    if (r === undefined) return
+    if (crashed && r.endpoint !== undefined) r.endpoint.alive = false
+    running.delete(node.id)
+    yield* Scope.close(r.scope, Exit.void)
+  })
+
+  const addNode = Effect.fnUntraced(function*() {
+    counter++
+    const id = NodeId.make(`node-${counter}`)
+    const node: TestNode = {
+      id,
+      store: persistence === "memory"
+        ? InMemoryPersistence.makeStore(root === undefined ? undefined : { seed: root.derive(`store/${id}`).seed })
+        : undefined,
+      clockOffsetMillis: 0
+    }
+    nodes.push(node)
+    yield* start(node)
+    return node
+  })
+
+  for (let i = 0; i < options.nodes; i++) yield* addNode()
+
+  const settle = Effect.gen(function*() {
+    let quiet = 0
+    for (let step = 0; step < maxSteps; step++) {
+      yield* Effect.yieldNow
+      if (network.pendingWork() === 0) {
+        if (++quiet >= 8) return
+        continue
+      }
+      quiet = 0
+      const busy = network.busyActors()
+      const next = network.nextDeliveryAt()
+      const now = yield* Clock.currentTimeMillis
+      if (busy === 0 && next !== undefined && next > now) yield* TestClock.adjust(next - now)
+    }
+    return yield* Effect.die(
+      new Error(`TestCluster.settle: still ${network.pendingWork()} units of work after ${maxSteps} steps`)
+    )
+  })
+
+  const cluster: TestCluster<E> = {
+    get nodes() {
+      return nodes.filter((n) => running.has(n.id))
+    },
+    network,
+    run: (node, effect) =>
+      Effect.suspend(() => {
+        const r = running.get(node.id)
+        if (r === undefined) return Effect.die(new Error(`node ${node.id} is not up`))
+        return Effect.provideContext(effect, r.context)
+      }),
+    settle,
+    addNode,
+    removeNode: (node) => stop(node, false),
+    crash: (node) => stop(node, true),
+    restart: (node) => start(node),
+    isUp: (node) => running.has(node.id)
+  }
+  return cluster
+})
 
 /** A node's clock: simulated wall time plus the node's offset; monotonic time and sleeps unchanged. */
 const offsetClock = (base: Clock.Clock, node: TestNode): Clock.Clock => {

@@ -36,58 +36,57 @@ export interface Listener {
 }
 
 /** Listens; fails with the server's error when it cannot. */
-export const listen = (options: ListenOptions): Effect.Effect<Listener, Error, Scope.Scope> =>
-  Effect.gen(function*() {
-    const run = yield* FiberSet.makeRuntime<never, void, never>()
-    const handler = Deferred.makeUnsafe<(socket: Socket.Socket) => Effect.Effect<void>>()
-    const open = new Set<Net.Socket>()
-    let closing = false
-    const accept = (conn: Net.Socket) => {
-      if (closing) {
-        conn.destroy()
-        return
-      }
-      conn.pause()
-      // Nagle off: a small frame goes out at once instead of waiting for the peer's delayed acknowledgement.
-      conn.setNoDelay(true)
-      open.add(conn)
-      conn.once("close", () => open.delete(conn))
-      // A connection reset before its handler reads is reported there; an error event must not go unheard.
-      conn.on("error", () => {})
-      run(
-        NodeSocket.fromDuplex(Effect.succeed(conn), { tlsServer: options.tls !== undefined }).pipe(
-          Effect.flatMap((socket) => Effect.flatMap(Deferred.await(handler), (handle) => handle(socket))),
-          Effect.ensuring(Effect.sync(() => conn.destroy()))
-        )
+export const listen = Effect.fnUntraced(function*(options: ListenOptions): Effect.fn.Return<Listener, Error, Scope.Scope> {
+  const run = yield* FiberSet.makeRuntime<never, void, never>()
+  const handler = Deferred.makeUnsafe<(socket: Socket.Socket) => Effect.Effect<void>>()
+  const open = new Set<Net.Socket>()
+  let closing = false
+  const accept = (conn: Net.Socket) => {
+    if (closing) {
+      conn.destroy()
+      return
+    }
+    conn.pause()
+    // Nagle off: a small frame goes out at once instead of waiting for the peer's delayed acknowledgement.
+    conn.setNoDelay(true)
+    open.add(conn)
+    conn.once("close", () => open.delete(conn))
+    // A connection reset before its handler reads is reported there; an error event must not go unheard.
+    conn.on("error", () => {})
+    run(
+      NodeSocket.fromDuplex(Effect.succeed(conn), { tlsServer: options.tls !== undefined }).pipe(
+        Effect.flatMap((socket) => Effect.flatMap(Deferred.await(handler), (handle) => handle(socket))),
+        Effect.ensuring(Effect.sync(() => conn.destroy()))
       )
-    }
-    const server = options.tls === undefined ? Net.createServer() : Tls.createServer(options.tls)
-    if (options.tls === undefined) server.on("connection", accept)
-    else {
-      server.on("secureConnection", accept)
-      server.on("tlsClientError", (_error, socket) => socket.destroy())
-    }
-    yield* Effect.addFinalizer(() =>
-      Effect.callback<void>((resume) => {
-        closing = true
-        for (const conn of open) conn.destroy()
-        open.clear()
-        server.close(() => resume(Effect.void))
-      })
     )
-    const port = yield* Effect.callback<number, Error>((resume) => {
-      const onError = (error: Error) => resume(Effect.fail(error))
-      server.once("error", onError)
-      server.listen({ host: options.host, port: options.port }, () => {
-        server.off("error", onError)
-        // Errors after listening (a failed accept) concern one connection, not the server.
-        server.on("error", () => {})
-        const address = server.address()
-        resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : options.port))
-      })
+  }
+  const server = options.tls === undefined ? Net.createServer() : Tls.createServer(options.tls)
+  if (options.tls === undefined) server.on("connection", accept)
+  else {
+    server.on("secureConnection", accept)
+    server.on("tlsClientError", (_error, socket) => socket.destroy())
+  }
+  yield* Effect.addFinalizer(() =>
+    Effect.callback<void>((resume) => {
+      closing = true
+      for (const conn of open) conn.destroy()
+      open.clear()
+      server.close(() => resume(Effect.void))
     })
-    return {
-      port,
-      serve: (handle) => Deferred.succeed(handler, handle).pipe(Effect.asVoid)
-    }
+  )
+  const port = yield* Effect.callback<number, Error>((resume) => {
+    const onError = (error: Error) => resume(Effect.fail(error))
+    server.once("error", onError)
+    server.listen({ host: options.host, port: options.port }, () => {
+      server.off("error", onError)
+      // Errors after listening (a failed accept) concern one connection, not the server.
+      server.on("error", () => {})
+      const address = server.address()
+      resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : options.port))
+    })
   })
+  return {
+    port,
+    serve: (handle) => Deferred.succeed(handler, handle).pipe(Effect.asVoid)
+  }
+})
