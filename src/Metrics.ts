@@ -5,7 +5,7 @@
  * histograms for save latency and mutate-to-publish time. Series carry the
  * labels `state`, `node` and `peer` where they apply. They live in the
  * fiber's `Metric.MetricRegistry`, so any Effect metrics exporter (for
- * example `PrometheusMetrics` of `effect/unstable/observability`) sees them;
+ * example `PrometheusMetrics` of `effect/observability`) sees them;
  * `handle.metrics`, `StateRegistry.inboundMetrics` and `TcpTransport.stats`
  * read the same series.
  *
