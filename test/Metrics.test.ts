@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Metric, Scope } from "effect"
+import { PrometheusMetrics } from "effect/observability"
 import { Metrics, StateRegistry, SyncStrategy } from "dstate"
 import { Fixtures, TestCluster } from "dstate/testing"
 import { handleOn, inboundOn, metricsOn, mutateOn } from "./helpers.ts"
@@ -97,6 +98,18 @@ describe("metrics", () => {
       assert.strictEqual(gauge(snapshot, "dstate_members", { node: a.id }), 2)
       // A node that stopped has no series left.
       assert.deepStrictEqual(snapshot.filter((m) => m.attributes?.node === c.id).map((m) => m.id), [])
+    }).pipe(isolated))
+
+  it.effect("Prometheus text exposition of effect's exporter carries the series with their labels", () =>
+    Effect.gen(function*() {
+      const cluster = yield* TestCluster.make({ nodes: 1, persistence: "memory", setup: StateRegistry.register(Counter) })
+      const [a] = cluster.nodes
+      for (let i = 0; i < 4; i++) yield* mutateOn(cluster, a, Counter, (s) => ({ value: s.value + 1 }))
+      const text = yield* PrometheusMetrics.format()
+      const line = (name: string) => text.split("\n").find((l) => l.startsWith(name + "{") && l.includes(`node="${a.id}"`))
+      assert.match(line("dstate_mutations_total") ?? line("dstate_mutations") ?? "", / 4$/)
+      assert.match(text, /# TYPE dstate_mailbox_depth gauge/)
+      assert.match(text, /dstate_save_latency_ms_count\{[^}]*state="counter"[^}]*\} 4/)
     }).pipe(isolated))
 
   it.effect("a cluster that closes removes every series it registered", () =>
