@@ -123,7 +123,7 @@ export type SyncMessage = typeof SyncMessage.Type
  * @category models
  * @since 0.1.0
  */
-export const PROTOCOL_VERSION = 1
+export const protocolVersion = 1
 
 /**
  * Bytes before a frame's message: length (4), protocol version (1), CRC32 (4).
@@ -131,7 +131,7 @@ export const PROTOCOL_VERSION = 1
  * @category models
  * @since 0.1.0
  */
-export const FRAME_HEADER_BYTES = 9
+export const frameHeaderBytes = 9
 
 /**
  * The largest frame (header included) a node accepts or sends. Default 16 MiB.

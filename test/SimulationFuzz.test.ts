@@ -149,8 +149,8 @@ describe("decoders under mutation", () => {
     [FrameIndex, Mutations],
     ([index, mutations]) =>
       Effect.sync(() => {
-        const body = corpus[index].subarray(SyncMessage.FRAME_HEADER_BYTES)
-        const donors = corpus.map((f) => f.subarray(SyncMessage.FRAME_HEADER_BYTES))
+        const body = corpus[index].subarray(SyncMessage.frameHeaderBytes)
+        const donors = corpus.map((f) => f.subarray(SyncMessage.frameHeaderBytes))
         verdict(wrap(mutate(body, mutations, donors)))
       }),
     { arbitrary: { seed: 4711, runs: 3000 } }

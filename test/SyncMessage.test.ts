@@ -75,12 +75,12 @@ const frameOf = (message: SyncMessage.SyncMessage): Uint8Array => successOf(Code
 
 /** Wraps arbitrary message bytes in a header with the right length, version and checksum. */
 const wrapBody = (body: Uint8Array): Uint8Array => {
-  const frame = new Uint8Array(SyncMessage.FRAME_HEADER_BYTES + body.length)
+  const frame = new Uint8Array(SyncMessage.frameHeaderBytes + body.length)
   const view = new DataView(frame.buffer)
   view.setUint32(0, frame.length - 4)
-  frame[4] = SyncMessage.PROTOCOL_VERSION
+  frame[4] = SyncMessage.protocolVersion
   view.setUint32(5, crc32(body))
-  frame.set(body, SyncMessage.FRAME_HEADER_BYTES)
+  frame.set(body, SyncMessage.frameHeaderBytes)
   return frame
 }
 
@@ -152,13 +152,13 @@ describe("SyncMessage frames", () => {
       it(name, () => {
         const frame = frameOf(message)
         const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength)
-        assert.strictEqual(SyncMessage.FRAME_HEADER_BYTES, 9)
+        assert.strictEqual(SyncMessage.frameHeaderBytes, 9)
         assert.strictEqual(view.getUint32(0), frame.length - 4)
         assert.strictEqual(Codec.announcedFrameSize(frame), frame.length)
-        assert.strictEqual(frame[4], SyncMessage.PROTOCOL_VERSION)
-        assert.strictEqual(SyncMessage.PROTOCOL_VERSION, 1)
+        assert.strictEqual(frame[4], SyncMessage.protocolVersion)
+        assert.strictEqual(SyncMessage.protocolVersion, 1)
         assert.strictEqual(view.getUint32(5), crc32(frame.subarray(9)))
-        assert.isTrue(frame.length > SyncMessage.FRAME_HEADER_BYTES)
+        assert.isTrue(frame.length > SyncMessage.frameHeaderBytes)
       })
     }
   })
@@ -195,7 +195,7 @@ describe("SyncMessage frames", () => {
       const frame = frameOf(fullSnapshot)
       for (let length = 0; length < frame.length; length++) {
         const error = failureOf(Codec.decodeFrame(frame.slice(0, length), LIMIT))
-        if (length < SyncMessage.FRAME_HEADER_BYTES) {
+        if (length < SyncMessage.frameHeaderBytes) {
           assertMalformed(error, `frame of ${length} bytes is shorter than its header`)
         } else {
           assertMalformed(error, `frame announces ${frame.length} bytes but has ${length}`)
@@ -279,9 +279,9 @@ describe("SyncMessage frames", () => {
     })
 
     it("an oversized frame is rejected from its length prefix alone", () => {
-      const prefix = new Uint8Array(SyncMessage.FRAME_HEADER_BYTES)
+      const prefix = new Uint8Array(SyncMessage.frameHeaderBytes)
       new DataView(prefix.buffer).setUint32(0, 0xffff_ffff)
-      prefix[4] = SyncMessage.PROTOCOL_VERSION
+      prefix[4] = SyncMessage.protocolVersion
       assert.strictEqual(Codec.announcedFrameSize(prefix), 0xffff_ffff + 4)
       const limit = 16 * 1024 * 1024
       assertTooLarge(failureOf(Codec.decodeFrame(prefix, limit)), 0xffff_ffff + 4, limit)
@@ -349,7 +349,7 @@ describe("SyncMessage frames", () => {
       ],
       ([position, value]) =>
         Effect.sync(() => {
-          const body = frameOf(fullSnapshot).slice(SyncMessage.FRAME_HEADER_BYTES)
+          const body = frameOf(fullSnapshot).slice(SyncMessage.frameHeaderBytes)
           body[position % body.length] = value
           const result = Codec.decodeFrame(wrapBody(body), LIMIT)
           if (Result.isFailure(result)) {

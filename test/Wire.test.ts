@@ -168,9 +168,9 @@ describe("transport: Deliver frames (protocol 0x82)", () => {
 
   it("a Deliver is a 9-byte header followed by the registry frame itself; decoding gives the same bytes", () => {
     const [header, body] = Result.getOrThrow(Protocol.encodeDeliver(registryFrame, 1024))
-    assert.strictEqual(header.length, Protocol.HEADER_BYTES)
+    assert.strictEqual(header.length, Protocol.headerBytes)
     assert.strictEqual(body, registryFrame)
-    assert.strictEqual(header[4], Protocol.DELIVER_PROTOCOL)
+    assert.strictEqual(header[4], Protocol.deliverProtocol)
     const reader = new Protocol.FrameReader(1024)
     // Arrives in three chunks: the header split in two, then the body.
     reader.push(header.subarray(0, 3))
@@ -194,20 +194,20 @@ describe("transport: Deliver frames (protocol 0x82)", () => {
 
   it("a flipped byte in a Deliver's body fails the checksum", () => {
     const whole = Result.getOrThrow(Protocol.encode({ _tag: "Deliver", payload: registryFrame }, 1024))
-    whole[Protocol.HEADER_BYTES + 100] ^= 0x10
+    whole[Protocol.headerBytes + 100] ^= 0x10
     const decoded = Protocol.decode(whole)
     assert.isTrue(Result.isFailure(decoded))
     if (Result.isFailure(decoded)) assert.strictEqual(decoded.failure.reason, "checksum mismatch")
   })
 
   it("a Deliver larger than the frame limit is refused when encoding, with its size and the limit", () => {
-    const refused = Protocol.encodeDeliver(registryFrame, Protocol.HEADER_BYTES + registryFrame.length - 1)
+    const refused = Protocol.encodeDeliver(registryFrame, Protocol.headerBytes + registryFrame.length - 1)
     assert.isTrue(Result.isFailure(refused))
     if (Result.isFailure(refused)) {
       assert.strictEqual(refused.failure._tag, "MessageTooLarge")
-      assert.strictEqual(refused.failure.size, Protocol.HEADER_BYTES + registryFrame.length)
+      assert.strictEqual(refused.failure.size, Protocol.headerBytes + registryFrame.length)
     }
-    assert.isTrue(Result.isSuccess(Protocol.encodeDeliver(registryFrame, Protocol.HEADER_BYTES + registryFrame.length)))
+    assert.isTrue(Result.isSuccess(Protocol.encodeDeliver(registryFrame, Protocol.headerBytes + registryFrame.length)))
   })
 
   it("an unknown protocol byte is malformed", () => {
@@ -224,8 +224,8 @@ describe("transport: Deliver frames (protocol 0x82)", () => {
       const payload = Uint8Array.from({ length: random.int(0, 2047) }, () => random.int(0, 255))
       const whole = Result.getOrThrow(Protocol.encode({ _tag: "Deliver", payload }, 4096))
       const message = Result.getOrThrow(Protocol.decode(whole))
-      assert.deepStrictEqual(message, { _tag: "Deliver", payload: whole.subarray(Protocol.HEADER_BYTES) })
-      assert.deepStrictEqual([...whole.subarray(Protocol.HEADER_BYTES)], [...payload])
+      assert.deepStrictEqual(message, { _tag: "Deliver", payload: whole.subarray(Protocol.headerBytes) })
+      assert.deepStrictEqual([...whole.subarray(Protocol.headerBytes)], [...payload])
     }
   })
 })

@@ -10,7 +10,7 @@ import { crc32 } from "node:zlib"
 import type * as DistributedState from "../DistributedState.ts"
 import { MalformedMessage, MessageTooLarge, UnsupportedWireVersion } from "../DStateError.ts"
 import type { NodeId } from "../NodeId.ts"
-import { FRAME_HEADER_BYTES, PROTOCOL_VERSION, type SyncMessage } from "../SyncMessage.ts"
+import { frameHeaderBytes, protocolVersion, type SyncMessage } from "../SyncMessage.ts"
 import * as Wire from "./wire.ts"
 
 /** Encodes a message into one frame (a fresh, independently owned buffer). */
@@ -19,14 +19,14 @@ export const encodeFrame = (
   maxFrameBytes: number
 ): Result.Result<Uint8Array, MessageTooLarge | MalformedMessage> => {
   // The size is known before anything is allocated: an oversized message costs no buffer.
-  const size = FRAME_HEADER_BYTES + Wire.sizeOf(message)
+  const size = frameHeaderBytes + Wire.sizeOf(message)
   if (size > maxFrameBytes) return Result.fail(new MessageTooLarge({ size, limit: maxFrameBytes }))
   const frame = new Uint8Array(size)
-  Wire.encodeInto(message, frame, FRAME_HEADER_BYTES)
+  Wire.encodeInto(message, frame, frameHeaderBytes)
   const view = new DataView(frame.buffer)
   view.setUint32(0, size - 4)
-  frame[4] = PROTOCOL_VERSION
-  view.setUint32(5, crc32(frame.subarray(FRAME_HEADER_BYTES)))
+  frame[4] = protocolVersion
+  view.setUint32(5, crc32(frame.subarray(frameHeaderBytes)))
   return Result.succeed(frame)
 }
 
@@ -50,7 +50,7 @@ export const decodeFrame = (
   copyPayload = true
 ): Result.Result<SyncMessage, MalformedMessage | MessageTooLarge> => {
   const node = from === undefined ? {} : { node: from }
-  if (frame.length < FRAME_HEADER_BYTES) {
+  if (frame.length < frameHeaderBytes) {
     return Result.fail(new MalformedMessage({ ...node, reason: `frame of ${frame.length} bytes is shorter than its header` }))
   }
   const size = announcedFrameSize(frame)
@@ -60,10 +60,10 @@ export const decodeFrame = (
       new MalformedMessage({ ...node, reason: `frame announces ${size} bytes but has ${frame.length}` })
     )
   }
-  if (frame[4] !== PROTOCOL_VERSION) {
+  if (frame[4] !== protocolVersion) {
     return Result.fail(new MalformedMessage({ ...node, reason: `unknown protocol version ${frame[4]}` }))
   }
-  const body = frame.subarray(FRAME_HEADER_BYTES)
+  const body = frame.subarray(frameHeaderBytes)
   const expected = new DataView(frame.buffer, frame.byteOffset + 5, 4).getUint32(0)
   if (crc32(body) !== expected) return Result.fail(new MalformedMessage({ ...node, reason: "checksum mismatch" }))
   const decoded = Wire.decode(body, copyPayload)

@@ -71,17 +71,17 @@ export type Envelope =
     readonly notices: ReadonlyArray<{ readonly stateName: string; readonly source: string; readonly generation: Generation }>
   }
 
-const FULL = 1
-const DELTA = 2
-const REQUEST = 3
-const FEED = 4
+const tagFull = 1
+const tagDelta = 2
+const tagRequest = 3
+const tagFeed = 4
 
 const encoder = new TextEncoder()
 // Only ever given well-formed UTF-8 (checked first), so it never substitutes; a leading BOM is kept as U+FEFF.
 const decoder = new TextDecoder("utf-8", { ignoreBOM: true })
 
 /** Strings up to this many code units are written one character at a time when they are ASCII. */
-const INLINE_ASCII = 64
+const inlineAscii = 64
 
 const utf8Length = (s: string): number => {
   let n = 0
@@ -143,7 +143,7 @@ class Writer {
   str(s: string) {
     const at = this.pos
     this.pos += 4
-    if (s.length <= INLINE_ASCII) {
+    if (s.length <= inlineAscii) {
       const bytes = this.bytes
       let pos = this.pos
       let i = 0
@@ -182,7 +182,7 @@ export const encodeInto = (m: Envelope, out: Uint8Array, offset: number): void =
   const w = new Writer(out, offset)
   switch (m._tag) {
     case "FullSnapshot":
-      w.u8(FULL)
+      w.u8(tagFull)
       w.str(m.stateName)
       w.str(m.source)
       w.gen(m.generation)
@@ -192,7 +192,7 @@ export const encodeInto = (m: Envelope, out: Uint8Array, offset: number): void =
       w.raw(m.payload)
       break
     case "DeltaUpdate":
-      w.u8(DELTA)
+      w.u8(tagDelta)
       w.str(m.stateName)
       w.str(m.source)
       w.gen(m.generation)
@@ -201,7 +201,7 @@ export const encodeInto = (m: Envelope, out: Uint8Array, offset: number): void =
       w.raw(m.payload)
       break
     case "RequestSnapshot":
-      w.u8(REQUEST)
+      w.u8(tagRequest)
       w.str(m.stateName)
       w.str(m.source)
       if (m.generation === undefined) w.u8(0)
@@ -212,7 +212,7 @@ export const encodeInto = (m: Envelope, out: Uint8Array, offset: number): void =
       w.f64(m.wireVersion)
       break
     case "BatchedChangeFeed":
-      w.u8(FEED)
+      w.u8(tagFeed)
       w.str(m.source)
       w.u32(m.notices.length)
       for (const notice of m.notices) {
@@ -331,7 +331,7 @@ class Reader {
 const empty = new Uint8Array(0)
 
 const latin1 = (bytes: Uint8Array, start: number, end: number): string => {
-  if (end - start <= INLINE_ASCII) {
+  if (end - start <= inlineAscii) {
     let s = ""
     for (let i = start; i < end; i++) s += String.fromCharCode(bytes[i])
     return s
@@ -350,7 +350,7 @@ const instance = <T extends object>(ctor: { readonly prototype: T }, fields: obj
 const read = (r: Reader): SyncMessage | undefined => {
   const tag = r.u8("tag")
   switch (tag) {
-    case FULL:
+    case tagFull:
       return instance(FullSnapshot, {
         _tag: "FullSnapshot",
         stateName: r.str("stateName"),
@@ -361,7 +361,7 @@ const read = (r: Reader): SyncMessage | undefined => {
         modifiedAt: r.finite("modifiedAt"),
         payload: r.raw("payload")
       })
-    case DELTA:
+    case tagDelta:
       return instance(DeltaUpdate, {
         _tag: "DeltaUpdate",
         stateName: r.str("stateName"),
@@ -371,7 +371,7 @@ const read = (r: Reader): SyncMessage | undefined => {
         modifiedAt: r.finite("modifiedAt"),
         payload: r.raw("payload")
       })
-    case REQUEST: {
+    case tagRequest: {
       const stateName = r.str("stateName")
       const source = r.node("source")
       const has = r.u8("generation flag")
@@ -385,7 +385,7 @@ const read = (r: Reader): SyncMessage | undefined => {
           : { _tag: "RequestSnapshot", stateName, source, generation, wireVersion }
       )
     }
-    case FEED: {
+    case tagFeed: {
       const source = r.node("source")
       const count = r.u32("notice count")
       // Each notice takes at least 4 + 4 + 1 + 16 bytes: reject counts the input cannot hold before allocating.

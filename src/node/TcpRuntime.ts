@@ -383,9 +383,9 @@ const resolve = (options: Options, defaultMaxFrame: number) =>
     if (secretLength < 16) return yield* invalid("secret", "must be at least 16 bytes")
     const limits = options.limits ?? {}
     const maxFrameBytes = limits.maxFrameBytes ?? defaultMaxFrame
-    const maxQueuedBytes = limits.maxQueuedBytes ?? Math.max(32 * 1024 * 1024, maxFrameBytes + Protocol.ENVELOPE_OVERHEAD)
-    if (maxQueuedBytes < maxFrameBytes + Protocol.ENVELOPE_OVERHEAD) {
-      return yield* invalid("limits.maxQueuedBytes", `must be at least maxFrameBytes + ${Protocol.ENVELOPE_OVERHEAD}`)
+    const maxQueuedBytes = limits.maxQueuedBytes ?? Math.max(32 * 1024 * 1024, maxFrameBytes + Protocol.envelopeOverhead)
+    if (maxQueuedBytes < maxFrameBytes + Protocol.envelopeOverhead) {
+      return yield* invalid("limits.maxQueuedBytes", `must be at least maxFrameBytes + ${Protocol.envelopeOverhead}`)
     }
     const interval = Duration.fromInputUnsafe(options.heartbeat?.interval ?? "1 second")
     const detector = options.heartbeat?.detector ?? fixedTimeout("5 seconds")

@@ -64,7 +64,7 @@ import * as Faults from "./simulation/Faults.ts"
 import * as Hostile from "./simulation/Hostile.ts"
 import * as RunContext from "./simulation/RunContext.ts"
 import type { ResolvedScenario, Scenario } from "./simulation/Scenario.ts"
-import { resolve, STATES, timing } from "./simulation/Scenario.ts"
+import { resolve, stateNames, timing } from "./simulation/Scenario.ts"
 import * as Workload from "./simulation/Workload.ts"
 
 /** @since 0.1.0 */
@@ -114,7 +114,7 @@ const runScoped = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed: 
   const ctx = yield* RunContext.make(scenario, seed)
   const { checker, cluster, network, work } = ctx
   const { fault } = scenario
-  const now = () => ctx.now() - RunContext.START
+  const now = () => ctx.now() - RunContext.startTime
 
   // ---- the script --------------------------------------------------------------------------
   for (const n of ctx.all) ctx.markUp(n)
@@ -158,7 +158,7 @@ const runScoped = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed: 
   // ---- the quiet window --------------------------------------------------------------------
   for (let t = 0; t < timing.quietWindow; t += timing.readInterval) {
     if (scenario.readers) {
-      for (const n of cluster.nodes) for (const s of STATES) yield* ctx.fork(Workload.read(ctx, n, s))
+      for (const n of cluster.nodes) for (const s of stateNames) yield* ctx.fork(Workload.read(ctx, n, s))
     }
     yield* ctx.advance(timing.readInterval)
   }
@@ -169,7 +169,7 @@ const runScoped = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed: 
   const up = cluster.nodes
   const divergent: Array<string> = []
   const upIds = new Set(up.map((n) => n.id))
-  for (const s of STATES) {
+  for (const s of stateNames) {
     const owners = new Map<NodeId.NodeId, StateView<unknown>>()
     for (const o of up) owners.set(o.id, yield* (yield* ctx.handleOn(o, s)).local)
     for (const n of up) {

@@ -23,7 +23,7 @@ import { type Conn, ConnectionFailed, fail, isDialerOf, monotonicMillis, type No
 import * as Protocol from "./protocol.ts"
 import type { Routing } from "./routing.ts"
 
-const WRITE_BATCH = 64
+const writeBatch = 64
 
 export interface Connections {
   /**
@@ -125,7 +125,7 @@ export const make = (
     function*(conn: Conn, peer: Peer) {
       while (true) {
         const batch = yield* Effect.raceFirst(
-          peer.outbound.take(WRITE_BATCH),
+          peer.outbound.take(writeBatch),
           Effect.as(Deferred.await(conn.retire), undefined)
         )
         if (batch === undefined) break

@@ -69,12 +69,12 @@ export const make = (
   }
 
   const asDialer = Effect.fnUntraced(function*(writer: Socket.Writer, next: Next) {
-    const dialerNonce = new Uint8Array(randomBytes(Protocol.NONCE_BYTES))
+    const dialerNonce = new Uint8Array(randomBytes(Protocol.nonceBytes))
     yield* writeMessage(writer, { _tag: "Hello", node: self, session, nonce: dialerNonce }, limit)
     const challenge = yield* next
     if (challenge._tag !== "Challenge") return yield* unexpected(challenge, "Challenge")
     if (challenge.node === self) return yield* fail("self", "dialed this node itself")
-    if (challenge.nonce.length !== Protocol.NONCE_BYTES) {
+    if (challenge.nonce.length !== Protocol.nonceBytes) {
       counters.authFailures++
       return yield* fail("auth-failed", "bad nonce length")
     }
@@ -107,11 +107,11 @@ export const make = (
     const hello = yield* next
     if (hello._tag !== "Hello") return yield* unexpected(hello, "Hello")
     if (hello.node === self) return yield* fail("self", "a connection claims this node's id")
-    if (hello.nonce.length !== Protocol.NONCE_BYTES) {
+    if (hello.nonce.length !== Protocol.nonceBytes) {
       counters.authFailures++
       return yield* fail("auth-failed", "bad nonce length")
     }
-    const acceptorNonce = new Uint8Array(randomBytes(Protocol.NONCE_BYTES))
+    const acceptorNonce = new Uint8Array(randomBytes(Protocol.nonceBytes))
     const transcript: Protocol.Transcript = {
       dialer: hello.node,
       acceptor: self,

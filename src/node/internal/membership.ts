@@ -24,6 +24,7 @@
  */
 import { Deferred, Effect, PubSub, Result, Stream } from "effect"
 import type { GroupJoin } from "../../ActorRuntime.ts"
+import { BoundedLru } from "../../internal/lru.ts"
 import * as MetricSeries from "../../internal/metricSeries.ts"
 import * as Metrics from "../../Metrics.ts"
 import type { NodeId } from "../../NodeId.ts"
@@ -45,7 +46,7 @@ import {
 import * as Outbound from "./outbound.ts"
 import type * as Protocol from "./protocol.ts"
 
-const LEFT_SESSIONS_REMEMBERED = 1024
+const leftSessionsRemembered = 1024
 
 export type DownReason = "left" | "failed" | "restarted" | "evicted"
 
@@ -105,7 +106,7 @@ export const make = Effect.fnUntraced(function*(
   /** With external membership: listed nodes that left gracefully; not redialed (their next session dials in). */
   const departedListed = new Set<NodeId>()
   /** Sessions that left gracefully: gossip about them is stale. */
-  const leftSessions = new Set<string>()
+  const leftSessions = new BoundedLru<string, true>(leftSessionsRemembered)
   let localGroups = new Set<string>()
   let groupsVersion = 0
   /** Peers seen joining a group after their registration (see `ActorRuntime.groupJoins`). */
@@ -134,10 +135,7 @@ export const make = Effect.fnUntraced(function*(
     peer.outbound.clear()
     options.onDown(peer.node)
     if (reason === "left") {
-      leftSessions.add(`${peer.node}/${peer.session}`)
-      if (leftSessions.size > LEFT_SESSIONS_REMEMBERED) {
-        leftSessions.delete(leftSessions.values().next().value!)
-      }
+      leftSessions.set(`${peer.node}/${peer.session}`, true)
       addresses.delete(peer.node)
       if (external) departedListed.add(peer.node)
     }

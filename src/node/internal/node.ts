@@ -158,7 +158,7 @@ export const make = (options: {
   session: options.session,
   settings: options.settings,
   address: options.address,
-  frameLimit: options.settings.maxFrameBytes + Protocol.ENVELOPE_OVERHEAD,
+  frameLimit: options.settings.maxFrameBytes + Protocol.envelopeOverhead,
   counters: options.counters,
   metricContext: options.metricContext,
 

@@ -30,20 +30,20 @@ import { MalformedMessage, MessageTooLarge } from "../../DStateError.ts"
 import { NodeId } from "../../NodeId.ts"
 
 /** The protocol byte of transport frames (high bit set: never a sync frame's version). */
-export const TRANSPORT_PROTOCOL = 0x81
+export const transportProtocol = 0x81
 
 /** The protocol byte of a `Deliver` whose message bytes are the registry frame itself. */
-export const DELIVER_PROTOCOL = 0x82
+export const deliverProtocol = 0x82
 
 /** Bytes before a transport frame's message: length (4), protocol (1), CRC32 (4). */
-export const HEADER_BYTES = 9
+export const headerBytes = 9
 
 /** Bytes a transport envelope may add around a registry frame (tag, id, lengths). */
-export const ENVELOPE_OVERHEAD = 1024
+export const envelopeOverhead = 1024
 
 /** Length of handshake nonces and of HMAC-SHA256 proofs. */
-export const NONCE_BYTES = 32
-export const PROOF_BYTES = 32
+export const nonceBytes = 32
+export const proofBytes = 32
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }))
 
@@ -134,9 +134,9 @@ const encodeMessage = Schema.encodeUnknownResult(codec)
 const decodeMessage = Schema.decodeUnknownResult(codec)
 
 const header = (protocol: number, body: Uint8Array): Uint8Array => {
-  const bytes = new Uint8Array(HEADER_BYTES)
+  const bytes = new Uint8Array(headerBytes)
   const view = new DataView(bytes.buffer)
-  view.setUint32(0, HEADER_BYTES - 4 + body.length)
+  view.setUint32(0, headerBytes - 4 + body.length)
   bytes[4] = protocol
   view.setUint32(5, crc32(body))
   return bytes
@@ -150,9 +150,9 @@ export const encodeDeliver = (
   payload: Uint8Array,
   maxFrameBytes: number
 ): Result.Result<readonly [Uint8Array, Uint8Array], MessageTooLarge> => {
-  const size = HEADER_BYTES + payload.length
+  const size = headerBytes + payload.length
   if (size > maxFrameBytes) return Result.fail(new MessageTooLarge({ size, limit: maxFrameBytes }))
-  return Result.succeed([header(DELIVER_PROTOCOL, payload), payload])
+  return Result.succeed([header(deliverProtocol, payload), payload])
 }
 
 /** Encodes a message into one transport frame. */
@@ -163,9 +163,9 @@ export const encode = (
   if (message._tag === "Deliver") {
     const parts = encodeDeliver(message.payload, maxFrameBytes)
     if (Result.isFailure(parts)) return Result.fail(parts.failure)
-    const frame = new Uint8Array(HEADER_BYTES + message.payload.length)
+    const frame = new Uint8Array(headerBytes + message.payload.length)
     frame.set(parts.success[0])
-    frame.set(message.payload, HEADER_BYTES)
+    frame.set(message.payload, headerBytes)
     return Result.succeed(frame)
   }
   const encoded = encodeMessage(message)
@@ -173,27 +173,27 @@ export const encode = (
     return Result.fail(new MalformedMessage({ reason: `cannot encode ${message._tag}: ${encoded.failure.message}` }))
   }
   const body = encoded.success
-  const size = HEADER_BYTES + body.length
+  const size = headerBytes + body.length
   if (size > maxFrameBytes) return Result.fail(new MessageTooLarge({ size, limit: maxFrameBytes }))
   const frame = new Uint8Array(size)
-  frame.set(header(TRANSPORT_PROTOCOL, body))
-  frame.set(body, HEADER_BYTES)
+  frame.set(header(transportProtocol, body))
+  frame.set(body, headerBytes)
   return Result.succeed(frame)
 }
 
 /** Checks and decodes one complete transport frame (as cut by `FrameReader`). */
 export const decode = (frame: Uint8Array): Result.Result<TransportMessage, MalformedMessage> => {
-  if (frame.length < HEADER_BYTES) {
+  if (frame.length < headerBytes) {
     return Result.fail(new MalformedMessage({ reason: `frame of ${frame.length} bytes is shorter than its header` }))
   }
-  if (frame[4] !== TRANSPORT_PROTOCOL && frame[4] !== DELIVER_PROTOCOL) {
+  if (frame[4] !== transportProtocol && frame[4] !== deliverProtocol) {
     return Result.fail(new MalformedMessage({ reason: `unknown transport protocol 0x${frame[4].toString(16)}` }))
   }
-  const body = frame.subarray(HEADER_BYTES)
+  const body = frame.subarray(headerBytes)
   const expected = new DataView(frame.buffer, frame.byteOffset + 5, 4).getUint32(0)
   if (crc32(body) !== expected) return Result.fail(new MalformedMessage({ reason: "checksum mismatch" }))
   // The registry frame of a Deliver, as a view into the transport frame (the registry checks it itself).
-  if (frame[4] === DELIVER_PROTOCOL) return Result.succeed({ _tag: "Deliver", payload: body })
+  if (frame[4] === deliverProtocol) return Result.succeed({ _tag: "Deliver", payload: body })
   const decoded = decodeMessage(body)
   if (Result.isFailure(decoded)) {
     return Result.fail(new MalformedMessage({ reason: `undecodable transport message: ${decoded.failure.message}` }))
@@ -235,7 +235,7 @@ export class FrameReader {
       const prefix = this.peek(4)
       const size = ((prefix[0] << 24) >>> 0) + (prefix[1] << 16) + (prefix[2] << 8) + prefix[3] + 4
       if (size > this.limit) return Result.fail(new MessageTooLarge({ size, limit: this.limit }))
-      if (size < HEADER_BYTES) {
+      if (size < headerBytes) {
         return Result.fail(new MalformedMessage({ reason: `frame announces ${size} bytes, less than its header` }))
       }
       this.expected = size

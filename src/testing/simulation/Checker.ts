@@ -16,7 +16,7 @@ import type * as SimNetwork from "../SimNetwork.ts"
 import type * as TestCluster from "../TestCluster.ts"
 import * as HistoryHash from "./HistoryHash.ts"
 import type { ResolvedScenario } from "./Scenario.ts"
-import { livenessBound, STATES } from "./Scenario.ts"
+import { livenessBound, stateNames } from "./Scenario.ts"
 
 /**
  * A broken guarantee, with the simulated time it was seen at.
@@ -169,7 +169,7 @@ export const make = (now: () => number) => {
   }
   /** state → observer → last published map. */
   const latest = new Map<string, Map<NodeId.NodeId, ViewMap<unknown>>>()
-  for (const s of STATES) latest.set(s, new Map())
+  for (const s of stateNames) latest.set(s, new Map())
   /** Highest generation each observer accepted of each owner, across departures. */
   const highWater = new Map<string, Generation.Generation>()
   /** Highest generation any peer accepted of each owner. */

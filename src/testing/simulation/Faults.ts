@@ -15,7 +15,7 @@ import type * as TestCluster from "../TestCluster.ts"
 import * as Checker from "./Checker.ts"
 import type { RunContext } from "./RunContext.ts"
 import type { Fault } from "./Scenario.ts"
-import { STATES, timing } from "./Scenario.ts"
+import { stateNames, timing } from "./Scenario.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Node faults
@@ -41,7 +41,7 @@ export const restart = Effect.fnUntraced(function*(ctx: RunContext, node: TestCl
   yield* ctx.logging(cluster.restart(node)).pipe(Effect.orDie)
   ctx.markUp(node)
   if (node.store === undefined || m.tampered) return
-  for (const state of STATES) {
+  for (const state of stateNames) {
     const h = yield* ctx.handleOn(node, state)
     const local = yield* h.local
     Checker.checkRestartAccepted(checker, node.id, state, local.generation)

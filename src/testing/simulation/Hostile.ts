@@ -14,13 +14,13 @@ import * as Generation from "../../Generation.ts"
 import { encodeFrame } from "../../internal/codec.ts"
 import * as NodeId from "../../NodeId.ts"
 import * as StateRegistry from "../../StateRegistry.ts"
-import { FRAME_HEADER_BYTES, FullSnapshot, PROTOCOL_VERSION, RequestSnapshot } from "../../SyncMessage.ts"
+import { frameHeaderBytes, FullSnapshot, protocolVersion, RequestSnapshot } from "../../SyncMessage.ts"
 import * as Fixtures from "../Fixtures.ts"
 import type * as Prng from "../Prng.ts"
 import type * as TestCluster from "../TestCluster.ts"
 import { same } from "./Checker.ts"
 import type { RunContext } from "./RunContext.ts"
-import { STATES } from "./Scenario.ts"
+import { stateNames } from "./Scenario.ts"
 
 /**
  * A frame around arbitrary message bytes with a correct length prefix,
@@ -30,13 +30,13 @@ import { STATES } from "./Scenario.ts"
  * @category constructors
  * @since 0.1.0
  */
-export const frameWithBody = (body: Uint8Array, version: number = PROTOCOL_VERSION): Uint8Array => {
-  const frame = new Uint8Array(FRAME_HEADER_BYTES + body.length)
+export const frameWithBody = (body: Uint8Array, version: number = protocolVersion): Uint8Array => {
+  const frame = new Uint8Array(frameHeaderBytes + body.length)
   const view = new DataView(frame.buffer)
   view.setUint32(0, frame.length - 4)
   frame[4] = version
   view.setUint32(5, crc32(body))
-  frame.set(body, FRAME_HEADER_BYTES)
+  frame.set(body, frameHeaderBytes)
   return frame
 }
 
@@ -66,17 +66,17 @@ export const hostileFrames = (
       modifiedAt: 0,
       payload: new Uint8Array([1, 2, 3])
     })
-  const huge = new Uint8Array(FRAME_HEADER_BYTES)
+  const huge = new Uint8Array(frameHeaderBytes)
   new DataView(huge.buffer).setUint32(0, 0xffff_fff0)
-  huge[4] = PROTOCOL_VERSION
+  huge[4] = protocolVersion
   const valid = frameOf(new RequestSnapshot({ stateName: Fixtures.Counter.name, source: from, wireVersion: 1 }))
   // A valid body whose first byte, the message tag, names no message.
-  const unknownTag = valid.slice(FRAME_HEADER_BYTES)
+  const unknownTag = valid.slice(frameHeaderBytes)
   unknownTag[0] = 0x7f
   const wrongProtocol = valid.slice()
-  wrongProtocol[4] = PROTOCOL_VERSION + 1
+  wrongProtocol[4] = protocolVersion + 1
   const flipped = valid.slice()
-  const bit = random.int(FRAME_HEADER_BYTES * 8, flipped.length * 8 - 1)
+  const bit = random.int(frameHeaderBytes * 8, flipped.length * 8 - 1)
   flipped[bit >>> 3] ^= 1 << (bit & 7)
   return [
     { name: "huge length prefix", frame: huge, outcome: "rejected" },
@@ -113,7 +113,7 @@ export const inject = Effect.fnUntraced(function*(ctx: RunContext) {
   const before = yield* Effect.forEach(targets, (t) =>
     Effect.map(countsOn(ctx, t), (counts) => ({
       ...counts,
-      maps: STATES.map((s) => checker.latest.get(s)!.get(t.id))
+      maps: stateNames.map((s) => checker.latest.get(s)!.get(t.id))
     })))
   let expectedRejected = 0
   for (const target of targets) {
@@ -140,7 +140,7 @@ export const inject = Effect.fnUntraced(function*(ctx: RunContext) {
     if (!same(delta, expected)) {
       checker.violation("HostileFrameCount", `${target.id}: ${JSON.stringify(delta)}, expected ${JSON.stringify(expected)}`)
     }
-    for (const [k, s] of STATES.entries()) {
+    for (const [k, s] of stateNames.entries()) {
       if (checker.latest.get(s)!.get(target.id) !== b.maps[k]) {
         checker.violation("HostileFrameChangedState", `${target.id}'s ${s} views changed`)
       }

@@ -22,7 +22,7 @@ import type { AnyHandle, ResolvedScenario, StateName } from "./Scenario.ts"
 import { ResourceV1, ResourceV2, strategyOf, timing } from "./Scenario.ts"
 
 /** The wall clock of every run at its start (ms). */
-export const START = 1_700_000_000_000
+export const startTime = 1_700_000_000_000
 
 /** What the run knows of one owner. */
 export interface NodeMeta {
@@ -72,7 +72,7 @@ export interface RunContext {
 }
 
 /**
- * Sets the clock to `START` and starts the scenario's cluster, seeded by
+ * Sets the clock to `startTime` and starts the scenario's cluster, seeded by
  * `seed`, with the checker installed.
  */
 export const make = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed: number) {
@@ -80,10 +80,10 @@ export const make = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed
   const fr = root.derive("faults")
   const work = root.derive("workload")
   const clock = yield* TestClock.testClockWith(Effect.succeed)
-  yield* TestClock.setTime(START)
+  yield* TestClock.setTime(startTime)
   const now = () => clock.currentTimeMillisUnsafe()
   const monotonic = () => Number(clock.monotonicTimeNanosUnsafe()) / 1_000_000
-  const checker = Checker.make(() => now() - START)
+  const checker = Checker.make(() => now() - startTime)
   let network: SimNetwork.SimNetwork | undefined
   checker.setAttached(() => network?.nodes() ?? [])
   // The cluster names its first nodes node-1..node-N; they exchange views while it starts.

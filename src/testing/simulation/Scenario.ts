@@ -261,9 +261,9 @@ export const ResourceV1 = resourceAt(1)
 export const ResourceV2 = resourceAt(2)
 
 /** The names of the states every run replicates. */
-export const STATES = [Fixtures.Counter.name, Fixtures.NodeResource.name] as const
+export const stateNames = [Fixtures.Counter.name, Fixtures.NodeResource.name] as const
 /** The name of a state a run replicates. */
-export type StateName = typeof STATES[number]
+export type StateName = typeof stateNames[number]
 
 /** A handle of either state, with its types erased. */
 export type AnyHandle = StateRegistry.StateHandle<unknown, unknown>
