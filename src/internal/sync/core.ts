@@ -15,8 +15,8 @@
 import * as Inbound from "./inbound.ts"
 import * as Membership from "./membership.ts"
 import * as Push from "./push.ts"
-import { emit, publish, snapshotToAll, type SyncState } from "./state.ts"
-import { type Command, type Input, localEntry } from "./types.ts"
+import { emit, publish, setOwner, snapshotToAll, type SyncState } from "./state.ts"
+import type { Command, Input } from "./types.ts"
 
 export { heldOf, make, type SyncState, syncFailed } from "./state.ts"
 export type * from "./types.ts"
@@ -73,9 +73,7 @@ export const step = <S, V, D, C>(
         emit(state, { _tag: "SendSnapshot", to: input.requester })
         break
       }
-      const { config } = state
-      state.owner = input.owner
-      state.views.set(config.self, localEntry(config.self, config.wireVersion, input.owner, now))
+      setOwner(state, input.owner, now)
       emit(state, publish)
       emit(state, snapshotToAll)
       break

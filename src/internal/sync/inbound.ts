@@ -12,7 +12,7 @@ import type { NodeId } from "../../NodeId.ts"
 import type { DeltaUpdate, FullSnapshot, RequestSnapshot } from "../../SyncMessage.ts"
 import * as Acceptance from "./acceptance.ts"
 import * as G from "./generation.ts"
-import { emit, heldOf, publishPeers, requestSnapshot, type SyncState, syncFailed } from "./state.ts"
+import { emit, heldOf, log, publishPeers, requestSnapshot, type SyncState, syncFailed } from "./state.ts"
 import type { DecodeError } from "./types.ts"
 
 type AnyState = SyncState<any, any, any, any>
@@ -71,16 +71,11 @@ export const delta = <V>(state: SyncState<any, V, any, any>, from: NodeId, m: De
     case "Gap": {
       ports.count("gapsDetected")
       peers.attempted(from, now).gapCount++
-      emit(state, {
-        _tag: "Log",
-        level: "Debug",
-        message: "gap in deltas; requesting a snapshot",
-        annotations: {
-          peer: from,
-          reason: verdict.reason,
-          held: held === undefined ? "none" : G.format(held.generation),
-          received: G.format(m.generation)
-        }
+      log(state, "Debug", "gap in deltas; requesting a snapshot", {
+        peer: from,
+        reason: verdict.reason,
+        held: held === undefined ? "none" : G.format(held.generation),
+        received: G.format(m.generation)
       })
       return requestSnapshot(state, from, now)
     }
@@ -173,21 +168,11 @@ const decodeFailed = (state: AnyState, from: NodeId, error: DecodeError): void =
   syncFailed(state, from, error.message)
   if (error._tag === "MalformedMessage") {
     ports.count("malformedReceived")
-    return emit(state, {
-      _tag: "Log",
-      level: "Warning",
-      message: "rejected a malformed payload",
-      annotations: { peer: from, error: error.reason }
-    })
+    return log(state, "Warning", "rejected a malformed payload", { peer: from, error: error.reason })
   }
   ports.count("unsupportedVersion")
   const policy = state.config.versionMismatchPolicy
-  emit(state, {
-    _tag: "Log",
-    level: "Warning",
-    message: "peer sent an unsupported wire version",
-    annotations: { peer: from, wireVersion: error.wireVersion, policy }
-  })
+  log(state, "Warning", "peer sent an unsupported wire version", { peer: from, wireVersion: error.wireVersion, policy })
   if (policy === "DropAndWait") {
     const held = state.views.get(from)
     if (held !== undefined) state.departed.remember(from, held.generation)

@@ -9,8 +9,8 @@
  * @internal
  */
 import * as G from "./generation.ts"
-import { cancelDelay, emit, publish, schedulePush, snapshotToAll, type SyncState } from "./state.ts"
-import { localEntry, type Owner, type Urgency } from "./types.ts"
+import { cancelDelay, emit, log, publish, schedulePush, setOwner, snapshotToAll, type SyncState } from "./state.ts"
+import type { Owner, Urgency } from "./types.ts"
 
 type AnyState = SyncState<any, any, any, any>
 
@@ -25,9 +25,8 @@ export const committed = <S, V, D, C>(
 ): void => {
   const { config, ports } = state
   const before = state.owner
-  state.owner = owner
+  setOwner(state, owner, now)
   ports.count("mutations")
-  state.views.set(config.self, localEntry(config.self, config.wireVersion, owner, now))
   emit(state, publish)
 
   let delta: D | undefined
@@ -35,12 +34,7 @@ export const committed = <S, V, D, C>(
     const projected = ports.projectDelta(change)
     if (projected._tag === "Success") delta = projected.success
     else {
-      emit(state, {
-        _tag: "Log",
-        level: "Error",
-        message: "projectDelta threw; peers will get a snapshot",
-        annotations: { error: String(projected.failure) }
-      })
+      log(state, "Error", "projectDelta threw; peers will get a snapshot", { error: String(projected.failure) })
     }
   }
   // A delta is only worth keeping when it is the one change peers miss.
@@ -52,12 +46,7 @@ export const committed = <S, V, D, C>(
     const chosen = ports.syncUrgency(before.view, owner.view, delta)
     if (chosen._tag === "Success") urgency = chosen.success
     else {
-      emit(state, {
-        _tag: "Log",
-        level: "Error",
-        message: "syncUrgency threw; following the strategy",
-        annotations: { error: String(chosen.failure) }
-      })
+      log(state, "Error", "syncUrgency threw; following the strategy", { error: String(chosen.failure) })
     }
   }
   send(state, urgency, now)

@@ -100,6 +100,23 @@ export const syncFailed = (state: SyncState<any, any, any, any>, node: NodeId, m
   state.ports.count("syncFailures")
 }
 
+/** Logs at `level`. */
+export const log = (
+  state: SyncState<any, any, any, any>,
+  level: "Debug" | "Warning" | "Error",
+  message: string,
+  annotations: Readonly<Record<string, unknown>>
+): void => {
+  state.out.push({ _tag: "Log", level, message, annotations })
+}
+
+/** The owner's state becomes `owner`: the local entry of the view map follows (published by the caller). */
+export const setOwner = <S, V>(state: SyncState<S, V, any, any>, owner: Owner<S, V>, now: number): void => {
+  const { config } = state
+  state.owner = owner
+  state.views.set(config.self, localEntry(config.self, config.wireVersion, owner, now))
+}
+
 export const publish: Command<never> = { _tag: "Publish" }
 export const snapshotToAll: Command<never> = { _tag: "SendSnapshot", to: undefined }
 export const schedulePush: Command<never> = { _tag: "SchedulePush" }
