@@ -10,8 +10,8 @@
  *
  * @since 0.1.0
  */
-import { Context, Data, Duration, Effect, Schedule, type Fiber, type Scope, type Stream } from "effect"
-import type { ActorStopped, MailboxFull, NodeUnreachable, RequestTimeout } from "./DStateError.ts"
+import { Context, Duration, Effect, Schedule, type Fiber, type Scope, type Stream } from "effect"
+import type { ActorStopped, MailboxFull, NodeUnreachable, RequestRejected, RequestTimeout } from "./DStateError.ts"
 import type { NodeId } from "./NodeId.ts"
 import * as Actor from "./internal/actor.ts"
 
@@ -96,19 +96,13 @@ export interface Inbound {
 
 /**
  * The receiver of a request could not answer it (for example, the state it
- * names is not registered there).
+ * names is not registered there). The same class as
+ * `DStateError.RequestRejected`.
  *
  * @category errors
  * @since 0.1.0
  */
-export class RequestRejected extends Data.TaggedError("RequestRejected")<{
-  readonly node: NodeId
-  readonly reason: string
-}> {
-  override get message() {
-    return `request rejected by ${this.node}: ${this.reason}`
-  }
-}
+export { RequestRejected } from "./DStateError.ts"
 
 /**
  * A member that joined a group (see `ActorRuntime.groupJoins`).

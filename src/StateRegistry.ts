@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import { Context, Duration, Effect, Layer, PubSub, Result, Schedule, Scope, Stream } from "effect"
-import { ActorRuntime, type MailboxCapacity, RequestRejected } from "./ActorRuntime.ts"
+import { ActorRuntime, type MailboxCapacity } from "./ActorRuntime.ts"
 import { ClusterEvents } from "./ClusterEvents.ts"
 import type {
   HealthStatus,
@@ -25,6 +25,7 @@ import {
   type MalformedMessage,
   type MessageTooLarge,
   type PersistenceFailed,
+  RequestRejected,
   type StalePeer,
   StateNotRegistered
 } from "./DStateError.ts"

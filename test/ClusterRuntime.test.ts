@@ -359,16 +359,21 @@ describe("ClusterRuntime: addresses and options", () => {
       assert.deepStrictEqual(yield* build({ runnerAddress: Option.none() }), new ClusterRuntime.NotARunner())
       assert.deepStrictEqual(
         yield* build({ runnerAddress: Option.some(RunnerAddress.make("127.0.0.1", 65000)) }),
-        new TcpRuntime.InvalidOptions({ option: "portOffset", reason: "runner port + 1000 is not a TCP port" })
+        new TcpRuntime.InvalidOptions({
+          module: "ClusterRuntime",
+          option: "portOffset",
+          value: 1000,
+          reason: "runner port + 1000 is not a TCP port"
+        })
       )
       assert.deepStrictEqual(
         yield* build({ runnerAddress }, { pollInterval: 0 }),
-        new TcpRuntime.InvalidOptions({ option: "pollInterval", reason: "must be positive" })
+        new TcpRuntime.InvalidOptions({ module: "ClusterRuntime", option: "pollInterval", value: 0, reason: "must be positive" })
       )
       // Transport options are checked by the TCP runtime.
       assert.deepStrictEqual(
         yield* build({ runnerAddress }, { secret: Redacted.make("short") }),
-        new TcpRuntime.InvalidOptions({ option: "secret", reason: "must be at least 16 bytes" })
+        new TcpRuntime.InvalidOptions({ module: "TcpRuntime", option: "secret", reason: "must be at least 16 bytes" })
       )
     }))
 })

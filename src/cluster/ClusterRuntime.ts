@@ -53,11 +53,12 @@
  *
  * @since 0.1.0
  */
-import { Cause, Data, Duration, Effect, Layer, Option, Stream } from "effect"
+import { Cause, Duration, Effect, Layer, Option, Stream } from "effect"
 import { RunnerStorage, ShardingConfig } from "effect/cluster"
 import type { RunnerAddress } from "effect/cluster"
 import type { ActorRuntime } from "../ActorRuntime.ts"
 import type { ClusterEvents } from "../ClusterEvents.ts"
+import { InvalidOptions, type ListenFailed, NotARunner } from "../DStateError.ts"
 import * as NodeId from "../NodeId.ts"
 import * as TcpRuntime from "../node/TcpRuntime.ts"
 
@@ -85,16 +86,13 @@ export interface Options extends Omit<TcpRuntime.Options, "nodeId" | "host" | "p
 
 /**
  * The `ShardingConfig` has no `runnerAddress`: this process is a cluster
- * client only, not a runner, so it cannot be a dstate node.
+ * client only, not a runner, so it cannot be a dstate node. The same class as
+ * `DStateError.NotARunner`.
  *
  * @category errors
  * @since 0.1.0
  */
-export class NotARunner extends Data.TaggedError("NotARunner")<{}> {
-  override get message() {
-    return "ShardingConfig.runnerAddress is None: a client-only process is not a dstate node"
-  }
-}
+export { NotARunner } from "../DStateError.ts"
 
 /**
  * The node id of the runner at `address`: `"host:port"`, the key under which
@@ -205,12 +203,13 @@ export const layer = (
   options: Options
 ): Layer.Layer<
   ActorRuntime | ClusterEvents | TcpRuntime.TcpTransport,
-  TcpRuntime.InvalidOptions | TcpRuntime.ListenFailed | NotARunner,
+  InvalidOptions | ListenFailed | NotARunner,
   RunnerStorage.RunnerStorage | ShardingConfig.ShardingConfig
 > =>
   Layer.unwrap(Effect.gen(function*() {
     const { listenHost, pollInterval, pollTimeout, portOffset: offset, ...transportOptions } = options
-    const invalid = (option: string, reason: string) => new TcpRuntime.InvalidOptions({ option, reason })
+    const invalid = (option: string, value: unknown, reason: string) =>
+      new InvalidOptions({ module: "ClusterRuntime", option, value, reason })
     const config = yield* ShardingConfig.ShardingConfig
     const storage = yield* RunnerStorage.RunnerStorage
     if (Option.isNone(config.runnerAddress)) return yield* new NotARunner()
@@ -220,10 +219,10 @@ export const layer = (
     const own = transportAddress(runner, portOffset)
     const listenAddress = transportAddress(listen, portOffset)
     if (own === undefined || listenAddress === undefined) {
-      return yield* invalid("portOffset", `runner port + ${portOffset} is not a TCP port`)
+      return yield* invalid("portOffset", portOffset, `runner port + ${portOffset} is not a TCP port`)
     }
     const interval = Duration.fromInputUnsafe(pollInterval ?? "1 second")
-    if (!(Duration.toMillis(interval) > 0)) return yield* invalid("pollInterval", "must be positive")
+    if (!(Duration.toMillis(interval) > 0)) return yield* invalid("pollInterval", pollInterval, "must be positive")
     const self = nodeId(runner)
     const members = poll(storage, self, {
       interval,

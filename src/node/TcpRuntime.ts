@@ -30,9 +30,10 @@
  *
  * @since 0.1.0
  */
-import { Context, Data, Duration, Effect, Layer, Redacted, Schedule, type Stream } from "effect"
+import { Context, Duration, Effect, Layer, Redacted, Schedule, type Stream } from "effect"
 import { ActorRuntime, type MailboxCapacity } from "../ActorRuntime.ts"
 import { ClusterEvents } from "../ClusterEvents.ts"
+import { InvalidOptions, ListenFailed } from "../DStateError.ts"
 import type * as Metrics from "../Metrics.ts"
 import * as NodeId from "../NodeId.ts"
 import { MaxFrameBytes } from "../SyncMessage.ts"
@@ -210,35 +211,22 @@ export interface Options {
 }
 
 /**
- * A bad option.
+ * A bad option: the layer fails with it before listening. The same class as
+ * `DStateError.InvalidOptions` (`module` is `"TcpRuntime"`).
  *
  * @category errors
  * @since 0.1.0
  */
-export class InvalidOptions extends Data.TaggedError("InvalidOptions")<{
-  readonly option: string
-  readonly reason: string
-}> {
-  override get message() {
-    return `invalid TcpRuntime option ${this.option}: ${this.reason}`
-  }
-}
+export { InvalidOptions } from "../DStateError.ts"
 
 /**
- * The node could not listen on its address.
+ * The node could not listen on its address; `cause` is the socket's error.
+ * The same class as `DStateError.ListenFailed`.
  *
  * @category errors
  * @since 0.1.0
  */
-export class ListenFailed extends Data.TaggedError("ListenFailed")<{
-  readonly host: string
-  readonly port: number
-  readonly cause: unknown
-}> {
-  override get message() {
-    return `cannot listen on ${this.host}:${this.port}: ${String(this.cause)}`
-  }
-}
+export { ListenFailed } from "../DStateError.ts"
 
 /**
  * Node-wide counters of the transport: the series of `Metrics.transport`
@@ -368,24 +356,28 @@ const millis = (input: Duration.Input) => Duration.toMillis(Duration.fromInputUn
 
 const resolve = (options: Options, defaultMaxFrame: number) =>
   Effect.gen(function*() {
-    const invalid = (option: string, reason: string) => Effect.fail(new InvalidOptions({ option, reason }))
+    const invalid = (option: string, value: unknown, reason: string) =>
+      Effect.fail(new InvalidOptions({ module: "TcpRuntime", option, value, reason }))
     if (typeof options.nodeId !== "string" || options.nodeId.length === 0) {
-      return yield* invalid("nodeId", "must be a non-empty string")
+      return yield* invalid("nodeId", options.nodeId, "must be a non-empty string")
     }
     const seeds: Array<Transport.Address> = []
     for (const seed of options.seeds ?? []) {
       const address = typeof seed === "string" ? parseAddress(seed) : seed
-      if (address === undefined) return yield* invalid("seeds", `cannot parse "${String(seed)}" as host:port`)
+      if (address === undefined) return yield* invalid("seeds", seed, `cannot parse "${String(seed)}" as host:port`)
       seeds.push(address)
     }
-    if (!Redacted.isRedacted(options.secret)) return yield* invalid("secret", "must be a Redacted value")
+    // A secret's value is never put in the error.
+    const refuseSecret = (reason: string) =>
+      Effect.fail(new InvalidOptions({ module: "TcpRuntime", option: "secret", reason }))
+    if (!Redacted.isRedacted(options.secret)) return yield* refuseSecret("must be a Redacted value")
     const secretLength = Protocol.secretBytes(Redacted.value(options.secret)).length
-    if (secretLength < 16) return yield* invalid("secret", "must be at least 16 bytes")
+    if (secretLength < 16) return yield* refuseSecret("must be at least 16 bytes")
     const limits = options.limits ?? {}
     const maxFrameBytes = limits.maxFrameBytes ?? defaultMaxFrame
     const maxQueuedBytes = limits.maxQueuedBytes ?? Math.max(32 * 1024 * 1024, maxFrameBytes + Protocol.ENVELOPE_OVERHEAD)
     if (maxQueuedBytes < maxFrameBytes + Protocol.ENVELOPE_OVERHEAD) {
-      return yield* invalid("limits.maxQueuedBytes", `must be at least maxFrameBytes + ${Protocol.ENVELOPE_OVERHEAD}`)
+      return yield* invalid("limits.maxQueuedBytes", maxQueuedBytes, `must be at least maxFrameBytes + ${Protocol.ENVELOPE_OVERHEAD}`)
     }
     const interval = Duration.fromInputUnsafe(options.heartbeat?.interval ?? "1 second")
     const detector = options.heartbeat?.detector ?? fixedTimeout("5 seconds")
