@@ -1,6 +1,7 @@
 import { NodeFileSystem, NodePath } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Fiber, FileSystem, Layer, Logger, Path, PlatformError, References } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, FileSystem, Layer, Logger, Path, PlatformError, References, Schema } from "effect"
+import * as Zlib from "node:zlib"
 import { TestClock } from "effect/testing"
 import { StatePersistence, StateRegistry } from "dstate"
 import { FilePersistence } from "dstate/node"
@@ -52,7 +53,7 @@ for (
     ["file (compactEvery 1, snapshots only)", { compactEvery: 1 }]
   ] as const
 ) {
-  suite(name, freshStore(options), { failing: failingStore(options), timeout: 60_000 })
+  suite(name, freshStore(options), { failing: failingStore(options), failingCause: "PlatformError", timeout: 60_000 })
 }
 
 // ---- helpers ------------------------------------------------------------------------------------
@@ -277,7 +278,27 @@ describe("FilePersistence", () => {
         assert.strictEqual(error.stateName, "counter", label)
         assert.isTrue(error.reason.startsWith(`${snapshot}: `), `${label}: ${error.reason}`)
         assert.include(error.reason, reason, label)
+        // A damaged frame has no error underneath it.
+        assert.isUndefined(error.cause, label)
       }
+    }).pipe(provideNode))
+
+  it.effect("a snapshot that passes its checksum but does not decode fails the load with the schema error as cause", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDir
+      const snapshot = yield* pathOf(directory, "counter", "snapshot")
+      yield* withStore(directory, (store) => store.save("counter", record(7)))
+      // Same format, a payload that is JSON but not a record: magic, payload length, payload CRC32, payload.
+      const payload = Buffer.from("{\"age\":\"seven\"}", "utf8")
+      const header = Buffer.alloc(12)
+      header.writeUInt32BE(0x64737331, 0)
+      header.writeUInt32BE(payload.length, 4)
+      header.writeUInt32BE(Zlib.crc32(payload) >>> 0, 8)
+      yield* writeBytes(snapshot, Buffer.concat([header, payload]))
+      const error = yield* withStore(directory, (store) => loadFailure(store, "counter"))
+      assert.strictEqual(error.operation, "load")
+      assert.include(error.reason, "snapshot passes its checksum but does not decode: ")
+      assert.instanceOf(error.cause, Schema.SchemaError)
     }).pipe(provideNode))
 
   it.effect("a torn last log entry is dropped and the entries before it load", () =>

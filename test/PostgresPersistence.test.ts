@@ -1,6 +1,6 @@
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Layer, Redacted } from "effect"
+import { Cause, Effect, Exit, Layer, Redacted, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import * as Zlib from "node:zlib"
 import { StatePersistence, StateRegistry } from "dstate"
@@ -42,8 +42,12 @@ const failingPgStore = (options?: Omit<PostgresPersistence.Options, "table" | "n
     return Layer.succeed(StatePersistence.StatePersistence, store)
   })).pipe(Layer.provide(PgLive))
 
-suite("postgres (compactEvery 64)", pgStore(), { failing: failingPgStore(), timeout: 60_000 })
-suite("postgres (compactEvery 2)", pgStore({ compactEvery: 2 }), { failing: failingPgStore({ compactEvery: 2 }), timeout: 60_000 })
+suite("postgres (compactEvery 64)", pgStore(), { failing: failingPgStore(), failingCause: "SqlError", timeout: 60_000 })
+suite("postgres (compactEvery 2)", pgStore({ compactEvery: 2 }), {
+  failing: failingPgStore({ compactEvery: 2 }),
+  failingCause: "SqlError",
+  timeout: 60_000
+})
 
 // ---- helpers ------------------------------------------------------------------------------------
 
@@ -166,6 +170,21 @@ describe("PostgresPersistence", () => {
       yield* sql`UPDATE ${sql(`${table}_changes`)} SET entry = replace(entry, '#2', '#3')`
       const changeError = yield* withStore(table, (store) => Effect.flip(store.load("tally")))
       assert.strictEqual(changeError.reason, "change log entry 2 fails its checksum")
+      assert.isUndefined(changeError.cause)
+    }).pipe(provideDb))
+
+  it.effect("a row that passes its checksum but does not decode fails the load with the schema error as cause", () =>
+    Effect.gen(function*() {
+      const table = yield* tableForTest
+      const sql = yield* PgClient.PgClient
+      yield* withStore(table, (store) => store.save("tally", record(0)))
+      const json = "{\"age\":\"zero\"}"
+      yield* sql`UPDATE ${sql(table)} SET record = ${json}, checksum = ${Zlib.crc32(json) >>> 0}`
+      const error = yield* withStore(table, (store) => Effect.flip(store.load("tally")))
+      assert.strictEqual(error.operation, "load")
+      assert.isTrue(error.reason.startsWith("record passes its checksum but does not decode: "), error.reason)
+      assert.instanceOf(error.cause, Schema.SchemaError)
+      assert.strictEqual(error.reason, `record passes its checksum but does not decode: ${(error.cause as Schema.SchemaError).message}`)
     }).pipe(provideDb))
 
   it.effect("a role without the CREATE privilege uses existing tables (schema-qualified)", () =>

@@ -193,12 +193,13 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const save = (stateName: string, record: StoredState, change?: StoredChange) =>
     Effect.suspend(() => {
       const slot = slotOf(stateName)
-      const refuse = (reason: string) => Effect.fail(new PersistenceFailed({ stateName, operation: "save", reason }))
+      const refuse = (reason: string, cause: unknown) =>
+        Effect.fail(new PersistenceFailed({ stateName, operation: "save", reason, cause }))
       const write = Effect.suspend((): Effect.Effect<void, PersistenceFailed | SqlError> => {
         const logged = slot.logged
         if (change !== undefined && logged !== undefined && logged + 1 < compactEvery) {
           const json = encodeChange(change)
-          if (Result.isFailure(json)) return refuse(`cannot encode the change: ${json.failure.message}`)
+          if (Result.isFailure(json)) return refuse(`cannot encode the change: ${json.failure.message}`, json.failure)
           return saveChange(stateName, change, json.success).pipe(
             Effect.andThen(Effect.sync(() => {
               slot.logged = logged + 1
@@ -207,7 +208,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         }
         const { changes: _, ...snapshot } = record
         const json = encodeRecord(snapshot)
-        if (Result.isFailure(json)) return refuse(`cannot encode the record: ${json.failure.message}`)
+        if (Result.isFailure(json)) return refuse(`cannot encode the record: ${json.failure.message}`, json.failure)
         return saveRecord(stateName, record, json.success).pipe(
           Effect.andThen(Effect.sync(() => {
             slot.logged = 0
@@ -229,7 +230,10 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const load = (stateName: string) =>
     Effect.suspend(() => {
       const slot = slotOf(stateName)
-      const corrupt = (reason: string) => Effect.fail(new PersistenceFailed({ stateName, operation: "load", reason }))
+      const corrupt = (reason: string, cause?: unknown) =>
+        Effect.fail(
+          new PersistenceFailed({ stateName, operation: "load", reason, ...(cause === undefined ? {} : { cause }) })
+        )
       return Effect.gen(function*() {
         // One statement, so the record and the log are read from one snapshot of the database.
         const rows = yield* sql<{ readonly record: string; readonly checksum: bigint | number; readonly changes: string }>`
@@ -247,10 +251,10 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         }
         const record = decodeRecord(row.record)
         if (Result.isFailure(record)) {
-          return yield* corrupt(`record passes its checksum but does not decode: ${record.failure.message}`)
+          return yield* corrupt(`record passes its checksum but does not decode: ${record.failure.message}`, record.failure)
         }
         const logged = decodeChangeRows(row.changes)
-        if (Result.isFailure(logged)) return yield* corrupt(`unreadable change log: ${logged.failure.message}`)
+        if (Result.isFailure(logged)) return yield* corrupt(`unreadable change log: ${logged.failure.message}`, logged.failure)
         const out: Array<StoredChange> = []
         for (const [entry, checksum] of logged.success) {
           if (checksum !== crc32(entry)) {
@@ -258,7 +262,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
           }
           const change = decodeChange(entry)
           if (Result.isFailure(change)) {
-            return yield* corrupt(`change log entry ${out.length + 1} does not decode: ${change.failure.message}`)
+            return yield* corrupt(`change log entry ${out.length + 1} does not decode: ${change.failure.message}`, change.failure)
           }
           out.push(change.success)
         }
