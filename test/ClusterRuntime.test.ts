@@ -368,12 +368,44 @@ describe("ClusterRuntime: addresses and options", () => {
       )
       assert.deepStrictEqual(
         yield* build({ runnerAddress }, { pollInterval: 0 }),
-        new TcpRuntime.InvalidOptions({ module: "ClusterRuntime", option: "pollInterval", value: 0, reason: "must be positive" })
+        new TcpRuntime.InvalidOptions({
+          module: "ClusterRuntime",
+          option: "pollInterval",
+          value: 0,
+          reason: "must be a finite positive duration"
+        })
+      )
+      assert.deepStrictEqual(
+        yield* build({ runnerAddress }, { pollInterval: "Infinity" }),
+        new TcpRuntime.InvalidOptions({
+          module: "ClusterRuntime",
+          option: "pollInterval",
+          value: "Infinity",
+          reason: "must be a finite positive duration"
+        })
+      )
+      assert.deepStrictEqual(
+        yield* build({ runnerAddress }, { pollTimeout: -1 }),
+        new TcpRuntime.InvalidOptions({
+          module: "ClusterRuntime",
+          option: "pollTimeout",
+          value: -1,
+          reason: "must be a finite positive duration"
+        })
       )
       // Transport options are checked by the TCP runtime.
       assert.deepStrictEqual(
         yield* build({ runnerAddress }, { secret: Redacted.make("short") }),
         new TcpRuntime.InvalidOptions({ module: "TcpRuntime", option: "secret", reason: "must be at least 16 bytes" })
+      )
+      assert.deepStrictEqual(
+        yield* build({ runnerAddress }, { heartbeat: { interval: 0 } }),
+        new TcpRuntime.InvalidOptions({
+          module: "TcpRuntime",
+          option: "heartbeat.interval",
+          value: 0,
+          reason: "must be a finite positive duration"
+        })
       )
     }))
 })

@@ -58,7 +58,9 @@ import { RunnerStorage, ShardingConfig } from "effect/cluster"
 import type { RunnerAddress } from "effect/cluster"
 import type { ActorRuntime } from "../ActorRuntime.ts"
 import type { ClusterEvents } from "../ClusterEvents.ts"
-import { InvalidOptions, type ListenFailed, NotARunner } from "../DStateError.ts"
+import type { InvalidOptions, ListenFailed } from "../DStateError.ts"
+import { NotARunner } from "../DStateError.ts"
+import * as Check from "../internal/options.ts"
 import * as NodeId from "../NodeId.ts"
 import * as TcpRuntime from "../node/TcpRuntime.ts"
 
@@ -195,6 +197,10 @@ const poll = (
  * - Every runner needs the dstate port (runner port + `portOffset`) free and
  *   reachable, and every runner must use the same offset and secret.
  * - When the storage cannot be read, the last member set is kept (logged).
+ * - Bad options fail the layer with `InvalidOptions`: `pollInterval` and
+ *   `pollTimeout` must be finite positive durations, runner port +
+ *   `portOffset` a TCP port; the transport options are checked as by
+ *   `TcpRuntime.layer`.
  *
  * @category layers
  * @since 0.1.0
@@ -208,8 +214,7 @@ export const layer = (
 > =>
   Layer.unwrap(Effect.gen(function*() {
     const { listenHost, pollInterval, pollTimeout, portOffset: offset, ...transportOptions } = options
-    const invalid = (option: string, value: unknown, reason: string) =>
-      new InvalidOptions({ module: "ClusterRuntime", option, value, reason })
+    const checker = { module: "ClusterRuntime" }
     const config = yield* ShardingConfig.ShardingConfig
     const storage = yield* RunnerStorage.RunnerStorage
     if (Option.isNone(config.runnerAddress)) return yield* new NotARunner()
@@ -219,14 +224,14 @@ export const layer = (
     const own = transportAddress(runner, portOffset)
     const listenAddress = transportAddress(listen, portOffset)
     if (own === undefined || listenAddress === undefined) {
-      return yield* invalid("portOffset", portOffset, `runner port + ${portOffset} is not a TCP port`)
+      return yield* Check.invalid(checker, "portOffset", portOffset, `runner port + ${portOffset} is not a TCP port`)
     }
-    const interval = Duration.fromInputUnsafe(pollInterval ?? "1 second")
-    if (!(Duration.toMillis(interval) > 0)) return yield* invalid("pollInterval", pollInterval, "must be positive")
+    const interval = yield* Check.duration(checker, "pollInterval", pollInterval ?? "1 second", "positive")
+    const timeout = yield* Check.duration(checker, "pollTimeout", pollTimeout ?? "5 seconds", "positive")
     const self = nodeId(runner)
     const members = poll(storage, self, {
       interval,
-      timeout: Duration.fromInputUnsafe(pollTimeout ?? "5 seconds"),
+      timeout,
       portOffset
     })
     return TcpRuntime.layer({
