@@ -3,7 +3,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Cause, Deferred, Effect, Exit, Fiber, FileSystem, Layer, Logger, Path, PlatformError, References, Schema } from "effect"
 import * as Zlib from "node:zlib"
 import { TestClock } from "effect/testing"
-import { StatePersistence, StateRegistry } from "dstate"
+import { DStateError, StatePersistence, StateRegistry } from "dstate"
 import { FilePersistence } from "dstate/node"
 import { suite } from "./conformance/PersistenceSuite.ts"
 import { Ledger, ledgerPad, onNode, Tally, tallyLabels, tallyNext, type TallyState } from "./fixtures/persistenceNode.ts"
@@ -206,6 +206,30 @@ describe("FilePersistence", () => {
       assert.strictEqual((yield* listing(directory)).filter((name) => name.endsWith(".snapshot")).length, 12)
       assert.strictEqual((yield* listing(directory)).filter((name) => name.endsWith(".log")).length, 8)
       assert.isUndefined(yield* withStore(directory, (store) => store.load("counter"), { prefix: "node-3" }))
+    }).pipe(provideNode))
+
+  it.effect("compactEvery must be a positive integer: 1 is accepted, 0 and 1.5 fail the layer with InvalidOptions", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDir
+      for (const compactEvery of [0, 1.5, -1, Number.NaN]) {
+        const expected = new DStateError.InvalidOptions({
+          module: "FilePersistence",
+          option: "compactEvery",
+          value: compactEvery,
+          reason: "must be a positive integer"
+        })
+        assert.deepStrictEqual(yield* Effect.flip(FilePersistence.make({ directory, compactEvery })), expected)
+        assert.deepStrictEqual(yield* Effect.flip(Layer.build(FilePersistence.layerFile({ directory, compactEvery }))), expected)
+      }
+      // Nothing was created by the refused stores.
+      assert.deepStrictEqual(yield* listing(directory), [])
+      const loaded = yield* withStore(directory, (store) =>
+        Effect.gen(function*() {
+          yield* store.save("counter", record(1))
+          yield* store.save("counter", record(2), change(2))
+          return yield* store.load("counter")
+        }), { compactEvery: 1 })
+      assert.deepStrictEqual(loaded, record(2))
     }).pipe(provideNode))
 
   it.effect("changes are appended to the log, and every compactEvery-th change writes a snapshot", () =>

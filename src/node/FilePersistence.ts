@@ -44,8 +44,9 @@ import * as NodePath from "@effect/platform-node/NodePath"
 import { Effect, Exit, FileSystem, Layer, Path, type PlatformError, Result, Scope, Semaphore } from "effect"
 import { createHash } from "node:crypto"
 import * as Zlib from "node:zlib"
-import { PersistenceFailed } from "../DStateError.ts"
+import { type InvalidOptions, PersistenceFailed } from "../DStateError.ts"
 import * as Generation from "../Generation.ts"
+import * as Check from "../internal/options.ts"
 import { decodeChange, decodeRecord, encodeChange, encodeRecord } from "../internal/storedJson.ts"
 import { StatePersistence, StoredChange, StoredState } from "../StatePersistence.ts"
 
@@ -289,10 +290,12 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
   const scope = yield* Scope.Scope
-  const compactEvery = options.compactEvery ?? defaultCompactEvery
-  if (!Number.isSafeInteger(compactEvery) || compactEvery < 1) {
-    return yield* Effect.die(new globalThis.Error(`FilePersistence: compactEvery must be a positive integer, got ${compactEvery}`))
-  }
+  const compactEvery = yield* Check.integer(
+    { module: "FilePersistence" },
+    "compactEvery",
+    options.compactEvery ?? defaultCompactEvery,
+    1
+  )
   const directory = options.directory
   const stemPrefix = options.prefix === undefined ? "" : `${fileName(options.prefix)}.`
   const fsyncDirectories = process.platform !== "win32"
@@ -470,7 +473,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
  */
 export const layerFileSystem = (
   options: Options
-): Layer.Layer<StatePersistence, PlatformError.PlatformError, FileSystem.FileSystem | Path.Path> =>
+): Layer.Layer<StatePersistence, PlatformError.PlatformError | InvalidOptions, FileSystem.FileSystem | Path.Path> =>
   Layer.effect(StatePersistence, make(options))
 
 /**
@@ -492,7 +495,8 @@ export const layerFileSystem = (
  *
  * A state must be saved by one node process at a time: two processes writing
  * the same files (same directory and prefix) corrupt each other's logs. The
- * layer fails with a `PlatformError` when the directory cannot be created.
+ * layer fails with a `PlatformError` when the directory cannot be created,
+ * and with `InvalidOptions` when `compactEvery` is not a positive integer.
  *
  * **Example**
  *
@@ -508,5 +512,5 @@ export const layerFileSystem = (
  * @category layers
  * @since 0.1.0
  */
-export const layerFile = (options: Options): Layer.Layer<StatePersistence, PlatformError.PlatformError> =>
+export const layerFile = (options: Options): Layer.Layer<StatePersistence, PlatformError.PlatformError | InvalidOptions> =>
   layerFileSystem(options).pipe(Layer.provide([NodeFileSystem.layer, NodePath.layer]))

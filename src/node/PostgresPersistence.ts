@@ -37,7 +37,8 @@ import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Result, Schema, Semaphore } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import * as Zlib from "node:zlib"
-import { PersistenceFailed } from "../DStateError.ts"
+import { type InvalidOptions, PersistenceFailed } from "../DStateError.ts"
+import * as Check from "../internal/options.ts"
 import { decodeChange, decodeRecord, encodeChange, encodeRecord } from "../internal/storedJson.ts"
 import { StatePersistence, StoredChange, StoredState } from "../StatePersistence.ts"
 
@@ -108,20 +109,17 @@ interface Slot {
 export const make = Effect.fnUntraced(function*(options: Options) {
   const sql = yield* PgClient.PgClient
   const table = options.table ?? defaultTable
-  const compactEvery = options.compactEvery ?? defaultCompactEvery
+  const checker = { module: "PostgresPersistence" }
   const parts = table.split(".")
   if (parts.length > 2 || parts.some((part) => part.length === 0 || Buffer.byteLength(part, "utf8") > maxIdentifier)) {
-    return yield* Effect.die(
-      new globalThis.Error(
-        `PostgresPersistence: table must be "name" or "schema.name" with parts of 1 to ${maxIdentifier} bytes, got "${table}"`
-      )
+    return yield* Check.invalid(
+      checker,
+      "table",
+      table,
+      `must be "name" or "schema.name" with parts of 1 to ${maxIdentifier} bytes`
     )
   }
-  if (!Number.isSafeInteger(compactEvery) || compactEvery < 1) {
-    return yield* Effect.die(
-      new globalThis.Error(`PostgresPersistence: compactEvery must be a positive integer, got ${compactEvery}`)
-    )
-  }
+  const compactEvery = yield* Check.integer(checker, "compactEvery", options.compactEvery ?? defaultCompactEvery, 1)
   const node = options.node
   const records = sql(table)
   const changes = sql(`${table}_changes`)
@@ -292,7 +290,10 @@ export const make = Effect.fnUntraced(function*(options: Options) {
  * a crashed node only after its old connection is closed (the server notices
  * within milliseconds on a local network). The layer fails with `SqlError`
  * when the tables are missing and cannot be created; tables that exist need
- * only `SELECT`, `INSERT`, `UPDATE` and `DELETE` for the layer's role.
+ * only `SELECT`, `INSERT`, `UPDATE` and `DELETE` for the layer's role. It
+ * fails with `InvalidOptions` when `table` is not `"name"` or
+ * `"schema.name"` with parts of 1 to 50 bytes, or `compactEvery` is not a
+ * positive integer.
  *
  * **Example**
  *
@@ -309,5 +310,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
  * @category layers
  * @since 0.1.0
  */
-export const layerPostgres = (options: Options): Layer.Layer<StatePersistence, SqlError, PgClient.PgClient> =>
+export const layerPostgres = (
+  options: Options
+): Layer.Layer<StatePersistence, SqlError | InvalidOptions, PgClient.PgClient> =>
   Layer.effect(StatePersistence, make(options))
