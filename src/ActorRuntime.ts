@@ -10,8 +10,15 @@
  *
  * @since 0.1.0
  */
-import { Context, Data, Duration, Effect, Schedule, type Fiber, type Scope, type Stream } from "effect"
-import type { ActorStopped, MailboxFull, NodeUnreachable, RequestTimeout } from "./DStateError.ts"
+import { Context, Duration, Effect, Schedule, type Fiber, type Scope, type Stream } from "effect"
+import type {
+  ActorStopped,
+  InvalidOptions,
+  MailboxFull,
+  NodeUnreachable,
+  RequestRejected,
+  RequestTimeout
+} from "./DStateError.ts"
 import type { NodeId } from "./NodeId.ts"
 import * as Actor from "./internal/actor.ts"
 
@@ -70,7 +77,7 @@ export interface ActorRef<in M> {
 export interface SpawnOptions<M, R> {
   /** Unique on the node; used in logs and errors. */
   readonly name: string
-  /** Mailbox capacity (default `"unbounded"`). */
+  /** Mailbox capacity: a positive integer or `"unbounded"` (the default). */
   readonly mailbox?: MailboxCapacity | undefined
   /** Handles one message. Messages are handled one at a time, in order. */
   readonly receive: (message: M) => Effect.Effect<void, never, R>
@@ -96,19 +103,13 @@ export interface Inbound {
 
 /**
  * The receiver of a request could not answer it (for example, the state it
- * names is not registered there).
+ * names is not registered there). The same class as
+ * `DStateError.RequestRejected`.
  *
  * @category errors
  * @since 0.1.0
  */
-export class RequestRejected extends Data.TaggedError("RequestRejected")<{
-  readonly node: NodeId
-  readonly reason: string
-}> {
-  override get message() {
-    return `request rejected by ${this.node}: ${this.reason}`
-  }
-}
+export { RequestRejected } from "./DStateError.ts"
 
 /**
  * A member that joined a group (see `ActorRuntime.groupJoins`).
@@ -145,8 +146,11 @@ export interface Supersede {
 export class ActorRuntime extends Context.Service<ActorRuntime, {
   /** This node's id. */
   readonly nodeId: NodeId
-  /** Spawns a supervised actor that lives as long as the given scope. */
-  spawn<M, R>(options: SpawnOptions<M, R>): Effect.Effect<ActorRef<M>, never, Scope.Scope | R>
+  /**
+   * Spawns a supervised actor that lives as long as the given scope. Fails with `InvalidOptions` when
+   * `mailbox` is neither a positive integer nor `"unbounded"`.
+   */
+  spawn<M, R>(options: SpawnOptions<M, R>): Effect.Effect<ActorRef<M>, InvalidOptions, Scope.Scope | R>
   /** Runs `effect` at each recurrence of `schedule` (first run after the first delay) until the scope closes or the schedule fails. */
   every<E, R, SE = never>(
     schedule: Schedule.Schedule<unknown, unknown, SE>,
@@ -206,7 +210,9 @@ export interface ActorHooks {
 
 /**
  * Spawns an actor with the standard mailbox and supervision, for runtimes
- * that need no special scheduling. Runtimes may wrap it (the in-process
+ * that need no special scheduling. Fails with `InvalidOptions` (module
+ * `"ActorRuntime.spawn"`) for a mailbox capacity that is neither a positive
+ * integer nor `"unbounded"`. Runtimes may wrap it (the in-process
  * runtime counts work in flight and freezes paused nodes).
  *
  * @category constructors
@@ -215,7 +221,7 @@ export interface ActorHooks {
 export const spawnActor: <M, R>(
   options: SpawnOptions<M, R>,
   hooks?: ActorHooks
-) => Effect.Effect<ActorRef<M>, never, Scope.Scope | R> = Actor.spawn
+) => Effect.Effect<ActorRef<M>, InvalidOptions, Scope.Scope | R> = Actor.spawn
 
 /**
  * Runs `effect` on `schedule` in the current scope, as `ActorRuntime.every`.

@@ -1,7 +1,13 @@
 /**
- * The typed errors of dstate. Each carries the context needed to act on it
- * (state name, node, sizes, limits, versions). Errors that can cross a process
- * boundary are `Schema.TaggedError`s so they can be encoded like any message.
+ * The typed errors of dstate, all in this module: registry and query errors,
+ * frame errors, persistence and migration errors, actor and request errors,
+ * and the errors of building a node (`InvalidOptions`, `ListenFailed`,
+ * `NotARunner`). Each carries the context needed to act on it (state name,
+ * node, option, sizes, limits, versions) and, when it wraps another failure
+ * (a store's error, a schema error, a socket error, a defect), that failure as
+ * `cause`. All are `Schema.TaggedError`s, so they can be encoded like any
+ * message. `TcpRuntime`, `ActorRuntime` and `ClusterRuntime` re-export the
+ * ones they fail with under the names they always had.
  *
  * @since 0.1.0
  */
@@ -57,7 +63,10 @@ export class StalePeer extends Schema.TaggedError<StalePeer>()("StalePeer", {
 
 /**
  * Saving or loading the owner's state failed. A failed save leaves the state
- * unchanged and publishes nothing.
+ * unchanged and publishes nothing. `cause` is the failure underneath when
+ * there is one: the store's own error (`PlatformError`, `SqlError`,
+ * `KeyValueStore` error) or the schema error of a record that does not encode
+ * or decode.
  *
  * @category errors
  * @since 0.1.0
@@ -84,7 +93,9 @@ export class PersistenceFailed extends Schema.TaggedError<PersistenceFailed>()("
 export class MalformedMessage extends Schema.TaggedError<MalformedMessage>()("MalformedMessage", {
   node: Schema.optionalKey(NodeId),
   stateName: Schema.optionalKey(Schema.String),
-  reason: Schema.String
+  reason: Schema.String,
+  /** The schema error when a payload did not decode or a value did not encode. */
+  cause: Schema.optionalKey(Schema.Defect())
 }) {
   override get message() {
     return `malformed message${this.node === undefined ? "" : ` from ${this.node}`}${
@@ -130,7 +141,8 @@ export class UnsupportedWireVersion extends Schema.TaggedError<UnsupportedWireVe
 }
 
 /**
- * A persisted state could not be migrated from its storage version.
+ * A persisted state could not be migrated from its storage version. When
+ * `migrateState` died, the defect is the `cause`.
  *
  * @category errors
  * @since 0.1.0
@@ -139,7 +151,8 @@ export class MigrationFailed extends Schema.TaggedError<MigrationFailed>()("Migr
   stateName: Schema.String,
   fromVersion: Schema.Number,
   toVersion: Schema.Number,
-  reason: Schema.String
+  reason: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
 }) {
   override get message() {
     return `migration of "${this.stateName}" from storage version ${this.fromVersion} to ${this.toVersion} failed: ${this.reason}`
@@ -203,6 +216,102 @@ export class NodeUnreachable extends Schema.TaggedError<NodeUnreachable>()("Node
 }) {
   override get message() {
     return `node ${this.node} is not reachable`
+  }
+}
+
+/**
+ * The receiver of a request could not answer it (for example, the state it
+ * names is not registered there, or the request frame did not decode).
+ * Re-exported as `ActorRuntime.RequestRejected`.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class RequestRejected extends Schema.TaggedError<RequestRejected>()("RequestRejected", {
+  node: NodeId,
+  reason: Schema.String
+}) {
+  override get message() {
+    return `request rejected by ${this.node}: ${this.reason}`
+  }
+}
+
+const formatValue = (value: unknown): string => {
+  switch (typeof value) {
+    case "string":
+      return JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}...` : value)
+    case "number":
+    case "bigint":
+    case "boolean":
+    case "undefined":
+      return String(value)
+    default:
+      return value === null ? "null" : Array.isArray(value) ? `[${value.map(formatValue).join(", ")}]` : String(value)
+  }
+}
+
+/**
+ * An option or a definition is outside what is allowed. Layers fail with it
+ * when they are built (`TcpRuntime.layer`, `ClusterRuntime.layer`,
+ * `FilePersistence`, `PostgresPersistence`), and `StateRegistry.register`
+ * fails with it for bad register options or a bad definition; nothing is
+ * started. Re-exported as `TcpRuntime.InvalidOptions`.
+ *
+ * **Details**
+ *
+ * - `module`: who refused it (`"TcpRuntime"`, `"ClusterRuntime"`,
+ *   `"FilePersistence"`, `"PostgresPersistence"`, `"StateRegistry.register"`,
+ *   `"DistributedState"`, `"ActorRuntime.spawn"`).
+ * - `option`: the option's path (`"limits.maxFrameBytes"`, `"heartbeat.interval"`).
+ * - `value`: the value given (absent for secrets).
+ * - `reason`: what is allowed (`"must be a positive integer"`).
+ * - `stateName`: the state concerned, for `register`.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class InvalidOptions extends Schema.TaggedError<InvalidOptions>()("InvalidOptions", {
+  module: Schema.String,
+  option: Schema.String,
+  value: Schema.optionalKey(Schema.Unknown),
+  reason: Schema.String,
+  stateName: Schema.optionalKey(Schema.String)
+}) {
+  override get message() {
+    const state = this.stateName === undefined ? "" : ` of state "${this.stateName}"`
+    const value = "value" in this ? ` = ${formatValue(this.value)}` : ""
+    return `invalid ${this.module} option ${this.option}${state}${value}: ${this.reason}`
+  }
+}
+
+/**
+ * The node could not listen on its address; `cause` is the socket's error.
+ * Re-exported as `TcpRuntime.ListenFailed`.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class ListenFailed extends Schema.TaggedError<ListenFailed>()("ListenFailed", {
+  host: Schema.String,
+  port: Schema.Number,
+  cause: Schema.Defect()
+}) {
+  override get message() {
+    return `cannot listen on ${this.host}:${this.port}: ${String(this.cause)}`
+  }
+}
+
+/**
+ * The `ShardingConfig` has no `runnerAddress`: this process is a cluster
+ * client only, not a runner, so it cannot be a dstate node. Re-exported as
+ * `ClusterRuntime.NotARunner`.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class NotARunner extends Schema.TaggedError<NotARunner>()("NotARunner", {}) {
+  override get message() {
+    return "ShardingConfig.runnerAddress is None: a client-only process is not a dstate node"
   }
 }
 

@@ -39,7 +39,10 @@ export type MigrateState<S> = (encoded: unknown, fromVersion: number) => Effect.
  * @since 0.1.0
  */
 export interface Common<S, V> {
-  /** Unique per cluster; names the state in every message and in storage. */
+  /**
+   * Unique per cluster; names the state in every message and in storage. 1 to 256 characters
+   * (`StateRegistry.register` refuses other names with `InvalidOptions`).
+   */
   readonly name: string
   /** The owner's state, persisted on the owner only. */
   readonly state: Schema.Codec<S, unknown>
@@ -81,7 +84,11 @@ export interface Delta<S, V, D, C> extends Common<S, V> {
   readonly applyDelta: (view: V, delta: D) => V
   readonly syncUrgency: ((oldView: V, newView: V, delta: D) => SyncUrgency) | undefined
   readonly wireDecoders: { readonly [version: number]: WireDecoder<V, D> }
-  /** The schema of a state-level change, for stores that log changes instead of rewriting the state. */
+  /**
+   * The schema of a state-level change, for stores that log changes instead of rewriting the state.
+   * Given with `applyChange` or not at all (`StateRegistry.register` refuses one without the other
+   * with `InvalidOptions`).
+   */
   readonly change: Schema.Codec<C, unknown> | undefined
   /** Replays a logged change on the state it was made from (needed with `change`). */
   readonly applyChange: ((state: S, change: C) => S) | undefined
@@ -149,7 +156,6 @@ export const make = <S>(options: {
   readonly storageVersion?: number | undefined
   readonly migrateState?: MigrateState<S> | undefined
 }): Simple<S> => {
-  validateName(options.name)
   return {
     _tag: "Simple",
     name: options.name,
@@ -199,10 +205,6 @@ export const makeDelta = <S, V, D, C>(options: {
   readonly change?: Schema.Codec<C, unknown> | undefined
   readonly applyChange?: ((state: S, change: C) => S) | undefined
 }): Delta<S, V, D, C> => {
-  validateName(options.name)
-  if ((options.change === undefined) !== (options.applyChange === undefined)) {
-    throw new globalThis.Error(`dstate: state "${options.name}" must give both change and applyChange, or neither`)
-  }
   return {
     _tag: "Delta",
     name: options.name,
@@ -220,12 +222,6 @@ export const makeDelta = <S, V, D, C>(options: {
     migrateState: options.migrateState,
     change: options.change,
     applyChange: options.applyChange
-  }
-}
-
-const validateName = (name: string) => {
-  if (name.length === 0 || name.length > 256) {
-    throw new globalThis.Error(`dstate: a state name must have 1 to 256 characters, got ${name.length}`)
   }
 }
 

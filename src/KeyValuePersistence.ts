@@ -33,19 +33,45 @@ const headerLength = header.length + 8 + 1
 
 const crc32 = (json: string) => (Zlib.crc32(json) >>> 0).toString(16).padStart(8, "0")
 
+/** Why a record could not be encoded or a text decoded, and the schema error behind it when there is one. */
+interface Problem {
+  readonly reason: string
+  readonly cause?: unknown
+}
+
+const encodeDetailed = (record: StoredState): Result.Result<string, Problem> => {
+  const { changes: _, ...snapshot } = record
+  const json = encodeRecord(snapshot)
+  return Result.isSuccess(json)
+    ? Result.succeed(`${header}${crc32(json.success)}\n${json.success}`)
+    : Result.fail({ reason: `cannot encode the record: ${json.failure.message}`, cause: json.failure })
+}
+
+const decodeDetailed = (text: string): Result.Result<StoredState, Problem> => {
+  if (!text.startsWith(header) || text.length < headerLength || text[headerLength - 1] !== "\n") {
+    return Result.fail({ reason: "not a dstate record (bad header)" })
+  }
+  const stored = text.slice(header.length, header.length + 8)
+  const json = text.slice(headerLength)
+  const computed = crc32(json)
+  if (stored !== computed) return Result.fail({ reason: `checksum mismatch: stored ${stored}, computed ${computed}` })
+  const decoded = decodeRecord(json)
+  return Result.isSuccess(decoded)
+    ? Result.succeed(decoded.success)
+    : Result.fail({
+      reason: `record passes its checksum but does not decode: ${decoded.failure.message}`,
+      cause: decoded.failure
+    })
+}
+
 /**
  * The stored text of a record: checksummed header, newline, JSON.
  *
  * @category constructors
  * @since 0.1.0
  */
-export const encode = (record: StoredState): Result.Result<string, string> => {
-  const { changes: _, ...snapshot } = record
-  const json = encodeRecord(snapshot)
-  return Result.isSuccess(json)
-    ? Result.succeed(`${header}${crc32(json.success)}\n${json.success}`)
-    : Result.fail(`cannot encode the record: ${json.failure.message}`)
-}
+export const encode = (record: StoredState): Result.Result<string, string> =>
+  Result.mapError(encodeDetailed(record), (problem) => problem.reason)
 
 /**
  * Reads a stored text back, verifying its header and checksum.
@@ -53,19 +79,8 @@ export const encode = (record: StoredState): Result.Result<string, string> => {
  * @category constructors
  * @since 0.1.0
  */
-export const decode = (text: string): Result.Result<StoredState, string> => {
-  if (!text.startsWith(header) || text.length < headerLength || text[headerLength - 1] !== "\n") {
-    return Result.fail("not a dstate record (bad header)")
-  }
-  const stored = text.slice(header.length, header.length + 8)
-  const json = text.slice(headerLength)
-  const computed = crc32(json)
-  if (stored !== computed) return Result.fail(`checksum mismatch: stored ${stored}, computed ${computed}`)
-  const decoded = decodeRecord(json)
-  return Result.isSuccess(decoded)
-    ? Result.succeed(decoded.success)
-    : Result.fail(`record passes its checksum but does not decode: ${decoded.failure.message}`)
-}
+export const decode = (text: string): Result.Result<StoredState, string> =>
+  Result.mapError(decodeDetailed(text), (problem) => problem.reason)
 
 /**
  * `StatePersistence` over a `KeyValueStore`: the state's record is stored
@@ -81,17 +96,17 @@ export const make = (store: KeyValueStore.KeyValueStore): StatePersistence["Serv
         Effect.mapError((error) => new PersistenceFailed({ stateName, operation: "load", reason: error.message, cause: error })),
         Effect.flatMap((text) => {
           if (text === undefined) return Effect.succeed(undefined)
-          const decoded = decode(text)
+          const decoded = decodeDetailed(text)
           return Result.isSuccess(decoded)
             ? Effect.succeed(decoded.success)
-            : Effect.fail(new PersistenceFailed({ stateName, operation: "load", reason: decoded.failure }))
+            : Effect.fail(new PersistenceFailed({ stateName, operation: "load", ...decoded.failure }))
         })
       ),
     save: (stateName, record, _change?: StoredChange) =>
       Effect.suspend(() => {
-        const text = encode(record)
+        const text = encodeDetailed(record)
         if (Result.isFailure(text)) {
-          return Effect.fail(new PersistenceFailed({ stateName, operation: "save", reason: text.failure }))
+          return Effect.fail(new PersistenceFailed({ stateName, operation: "save", ...text.failure }))
         }
         return store.set(stateName, text.success).pipe(
           Effect.mapError((error) =>

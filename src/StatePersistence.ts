@@ -105,7 +105,12 @@ export const makeMemory = (records: Map<string, string>): StatePersistence["Serv
         return decoded._tag === "Success"
           ? Effect.succeed(decoded.success)
           : Effect.fail(
-            new PersistenceFailed({ stateName, operation: "load", reason: `corrupt record: ${decoded.failure.message}` })
+            new PersistenceFailed({
+              stateName,
+              operation: "load",
+              reason: `corrupt record: ${decoded.failure.message}`,
+              cause: decoded.failure
+            })
           )
       }),
     save: (stateName, record) =>
@@ -113,7 +118,12 @@ export const makeMemory = (records: Map<string, string>): StatePersistence["Serv
         const encoded = encodeRecord(record)
         if (encoded._tag === "Failure") {
           return Effect.fail(
-            new PersistenceFailed({ stateName, operation: "save", reason: `cannot encode: ${encoded.failure.message}` })
+            new PersistenceFailed({
+              stateName,
+              operation: "save",
+              reason: `cannot encode: ${encoded.failure.message}`,
+              cause: encoded.failure
+            })
           )
         }
         records.set(stateName, encoded.success)

@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import { Context, Duration, Effect, Layer, PubSub, Result, Schedule, Scope, Stream } from "effect"
-import { ActorRuntime, type MailboxCapacity, RequestRejected } from "./ActorRuntime.ts"
+import { ActorRuntime, type MailboxCapacity } from "./ActorRuntime.ts"
 import { ClusterEvents } from "./ClusterEvents.ts"
 import type {
   HealthStatus,
@@ -24,13 +24,16 @@ import {
   type MailboxFull,
   type MalformedMessage,
   type MessageTooLarge,
+  type InvalidOptions,
   type PersistenceFailed,
+  RequestRejected,
   type StalePeer,
   StateNotRegistered
 } from "./DStateError.ts"
 import type { Generation } from "./Generation.ts"
 import * as ChangeFeed from "./internal/changeFeed.ts"
 import * as MetricSeries from "./internal/metricSeries.ts"
+import * as Check from "./internal/options.ts"
 import { decodeFrame } from "./internal/codec.ts"
 import * as Shard from "./internal/shard.ts"
 import * as Metrics from "./Metrics.ts"
@@ -222,11 +225,16 @@ export const Observer = Context.Reference<ViewObserver | undefined>("dstate/Stat
 export class StateRegistry extends Context.Service<StateRegistry, {
   /** This node's id. */
   readonly nodeId: NodeId
-  /** Registers a state on this node and starts replicating it. */
+  /**
+   * Registers a state on this node and starts replicating it. Fails with `InvalidOptions`, registering
+   * nothing, for a definition whose name is not 1 to 256 characters or that gives only one of `change`
+   * and `applyChange`, and for options out of range (`mailbox` a positive integer or `"unbounded"`,
+   * `pullTimeout` a finite positive duration).
+   */
   register<T extends DistributedState.Any>(
     definition: T,
     options?: RegisterOptions
-  ): Effect.Effect<HandleOf<T>, DuplicateStateName>
+  ): Effect.Effect<HandleOf<T>, DuplicateStateName | InvalidOptions>
   /** The handle of a registered state. */
   lookup<T extends DistributedState.Any>(definition: T): Effect.Effect<HandleOf<T>, StateNotRegistered>
   /** The names of the registered states. */
@@ -399,15 +407,15 @@ export class StateRegistry extends Context.Service<StateRegistry, {
       const register = <T extends DistributedState.Any>(definition: T, options?: RegisterOptions) =>
         Effect.gen(function*() {
           const name = definition.name
+          yield* checkDefinition(definition)
+          const shardOptions = yield* checkOptions(name, options)
           if (handles.has(name)) return yield* new DuplicateStateName({ stateName: name })
           handles.set(name, { definition, handle: undefined })
-          const shard = yield* Shard.make(definition as DistributedState.DistributedState<any, any, any, any>, {
-            strategy: options?.strategy ?? SyncStrategy.activePush(),
-            persist: options?.persist ?? true,
-            pullTimeout: Duration.fromInputUnsafe(options?.pullTimeout ?? "5 seconds"),
-            versionMismatchPolicy: options?.versionMismatchPolicy ?? "KeepStale",
-            mailbox: options?.mailbox ?? 10_000
-          }, env).pipe(Scope.provide(scope), Effect.onInterrupt(() => Effect.sync(() => handles.delete(name))))
+          const shard = yield* Shard.make(
+            definition as DistributedState.DistributedState<any, any, any, any>,
+            shardOptions,
+            env
+          ).pipe(Scope.provide(scope), Effect.onInterrupt(() => Effect.sync(() => handles.delete(name))))
           shards.set(name, shard)
           const handle = makeHandle(shard, runtime.nodeId)
           handles.set(name, { definition, handle })
@@ -462,6 +470,37 @@ export class StateRegistry extends Context.Service<StateRegistry, {
 }
 
 const FEED_GROUP = "dstate/feed"
+
+/** A definition `register` can run: a name of 1 to 256 characters, `change` and `applyChange` both or neither. */
+const checkDefinition = Effect.fnUntraced(function*(definition: DistributedState.Any) {
+  const checker = { module: "DistributedState", stateName: definition.name }
+  const name = definition.name
+  if (typeof name !== "string" || name.length === 0 || name.length > 256) {
+    return yield* Check.invalid(checker, "name", name, "must have 1 to 256 characters")
+  }
+  if (definition._tag === "Delta" && (definition.change === undefined) !== (definition.applyChange === undefined)) {
+    return yield* definition.change === undefined
+      ? Check.invalid(checker, "change", undefined, "must be given with applyChange")
+      : Check.invalid(checker, "applyChange", undefined, "must be given with change")
+  }
+})
+
+/** The shard options of `register`'s options, or `InvalidOptions` for one out of range. */
+const checkOptions = Effect.fnUntraced(function*(stateName: string, options: RegisterOptions | undefined) {
+  const checker = { module: "StateRegistry.register", stateName }
+  const versionMismatchPolicy = options?.versionMismatchPolicy ?? "KeepStale"
+  if (versionMismatchPolicy !== "KeepStale" && versionMismatchPolicy !== "DropAndWait") {
+    return yield* Check.invalid(checker, "versionMismatchPolicy", versionMismatchPolicy, "must be \"KeepStale\" or \"DropAndWait\"")
+  }
+  const shardOptions: Shard.ShardOptions = {
+    strategy: options?.strategy ?? SyncStrategy.activePush(),
+    persist: options?.persist ?? true,
+    pullTimeout: yield* Check.duration(checker, "pullTimeout", options?.pullTimeout ?? "5 seconds", "positive"),
+    versionMismatchPolicy,
+    mailbox: yield* Check.mailbox(checker, "mailbox", options?.mailbox ?? 10_000)
+  }
+  return shardOptions
+})
 
 const severity: Record<HealthStatus, number> = { Healthy: 0, Degraded: 1, Unhealthy: 2 }
 const worst = (statuses: ReadonlyArray<HealthStatus>): HealthStatus =>

@@ -359,16 +359,53 @@ describe("ClusterRuntime: addresses and options", () => {
       assert.deepStrictEqual(yield* build({ runnerAddress: Option.none() }), new ClusterRuntime.NotARunner())
       assert.deepStrictEqual(
         yield* build({ runnerAddress: Option.some(RunnerAddress.make("127.0.0.1", 65000)) }),
-        new TcpRuntime.InvalidOptions({ option: "portOffset", reason: "runner port + 1000 is not a TCP port" })
+        new TcpRuntime.InvalidOptions({
+          module: "ClusterRuntime",
+          option: "portOffset",
+          value: 1000,
+          reason: "runner port + 1000 is not a TCP port"
+        })
       )
       assert.deepStrictEqual(
         yield* build({ runnerAddress }, { pollInterval: 0 }),
-        new TcpRuntime.InvalidOptions({ option: "pollInterval", reason: "must be positive" })
+        new TcpRuntime.InvalidOptions({
+          module: "ClusterRuntime",
+          option: "pollInterval",
+          value: 0,
+          reason: "must be a finite positive duration"
+        })
+      )
+      assert.deepStrictEqual(
+        yield* build({ runnerAddress }, { pollInterval: "Infinity" }),
+        new TcpRuntime.InvalidOptions({
+          module: "ClusterRuntime",
+          option: "pollInterval",
+          value: "Infinity",
+          reason: "must be a finite positive duration"
+        })
+      )
+      assert.deepStrictEqual(
+        yield* build({ runnerAddress }, { pollTimeout: -1 }),
+        new TcpRuntime.InvalidOptions({
+          module: "ClusterRuntime",
+          option: "pollTimeout",
+          value: -1,
+          reason: "must be a finite positive duration"
+        })
       )
       // Transport options are checked by the TCP runtime.
       assert.deepStrictEqual(
         yield* build({ runnerAddress }, { secret: Redacted.make("short") }),
-        new TcpRuntime.InvalidOptions({ option: "secret", reason: "must be at least 16 bytes" })
+        new TcpRuntime.InvalidOptions({ module: "TcpRuntime", option: "secret", reason: "must be at least 16 bytes" })
+      )
+      assert.deepStrictEqual(
+        yield* build({ runnerAddress }, { heartbeat: { interval: 0 } }),
+        new TcpRuntime.InvalidOptions({
+          module: "TcpRuntime",
+          option: "heartbeat.interval",
+          value: 0,
+          reason: "must be a finite positive duration"
+        })
       )
     }))
 })

@@ -1,8 +1,9 @@
 import { NodeFileSystem, NodePath } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Fiber, FileSystem, Layer, Logger, Path, PlatformError, References } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, FileSystem, Layer, Logger, Path, PlatformError, References, Schema } from "effect"
+import * as Zlib from "node:zlib"
 import { TestClock } from "effect/testing"
-import { StatePersistence, StateRegistry } from "dstate"
+import { DStateError, StatePersistence, StateRegistry } from "dstate"
 import { FilePersistence } from "dstate/node"
 import { suite } from "./conformance/PersistenceSuite.ts"
 import { Ledger, ledgerPad, onNode, Tally, tallyLabels, tallyNext, type TallyState } from "./fixtures/persistenceNode.ts"
@@ -52,7 +53,7 @@ for (
     ["file (compactEvery 1, snapshots only)", { compactEvery: 1 }]
   ] as const
 ) {
-  suite(name, freshStore(options), { failing: failingStore(options), timeout: 60_000 })
+  suite(name, freshStore(options), { failing: failingStore(options), failingCause: "PlatformError", timeout: 60_000 })
 }
 
 // ---- helpers ------------------------------------------------------------------------------------
@@ -207,6 +208,30 @@ describe("FilePersistence", () => {
       assert.isUndefined(yield* withStore(directory, (store) => store.load("counter"), { prefix: "node-3" }))
     }).pipe(provideNode))
 
+  it.effect("compactEvery must be a positive integer: 1 is accepted, 0 and 1.5 fail the layer with InvalidOptions", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDir
+      for (const compactEvery of [0, 1.5, -1, Number.NaN]) {
+        const expected = new DStateError.InvalidOptions({
+          module: "FilePersistence",
+          option: "compactEvery",
+          value: compactEvery,
+          reason: "must be a positive integer"
+        })
+        assert.deepStrictEqual(yield* Effect.flip(FilePersistence.make({ directory, compactEvery })), expected)
+        assert.deepStrictEqual(yield* Effect.flip(Layer.build(FilePersistence.layerFile({ directory, compactEvery }))), expected)
+      }
+      // Nothing was created by the refused stores.
+      assert.deepStrictEqual(yield* listing(directory), [])
+      const loaded = yield* withStore(directory, (store) =>
+        Effect.gen(function*() {
+          yield* store.save("counter", record(1))
+          yield* store.save("counter", record(2), change(2))
+          return yield* store.load("counter")
+        }), { compactEvery: 1 })
+      assert.deepStrictEqual(loaded, record(2))
+    }).pipe(provideNode))
+
   it.effect("changes are appended to the log, and every compactEvery-th change writes a snapshot", () =>
     Effect.gen(function*() {
       const directory = yield* tempDir
@@ -277,7 +302,27 @@ describe("FilePersistence", () => {
         assert.strictEqual(error.stateName, "counter", label)
         assert.isTrue(error.reason.startsWith(`${snapshot}: `), `${label}: ${error.reason}`)
         assert.include(error.reason, reason, label)
+        // A damaged frame has no error underneath it.
+        assert.isUndefined(error.cause, label)
       }
+    }).pipe(provideNode))
+
+  it.effect("a snapshot that passes its checksum but does not decode fails the load with the schema error as cause", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDir
+      const snapshot = yield* pathOf(directory, "counter", "snapshot")
+      yield* withStore(directory, (store) => store.save("counter", record(7)))
+      // Same format, a payload that is JSON but not a record: magic, payload length, payload CRC32, payload.
+      const payload = Buffer.from("{\"age\":\"seven\"}", "utf8")
+      const header = Buffer.alloc(12)
+      header.writeUInt32BE(0x64737331, 0)
+      header.writeUInt32BE(payload.length, 4)
+      header.writeUInt32BE(Zlib.crc32(payload) >>> 0, 8)
+      yield* writeBytes(snapshot, Buffer.concat([header, payload]))
+      const error = yield* withStore(directory, (store) => loadFailure(store, "counter"))
+      assert.strictEqual(error.operation, "load")
+      assert.include(error.reason, "snapshot passes its checksum but does not decode: ")
+      assert.instanceOf(error.cause, Schema.SchemaError)
     }).pipe(provideNode))
 
   it.effect("a torn last log entry is dropped and the entries before it load", () =>

@@ -37,12 +37,16 @@ const fileSystemKeyValueStore = Layer.unwrap(Effect.gen(function*() {
 })).pipe(Layer.provide(NodeLayers))
 
 suite("key-value store (memory)", KeyValuePersistence.layerKeyValueStore.pipe(Layer.provide(KeyValueStore.layerMemory)), {
-  failing: KeyValuePersistence.layerKeyValueStore.pipe(Layer.provide(failingKeyValueStore))
+  failing: KeyValuePersistence.layerKeyValueStore.pipe(Layer.provide(failingKeyValueStore)),
+  failingCause: "KeyValueStoreError"
 })
 suite(
   "key-value store (memory, prefixed)",
   KeyValuePersistence.layerKeyValueStoreWithPrefix("node-1/").pipe(Layer.provide(KeyValueStore.layerMemory)),
-  { failing: KeyValuePersistence.layerKeyValueStoreWithPrefix("node-1/").pipe(Layer.provide(failingKeyValueStore)) }
+  {
+    failing: KeyValuePersistence.layerKeyValueStoreWithPrefix("node-1/").pipe(Layer.provide(failingKeyValueStore)),
+    failingCause: "KeyValueStoreError"
+  }
 )
 /** `KeyValueStore.layerFileSystem` on a file system that refuses to read or write any file. */
 const failingFileSystemKeyValueStore = Layer.unwrap(Effect.gen(function*() {
@@ -155,6 +159,9 @@ describe("KeyValuePersistence", () => {
         assert.strictEqual(error.operation, "load", label)
         assert.strictEqual(error.stateName, "counter", label)
         assert.isTrue(error.reason.startsWith(reason), `${label}: ${error.reason}`)
+        // Only a record that does not decode has an error underneath: the schema's.
+        const cause = error.cause as { readonly _tag?: string } | undefined
+        assert.strictEqual(cause?._tag, reason.startsWith("record passes") ? "SchemaError" : undefined, label)
       }
       assert.isTrue(Result.isSuccess(KeyValuePersistence.decode(good)))
     }).pipe(Effect.provide(KeyValueStore.layerMemory)))

@@ -1,9 +1,9 @@
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Layer, Redacted } from "effect"
+import { Effect, Layer, Redacted, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import * as Zlib from "node:zlib"
-import { StatePersistence, StateRegistry } from "dstate"
+import { DStateError, StatePersistence, StateRegistry } from "dstate"
 import { PostgresPersistence } from "dstate/node"
 import { suite } from "./conformance/PersistenceSuite.ts"
 import { Ledger, ledgerPad, onNode, Tally, tallyLabels, tallyNext, type TallyState } from "./fixtures/persistenceNode.ts"
@@ -42,8 +42,12 @@ const failingPgStore = (options?: Omit<PostgresPersistence.Options, "table" | "n
     return Layer.succeed(StatePersistence.StatePersistence, store)
   })).pipe(Layer.provide(PgLive))
 
-suite("postgres (compactEvery 64)", pgStore(), { failing: failingPgStore(), timeout: 60_000 })
-suite("postgres (compactEvery 2)", pgStore({ compactEvery: 2 }), { failing: failingPgStore({ compactEvery: 2 }), timeout: 60_000 })
+suite("postgres (compactEvery 64)", pgStore(), { failing: failingPgStore(), failingCause: "SqlError", timeout: 60_000 })
+suite("postgres (compactEvery 2)", pgStore({ compactEvery: 2 }), {
+  failing: failingPgStore({ compactEvery: 2 }),
+  failingCause: "SqlError",
+  timeout: 60_000
+})
 
 // ---- helpers ------------------------------------------------------------------------------------
 
@@ -166,6 +170,21 @@ describe("PostgresPersistence", () => {
       yield* sql`UPDATE ${sql(`${table}_changes`)} SET entry = replace(entry, '#2', '#3')`
       const changeError = yield* withStore(table, (store) => Effect.flip(store.load("tally")))
       assert.strictEqual(changeError.reason, "change log entry 2 fails its checksum")
+      assert.isUndefined(changeError.cause)
+    }).pipe(provideDb))
+
+  it.effect("a row that passes its checksum but does not decode fails the load with the schema error as cause", () =>
+    Effect.gen(function*() {
+      const table = yield* tableForTest
+      const sql = yield* PgClient.PgClient
+      yield* withStore(table, (store) => store.save("tally", record(0)))
+      const json = "{\"age\":\"zero\"}"
+      yield* sql`UPDATE ${sql(table)} SET record = ${json}, checksum = ${Zlib.crc32(json) >>> 0}`
+      const error = yield* withStore(table, (store) => Effect.flip(store.load("tally")))
+      assert.strictEqual(error.operation, "load")
+      assert.isTrue(error.reason.startsWith("record passes its checksum but does not decode: "), error.reason)
+      assert.instanceOf(error.cause, Schema.SchemaError)
+      assert.strictEqual(error.reason, `record passes its checksum but does not decode: ${(error.cause as Schema.SchemaError).message}`)
     }).pipe(provideDb))
 
   it.effect("a role without the CREATE privilege uses existing tables (schema-qualified)", () =>
@@ -204,15 +223,47 @@ describe("PostgresPersistence", () => {
       // The role really may not create tables: a store on missing ones fails.
       const error = yield* Effect.flip(asRole(PostgresPersistence.make({ node: "node-1", table: `${schema}.other` })))
       assert.strictEqual(error._tag, "SqlError")
-      assert.strictEqual(error.reason._tag, "AuthorizationError")
+      if (error._tag === "SqlError") assert.strictEqual(error.reason._tag, "AuthorizationError")
     }).pipe(provideDb))
 
-  it.effect("a table name must be one or two identifiers that fit Postgres' limit", () =>
+  it.effect("a table name must be one or two identifiers that fit Postgres' limit: InvalidOptions otherwise", () =>
     Effect.gen(function*() {
-      for (const table of ["a.b.c", "", "x".repeat(51), "public."]) {
-        const exit = yield* Effect.exit(PostgresPersistence.make({ node: "n", table }))
-        assert.isTrue(Exit.isFailure(exit) && Cause.hasDies(exit.cause), table)
+      const reason = "must be \"name\" or \"schema.name\" with parts of 1 to 50 bytes"
+      for (const table of ["a.b.c", "", "x".repeat(51), "public.", `public.${"x".repeat(51)}`]) {
+        assert.deepStrictEqual(
+          yield* Effect.flip(PostgresPersistence.make({ node: "n", table })),
+          new DStateError.InvalidOptions({ module: "PostgresPersistence", option: "table", value: table, reason }),
+          table
+        )
       }
+      // The longest names that fit are accepted (and the store works on them).
+      for (const table of [`t${process.pid}`.padEnd(50, "x"), `public.${`u${process.pid}`.padEnd(50, "x")}`]) {
+        yield* Effect.addFinalizer(() => dropTables(table))
+        const store = yield* PostgresPersistence.make({ node: "n", table })
+        yield* store.save("tally", record(0))
+        assert.deepStrictEqual(yield* store.load("tally"), record(0), table)
+      }
+    }).pipe(provideDb))
+
+  it.effect("compactEvery must be a positive integer: 1 is accepted, 0 and 1.5 fail with InvalidOptions", () =>
+    Effect.gen(function*() {
+      for (const compactEvery of [0, 1.5, -1]) {
+        assert.deepStrictEqual(
+          yield* Effect.flip(PostgresPersistence.make({ node: "n", table: freshTable(), compactEvery })),
+          new DStateError.InvalidOptions({
+            module: "PostgresPersistence",
+            option: "compactEvery",
+            value: compactEvery,
+            reason: "must be a positive integer"
+          })
+        )
+      }
+      const table = yield* tableForTest
+      const store = yield* PostgresPersistence.make({ node: "n", table, compactEvery: 1 })
+      yield* store.save("tally", record(0))
+      yield* store.save("tally", record(1), change(1))
+      // compactEvery 1: every save rewrites the record, nothing is logged.
+      assert.deepStrictEqual(yield* store.load("tally"), record(1))
     }).pipe(provideDb))
 })
 

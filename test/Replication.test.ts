@@ -723,7 +723,9 @@ describe("Replication", () => {
     const V2 = migrated((encoded, fromVersion) =>
       fromV1(encoded).pipe(
         Effect.map((old) => ({ count: old.value, label: `from v${fromVersion}` })),
-        Effect.mapError((e) => new DStateError.MigrationFailed({ stateName: "profile", fromVersion, toVersion: 2, reason: e.message }))
+        Effect.mapError((e) =>
+          new DStateError.MigrationFailed({ stateName: "profile", fromVersion, toVersion: 2, reason: e.message, cause: e })
+        )
       )
     )
     const V2Failing = migrated((_encoded, fromVersion) =>

@@ -10,6 +10,7 @@ import { SchemaBinary } from "effect/encoding"
 import { DistributedState, DStateError, NodeId, StateRegistry, SyncMessage } from "dstate"
 import { Fixtures, TestCluster } from "dstate/testing"
 import { encodeFrame } from "../src/internal/codec.ts"
+import { nodeResource } from "./support/NodeResource.ts"
 import {
   awaitFrame,
   handleOn,
@@ -96,6 +97,109 @@ describe("StateRegistry", () => {
         const states = yield* cluster.run(a, statesOf)
         assert.deepStrictEqual([...states].sort(), ["counter", "node_resource"])
         assert.strictEqual((yield* handleOn(cluster, a, NodeResource))._tag, "Delta")
+      }))
+  })
+
+  describe("register: bad definitions and options fail with InvalidOptions", () => {
+    const named = (name: string) => DistributedState.make({ name, schema: Counter.state, initial: () => ({ value: 0 }) })
+    const refusal = (module: string, stateName: string, option: string, value: unknown, reason: string) =>
+      new DStateError.InvalidOptions({ module, stateName, option, value, reason })
+    /** Registers on a fresh node: the error, or the names registered after success. */
+    const registerOnFreshNode = <T extends DistributedState.Any>(definition: T, options?: StateRegistry.RegisterOptions) =>
+      Effect.gen(function*() {
+        const cluster = yield* TestCluster.make({ nodes: 1 })
+        const [a] = cluster.nodes
+        const result = yield* cluster.run(a, Effect.result(StateRegistry.register(definition, options)))
+        return { result, states: yield* cluster.run(a, statesOf) }
+      })
+    const refused = <T extends DistributedState.Any>(definition: T, options?: StateRegistry.RegisterOptions) =>
+      Effect.gen(function*() {
+        const { result, states } = yield* registerOnFreshNode(definition, options)
+        // Nothing is registered, so the same name may be registered again with good options.
+        assert.deepStrictEqual(states, [])
+        if (Result.isSuccess(result)) return assert.fail("register succeeded")
+        if (result.failure._tag !== "InvalidOptions") return assert.fail(result.failure.message)
+        return result.failure
+      })
+    const accepted = <T extends DistributedState.Any>(definition: T, options?: StateRegistry.RegisterOptions) =>
+      Effect.gen(function*() {
+        const { result, states } = yield* registerOnFreshNode(definition, options)
+        assert.isTrue(Result.isSuccess(result), Result.isFailure(result) ? result.failure.message : "")
+        assert.deepStrictEqual(states, [definition.name])
+      })
+
+    it.effect("a state name must have 1 to 256 characters", () =>
+      Effect.gen(function*() {
+        yield* accepted(named("a"))
+        yield* accepted(named("n".repeat(256)))
+        for (const name of ["", "n".repeat(257)]) {
+          assert.deepStrictEqual(
+            yield* refused(named(name)),
+            refusal("DistributedState", name, "name", name, "must have 1 to 256 characters")
+          )
+        }
+        const long = yield* refused(DistributedState.makeDelta({ name: "n".repeat(257), ...nodeResource }))
+        assert.strictEqual(long.option, "name")
+        assert.strictEqual(long.module, "DistributedState")
+      }))
+
+    it.effect("a delta state gives change and applyChange together or not at all", () =>
+      Effect.gen(function*() {
+        const change = Schema.Struct({ cpuPercent: Schema.optionalKey(Schema.Number) })
+        const applyChange = (state: Fixtures.NodeResourceState, c: Fixtures.NodeResourceChange) => ({ ...state, ...c })
+        yield* accepted(DistributedState.makeDelta({ name: "neither", ...nodeResource }))
+        yield* accepted(DistributedState.makeDelta({ name: "both", ...nodeResource, change, applyChange }))
+        assert.deepStrictEqual(
+          yield* refused(DistributedState.makeDelta({ name: "only-change", ...nodeResource, change })),
+          refusal("DistributedState", "only-change", "applyChange", undefined, "must be given with change")
+        )
+        assert.deepStrictEqual(
+          yield* refused(DistributedState.makeDelta({ name: "only-apply", ...nodeResource, applyChange })),
+          refusal("DistributedState", "only-apply", "change", undefined, "must be given with applyChange")
+        )
+      }))
+
+    it.effect("mailbox must be a positive integer or \"unbounded\"", () =>
+      Effect.gen(function*() {
+        yield* accepted(Counter, { mailbox: 1 })
+        yield* accepted(Counter, { mailbox: "unbounded" })
+        for (const mailbox of [0, -1, 1.5, Number.NaN]) {
+          assert.deepStrictEqual(
+            yield* refused(Counter, { mailbox }),
+            refusal("StateRegistry.register", "counter", "mailbox", mailbox, "must be a positive integer or \"unbounded\"")
+          )
+        }
+      }))
+
+    it.effect("pullTimeout must be a finite positive duration", () =>
+      Effect.gen(function*() {
+        yield* accepted(Counter, { pullTimeout: 1 })
+        yield* accepted(Counter, { pullTimeout: "1 nanos" })
+        for (const pullTimeout of [0, -1, "Infinity", "soon"] as const) {
+          assert.deepStrictEqual(
+            yield* refused(Counter, { pullTimeout: pullTimeout as StateRegistry.RegisterOptions["pullTimeout"] }),
+            refusal("StateRegistry.register", "counter", "pullTimeout", pullTimeout, "must be a finite positive duration")
+          )
+        }
+      }))
+
+    it.effect("versionMismatchPolicy must be one of the two policies", () =>
+      Effect.gen(function*() {
+        yield* accepted(Counter, { versionMismatchPolicy: "DropAndWait" })
+        const policy = "Ignore" as unknown as StateRegistry.VersionMismatchPolicy
+        assert.deepStrictEqual(
+          yield* refused(Counter, { versionMismatchPolicy: policy }),
+          refusal("StateRegistry.register", "counter", "versionMismatchPolicy", "Ignore", "must be \"KeepStale\" or \"DropAndWait\"")
+        )
+      }))
+
+    it.effect("the error's message names the option, the value and what is allowed", () =>
+      Effect.gen(function*() {
+        const error = yield* refused(Counter, { mailbox: 0 })
+        assert.strictEqual(
+          error.message,
+          "invalid StateRegistry.register option mailbox of state \"counter\" = 0: must be a positive integer or \"unbounded\""
+        )
       }))
   })
 

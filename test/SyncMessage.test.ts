@@ -427,6 +427,9 @@ const assertUndecodable = (
     assert.strictEqual(error.node, nodeB)
     assert.strictEqual(error.stateName, stateName)
     assert.isTrue(error.reason.startsWith(`undecodable ${what}: `), error.reason)
+    // The schema error is kept as the cause; the reason quotes its message.
+    assert.instanceOf(error.cause, Schema.SchemaError)
+    assert.strictEqual(error.reason, `undecodable ${what}: ${(error.cause as Schema.SchemaError).message}`)
   }
 }
 
@@ -553,6 +556,7 @@ describe("makeStateCodec", () => {
         assert.strictEqual(error._tag, "MalformedMessage")
         assert.strictEqual(error.stateName, "node_resource")
         assert.isTrue(error.reason.startsWith("cannot decode stored state: "), error.reason)
+        assert.instanceOf(error.cause, Schema.SchemaError)
       }
     })
   })

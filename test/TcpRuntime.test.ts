@@ -181,6 +181,121 @@ const registryNode = (options: Partial<TcpRuntime.Options> = {}) =>
     return { node, ...(yield* withCounter(node)) }
   })
 
+describe("TcpRuntime: options", () => {
+  /** Builds a node with `options` on top of the test defaults, and closes it. */
+  const build = (options: Partial<TcpRuntime.Options>) =>
+    Effect.scoped(Layer.build(TcpRuntime.layer({ ...fast, nodeId: nextId(), secret, ...options })))
+  const refusal = (module: string, option: string, value: unknown, reason: string) =>
+    new TcpRuntime.InvalidOptions({ module, option, value, reason })
+  const positiveInteger = "must be a positive integer"
+  const positiveDuration = "must be a finite positive duration"
+  const nonNegativeDuration = "must be a finite non-negative duration"
+  const phi = (options: Parameters<typeof TcpRuntime.phiAccrual>[0]) => ({ heartbeat: { ...fast.heartbeat, detector: TcpRuntime.phiAccrual(options) } })
+  /** Per option: the options at the last good value, and the first bad ones with the error each gives. */
+  const edges: ReadonlyArray<{
+    readonly option: string
+    readonly good: ReadonlyArray<Partial<TcpRuntime.Options>>
+    readonly bad: ReadonlyArray<readonly [Partial<TcpRuntime.Options>, unknown, string]>
+  }> = [
+    { option: "port", good: [{ port: 0 }], bad: [[{ port: -1 }, -1, "must be an integer from 0 to 65535"], [{ port: 65536 }, 65536, "must be an integer from 0 to 65535"]] },
+    { option: "limits.maxFrameBytes", good: [{ limits: { maxFrameBytes: 1 } }], bad: [[{ limits: { maxFrameBytes: 0 } }, 0, positiveInteger], [{ limits: { maxFrameBytes: 1.5 } }, 1.5, positiveInteger]] },
+    { option: "limits.handshakeFrameBytes", good: [{ limits: { handshakeFrameBytes: 1 } }], bad: [[{ limits: { handshakeFrameBytes: 0 } }, 0, positiveInteger]] },
+    {
+      option: "limits.maxQueuedBytes",
+      good: [{ limits: { maxFrameBytes: 1000, maxQueuedBytes: 2024 } }],
+      bad: [[{ limits: { maxFrameBytes: 1000, maxQueuedBytes: 2023 } }, 2023, "must be an integer of at least maxFrameBytes + 1024"]]
+    },
+    { option: "limits.maxQueuedFrames", good: [{ limits: { maxQueuedFrames: 1 } }], bad: [[{ limits: { maxQueuedFrames: 0 } }, 0, positiveInteger]] },
+    { option: "limits.maxPendingHandshakes", good: [{ limits: { maxPendingHandshakes: 1 } }], bad: [[{ limits: { maxPendingHandshakes: 0 } }, 0, positiveInteger]] },
+    {
+      option: "limits.mailbox",
+      good: [{ limits: { mailbox: 1 } }, { limits: { mailbox: "unbounded" } }],
+      bad: [
+        [{ limits: { mailbox: 0 } }, 0, "must be a positive integer or \"unbounded\""],
+        [{ limits: { mailbox: 1.5 } }, 1.5, "must be a positive integer or \"unbounded\""]
+      ]
+    },
+    {
+      option: "heartbeat.interval",
+      good: [{ heartbeat: { ...fast.heartbeat, interval: 1 } }],
+      bad: [
+        [{ heartbeat: { ...fast.heartbeat, interval: 0 } }, 0, positiveDuration],
+        [{ heartbeat: { ...fast.heartbeat, interval: "-1 seconds" } }, "-1 seconds", positiveDuration],
+        [{ heartbeat: { ...fast.heartbeat, interval: "Infinity" } }, "Infinity", positiveDuration],
+        [{ heartbeat: { ...fast.heartbeat, interval: Number.NaN } }, Number.NaN, positiveDuration]
+      ]
+    },
+    {
+      option: "heartbeat.checkInterval",
+      good: [{ heartbeat: { ...fast.heartbeat, checkInterval: 1 } }],
+      bad: [[{ heartbeat: { ...fast.heartbeat, checkInterval: 0 } }, 0, positiveDuration]]
+    },
+    {
+      option: "heartbeat.detector.timeout",
+      good: [{ heartbeat: { ...fast.heartbeat, detector: TcpRuntime.fixedTimeout(1) } }],
+      bad: [[{ heartbeat: { ...fast.heartbeat, detector: TcpRuntime.fixedTimeout(0) } }, 0, positiveDuration]]
+    },
+    {
+      option: "heartbeat.detector.threshold",
+      good: [phi({ threshold: 0.001 })],
+      bad: [[phi({ threshold: 0 }), 0, "must be a finite positive number"], [phi({ threshold: Number.POSITIVE_INFINITY }), Number.POSITIVE_INFINITY, "must be a finite positive number"]]
+    },
+    { option: "heartbeat.detector.minStdDeviation", good: [phi({ minStdDeviation: 1 })], bad: [[phi({ minStdDeviation: 0 }), 0, positiveDuration]] },
+    {
+      option: "heartbeat.detector.acceptableHeartbeatPause",
+      good: [phi({ acceptableHeartbeatPause: 0 })],
+      bad: [[phi({ acceptableHeartbeatPause: -1 }), -1, nonNegativeDuration]]
+    },
+    {
+      option: "heartbeat.detector.maxSampleSize",
+      good: [phi({ maxSampleSize: 1 })],
+      bad: [[phi({ maxSampleSize: 0 }), 0, positiveInteger], [phi({ maxSampleSize: 2.5 }), 2.5, positiveInteger]]
+    },
+    { option: "heartbeat.detector.maxSilence", good: [phi({ maxSilence: 1 })], bad: [[phi({ maxSilence: 0 }), 0, positiveDuration]] },
+    { option: "handshakeTimeout", good: [{ handshakeTimeout: 1 }], bad: [[{ handshakeTimeout: 0 }, 0, positiveDuration]] },
+    { option: "connectTimeout", good: [{ connectTimeout: 1 }], bad: [[{ connectTimeout: 0 }, 0, positiveDuration]] },
+    {
+      option: "leaveTimeout",
+      good: [{ leaveTimeout: 0 }],
+      bad: [[{ leaveTimeout: -1 }, -1, nonNegativeDuration], [{ leaveTimeout: "Infinity" }, "Infinity", nonNegativeDuration]]
+    }
+  ]
+
+  it.live("every option at its edge: the last good value builds a node, the first bad one fails the layer with InvalidOptions", () =>
+    Effect.gen(function*() {
+      for (const { bad, good, option } of edges) {
+        for (const options of good) {
+          const exit = yield* Effect.exit(build(options))
+          assert.isTrue(Exit.isSuccess(exit), `${option}: ${JSON.stringify(options)} ${Exit.isFailure(exit) ? exit.cause : ""}`)
+        }
+        for (const [options, value, reason] of bad) {
+          assert.deepStrictEqual(yield* Effect.flip(build(options)), refusal("TcpRuntime", option, value, reason), option)
+        }
+      }
+    }), 30_000)
+
+  it.live("a secret is checked without being quoted in the error", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(build({ secret: Redacted.make("fifteen bytes!!") }))
+      assert.deepStrictEqual(error, new TcpRuntime.InvalidOptions({ module: "TcpRuntime", option: "secret", reason: "must be at least 16 bytes" }))
+      assert.isFalse("value" in error)
+      assert.strictEqual(error.message, "invalid TcpRuntime option secret: must be at least 16 bytes")
+      assert.isTrue(Exit.isSuccess(yield* Effect.exit(build({ secret: Redacted.make("sixteen bytes!!!") }))))
+    }))
+
+  it.live("a port that is taken fails the layer with ListenFailed carrying the socket's error", () =>
+    Effect.gen(function*() {
+      const first = yield* startNode({})
+      const { port } = transportOf(first).address
+      const error = yield* Effect.flip(build({ port }))
+      assert.instanceOf(error, TcpRuntime.ListenFailed)
+      if (error._tag !== "ListenFailed") return
+      assert.strictEqual(error.host, "127.0.0.1")
+      assert.strictEqual(error.port, port)
+      assert.strictEqual((error.cause as { readonly code?: string }).code, "EADDRINUSE")
+    }))
+})
+
 describe("TcpRuntime: security and limits", () => {
   it.live("a client without the secret is rejected and nothing it sends is applied", () =>
     Effect.gen(function*() {

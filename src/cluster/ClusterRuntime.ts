@@ -53,11 +53,14 @@
  *
  * @since 0.1.0
  */
-import { Cause, Data, Duration, Effect, Layer, Option, Stream } from "effect"
+import { Cause, Duration, Effect, Layer, Option, Stream } from "effect"
 import { RunnerStorage, ShardingConfig } from "effect/cluster"
 import type { RunnerAddress } from "effect/cluster"
 import type { ActorRuntime } from "../ActorRuntime.ts"
 import type { ClusterEvents } from "../ClusterEvents.ts"
+import type { InvalidOptions, ListenFailed } from "../DStateError.ts"
+import { NotARunner } from "../DStateError.ts"
+import * as Check from "../internal/options.ts"
 import * as NodeId from "../NodeId.ts"
 import * as TcpRuntime from "../node/TcpRuntime.ts"
 
@@ -85,16 +88,13 @@ export interface Options extends Omit<TcpRuntime.Options, "nodeId" | "host" | "p
 
 /**
  * The `ShardingConfig` has no `runnerAddress`: this process is a cluster
- * client only, not a runner, so it cannot be a dstate node.
+ * client only, not a runner, so it cannot be a dstate node. The same class as
+ * `DStateError.NotARunner`.
  *
  * @category errors
  * @since 0.1.0
  */
-export class NotARunner extends Data.TaggedError("NotARunner")<{}> {
-  override get message() {
-    return "ShardingConfig.runnerAddress is None: a client-only process is not a dstate node"
-  }
-}
+export { NotARunner } from "../DStateError.ts"
 
 /**
  * The node id of the runner at `address`: `"host:port"`, the key under which
@@ -197,6 +197,10 @@ const poll = (
  * - Every runner needs the dstate port (runner port + `portOffset`) free and
  *   reachable, and every runner must use the same offset and secret.
  * - When the storage cannot be read, the last member set is kept (logged).
+ * - Bad options fail the layer with `InvalidOptions`: `pollInterval` and
+ *   `pollTimeout` must be finite positive durations, runner port +
+ *   `portOffset` a TCP port; the transport options are checked as by
+ *   `TcpRuntime.layer`.
  *
  * @category layers
  * @since 0.1.0
@@ -205,12 +209,12 @@ export const layer = (
   options: Options
 ): Layer.Layer<
   ActorRuntime | ClusterEvents | TcpRuntime.TcpTransport,
-  TcpRuntime.InvalidOptions | TcpRuntime.ListenFailed | NotARunner,
+  InvalidOptions | ListenFailed | NotARunner,
   RunnerStorage.RunnerStorage | ShardingConfig.ShardingConfig
 > =>
   Layer.unwrap(Effect.gen(function*() {
     const { listenHost, pollInterval, pollTimeout, portOffset: offset, ...transportOptions } = options
-    const invalid = (option: string, reason: string) => new TcpRuntime.InvalidOptions({ option, reason })
+    const checker = { module: "ClusterRuntime" }
     const config = yield* ShardingConfig.ShardingConfig
     const storage = yield* RunnerStorage.RunnerStorage
     if (Option.isNone(config.runnerAddress)) return yield* new NotARunner()
@@ -220,14 +224,14 @@ export const layer = (
     const own = transportAddress(runner, portOffset)
     const listenAddress = transportAddress(listen, portOffset)
     if (own === undefined || listenAddress === undefined) {
-      return yield* invalid("portOffset", `runner port + ${portOffset} is not a TCP port`)
+      return yield* Check.invalid(checker, "portOffset", portOffset, `runner port + ${portOffset} is not a TCP port`)
     }
-    const interval = Duration.fromInputUnsafe(pollInterval ?? "1 second")
-    if (!(Duration.toMillis(interval) > 0)) return yield* invalid("pollInterval", "must be positive")
+    const interval = yield* Check.duration(checker, "pollInterval", pollInterval ?? "1 second", "positive")
+    const timeout = yield* Check.duration(checker, "pollTimeout", pollTimeout ?? "5 seconds", "positive")
     const self = nodeId(runner)
     const members = poll(storage, self, {
       interval,
-      timeout: Duration.fromInputUnsafe(pollTimeout ?? "5 seconds"),
+      timeout,
       portOffset
     })
     return TcpRuntime.layer({

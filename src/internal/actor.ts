@@ -4,7 +4,8 @@
  */
 import { Cause, type Context, Deferred, Effect, Exit, Queue, Result, Schedule, type Scope } from "effect"
 import type { ActorHooks, ActorRef, SpawnOptions } from "../ActorRuntime.ts"
-import { ActorStopped, MailboxFull } from "../DStateError.ts"
+import { ActorStopped, type InvalidOptions, MailboxFull } from "../DStateError.ts"
+import * as Check from "./options.ts"
 
 
 
@@ -24,11 +25,9 @@ export const isSucceeded = (effect: Effect.Effect<unknown, unknown, unknown>): b
 export const spawn = Effect.fnUntraced(function*<M, R>(
   options: SpawnOptions<M, R>,
   hooks?: ActorHooks
-): Effect.fn.Return<ActorRef<M>, never, Scope.Scope | R> {
-  const capacity = options.mailbox === undefined || options.mailbox === "unbounded"
-    ? Number.POSITIVE_INFINITY
-    : options.mailbox
-  if (!(capacity >= 1)) return yield* Effect.die(new Error(`mailbox capacity must be >= 1, got ${capacity}`))
+): Effect.fn.Return<ActorRef<M>, InvalidOptions, Scope.Scope | R> {
+  const checked = yield* Check.mailbox({ module: "ActorRuntime.spawn" }, "mailbox", options.mailbox ?? "unbounded")
+  const capacity = checked === "unbounded" ? Number.POSITIVE_INFINITY : checked
   const mailbox = yield* Queue.make<M>({ capacity, strategy: "dropping" })
   let restarts = 0
   let stoppedFlag = false

@@ -111,7 +111,7 @@ const binaryEncoder = <T>(schema: Schema.Codec<T, unknown>, stateName: string, w
     const r = encode(value)
     return Result.isSuccess(r)
       ? Result.succeed(shared ? r.success : r.success.slice())
-      : Result.fail(new MalformedMessage({ stateName, reason: `cannot encode ${what}: ${r.failure.message}` }))
+      : Result.fail(new MalformedMessage({ stateName, reason: `cannot encode ${what}: ${r.failure.message}`, cause: r.failure }))
   }
 }
 
@@ -152,7 +152,7 @@ export const makeStateCodec = <S, V, D, C>(
     return Result.isSuccess(r)
       ? Result.succeed(r.success)
       : Result.fail(
-        new MalformedMessage({ node: from, stateName, reason: `undecodable ${what}: ${r.failure.message}` })
+        new MalformedMessage({ node: from, stateName, reason: `undecodable ${what}: ${r.failure.message}`, cause: r.failure })
       )
   }
   const jsonCodec = <T>(schema: Schema.Codec<T, unknown>, what: string) => {
@@ -164,13 +164,17 @@ export const makeStateCodec = <S, V, D, C>(
         const r = encode(value)
         return Result.isSuccess(r)
           ? Result.succeed(r.success as unknown)
-          : Result.fail(new MalformedMessage({ stateName, reason: `cannot encode ${what}: ${r.failure.message}` }))
+          : Result.fail(new MalformedMessage({ stateName, reason: `cannot encode ${what}: ${r.failure.message}`, cause: r.failure }))
       },
       decode: (encoded: unknown): Result.Result<unknown, MalformedMessage> => {
         const r = decode(encoded)
         return Result.isSuccess(r)
           ? Result.succeed(r.success as unknown)
-          : Result.fail(new MalformedMessage({ stateName, reason: `cannot decode stored ${what}: ${r.failure.message}` }))
+          : Result.fail(new MalformedMessage({
+            stateName,
+            reason: `cannot decode stored ${what}: ${r.failure.message}`,
+            cause: r.failure
+          }))
       }
     }
   }
@@ -194,7 +198,7 @@ export const makeStateCodec = <S, V, D, C>(
       const r = encodeStateJson(state)
       return Result.isSuccess(r)
         ? Result.succeed(r.success as unknown)
-        : Result.fail(new MalformedMessage({ stateName, reason: `cannot encode state: ${r.failure.message}` }))
+        : Result.fail(new MalformedMessage({ stateName, reason: `cannot encode state: ${r.failure.message}`, cause: r.failure }))
     },
     encodeChange: changeJson?.encode,
     decodeChange: changeJson?.decode,
@@ -202,7 +206,7 @@ export const makeStateCodec = <S, V, D, C>(
       const r = decodeStateJson(encoded)
       return Result.isSuccess(r)
         ? Result.succeed(r.success)
-        : Result.fail(new MalformedMessage({ stateName, reason: `cannot decode stored state: ${r.failure.message}` }))
+        : Result.fail(new MalformedMessage({ stateName, reason: `cannot decode stored state: ${r.failure.message}`, cause: r.failure }))
     }
   }
 }

@@ -116,7 +116,8 @@ export const load = Effect.fnUntraced(function*<S, V, D, C>(
             stateName: name,
             fromVersion: record.storageVersion,
             toVersion: definition.storageVersion,
-            reason: String(defect)
+            reason: String(defect),
+            cause: defect
           })
         )
       ),

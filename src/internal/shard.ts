@@ -12,7 +12,14 @@ import { Clock, Deferred, Duration, Effect, Exit, Fiber, PubSub, Result, Scope, 
 import type { ActorRef, ActorRuntime, MailboxCapacity } from "../ActorRuntime.ts"
 import type { Observer, PeerSyncStatus, StateHealth, StateSyncMetrics } from "../Diagnostics.ts"
 import type * as DistributedState from "../DistributedState.ts"
-import { type ActorStopped, MailboxFull, MalformedMessage, PersistenceFailed, type StalePeer } from "../DStateError.ts"
+import {
+  type ActorStopped,
+  type InvalidOptions,
+  MailboxFull,
+  MalformedMessage,
+  PersistenceFailed,
+  type StalePeer
+} from "../DStateError.ts"
 import * as Generation from "../Generation.ts"
 import * as Metrics from "../Metrics.ts"
 import type { NodeId } from "../NodeId.ts"
@@ -102,12 +109,15 @@ export interface Shard<S, V, C> {
   readonly health: (staleAfterMillis: number) => Effect.Effect<StateHealth>
 }
 
-/** Starts a shard in the current scope: loads or creates the owner state, spawns the actor, announces itself. */
+/**
+ * Starts a shard in the current scope: loads or creates the owner state, spawns the actor, announces itself.
+ * Fails only when the runtime refuses to spawn its actor.
+ */
 export const make = Effect.fnUntraced(function*<S, V, D, C>(
   definition: DistributedState.DistributedState<S, V, D, C>,
   options: ShardOptions,
   env: ShardEnv
-): Effect.fn.Return<Shard<S, V, C>, never, Scope.Scope> {
+): Effect.fn.Return<Shard<S, V, C>, InvalidOptions, Scope.Scope> {
   const name = definition.name
   const self = env.runtime.nodeId
   const shardScope = yield* Scope.Scope
@@ -434,8 +444,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
 
   // The bound applies to data (mutations and inbound sync messages). Control messages (membership,
   // timers, feed markers) are never dropped: losing a leave would leave a ghost view behind.
+  // `register` checked the capacity.
   const capacity = options.mailbox === "unbounded" ? Number.POSITIVE_INFINITY : options.mailbox
-  if (!(capacity >= 1)) return yield* Effect.die(new Error(`mailbox capacity must be >= 1, got ${capacity}`))
   const mailbox = DataMailbox.make(capacity, new MailboxFull({ actor: `state/${name}`, capacity }))
   const depth = MetricSeries.gauge(Metrics.mailboxDepth, metricContext, mailbox.size)
   yield* Effect.addFinalizer(() => Effect.sync(depth.remove))

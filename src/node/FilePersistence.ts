@@ -44,8 +44,9 @@ import * as NodePath from "@effect/platform-node/NodePath"
 import { Effect, Exit, FileSystem, Layer, Path, type PlatformError, Result, Scope, Semaphore } from "effect"
 import { createHash } from "node:crypto"
 import * as Zlib from "node:zlib"
-import { PersistenceFailed } from "../DStateError.ts"
+import { type InvalidOptions, PersistenceFailed } from "../DStateError.ts"
 import * as Generation from "../Generation.ts"
+import * as Check from "../internal/options.ts"
 import { decodeChange, decodeRecord, encodeChange, encodeRecord } from "../internal/storedJson.ts"
 import { StatePersistence, StoredChange, StoredState } from "../StatePersistence.ts"
 
@@ -148,16 +149,25 @@ const logEntry = (payload: Buffer, withLogHeader: boolean): Buffer => {
   return out
 }
 
-const decodeSnapshot = (bytes: Uint8Array): Result.Result<StoredState, string> => {
+/** What is wrong with a file, and the schema error behind it when there is one. */
+interface Damage {
+  readonly reason: string
+  readonly cause?: unknown
+}
+
+const damaged = (reason: string, cause?: unknown): Result.Result<never, Damage> =>
+  Result.fail(cause === undefined ? { reason } : { reason, cause })
+
+const decodeSnapshot = (bytes: Uint8Array): Result.Result<StoredState, Damage> => {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   if (buf.length < snapshotHeaderBytes) {
-    return Result.fail(`snapshot is truncated: ${buf.length} bytes, shorter than its ${snapshotHeaderBytes}-byte header`)
+    return damaged(`snapshot is truncated: ${buf.length} bytes, shorter than its ${snapshotHeaderBytes}-byte header`)
   }
   const magic = buf.readUInt32BE(0)
-  if (magic !== snapshotMagic) return Result.fail(`not a dstate snapshot (magic ${hex32(magic)})`)
+  if (magic !== snapshotMagic) return damaged(`not a dstate snapshot (magic ${hex32(magic)})`)
   const length = buf.readUInt32BE(4)
   if (length !== buf.length - snapshotHeaderBytes) {
-    return Result.fail(
+    return damaged(
       `snapshot is ${length > buf.length - snapshotHeaderBytes ? "truncated" : "longer than its header says"}: ` +
         `header says ${length} payload bytes, file holds ${buf.length - snapshotHeaderBytes}`
     )
@@ -166,12 +176,12 @@ const decodeSnapshot = (bytes: Uint8Array): Result.Result<StoredState, string> =
   const stored = buf.readUInt32BE(8)
   const computed = crc32(payload)
   if (stored !== computed) {
-    return Result.fail(`snapshot checksum mismatch: stored ${hex32(stored)}, computed ${hex32(computed)}`)
+    return damaged(`snapshot checksum mismatch: stored ${hex32(stored)}, computed ${hex32(computed)}`)
   }
   const decoded = decodeRecord(payload.toString("utf8"))
   return Result.isSuccess(decoded)
     ? Result.succeed(decoded.success)
-    : Result.fail(`snapshot passes its checksum but does not decode: ${decoded.failure.message}`)
+    : damaged(`snapshot passes its checksum but does not decode: ${decoded.failure.message}`, decoded.failure)
 }
 
 interface ParsedLog {
@@ -192,12 +202,12 @@ const isZero = (buf: Buffer) => {
  * or its header checksum fails and only zeros follow. Any other damage is
  * corruption.
  */
-const parseLog = (bytes: Uint8Array): Result.Result<ParsedLog, string> => {
+const parseLog = (bytes: Uint8Array): Result.Result<ParsedLog, Damage> => {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   if (buf.length === 0) return Result.succeed({ changes: [], tornBytes: 0 })
   if (buf.length < logHeaderBytes) return Result.succeed({ changes: [], tornBytes: buf.length })
   const magic = buf.readUInt32BE(0)
-  if (magic !== logMagic) return Result.fail(`not a dstate change log (magic ${hex32(magic)})`)
+  if (magic !== logMagic) return damaged(`not a dstate change log (magic ${hex32(magic)})`)
   const changes: Array<StoredChange> = []
   let offset = logHeaderBytes
   const torn = () => Result.succeed({ changes, tornBytes: buf.length - offset })
@@ -209,20 +219,23 @@ const parseLog = (bytes: Uint8Array): Result.Result<ParsedLog, string> => {
     const headerCrc = buf.readUInt32BE(offset + 8)
     if (crc32(buf.subarray(offset, offset + 8)) !== headerCrc) {
       if (isZero(buf.subarray(offset))) return torn()
-      return Result.fail(`change log entry ${changes.length + 1} at byte ${offset} has a corrupt header`)
+      return damaged(`change log entry ${changes.length + 1} at byte ${offset} has a corrupt header`)
     }
     const end = offset + entryHeaderBytes + length
     if (end > buf.length) return torn()
     const payload = buf.subarray(offset + entryHeaderBytes, end)
     if (crc32(payload) !== payloadCrc) {
       if (end === buf.length) return torn()
-      return Result.fail(
+      return damaged(
         `change log entry ${changes.length + 1} at byte ${offset} fails its checksum and ${buf.length - end} bytes follow it`
       )
     }
     const decoded = decodeChange(payload.toString("utf8"))
     if (Result.isFailure(decoded)) {
-      return Result.fail(`change log entry ${changes.length + 1} passes its checksum but does not decode: ${decoded.failure.message}`)
+      return damaged(
+        `change log entry ${changes.length + 1} passes its checksum but does not decode: ${decoded.failure.message}`,
+        decoded.failure
+      )
     }
     changes.push(decoded.success)
     offset = end
@@ -277,10 +290,12 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
   const scope = yield* Scope.Scope
-  const compactEvery = options.compactEvery ?? defaultCompactEvery
-  if (!Number.isSafeInteger(compactEvery) || compactEvery < 1) {
-    return yield* Effect.die(new globalThis.Error(`FilePersistence: compactEvery must be a positive integer, got ${compactEvery}`))
-  }
+  const compactEvery = yield* Check.integer(
+    { module: "FilePersistence" },
+    "compactEvery",
+    options.compactEvery ?? defaultCompactEvery,
+    1
+  )
   const directory = options.directory
   const stemPrefix = options.prefix === undefined ? "" : `${fileName(options.prefix)}.`
   const fsyncDirectories = process.platform !== "win32"
@@ -374,17 +389,18 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const save = (stateName: string, record: StoredState, change?: StoredChange) =>
     Effect.suspend(() => {
       const slot = slotOf(stateName)
-      const refuse = (reason: string) => Effect.fail(new PersistenceFailed({ stateName, operation: "save", reason }))
+      const refuse = (reason: string, cause: unknown) =>
+        Effect.fail(new PersistenceFailed({ stateName, operation: "save", reason, cause }))
       const write = Effect.suspend((): Effect.Effect<void, PersistenceFailed | PlatformError.PlatformError> => {
         const logged = slot.logged
         if (change !== undefined && logged !== undefined && logged + 1 < compactEvery) {
           const encoded = encodeChange(change)
-          if (Result.isFailure(encoded)) return refuse(`cannot encode the change: ${encoded.failure.message}`)
+          if (Result.isFailure(encoded)) return refuse(`cannot encode the change: ${encoded.failure.message}`, encoded.failure)
           return appendChange(slot, Buffer.from(encoded.success, "utf8"), logged)
         }
         const { changes: _, ...snapshot } = record
         const encoded = encodeRecord(snapshot)
-        if (Result.isFailure(encoded)) return refuse(`cannot encode the record: ${encoded.failure.message}`)
+        if (Result.isFailure(encoded)) return refuse(`cannot encode the record: ${encoded.failure.message}`, encoded.failure)
         return writeSnapshot(slot, snapshotFile(encoded.success, bufferOf(slot)))
       })
       return write.pipe(
@@ -407,14 +423,21 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const load = (stateName: string) =>
     Effect.suspend(() => {
       const slot = slotOf(stateName)
-      const corrupt = (file: string, reason: string) =>
-        Effect.fail(new PersistenceFailed({ stateName, operation: "load", reason: `${file}: ${reason}` }))
+      const corrupt = (file: string, damage: Damage) =>
+        Effect.fail(
+          new PersistenceFailed({
+            stateName,
+            operation: "load",
+            reason: `${file}: ${damage.reason}`,
+            ...(damage.cause === undefined ? {} : { cause: damage.cause })
+          })
+        )
       return Effect.gen(function*() {
         const snapshotBytes = yield* readIfExists(slot.snapshot)
         const logBytes = yield* readIfExists(slot.log)
         if (snapshotBytes === undefined) {
           if (logBytes !== undefined && logBytes.length > 0) {
-            return yield* corrupt(slot.log, "a change log exists but its snapshot is missing")
+            return yield* corrupt(slot.log, { reason: "a change log exists but its snapshot is missing" })
           }
           return undefined
         }
@@ -450,7 +473,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
  */
 export const layerFileSystem = (
   options: Options
-): Layer.Layer<StatePersistence, PlatformError.PlatformError, FileSystem.FileSystem | Path.Path> =>
+): Layer.Layer<StatePersistence, PlatformError.PlatformError | InvalidOptions, FileSystem.FileSystem | Path.Path> =>
   Layer.effect(StatePersistence, make(options))
 
 /**
@@ -472,7 +495,8 @@ export const layerFileSystem = (
  *
  * A state must be saved by one node process at a time: two processes writing
  * the same files (same directory and prefix) corrupt each other's logs. The
- * layer fails with a `PlatformError` when the directory cannot be created.
+ * layer fails with a `PlatformError` when the directory cannot be created,
+ * and with `InvalidOptions` when `compactEvery` is not a positive integer.
  *
  * **Example**
  *
@@ -488,5 +512,5 @@ export const layerFileSystem = (
  * @category layers
  * @since 0.1.0
  */
-export const layerFile = (options: Options): Layer.Layer<StatePersistence, PlatformError.PlatformError> =>
+export const layerFile = (options: Options): Layer.Layer<StatePersistence, PlatformError.PlatformError | InvalidOptions> =>
   layerFileSystem(options).pipe(Layer.provide([NodeFileSystem.layer, NodePath.layer]))

@@ -37,7 +37,8 @@ import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Result, Schema, Semaphore } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import * as Zlib from "node:zlib"
-import { PersistenceFailed } from "../DStateError.ts"
+import { type InvalidOptions, PersistenceFailed } from "../DStateError.ts"
+import * as Check from "../internal/options.ts"
 import { decodeChange, decodeRecord, encodeChange, encodeRecord } from "../internal/storedJson.ts"
 import { StatePersistence, StoredChange, StoredState } from "../StatePersistence.ts"
 
@@ -108,20 +109,17 @@ interface Slot {
 export const make = Effect.fnUntraced(function*(options: Options) {
   const sql = yield* PgClient.PgClient
   const table = options.table ?? defaultTable
-  const compactEvery = options.compactEvery ?? defaultCompactEvery
+  const checker = { module: "PostgresPersistence" }
   const parts = table.split(".")
   if (parts.length > 2 || parts.some((part) => part.length === 0 || Buffer.byteLength(part, "utf8") > maxIdentifier)) {
-    return yield* Effect.die(
-      new globalThis.Error(
-        `PostgresPersistence: table must be "name" or "schema.name" with parts of 1 to ${maxIdentifier} bytes, got "${table}"`
-      )
+    return yield* Check.invalid(
+      checker,
+      "table",
+      table,
+      `must be "name" or "schema.name" with parts of 1 to ${maxIdentifier} bytes`
     )
   }
-  if (!Number.isSafeInteger(compactEvery) || compactEvery < 1) {
-    return yield* Effect.die(
-      new globalThis.Error(`PostgresPersistence: compactEvery must be a positive integer, got ${compactEvery}`)
-    )
-  }
+  const compactEvery = yield* Check.integer(checker, "compactEvery", options.compactEvery ?? defaultCompactEvery, 1)
   const node = options.node
   const records = sql(table)
   const changes = sql(`${table}_changes`)
@@ -193,12 +191,13 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const save = (stateName: string, record: StoredState, change?: StoredChange) =>
     Effect.suspend(() => {
       const slot = slotOf(stateName)
-      const refuse = (reason: string) => Effect.fail(new PersistenceFailed({ stateName, operation: "save", reason }))
+      const refuse = (reason: string, cause: unknown) =>
+        Effect.fail(new PersistenceFailed({ stateName, operation: "save", reason, cause }))
       const write = Effect.suspend((): Effect.Effect<void, PersistenceFailed | SqlError> => {
         const logged = slot.logged
         if (change !== undefined && logged !== undefined && logged + 1 < compactEvery) {
           const json = encodeChange(change)
-          if (Result.isFailure(json)) return refuse(`cannot encode the change: ${json.failure.message}`)
+          if (Result.isFailure(json)) return refuse(`cannot encode the change: ${json.failure.message}`, json.failure)
           return saveChange(stateName, change, json.success).pipe(
             Effect.andThen(Effect.sync(() => {
               slot.logged = logged + 1
@@ -207,7 +206,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         }
         const { changes: _, ...snapshot } = record
         const json = encodeRecord(snapshot)
-        if (Result.isFailure(json)) return refuse(`cannot encode the record: ${json.failure.message}`)
+        if (Result.isFailure(json)) return refuse(`cannot encode the record: ${json.failure.message}`, json.failure)
         return saveRecord(stateName, record, json.success).pipe(
           Effect.andThen(Effect.sync(() => {
             slot.logged = 0
@@ -229,7 +228,10 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const load = (stateName: string) =>
     Effect.suspend(() => {
       const slot = slotOf(stateName)
-      const corrupt = (reason: string) => Effect.fail(new PersistenceFailed({ stateName, operation: "load", reason }))
+      const corrupt = (reason: string, cause?: unknown) =>
+        Effect.fail(
+          new PersistenceFailed({ stateName, operation: "load", reason, ...(cause === undefined ? {} : { cause }) })
+        )
       return Effect.gen(function*() {
         // One statement, so the record and the log are read from one snapshot of the database.
         const rows = yield* sql<{ readonly record: string; readonly checksum: bigint | number; readonly changes: string }>`
@@ -247,10 +249,10 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         }
         const record = decodeRecord(row.record)
         if (Result.isFailure(record)) {
-          return yield* corrupt(`record passes its checksum but does not decode: ${record.failure.message}`)
+          return yield* corrupt(`record passes its checksum but does not decode: ${record.failure.message}`, record.failure)
         }
         const logged = decodeChangeRows(row.changes)
-        if (Result.isFailure(logged)) return yield* corrupt(`unreadable change log: ${logged.failure.message}`)
+        if (Result.isFailure(logged)) return yield* corrupt(`unreadable change log: ${logged.failure.message}`, logged.failure)
         const out: Array<StoredChange> = []
         for (const [entry, checksum] of logged.success) {
           if (checksum !== crc32(entry)) {
@@ -258,7 +260,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
           }
           const change = decodeChange(entry)
           if (Result.isFailure(change)) {
-            return yield* corrupt(`change log entry ${out.length + 1} does not decode: ${change.failure.message}`)
+            return yield* corrupt(`change log entry ${out.length + 1} does not decode: ${change.failure.message}`, change.failure)
           }
           out.push(change.success)
         }
@@ -288,7 +290,10 @@ export const make = Effect.fnUntraced(function*(options: Options) {
  * a crashed node only after its old connection is closed (the server notices
  * within milliseconds on a local network). The layer fails with `SqlError`
  * when the tables are missing and cannot be created; tables that exist need
- * only `SELECT`, `INSERT`, `UPDATE` and `DELETE` for the layer's role.
+ * only `SELECT`, `INSERT`, `UPDATE` and `DELETE` for the layer's role. It
+ * fails with `InvalidOptions` when `table` is not `"name"` or
+ * `"schema.name"` with parts of 1 to 50 bytes, or `compactEvery` is not a
+ * positive integer.
  *
  * **Example**
  *
@@ -305,5 +310,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
  * @category layers
  * @since 0.1.0
  */
-export const layerPostgres = (options: Options): Layer.Layer<StatePersistence, SqlError, PgClient.PgClient> =>
+export const layerPostgres = (
+  options: Options
+): Layer.Layer<StatePersistence, SqlError | InvalidOptions, PgClient.PgClient> =>
   Layer.effect(StatePersistence, make(options))

@@ -30,9 +30,11 @@
  *
  * @since 0.1.0
  */
-import { Context, Data, Duration, Effect, Layer, Redacted, Schedule, type Stream } from "effect"
+import { Context, Duration, Effect, Layer, Redacted, Schedule, type Stream } from "effect"
 import { ActorRuntime, type MailboxCapacity } from "../ActorRuntime.ts"
 import { ClusterEvents } from "../ClusterEvents.ts"
+import { InvalidOptions, ListenFailed } from "../DStateError.ts"
+import * as Check from "../internal/options.ts"
 import type * as Metrics from "../Metrics.ts"
 import * as NodeId from "../NodeId.ts"
 import { MaxFrameBytes } from "../SyncMessage.ts"
@@ -210,35 +212,22 @@ export interface Options {
 }
 
 /**
- * A bad option.
+ * A bad option: the layer fails with it before listening. The same class as
+ * `DStateError.InvalidOptions` (`module` is `"TcpRuntime"`).
  *
  * @category errors
  * @since 0.1.0
  */
-export class InvalidOptions extends Data.TaggedError("InvalidOptions")<{
-  readonly option: string
-  readonly reason: string
-}> {
-  override get message() {
-    return `invalid TcpRuntime option ${this.option}: ${this.reason}`
-  }
-}
+export { InvalidOptions } from "../DStateError.ts"
 
 /**
- * The node could not listen on its address.
+ * The node could not listen on its address; `cause` is the socket's error.
+ * The same class as `DStateError.ListenFailed`.
  *
  * @category errors
  * @since 0.1.0
  */
-export class ListenFailed extends Data.TaggedError("ListenFailed")<{
-  readonly host: string
-  readonly port: number
-  readonly cause: unknown
-}> {
-  override get message() {
-    return `cannot listen on ${this.host}:${this.port}: ${String(this.cause)}`
-  }
-}
+export { ListenFailed } from "../DStateError.ts"
 
 /**
  * Node-wide counters of the transport: the series of `Metrics.transport`
@@ -364,78 +353,115 @@ export const parseAddress = (input: string): Address | undefined => {
   return { host: match[1], port }
 }
 
-const millis = (input: Duration.Input) => Duration.toMillis(Duration.fromInputUnsafe(input))
+const checker: Check.Checker = { module: "TcpRuntime" }
 
-const resolve = (options: Options, defaultMaxFrame: number) =>
-  Effect.gen(function*() {
-    const invalid = (option: string, reason: string) => Effect.fail(new InvalidOptions({ option, reason }))
-    if (typeof options.nodeId !== "string" || options.nodeId.length === 0) {
-      return yield* invalid("nodeId", "must be a non-empty string")
+/**
+ * The transport settings of `options`, or `InvalidOptions` for the first
+ * option outside its range: sizes and counts are positive integers (the port
+ * 0 to 65535), durations finite and positive (`leaveTimeout` and
+ * `acceptableHeartbeatPause` may be 0).
+ */
+const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxFrame: number) {
+  const invalid = (option: string, value: unknown, reason: string) => Effect.fail(Check.invalid(checker, option, value, reason))
+  const positive = (option: string, input: Duration.Input) => Check.duration(checker, option, input, "positive")
+  const nonNegative = (option: string, input: Duration.Input) => Check.duration(checker, option, input, "nonNegative")
+  const count = (option: string, value: number) => Check.integer(checker, option, value, 1)
+  if (typeof options.nodeId !== "string" || options.nodeId.length === 0) {
+    return yield* invalid("nodeId", options.nodeId, "must be a non-empty string")
+  }
+  const port = yield* Check.integer(checker, "port", options.port ?? 0, 0, 65535)
+  const seeds: Array<Transport.Address> = []
+  for (const seed of options.seeds ?? []) {
+    const address = typeof seed === "string" ? parseAddress(seed) : seed
+    if (address === undefined) return yield* invalid("seeds", seed, `cannot parse "${String(seed)}" as host:port`)
+    seeds.push(address)
+  }
+  // A secret's value is never put in the error.
+  const refuseSecret = (reason: string) =>
+    Effect.fail(new InvalidOptions({ module: "TcpRuntime", option: "secret", reason }))
+  if (!Redacted.isRedacted(options.secret)) return yield* refuseSecret("must be a Redacted value")
+  const secretLength = Protocol.secretBytes(Redacted.value(options.secret)).length
+  if (secretLength < 16) return yield* refuseSecret("must be at least 16 bytes")
+  const limits = options.limits ?? {}
+  const maxFrameBytes = limits.maxFrameBytes === undefined
+    ? defaultMaxFrame
+    : yield* count("limits.maxFrameBytes", limits.maxFrameBytes)
+  const handshakeFrameBytes = yield* count("limits.handshakeFrameBytes", limits.handshakeFrameBytes ?? 64 * 1024)
+  const maxQueuedBytes = yield* Check.integer(
+    checker,
+    "limits.maxQueuedBytes",
+    limits.maxQueuedBytes ?? Math.max(32 * 1024 * 1024, maxFrameBytes + Protocol.envelopeOverhead),
+    maxFrameBytes + Protocol.envelopeOverhead
+  ).pipe(
+    Effect.mapError((error) =>
+      Check.invalid(checker, error.option, error.value, `must be an integer of at least maxFrameBytes + ${Protocol.envelopeOverhead}`)
+    )
+  )
+  const maxQueuedFrames = yield* count("limits.maxQueuedFrames", limits.maxQueuedFrames ?? 10_000)
+  const maxPendingHandshakes = yield* count("limits.maxPendingHandshakes", limits.maxPendingHandshakes ?? 64)
+  const mailbox = yield* Check.mailbox(checker, "limits.mailbox", limits.mailbox ?? "unbounded")
+  const interval = yield* positive("heartbeat.interval", options.heartbeat?.interval ?? "1 second")
+  const checkInterval = yield* positive(
+    "heartbeat.checkInterval",
+    options.heartbeat?.checkInterval ?? Duration.millis(Math.max(1, Duration.toMillis(interval) / 2))
+  )
+  const detector = options.heartbeat?.detector ?? fixedTimeout("5 seconds")
+  const detectorSettings: DetectorSettings = detector._tag === "FixedTimeout"
+    ? {
+      _tag: "FixedTimeout",
+      timeoutMillis: Duration.toMillis(yield* positive("heartbeat.detector.timeout", detector.timeout))
     }
-    const seeds: Array<Transport.Address> = []
-    for (const seed of options.seeds ?? []) {
-      const address = typeof seed === "string" ? parseAddress(seed) : seed
-      if (address === undefined) return yield* invalid("seeds", `cannot parse "${String(seed)}" as host:port`)
-      seeds.push(address)
-    }
-    if (!Redacted.isRedacted(options.secret)) return yield* invalid("secret", "must be a Redacted value")
-    const secretLength = Protocol.secretBytes(Redacted.value(options.secret)).length
-    if (secretLength < 16) return yield* invalid("secret", "must be at least 16 bytes")
-    const limits = options.limits ?? {}
-    const maxFrameBytes = limits.maxFrameBytes ?? defaultMaxFrame
-    const maxQueuedBytes = limits.maxQueuedBytes ?? Math.max(32 * 1024 * 1024, maxFrameBytes + Protocol.envelopeOverhead)
-    if (maxQueuedBytes < maxFrameBytes + Protocol.envelopeOverhead) {
-      return yield* invalid("limits.maxQueuedBytes", `must be at least maxFrameBytes + ${Protocol.envelopeOverhead}`)
-    }
-    const interval = Duration.fromInputUnsafe(options.heartbeat?.interval ?? "1 second")
-    const detector = options.heartbeat?.detector ?? fixedTimeout("5 seconds")
-    const detectorSettings: DetectorSettings = detector._tag === "FixedTimeout"
-      ? { _tag: "FixedTimeout", timeoutMillis: millis(detector.timeout) }
-      : {
-        _tag: "PhiAccrual",
-        threshold: detector.threshold,
-        minStdDeviationMillis: millis(detector.minStdDeviation),
-        acceptablePauseMillis: millis(detector.acceptableHeartbeatPause),
-        maxSampleSize: Math.max(2, detector.maxSampleSize),
-        firstHeartbeatEstimateMillis: Duration.toMillis(interval),
-        maxSilenceMillis: millis(detector.maxSilence)
-      }
-    const host = options.host ?? "127.0.0.1"
-    const tls = options.tls
-    const settings: Transport.Settings = {
-      nodeId: NodeId.make(options.nodeId),
-      host,
-      port: options.port ?? 0,
-      advertiseHost: options.advertiseHost ?? (host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host),
-      seeds,
-      secret: options.secret,
-      tls: tls === undefined ? undefined : {
-        cert: tls.cert,
-        key: tls.key,
-        ca: tls.ca,
-        mutual: tls.mutual ?? tls.ca !== undefined,
-        verifyHostname: tls.verifyHostname ?? true,
-        servername: tls.servername
-      },
-      maxFrameBytes,
-      handshakeFrameBytes: limits.handshakeFrameBytes ?? 64 * 1024,
-      maxQueuedBytes,
-      maxQueuedFrames: limits.maxQueuedFrames ?? 10_000,
-      maxPendingHandshakes: limits.maxPendingHandshakes ?? 64,
-      mailbox: limits.mailbox ?? "unbounded",
-      heartbeatInterval: interval,
-      detectorCheckInterval: Duration.fromInputUnsafe(
-        options.heartbeat?.checkInterval ?? Duration.millis(Math.max(1, Duration.toMillis(interval) / 2))
+    : {
+      _tag: "PhiAccrual",
+      threshold: yield* Check.number(checker, "heartbeat.detector.threshold", detector.threshold, "positive"),
+      minStdDeviationMillis: Duration.toMillis(
+        yield* positive("heartbeat.detector.minStdDeviation", detector.minStdDeviation)
       ),
-      detector: detectorSettings,
-      handshakeTimeout: Duration.fromInputUnsafe(options.handshakeTimeout ?? "5 seconds"),
-      connectTimeout: Duration.fromInputUnsafe(options.connectTimeout ?? "5 seconds"),
-      leaveTimeout: Duration.fromInputUnsafe(options.leaveTimeout ?? "1 second"),
-      reconnect: options.reconnect ?? defaultReconnect,
-      seedRetryPause: Duration.seconds(5)
+      acceptablePauseMillis: Duration.toMillis(
+        yield* nonNegative("heartbeat.detector.acceptableHeartbeatPause", detector.acceptableHeartbeatPause)
+      ),
+      // One interval is no distribution: keep at least two.
+      maxSampleSize: Math.max(2, yield* count("heartbeat.detector.maxSampleSize", detector.maxSampleSize)),
+      firstHeartbeatEstimateMillis: Duration.toMillis(interval),
+      maxSilenceMillis: Duration.toMillis(yield* positive("heartbeat.detector.maxSilence", detector.maxSilence))
     }
-    return settings
-  })
+  const handshakeTimeout = yield* positive("handshakeTimeout", options.handshakeTimeout ?? "5 seconds")
+  const connectTimeout = yield* positive("connectTimeout", options.connectTimeout ?? "5 seconds")
+  const leaveTimeout = yield* nonNegative("leaveTimeout", options.leaveTimeout ?? "1 second")
+  const host = options.host ?? "127.0.0.1"
+  const tls = options.tls
+  const settings: Transport.Settings = {
+    nodeId: NodeId.make(options.nodeId),
+    host,
+    port,
+    advertiseHost: options.advertiseHost ?? (host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host),
+    seeds,
+    secret: options.secret,
+    tls: tls === undefined ? undefined : {
+      cert: tls.cert,
+      key: tls.key,
+      ca: tls.ca,
+      mutual: tls.mutual ?? tls.ca !== undefined,
+      verifyHostname: tls.verifyHostname ?? true,
+      servername: tls.servername
+    },
+    maxFrameBytes,
+    handshakeFrameBytes,
+    maxQueuedBytes,
+    maxQueuedFrames,
+    maxPendingHandshakes,
+    mailbox,
+    heartbeatInterval: interval,
+    detectorCheckInterval: checkInterval,
+    detector: detectorSettings,
+    handshakeTimeout,
+    connectTimeout,
+    leaveTimeout,
+    reconnect: options.reconnect ?? defaultReconnect,
+    seedRetryPause: Duration.seconds(5)
+  }
+  return settings
+})
 
 /**
  * The default reconnection schedule: exponential from 100 ms, at most 5 s
@@ -464,6 +490,12 @@ export const defaultReconnect: Schedule.Schedule<unknown, unknown> = Schedule.mi
  *   protected by CRC32 only: the HMAC handshake keeps out nodes that do not
  *   know the secret, not an attacker who can rewrite traffic on the path. Use
  *   `tls` on networks you do not control.
+ * - Bad options fail the layer with `InvalidOptions` before anything listens:
+ *   sizes, counts and `maxSampleSize` must be positive integers, `port` 0 to
+ *   65535, `maxQueuedBytes` at least `maxFrameBytes` + 1 KiB, `threshold` a
+ *   positive number, durations finite and positive (`leaveTimeout` and
+ *   `acceptableHeartbeatPause` may be 0). A port that cannot be bound fails
+ *   it with `ListenFailed`, whose `cause` is the socket's error.
  *
  * @category layers
  * @since 0.1.0

@@ -15,8 +15,7 @@
  */
 import { Clock, Deferred, Duration, Effect, Exit, Scope } from "effect"
 import type { Inbound } from "../ActorRuntime.ts"
-import { RequestRejected } from "../ActorRuntime.ts"
-import { NodeUnreachable, RequestTimeout } from "../DStateError.ts"
+import { NodeUnreachable, RequestRejected, RequestTimeout } from "../DStateError.ts"
 import type { NodeId } from "../NodeId.ts"
 import * as Prng from "./Prng.ts"
 
@@ -531,4 +530,11 @@ export const makeWith = Effect.fnUntraced(function*(options: Options): Effect.fn
   return network
 })
 
+/**
+ * The error of a request the receiver could not answer (the same class as
+ * `DStateError.RequestRejected`).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
 export { RequestRejected }

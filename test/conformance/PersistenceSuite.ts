@@ -10,7 +10,8 @@
  * names unique to each test (so a backend whose layer shares one store across
  * builds, such as a database, passes too). A backend that can be made to fail
  * passes `options.failing`: a layer of the same backend whose loads and saves
- * fail (an unreachable database, a read-only directory...).
+ * fail (an unreachable database, a read-only directory...), and the tag of
+ * the backend error its failures carry as `cause` in `options.failingCause`.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
@@ -25,6 +26,8 @@ type StoredState = StatePersistence.StoredState
 export interface SuiteOptions {
   /** A layer of the same backend on which every `load` and `save` fails. */
   readonly failing?: Layer.Layer<Persistence, unknown> | undefined
+  /** The `_tag` of the backend's own error, which a failure of `failing` carries as its `cause` (`SqlError`...). */
+  readonly failingCause?: string | undefined
   /** Vitest timeout of each test in ms (default: the vitest config's). */
   readonly timeout?: number | undefined
 }
@@ -267,6 +270,8 @@ export const suite = (name: string, layer: Layer.Layer<Persistence, unknown>, op
           assert.strictEqual(error._tag, "PersistenceFailed")
           assert.strictEqual(error.stateName, stateName)
           assert.strictEqual(error.operation, "save")
+          // The schema error that refused the value is kept.
+          assert.strictEqual((error.cause as { readonly _tag?: string } | undefined)?._tag, "SchemaError")
         }
         assert.deepStrictEqual(yield* store.load(stateName), kept)
       }))
@@ -295,6 +300,14 @@ export const suite = (name: string, layer: Layer.Layer<Persistence, unknown>, op
           assert.strictEqual(loadError.stateName, stateName)
           assert.strictEqual(loadError.operation, "load")
           assert.isTrue(loadError.reason.length > 0)
+          const causeTag = options?.failingCause
+          if (causeTag !== undefined) {
+            // The backend's own error is the cause, and the reason is its message.
+            for (const error of [saveError, changeError, loadError]) {
+              assert.strictEqual((error.cause as { readonly _tag?: string } | undefined)?._tag, causeTag)
+              assert.strictEqual(error.reason, (error.cause as Error).message)
+            }
+          }
         }).pipe(Effect.provide(failing)), timeout)
     }
   })

@@ -267,6 +267,29 @@ export const suite = (name: string, makeNodes: MakeNodes, options?: SuiteOptions
           assert.strictEqual(yield* actor.restarts, 0)
         }), timeout)
 
+      test("spawn accepts a mailbox of 1 and refuses 0 or a fraction with InvalidOptions", () =>
+        Effect.gen(function*() {
+          const cluster = yield* makeNodes(1)
+          const [a] = cluster.nodes
+          const handled: Array<number> = []
+          const spawn = (mailbox: ActorRuntime.MailboxCapacity) =>
+            runtimeOf(a).spawn({ name: `mailbox-${mailbox}`, mailbox, receive: (n: number) => Effect.sync(() => handled.push(n)) })
+          const one = yield* spawn(1)
+          yield* one.tell(1)
+          yield* cluster.eventually(check(() => assert.deepStrictEqual(handled, [1])))
+          for (const mailbox of [0, -3, 2.5]) {
+            assert.deepStrictEqual(
+              yield* Effect.flip(spawn(mailbox)),
+              new DStateError.InvalidOptions({
+                module: "ActorRuntime.spawn",
+                option: "mailbox",
+                value: mailbox,
+                reason: "must be a positive integer or \"unbounded\""
+              })
+            )
+          }
+        }), timeout)
+
       test("a bounded mailbox of capacity N holds exactly N messages while the actor is blocked", () =>
         Effect.gen(function*() {
           const capacity = 3

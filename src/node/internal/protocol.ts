@@ -170,7 +170,7 @@ export const encode = (
   }
   const encoded = encodeMessage(message)
   if (Result.isFailure(encoded)) {
-    return Result.fail(new MalformedMessage({ reason: `cannot encode ${message._tag}: ${encoded.failure.message}` }))
+    return Result.fail(new MalformedMessage({ reason: `cannot encode ${message._tag}: ${encoded.failure.message}`, cause: encoded.failure }))
   }
   const body = encoded.success
   const size = headerBytes + body.length
@@ -196,7 +196,10 @@ export const decode = (frame: Uint8Array): Result.Result<TransportMessage, Malfo
   if (frame[4] === deliverProtocol) return Result.succeed({ _tag: "Deliver", payload: body })
   const decoded = decodeMessage(body)
   if (Result.isFailure(decoded)) {
-    return Result.fail(new MalformedMessage({ reason: `undecodable transport message: ${decoded.failure.message}` }))
+    return Result.fail(new MalformedMessage({
+        reason: `undecodable transport message: ${decoded.failure.message}`,
+        cause: decoded.failure
+      }))
   }
   return Result.succeed(decoded.success)
 }

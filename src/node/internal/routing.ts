@@ -9,8 +9,8 @@
  * @internal
  */
 import { Cause, Deferred, Duration, Effect, Exit, FiberSet, Result, type Scope } from "effect"
-import { type Inbound, RequestRejected, type Supersede } from "../../ActorRuntime.ts"
-import { NodeUnreachable, RequestTimeout } from "../../DStateError.ts"
+import type { Inbound, Supersede } from "../../ActorRuntime.ts"
+import { NodeUnreachable, RequestRejected, RequestTimeout } from "../../DStateError.ts"
 import type { NodeId } from "../../NodeId.ts"
 import { encode, type Node, type Peer } from "./node.ts"
 import * as Protocol from "./protocol.ts"
