@@ -72,18 +72,7 @@ export class StatePersistence extends Context.Service<StatePersistence, {
    * `load` then returns the last snapshot with the changes after it.
    */
   save(stateName: string, record: StoredState, change?: StoredChange): Effect.Effect<void, PersistenceFailed>
-}>()("dstate/StatePersistence") {
-  /**
-   * A store in memory: records live as long as the layer. Records are kept as
-   * JSON text, so a value that would not survive a real store fails here too.
-   *
-   * @category layers
-   * @since 0.1.0
-   */
-  static readonly layerMemory: Layer.Layer<StatePersistence> = Layer.sync(StatePersistence)(() =>
-    makeMemory(new Map())
-  )
-}
+}>()("dstate/StatePersistence") {}
 
 const encodeRecord = Schema.encodeUnknownResult(Schema.fromJsonString(StoredState))
 const decodeRecord = Schema.decodeUnknownResult(Schema.fromJsonString(StoredState))
@@ -132,9 +121,10 @@ export const makeMemory = (records: Map<string, string>): StatePersistence["Serv
   })
 
 /**
- * The in-memory store (same as `StatePersistence.StatePersistence.layerMemory`).
+ * A store in memory: records live as long as the layer. Records are kept as
+ * JSON text, so a value that would not survive a real store fails here too.
  *
  * @category layers
  * @since 0.1.0
  */
-export const layerMemory: Layer.Layer<StatePersistence> = StatePersistence.layerMemory
+export const layerMemory: Layer.Layer<StatePersistence> = Layer.sync(StatePersistence)(() => makeMemory(new Map()))

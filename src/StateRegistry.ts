@@ -181,7 +181,7 @@ export type HandleOf<T> = T extends DistributedState.Delta<infer S, infer V, any
  * @category models
  * @since 0.1.0
  */
-export interface RegistryConfig {
+export interface Settings {
   /** Departed (node, incarnation) entries remembered per state (default 10,000; oldest forgotten first). */
   readonly departedCapacity: number
   /**
@@ -195,12 +195,13 @@ export interface RegistryConfig {
 }
 
 /**
- * The registry configuration in force; provide it to change the defaults.
+ * The registry settings in force; provide them to change the defaults (or use
+ * `layerWith`).
  *
  * @category services
  * @since 0.1.0
  */
-export const Config = Context.Reference<RegistryConfig>("dstate/StateRegistry/Config", {
+export const Settings = Context.Reference<Settings>("dstate/StateRegistry/Settings", {
   defaultValue: () => ({ departedCapacity: 10_000, healthStaleAfter: undefined, changeFeedFlush: "1 second" })
 })
 
@@ -243,230 +244,227 @@ export class StateRegistry extends Context.Service<StateRegistry, {
   readonly health: Effect.Effect<SystemHealth>
   /** Counters of inbound frames that reached no state. */
   readonly inboundMetrics: Effect.Effect<InboundMetrics>
-}>()("dstate/StateRegistry") {
-  /**
-   * The registry on top of an `ActorRuntime` and `ClusterEvents` (and a
-   * `StatePersistence`, used when present).
-   *
-   * @category layers
-   * @since 0.1.0
-   */
-  static readonly layer: Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEvents> = Layer.effect(
-    StateRegistry,
-    Effect.gen(function*() {
-      const runtime = yield* ActorRuntime
-      const events = yield* ClusterEvents
-      const persistence = yield* Effect.serviceOption(StatePersistence)
-      const maxFrameBytes = yield* MaxFrameBytes
-      const config = yield* Config
-      const scope = yield* Scope.Scope
-      const shards = new Map<string, Shard.Shard<any, any, any>>()
-      const handles = new Map<string, { readonly definition: DistributedState.Any; readonly handle: unknown }>()
-      const metricContext = MetricSeries.labelled(yield* Effect.context<never>(), { node: runtime.nodeId })
-      const inbound = MetricSeries.counters(Metrics.inbound, metricContext)
-      yield* Effect.addFinalizer(() => Effect.sync(inbound.remove))
-      const count = inbound.inc
-      const feed = ChangeFeed.make(runtime.nodeId, maxFrameBytes)
-      const env: Shard.ShardEnv = {
-        runtime,
-        notify: feed.notify,
-        persistence: persistence._tag === "Some" ? persistence.value : undefined,
-        maxFrameBytes,
-        departedCapacity: config.departedCapacity,
-        observer: yield* Observer,
-        decodeInbound: (from, frame) => decodeInbound(from, frame, true)
-      }
-      const annotate = Effect.annotateLogs({ node: runtime.nodeId })
+}>()("dstate/StateRegistry")  {}
 
-      const reject = (from: NodeId, error: { readonly _tag: string; readonly message: string }) =>
-        Effect.suspend(() => {
-          env.observer?.onRejectedFrame(runtime.nodeId, from, error)
-          count("framesRejected")
-          count(error._tag === "MessageTooLarge" ? "tooLarge" : "malformed")
-          return Effect.logWarning("rejected an inbound frame").pipe(
-            Effect.annotateLogs({ peer: from, error: error.message }),
-            annotate
-          )
-        })
+/**
+ * The registry on top of an `ActorRuntime` and `ClusterEvents` (and a
+ * `StatePersistence`, used when present).
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layer: Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEvents> = Layer.effect(
+  StateRegistry,
+  Effect.gen(function*() {
+    const runtime = yield* ActorRuntime
+    const events = yield* ClusterEvents
+    const persistence = yield* Effect.serviceOption(StatePersistence)
+    const maxFrameBytes = yield* MaxFrameBytes
+    const config = yield* Settings
+    const scope = yield* Scope.Scope
+    const shards = new Map<string, Shard.Shard<any, any, any>>()
+    const handles = new Map<string, { readonly definition: DistributedState.Any; readonly handle: unknown }>()
+    const metricContext = MetricSeries.labelled(yield* Effect.context<never>(), { node: runtime.nodeId })
+    const inbound = MetricSeries.counters(Metrics.inbound, metricContext)
+    yield* Effect.addFinalizer(() => Effect.sync(inbound.remove))
+    const count = inbound.inc
+    const feed = ChangeFeed.make(runtime.nodeId, maxFrameBytes)
+    const env: Shard.ShardEnv = {
+      runtime,
+      notify: feed.notify,
+      persistence: persistence._tag === "Some" ? persistence.value : undefined,
+      maxFrameBytes,
+      departedCapacity: config.departedCapacity,
+      observer: yield* Observer,
+      decodeInbound: (from, frame) => decodeInbound(from, frame, true)
+    }
+    const annotate = Effect.annotateLogs({ node: runtime.nodeId })
 
-      /**
-       * The one door for inbound frames (messages, requests, pull replies): every frame is counted here, and
-       * every rejected one is counted, reported and logged by `reject`.
-       */
-      const admit = (from: NodeId, frame: Uint8Array, copyPayload: boolean) => {
-        count("framesReceived")
-        return decodeFrame(frame, maxFrameBytes, from, copyPayload)
-      }
-      function decodeInbound(from: NodeId, frame: Uint8Array, copyPayload: boolean) {
-        return Effect.suspend((): Effect.Effect<Result.Result<SyncMessage, MalformedMessage | MessageTooLarge>> => {
-          const decoded = admit(from, frame, copyPayload)
-          return Result.isFailure(decoded) ? Effect.as(reject(from, decoded.failure), decoded) : Effect.succeed(decoded)
-        })
-      }
-
-      yield* runtime.serve({
-        onMessage: (from, frame) =>
-          Effect.suspend(() => {
-            // Runtimes hand over fresh buffers they never reuse: the payload may stay a view into the frame.
-            const decoded = admit(from, frame, false)
-            if (Result.isFailure(decoded)) return reject(from, decoded.failure)
-            const message = decoded.success
-            if (message._tag === "BatchedChangeFeed") return routeFeed(message)
-            const shard = shards.get(message.stateName)
-            if (shard === undefined) {
-              count("unknownState")
-              return Effect.void
-            }
-            return shard.deliver(from, message)
-          }),
-        onRequest: (from, frame) =>
-          Effect.suspend(() => {
-            const decoded = admit(from, frame, true)
-            if (Result.isFailure(decoded)) {
-              return reject(from, decoded.failure).pipe(
-                Effect.andThen(Effect.fail(new RequestRejected({ node: runtime.nodeId, reason: decoded.failure.message })))
-              )
-            }
-            const message = decoded.success
-            if (message._tag !== "RequestSnapshot") {
-              return Effect.fail(new RequestRejected({ node: runtime.nodeId, reason: `${message._tag} is not a request` }))
-            }
-            const shard = shards.get(message.stateName)
-            if (shard === undefined) {
-              count("unknownState")
-              return Effect.fail(
-                new RequestRejected({ node: runtime.nodeId, reason: `state "${message.stateName}" is not registered` })
-              )
-            }
-            return shard.reply(from, message)
-          })
-      })
-
-      // The change feed: one batch per interval for every state type, to every node.
-      yield* runtime.joinGroup(FEED_GROUP)
-      const flushSchedule = Schedule.isSchedule(config.changeFeedFlush)
-        ? config.changeFeedFlush as Schedule.Schedule<unknown, unknown, unknown>
-        : Schedule.spaced(config.changeFeedFlush as Duration.Input)
-      yield* runtime.every(
-        flushSchedule,
-        ChangeFeed.flush(feed, (frame) => runtime.broadcast(FEED_GROUP, frame), (notices) => {
-          count("feedBatchesSent")
-          count("feedNoticesSent", notices)
-        }).pipe(annotate)
-      )
-
-      function routeFeed(batch: BatchedChangeFeed) {
-        return Effect.gen(function*() {
-          if (batch.source === runtime.nodeId) return
-          count("feedBatchesReceived")
-          for (const notice of batch.notices) {
-            if (notice.source === runtime.nodeId) continue
-            const shard = shards.get(notice.stateName)
-            if (shard === undefined) {
-              count("unknownState")
-              continue
-            }
-            yield* shard.markStale(notice.source, notice.generation)
-          }
-        })
-      }
-
-      // Membership: every state hears of joins and departures, in order.
-      const subscription = yield* events.subscribe
-      // Members as this node sees them (the gauge `dstate_members`), from the set at subscription on.
-      const members = new Set(yield* events.members)
-      const membersGauge = MetricSeries.gauge(Metrics.members, metricContext, () => members.size + 1)
-      yield* Effect.addFinalizer(() => Effect.sync(membersGauge.remove))
-      yield* Effect.gen(function*() {
-        while (true) {
-          const event = yield* PubSub.take(subscription)
-          if (event._tag === "NodeJoined") members.add(event.node)
-          else members.delete(event.node)
-          for (const shard of shards.values()) {
-            yield* event._tag === "NodeJoined" ? shard.peerJoined(event.node) : shard.peerLeft(event.node)
-          }
-        }
-      }).pipe(Effect.forkScoped)
-
-      // A member that joined a state's group after it joined the cluster: a join of that state.
-      if (runtime.groupJoins !== undefined) {
-        yield* runtime.groupJoins.pipe(
-          Stream.runForEach(({ group, node }) =>
-            Effect.gen(function*() {
-              if (node === runtime.nodeId) return
-              for (const shard of shards.values()) {
-                if (shard.group !== group) continue
-                // Still there: a join heard after the node left must not undo its departure.
-                if ((yield* runtime.members(group)).includes(node)) yield* shard.peerJoined(node)
-              }
-            })),
-          Effect.forkScoped
+    const reject = (from: NodeId, error: { readonly _tag: string; readonly message: string }) =>
+      Effect.suspend(() => {
+        env.observer?.onRejectedFrame(runtime.nodeId, from, error)
+        count("framesRejected")
+        count(error._tag === "MessageTooLarge" ? "tooLarge" : "malformed")
+        return Effect.logWarning("rejected an inbound frame").pipe(
+          Effect.annotateLogs({ peer: from, error: error.message }),
+          annotate
         )
-      }
-
-      const register = <T extends DistributedState.Any>(definition: T, options?: RegisterOptions) =>
-        Effect.gen(function*() {
-          const name = definition.name
-          yield* checkDefinition(definition)
-          const shardOptions = yield* checkOptions(name, options)
-          if (handles.has(name)) return yield* new DuplicateStateName({ stateName: name })
-          handles.set(name, { definition, handle: undefined })
-          const shard = yield* Shard.make(
-            definition as DistributedState.DistributedState<any, any, any, any>,
-            shardOptions,
-            env
-          ).pipe(Scope.provide(scope), Effect.onInterrupt(() => Effect.sync(() => handles.delete(name))))
-          shards.set(name, shard)
-          const handle = makeHandle(shard, runtime.nodeId)
-          handles.set(name, { definition, handle })
-          yield* Effect.logDebug("registered state").pipe(
-            Effect.annotateLogs({ state: name, strategy: (options?.strategy ?? SyncStrategy.activePush()).pushMode }),
-            annotate
-          )
-          return handle as HandleOf<T>
-        })
-
-      return StateRegistry.of({
-        nodeId: runtime.nodeId,
-        register: Effect.fnUntraced(function*<T extends DistributedState.Any>(definition: T, options?: RegisterOptions) {
-          return yield* register(definition, options)
-        }) as StateRegistry["Service"]["register"],
-        lookup: <T extends DistributedState.Any>(definition: T) =>
-          Effect.suspend(() => {
-            const entry = handles.get(definition.name)
-            return entry === undefined || entry.handle === undefined
-              ? Effect.fail(new StateNotRegistered({ stateName: definition.name }))
-              : Effect.succeed(entry.handle as HandleOf<T>)
-          }),
-        states: Effect.sync(() => [...shards.keys()]),
-        health: Effect.gen(function*() {
-          const staleAfter = config.healthStaleAfter === undefined
-            ? Number.POSITIVE_INFINITY
-            : Duration.toMillis(Duration.fromInputUnsafe(config.healthStaleAfter))
-          const states: Array<StateHealth> = []
-          for (const shard of shards.values()) states.push(yield* shard.health(staleAfter))
-          return { status: worst(states.map((s) => s.status)), states }
-        }),
-        inboundMetrics: Effect.sync(() => ({ ...inbound.values }))
       })
-    })
-  )
 
-  /**
-   * The registry with some of its configuration changed.
-   *
-   * @category layers
-   * @since 0.1.0
-   */
-  static readonly layerWith = (
-    options: Partial<RegistryConfig> & { readonly maxFrameBytes?: number | undefined }
-  ): Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEvents> => {
-    const { maxFrameBytes, ...config } = options
-    return StateRegistry.layer.pipe(
-      Layer.provide(Layer.succeed(Config, { ...Config.defaultValue(), ...config })),
-      maxFrameBytes === undefined ? (l) => l : Layer.provide(Layer.succeed(MaxFrameBytes, maxFrameBytes))
+    /**
+     * The one door for inbound frames (messages, requests, pull replies): every frame is counted here, and
+     * every rejected one is counted, reported and logged by `reject`.
+     */
+    const admit = (from: NodeId, frame: Uint8Array, copyPayload: boolean) => {
+      count("framesReceived")
+      return decodeFrame(frame, maxFrameBytes, from, copyPayload)
+    }
+    function decodeInbound(from: NodeId, frame: Uint8Array, copyPayload: boolean) {
+      return Effect.suspend((): Effect.Effect<Result.Result<SyncMessage, MalformedMessage | MessageTooLarge>> => {
+        const decoded = admit(from, frame, copyPayload)
+        return Result.isFailure(decoded) ? Effect.as(reject(from, decoded.failure), decoded) : Effect.succeed(decoded)
+      })
+    }
+
+    yield* runtime.serve({
+      onMessage: (from, frame) =>
+        Effect.suspend(() => {
+          // Runtimes hand over fresh buffers they never reuse: the payload may stay a view into the frame.
+          const decoded = admit(from, frame, false)
+          if (Result.isFailure(decoded)) return reject(from, decoded.failure)
+          const message = decoded.success
+          if (message._tag === "BatchedChangeFeed") return routeFeed(message)
+          const shard = shards.get(message.stateName)
+          if (shard === undefined) {
+            count("unknownState")
+            return Effect.void
+          }
+          return shard.deliver(from, message)
+        }),
+      onRequest: (from, frame) =>
+        Effect.suspend(() => {
+          const decoded = admit(from, frame, true)
+          if (Result.isFailure(decoded)) {
+            return reject(from, decoded.failure).pipe(
+              Effect.andThen(Effect.fail(new RequestRejected({ node: runtime.nodeId, reason: decoded.failure.message })))
+            )
+          }
+          const message = decoded.success
+          if (message._tag !== "RequestSnapshot") {
+            return Effect.fail(new RequestRejected({ node: runtime.nodeId, reason: `${message._tag} is not a request` }))
+          }
+          const shard = shards.get(message.stateName)
+          if (shard === undefined) {
+            count("unknownState")
+            return Effect.fail(
+              new RequestRejected({ node: runtime.nodeId, reason: `state "${message.stateName}" is not registered` })
+            )
+          }
+          return shard.reply(from, message)
+        })
+    })
+
+    // The change feed: one batch per interval for every state type, to every node.
+    yield* runtime.joinGroup(FEED_GROUP)
+    const flushSchedule = Schedule.isSchedule(config.changeFeedFlush)
+      ? config.changeFeedFlush as Schedule.Schedule<unknown, unknown, unknown>
+      : Schedule.spaced(config.changeFeedFlush as Duration.Input)
+    yield* runtime.every(
+      flushSchedule,
+      ChangeFeed.flush(feed, (frame) => runtime.broadcast(FEED_GROUP, frame), (notices) => {
+        count("feedBatchesSent")
+        count("feedNoticesSent", notices)
+      }).pipe(annotate)
     )
-  }
+
+    function routeFeed(batch: BatchedChangeFeed) {
+      return Effect.gen(function*() {
+        if (batch.source === runtime.nodeId) return
+        count("feedBatchesReceived")
+        for (const notice of batch.notices) {
+          if (notice.source === runtime.nodeId) continue
+          const shard = shards.get(notice.stateName)
+          if (shard === undefined) {
+            count("unknownState")
+            continue
+          }
+          yield* shard.markStale(notice.source, notice.generation)
+        }
+      })
+    }
+
+    // Membership: every state hears of joins and departures, in order.
+    const subscription = yield* events.subscribe
+    // Members as this node sees them (the gauge `dstate_members`), from the set at subscription on.
+    const members = new Set(yield* events.members)
+    const membersGauge = MetricSeries.gauge(Metrics.members, metricContext, () => members.size + 1)
+    yield* Effect.addFinalizer(() => Effect.sync(membersGauge.remove))
+    yield* Effect.gen(function*() {
+      while (true) {
+        const event = yield* PubSub.take(subscription)
+        if (event._tag === "NodeJoined") members.add(event.node)
+        else members.delete(event.node)
+        for (const shard of shards.values()) {
+          yield* event._tag === "NodeJoined" ? shard.peerJoined(event.node) : shard.peerLeft(event.node)
+        }
+      }
+    }).pipe(Effect.forkScoped)
+
+    // A member that joined a state's group after it joined the cluster: a join of that state.
+    if (runtime.groupJoins !== undefined) {
+      yield* runtime.groupJoins.pipe(
+        Stream.runForEach(({ group, node }) =>
+          Effect.gen(function*() {
+            if (node === runtime.nodeId) return
+            for (const shard of shards.values()) {
+              if (shard.group !== group) continue
+              // Still there: a join heard after the node left must not undo its departure.
+              if ((yield* runtime.members(group)).includes(node)) yield* shard.peerJoined(node)
+            }
+          })),
+        Effect.forkScoped
+      )
+    }
+
+    const register = Effect.fnUntraced(function*<T extends DistributedState.Any>(definition: T, options?: RegisterOptions) {
+      const name = definition.name
+      yield* checkDefinition(definition)
+      const shardOptions = yield* checkOptions(name, options)
+      if (handles.has(name)) return yield* new DuplicateStateName({ stateName: name })
+      handles.set(name, { definition, handle: undefined })
+      const shard = yield* Shard.make(
+        definition as DistributedState.DistributedState<any, any, any, any>,
+        shardOptions,
+        env
+      ).pipe(Scope.provide(scope), Effect.onInterrupt(() => Effect.sync(() => handles.delete(name))))
+      shards.set(name, shard)
+      const handle = makeHandle(shard, runtime.nodeId)
+      handles.set(name, { definition, handle })
+      yield* Effect.logDebug("registered state").pipe(
+        Effect.annotateLogs({ state: name, strategy: (options?.strategy ?? SyncStrategy.activePush()).pushMode }),
+        annotate
+      )
+      return handle as HandleOf<T>
+    })
+
+    return StateRegistry.of({
+      nodeId: runtime.nodeId,
+      register: register as StateRegistry["Service"]["register"],
+      lookup: <T extends DistributedState.Any>(definition: T) =>
+        Effect.suspend(() => {
+          const entry = handles.get(definition.name)
+          return entry === undefined || entry.handle === undefined
+            ? Effect.fail(new StateNotRegistered({ stateName: definition.name }))
+            : Effect.succeed(entry.handle as HandleOf<T>)
+        }),
+      states: Effect.sync(() => [...shards.keys()]),
+      health: Effect.gen(function*() {
+        const staleAfter = config.healthStaleAfter === undefined
+          ? Number.POSITIVE_INFINITY
+          : Duration.toMillis(Duration.fromInputUnsafe(config.healthStaleAfter))
+        const states: Array<StateHealth> = []
+        for (const shard of shards.values()) states.push(yield* shard.health(staleAfter))
+        return { status: worst(states.map((s) => s.status)), states }
+      }),
+      inboundMetrics: Effect.sync(() => ({ ...inbound.values }))
+    })
+  })
+)
+
+/**
+ * The registry with some of its configuration changed.
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerWith = (
+  options: Partial<Settings> & { readonly maxFrameBytes?: number | undefined }
+): Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEvents> => {
+  const { maxFrameBytes, ...config } = options
+  return layer.pipe(
+    Layer.provide(Layer.succeed(Settings, { ...Settings.defaultValue(), ...config })),
+    maxFrameBytes === undefined ? (l) => l : Layer.provide(Layer.succeed(MaxFrameBytes, maxFrameBytes))
+  )
 }
 
 const FEED_GROUP = "dstate/feed"
@@ -583,22 +581,3 @@ export const health: Effect.Effect<SystemHealth, never, StateRegistry> = Effect.
   StateRegistry,
   (registry) => registry.health
 )
-
-/**
- * The registry layer (same as `StateRegistry.StateRegistry.layer`): needs an
- * `ActorRuntime` and `ClusterEvents`, uses a `StatePersistence` when present.
- *
- * @category layers
- * @since 0.1.0
- */
-export const layer: Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEvents> = StateRegistry.layer
-
-/**
- * The registry layer with some configuration changed.
- *
- * @category layers
- * @since 0.1.0
- */
-export const layerWith: (
-  options: Partial<RegistryConfig> & { readonly maxFrameBytes?: number | undefined }
-) => Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEvents> = StateRegistry.layerWith

@@ -9,7 +9,7 @@ import { StatePersistence } from "dstate"
 import { InMemoryPersistence } from "dstate/testing"
 import * as PersistenceSuite from "./conformance/PersistenceSuite.ts"
 
-PersistenceSuite.suite("layerMemory", StatePersistence.StatePersistence.layerMemory)
+PersistenceSuite.suite("layerMemory", StatePersistence.layerMemory)
 
 // One store shared by every test of the suite (the suite uses distinct state names).
 PersistenceSuite.suite("InMemoryPersistence.layer", InMemoryPersistence.layer(InMemoryPersistence.makeStore()), {
@@ -38,7 +38,7 @@ describe("StatePersistence.layerMemory", () => {
       const use = <A, E>(f: (p: StatePersistence.StatePersistence["Service"]) => Effect.Effect<A, E>) =>
         Effect.gen(function*() {
           return yield* f(yield* StatePersistence.StatePersistence)
-        }).pipe(Effect.provide(StatePersistence.StatePersistence.layerMemory))
+        }).pipe(Effect.provide(StatePersistence.layerMemory))
       yield* use((p) => p.save("s", record({ n: 1 })))
       assert.isUndefined(yield* use((p) => p.load("s")))
     }))

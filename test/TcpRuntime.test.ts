@@ -140,7 +140,7 @@ const rawAuthenticated = (address: TcpRuntime.Address, node: string, groups: Rea
 const withCounter = (node: TcpNode, options?: StateRegistry.RegisterOptions) =>
   Effect.gen(function*() {
     const registry = yield* Layer.buildWithScope(
-      StateRegistry.StateRegistry.layer.pipe(Layer.provide(Layer.succeedContext(node.context))),
+      StateRegistry.layer.pipe(Layer.provide(Layer.succeedContext(node.context))),
       node.scope
     )
     const counter = yield* StateRegistry.register(Fixtures.Counter, options).pipe(

@@ -343,48 +343,46 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     })
 
   /** Atomic snapshot: temp file, fsync, rename, fsync the directory; then empty the log. */
-  const writeSnapshot = (slot: Slot, bytes: Buffer) =>
-    Effect.gen(function*() {
-      yield* Effect.scoped(Effect.gen(function*() {
-        const file = yield* fs.open(slot.temp, { flag: "w" })
-        yield* file.writeAll(bytes)
-        yield* file.sync
-      })).pipe(Effect.onError(() => Effect.ignore(fs.remove(slot.temp, { force: true }))))
-      yield* fs.rename(slot.temp, slot.snapshot)
-      yield* syncDirectory
-      // Only now that the snapshot is durable may the changes it includes go.
-      // Entries that survive a crash here are older than the snapshot and are skipped on load.
-      if (slot.logFile !== undefined) {
-        yield* slot.logFile.file.truncate(0)
-        yield* slot.logFile.file.sync
-      } else if (slot.logged === undefined) {
-        yield* fs.remove(slot.log, { force: true })
-      }
-      slot.logged = 0
-    })
+  const writeSnapshot = Effect.fnUntraced(function*(slot: Slot, bytes: Buffer) {
+    yield* Effect.scoped(Effect.gen(function*() {
+      const file = yield* fs.open(slot.temp, { flag: "w" })
+      yield* file.writeAll(bytes)
+      yield* file.sync
+    })).pipe(Effect.onError(() => Effect.ignore(fs.remove(slot.temp, { force: true }))))
+    yield* fs.rename(slot.temp, slot.snapshot)
+    yield* syncDirectory
+    // Only now that the snapshot is durable may the changes it includes go.
+    // Entries that survive a crash here are older than the snapshot and are skipped on load.
+    if (slot.logFile !== undefined) {
+      yield* slot.logFile.file.truncate(0)
+      yield* slot.logFile.file.sync
+    } else if (slot.logged === undefined) {
+      yield* fs.remove(slot.log, { force: true })
+    }
+    slot.logged = 0
+  })
 
   /** Appends one entry to the log (creating it after a snapshot) and fsyncs it. */
-  const appendChange = (slot: Slot, payload: Buffer, logged: number) =>
-    Effect.gen(function*() {
-      const entry = logEntry(payload, logged === 0)
-      if (slot.logFile === undefined) {
-        const fileScope = yield* Scope.fork(scope)
-        const file = yield* fs.open(slot.log, { flag: "a" }).pipe(
-          Scope.provide(fileScope),
-          Effect.onError(() => Scope.close(fileScope, Exit.void))
-        )
-        slot.logFile = { file, scope: fileScope }
-        // The log holds nothing newer than the snapshot (logged === 0): start it over.
-        yield* file.truncate(0)
-        yield* file.writeAll(entry)
-        yield* file.sync
-        yield* syncDirectory
-      } else {
-        yield* slot.logFile.file.writeAll(entry)
-        yield* slot.logFile.file.sync
-      }
-      slot.logged = logged + 1
-    })
+  const appendChange = Effect.fnUntraced(function*(slot: Slot, payload: Buffer, logged: number) {
+    const entry = logEntry(payload, logged === 0)
+    if (slot.logFile === undefined) {
+      const fileScope = yield* Scope.fork(scope)
+      const file = yield* fs.open(slot.log, { flag: "a" }).pipe(
+        Scope.provide(fileScope),
+        Effect.onError(() => Scope.close(fileScope, Exit.void))
+      )
+      slot.logFile = { file, scope: fileScope }
+      // The log holds nothing newer than the snapshot (logged === 0): start it over.
+      yield* file.truncate(0)
+      yield* file.writeAll(entry)
+      yield* file.sync
+      yield* syncDirectory
+    } else {
+      yield* slot.logFile.file.writeAll(entry)
+      yield* slot.logFile.file.sync
+    }
+    slot.logged = logged + 1
+  })
 
   const save = (stateName: string, record: StoredState, change?: StoredChange) =>
     Effect.suspend(() => {

@@ -16,8 +16,7 @@ import { TestClock } from "effect/testing"
 import { type ActorRef, ActorRuntime, type MailboxCapacity } from "../ActorRuntime.ts"
 import type { ClusterEvents } from "../ClusterEvents.ts"
 import * as NodeId from "../NodeId.ts"
-import { Observer as RegistryObserver, StateRegistry } from "../StateRegistry.ts"
-import type { RegistryConfig } from "../StateRegistry.ts"
+import { layer as registryLayerDefault, layerWith as registryLayerWith, Observer as RegistryObserver, type Settings as RegistrySettings, StateRegistry } from "../StateRegistry.ts"
 import * as InMemoryPersistence from "./InMemoryPersistence.ts"
 import * as InProcessRuntime from "./InProcessRuntime.ts"
 import * as Prng from "./Prng.ts"
@@ -74,7 +73,7 @@ export interface Options<E> {
   /** `"memory"` (default): each node keeps a store that survives its crash; `"none"`: nothing is persisted. */
   readonly persistence?: "memory" | "none" | undefined
   /** Registry configuration for every node. */
-  readonly registry?: Partial<RegistryConfig> | undefined
+  readonly registry?: Partial<RegistrySettings> | undefined
   /** Upper bound of scheduling steps in one `settle` (default 1,000,000). */
   readonly maxSettleSteps?: number | undefined
   /** Root seed of the network's and the stores' random streams (default: network seed 1, store seeds 1). */
@@ -168,7 +167,7 @@ export const make = Effect.fnUntraced(function*<E = never>(options: Options<E>):
   const nodes: Array<TestNode> = []
   const running = new Map<NodeId.NodeId, Running>()
   const persistence = options.persistence ?? "memory"
-  const registryLayer = options.registry === undefined ? StateRegistry.layer : StateRegistry.layerWith(options.registry)
+  const registryLayer = options.registry === undefined ? registryLayerDefault : registryLayerWith(options.registry)
   const maxSteps = options.maxSettleSteps ?? 1_000_000
   let counter = 0
 
