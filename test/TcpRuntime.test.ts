@@ -18,6 +18,7 @@ import * as Protocol from "../src/node/internal/protocol.ts"
 import * as TcpRuntime from "../src/node/TcpRuntime.ts"
 import * as RuntimeSuite from "./conformance/RuntimeSuite.ts"
 import { eventually, eventuallyWithin } from "./support/Eventually.ts"
+import { frameOf, messagesOf, rawAuthenticated, rawConnect, rawHello, write } from "./support/RawClient.ts"
 import * as RealNodes from "./support/RealNodes.ts"
 import { buildInOwnScope, fastTimings, type ScopedNode, secret } from "./support/RealNodes.ts"
 
@@ -69,72 +70,7 @@ RuntimeSuite.suite(
 )
 
 // ---- raw clients ----------------------------------------------------------------------------------
-
-/** A raw TCP client for attacks and misbehaving peers; data is collected, close is observable. */
-const rawConnect = (address: TcpRuntime.Address) =>
-  Effect.acquireRelease(
-    Effect.callback<{ readonly socket: Net.Socket; readonly received: Array<Uint8Array>; readonly closed: Deferred.Deferred<void> }>((resume) => {
-      const socket = Net.createConnection({ host: address.host, port: address.port })
-      const received: Array<Uint8Array> = []
-      const closed = Deferred.makeUnsafe<void>()
-      socket.on("data", (chunk) => received.push(new Uint8Array(chunk)))
-      socket.on("close", () => Deferred.doneUnsafe(closed, Effect.void))
-      socket.on("error", () => {})
-      socket.once("connect", () => resume(Effect.succeed({ socket, received, closed })))
-    }),
-    ({ socket }) => Effect.sync(() => socket.destroy())
-  )
-
-const write = (socket: Net.Socket, bytes: Uint8Array) => Effect.sync(() => socket.write(bytes))
-
-const frameOf = (message: Protocol.TransportMessage) =>
-  Result.getOrThrow(Protocol.encode(message, 16 * 1024 * 1024))
-
-/** Reads transport messages off a raw client's received bytes. */
-const messagesOf = (received: Array<Uint8Array>) => {
-  const reader = new Protocol.FrameReader(64 * 1024 * 1024)
-  for (const chunk of received) reader.push(chunk)
-  const out: Array<Protocol.TransportMessage> = []
-  while (true) {
-    const frame = reader.next()
-    if (Result.isFailure(frame) || frame.success === undefined) return out
-    out.push(Result.getOrThrow(Protocol.decode(frame.success)))
-  }
-}
-
-/**
- * Authenticates a raw client as `node` (the dialer side of the handshake),
- * joining `groups`; returns the client once the node has welcomed it.
- */
-const rawAuthenticated = (address: TcpRuntime.Address, node: string, groups: ReadonlyArray<string>) =>
-  Effect.gen(function*() {
-    const client = yield* rawConnect(address)
-    const nonce = new Uint8Array(32).fill(7)
-    yield* write(client.socket, frameOf({ _tag: "Hello", node: NodeId.make(node), session: "raw-session", nonce }))
-    const challenge = yield* poll(Effect.sync(() => {
-      const m = messagesOf(client.received)
-      assert.isAtLeast(m.length, 1)
-      return m[0]
-    }))
-    assert.strictEqual(challenge._tag, "Challenge")
-    if (challenge._tag !== "Challenge") return yield* Effect.die("no challenge")
-    const transcript: Protocol.Transcript = {
-      dialer: node,
-      acceptor: challenge.node,
-      dialerSession: "raw-session",
-      acceptorSession: challenge.session,
-      dialerNonce: nonce,
-      acceptorNonce: challenge.nonce
-    }
-    const key = Protocol.secretBytes(Redacted.value(secret))
-    yield* write(client.socket, frameOf({
-      _tag: "Auth",
-      proof: Protocol.proof(key, "dialer", transcript),
-      info: { host: "127.0.0.1", port: 1, groupsVersion: 1, groups: [...groups], members: [] }
-    }))
-    yield* poll(Effect.sync(() => assert.strictEqual(messagesOf(client.received)[1]?._tag, "Welcome")))
-    return client
-  })
+// (test/support/RawClient.ts)
 
 /** Starts a registry on a running node and registers the counter state there. */
 const withCounter = (node: TcpNode, options?: StateRegistry.RegisterOptions) =>
@@ -311,30 +247,18 @@ describe("TcpRuntime: security and limits", () => {
       yield* write(bare.socket, frameOf({ _tag: "Deliver", payload: forged }))
       yield* Deferred.await(bare.closed).pipe(Effect.timeout("5 seconds"))
 
-      // 2. A handshake with the wrong secret: the proof does not verify.
+      // 2. A handshake with the wrong secret: the proof does not verify, and the node says so before closing.
       const wrong = yield* rawConnect(address)
-      const nonce = new Uint8Array(32).fill(1)
-      yield* write(wrong.socket, frameOf({ _tag: "Hello", node: NodeId.make("intruder"), session: "s", nonce }))
-      const challenge = yield* poll(Effect.sync(() => {
-        const m = messagesOf(wrong.received)
-        assert.strictEqual(m[0]?._tag, "Challenge")
-        return m[0] as Extract<Protocol.TransportMessage, { _tag: "Challenge" }>
-      }))
+      const { transcript } = yield* rawHello(wrong, "intruder", "s")
       const badKey = Protocol.secretBytes("not-the-cluster-secret")
       yield* write(wrong.socket, frameOf({
         _tag: "Auth",
-        proof: Protocol.proof(badKey, "dialer", {
-          dialer: "intruder",
-          acceptor: challenge.node,
-          dialerSession: "s",
-          acceptorSession: challenge.session,
-          dialerNonce: nonce,
-          acceptorNonce: challenge.nonce
-        }),
+        proof: Protocol.proof(badKey, "dialer", transcript),
         info: { host: "127.0.0.1", port: 1, groupsVersion: 1, groups: ["dstate/state/counter"], members: [] }
       }))
       yield* write(wrong.socket, frameOf({ _tag: "Deliver", payload: forged }))
       yield* Deferred.await(wrong.closed).pipe(Effect.timeout("5 seconds"))
+      assert.deepStrictEqual(messagesOf(wrong.received).map((m) => m._tag), ["Challenge", "Refused"])
 
       const stats = yield* transportOf(node).stats
       assert.strictEqual(stats.rejectedUnauthenticated, 1)
@@ -374,12 +298,12 @@ describe("TcpRuntime: security and limits", () => {
 
       // Unauthenticated: the 64 KiB handshake limit applies.
       const bare = yield* rawConnect(transportOf(node).address)
-      yield* write(bare.socket, Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0x81, 0, 0, 0, 0))
+      yield* write(bare.socket, Uint8Array.of(0xff, 0xff, 0xff, 0xff, Protocol.transportProtocol, 0, 0, 0, 0))
       yield* Deferred.await(bare.closed).pipe(Effect.timeout("5 seconds"))
 
       // Authenticated: the frame limit applies; the rest of the body follows, and is never buffered whole.
       const client = yield* rawAuthenticated(transportOf(node).address, "raw-big", [])
-      yield* write(client.socket, Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0x81, 0, 0, 0, 0))
+      yield* write(client.socket, Uint8Array.of(0xff, 0xff, 0xff, 0xff, Protocol.transportProtocol, 0, 0, 0, 0))
       yield* write(client.socket, new Uint8Array(1024 * 1024))
       yield* Deferred.await(client.closed).pipe(Effect.timeout("5 seconds"))
 

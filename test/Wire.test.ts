@@ -1,6 +1,6 @@
 /**
  * The hand-written envelope codec (`src/internal/wire.ts`) and the TCP
- * transport's `Deliver` frames (protocol byte 0x82): a string field decodes to
+ * transport's `Deliver` frames (protocol byte 0x84): a string field decodes to
  * what a fatal `TextDecoder` gives, or is rejected where it rejects, messages with non-ASCII names
  * round-trip, and a `Deliver` carries the registry frame as it is, checked by
  * its checksum.
@@ -163,7 +163,7 @@ describe("wire: envelope round trips", () => {
   })
 })
 
-describe("transport: Deliver frames (protocol 0x82)", () => {
+describe("transport: Deliver frames (protocol 0x84)", () => {
   const registryFrame = Uint8Array.from({ length: 300 }, (_, i) => (i * 31) % 256)
 
   it("a Deliver is a 9-byte header followed by the registry frame itself; decoding gives the same bytes", () => {
@@ -212,10 +212,18 @@ describe("transport: Deliver frames (protocol 0x82)", () => {
 
   it("an unknown protocol byte is malformed", () => {
     const whole = Result.getOrThrow(Protocol.encode({ _tag: "Deliver", payload: registryFrame }, 1024))
-    whole[4] = 0x83
+    whole[4] = 0x85
     const decoded = Protocol.decode(whole)
     assert.isTrue(Result.isFailure(decoded))
-    if (Result.isFailure(decoded)) assert.strictEqual(decoded.failure.reason, "unknown transport protocol 0x83")
+    if (Result.isFailure(decoded)) assert.strictEqual(decoded.failure.reason, "unknown transport protocol 0x85")
+  })
+
+  it("a frame of transport protocol 1 is malformed, and says so", () => {
+    const whole = Result.getOrThrow(Protocol.encode({ _tag: "Deliver", payload: registryFrame }, 1024))
+    whole[4] = 0x82
+    const decoded = Protocol.decode(whole)
+    assert.isTrue(Result.isFailure(decoded))
+    if (Result.isFailure(decoded)) assert.strictEqual(decoded.failure.reason, "transport protocol 1 (0x82); this node speaks protocol 2")
   })
 
   it("500 seeded payloads round-trip through a Deliver frame", () => {

@@ -18,6 +18,7 @@ import type { NodeId } from "../../NodeId.ts"
 import type { Dialer } from "./dialer.ts"
 import type { Handshake, Handshakes, Next } from "./handshake.ts"
 import type { Heartbeats } from "./heartbeat.ts"
+import type * as Listener from "./listener.ts"
 import type { Membership } from "./membership.ts"
 import { type Conn, ConnectionFailed, fail, isDialerOf, monotonicMillis, type Node, type Peer, type Role } from "./node.ts"
 import * as Protocol from "./protocol.ts"
@@ -33,10 +34,11 @@ export interface Connections {
   readonly run: (
     socket: Socket.Socket,
     role: Role,
-    established: Deferred.Deferred<NodeId, ConnectionFailed> | undefined
+    established: Deferred.Deferred<NodeId, ConnectionFailed> | undefined,
+    remote: string
   ) => Effect.Effect<void, ConnectionFailed>
   /** Runs a connection the listener accepted. */
-  readonly accept: (socket: Socket.Socket) => Effect.Effect<void>
+  readonly accept: (socket: Socket.Socket, remote: Listener.Remote) => Effect.Effect<void>
 }
 
 export const make = (
@@ -191,7 +193,8 @@ export const make = (
     function*(
       socket: Socket.Socket,
       role: Role,
-      established: Deferred.Deferred<NodeId, ConnectionFailed> | undefined
+      established: Deferred.Deferred<NodeId, ConnectionFailed> | undefined,
+      remote: string
     ) {
       const scope = yield* Scope.Scope
       if (handshaking >= settings.maxPendingHandshakes) {
@@ -212,8 +215,8 @@ export const make = (
       const writer = yield* socket.writer.pipe(Scope.provide(writerScope))
       const frames = frameSource(pull, settings.handshakeFrameBytes)
       const authenticate = role === "dialer"
-        ? handshake.asDialer(writer, frames.next)
-        : handshake.asAcceptor(writer, frames.next)
+        ? handshake.asDialer(writer, frames.next, remote)
+        : handshake.asAcceptor(writer, frames.next, remote)
       const hs = yield* authenticate.pipe(
         Effect.timeoutOrElse({
           duration: settings.handshakeTimeout,
@@ -238,7 +241,7 @@ export const make = (
         writerScope
       }
       // The acceptor completes the handshake before anything else is written on the connection.
-      if (role === "acceptor") yield* handshake.welcome(writer)
+      if (role === "acceptor") yield* handshake.welcome(writer, hs)
       const { activate, peer } = yield* register(conn, hs)
       yield* Effect.addFinalizer(() =>
         Effect.sync(() => {
@@ -252,7 +255,7 @@ export const make = (
       else yield* Effect.forkIn(Deferred.await(conn.retire).pipe(Effect.andThen(Scope.close(writerScope, Exit.void))), scope)
       yield* Effect.raceFirst(readerLoop(conn, frames.next), Deferred.await(conn.close))
     },
-    (effect, _socket, role, established) =>
+    (effect, _socket, role, established, remote) =>
       effect.pipe(
         Effect.tapError((error) =>
           Effect.gen(function*() {
@@ -262,7 +265,7 @@ export const make = (
               error.reason !== "not-member"
             ) {
               yield* Effect.logWarning("connection closed").pipe(
-                Effect.annotateLogs({ role, reason: error.reason, detail: error.detail }),
+                Effect.annotateLogs({ role, remote, reason: error.reason, detail: error.detail }),
                 node.annotate
               )
             }
@@ -279,10 +282,10 @@ export const make = (
 
   return {
     run,
-    accept: (socket) =>
+    accept: (socket, remote) =>
       Effect.suspend(() => {
         counters.connectionsAccepted++
-        return node.closing ? Effect.void : run(socket, "acceptor", undefined).pipe(Effect.ignore)
+        return node.closing ? Effect.void : run(socket, "acceptor", undefined, `${remote.host}:${remote.port}`).pipe(Effect.ignore)
       })
   }
 }

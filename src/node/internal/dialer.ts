@@ -40,7 +40,8 @@ export const make = (
     /** Runs a dialed connection; `established` is completed when its handshake succeeds or fails. */
     readonly run: (
       socket: Socket.Socket,
-      established: Deferred.Deferred<NodeId, ConnectionFailed>
+      established: Deferred.Deferred<NodeId, ConnectionFailed>,
+      remote: string
     ) => Effect.Effect<void, ConnectionFailed>
   }
 ): Dialer => {
@@ -71,7 +72,7 @@ export const make = (
     counters.connectionsDialed++
     const established = yield* Deferred.make<NodeId, ConnectionFailed>()
     const socket = yield* openSocket(address)
-    const fiber: Fiber.Fiber<void> = yield* options.run(socket, established).pipe(
+    const fiber: Fiber.Fiber<void> = yield* options.run(socket, established, addressKey(address)).pipe(
       Effect.ignore,
       Effect.forkIn(options.dialedScope)
     )

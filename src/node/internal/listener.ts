@@ -23,6 +23,12 @@ export interface ListenOptions {
   readonly tls?: Tls.TlsOptions | undefined
 }
 
+/** Where an accepted connection comes from. */
+export interface Remote {
+  readonly host: string
+  readonly port: number
+}
+
 /** A listening server. */
 export interface Listener {
   /** The port actually bound (differs from the requested one when that was 0). */
@@ -32,13 +38,13 @@ export interface Listener {
    * (in a fiber of the listener's scope, interrupted when it closes).
    * Connections accepted before wait, unread, until it is called.
    */
-  readonly serve: (handler: (socket: Socket.Socket) => Effect.Effect<void>) => Effect.Effect<void>
+  readonly serve: (handler: (socket: Socket.Socket, remote: Remote) => Effect.Effect<void>) => Effect.Effect<void>
 }
 
 /** Listens; fails with the server's error when it cannot. */
 export const listen = Effect.fnUntraced(function*(options: ListenOptions): Effect.fn.Return<Listener, Error, Scope.Scope> {
   const run = yield* FiberSet.makeRuntime<never, void, never>()
-  const handler = Deferred.makeUnsafe<(socket: Socket.Socket) => Effect.Effect<void>>()
+  const handler = Deferred.makeUnsafe<(socket: Socket.Socket, remote: Remote) => Effect.Effect<void>>()
   const open = new Set<Net.Socket>()
   let closing = false
   const accept = (conn: Net.Socket) => {
@@ -53,9 +59,10 @@ export const listen = Effect.fnUntraced(function*(options: ListenOptions): Effec
     conn.once("close", () => open.delete(conn))
     // A connection reset before its handler reads is reported there; an error event must not go unheard.
     conn.on("error", () => {})
+    const remote: Remote = { host: conn.remoteAddress ?? "unknown", port: conn.remotePort ?? 0 }
     run(
       NodeSocket.fromDuplex(Effect.succeed(conn), { tlsServer: options.tls !== undefined }).pipe(
-        Effect.flatMap((socket) => Effect.flatMap(Deferred.await(handler), (handle) => handle(socket))),
+        Effect.flatMap((socket) => Effect.flatMap(Deferred.await(handler), (handle) => handle(socket, remote))),
         Effect.ensuring(Effect.sync(() => conn.destroy()))
       )
     )

@@ -71,6 +71,7 @@ export type FailureReason =
   | "left"
   | "shutdown"
   | "not-member"
+  | "own-id"
 
 /** Why a connection ended (or never became one). */
 export class ConnectionFailed {

@@ -4,12 +4,19 @@
  * reader that rejects oversized frames from their length prefix, and the
  * HMAC challenge/response of the handshake.
  *
+ * The handshake of protocol 2: `Hello` (dialer: id, session, nonce),
+ * `Challenge` (acceptor: id, session, nonce, and no proof), `Auth` (dialer:
+ * its proof), then `Welcome` (acceptor: its proof) or `Refused`. The dialer
+ * proves first, so a client that connects without the secret never receives
+ * a proof it could test guesses of the secret against.
+ *
  * A transport frame has the layout of a sync frame (`SyncMessage.ts`) with its
  * own protocol byte, so that one can never be mistaken for the other:
  *
  * ```text
  * u32 BE  body length (protocol byte + checksum + message bytes)
- * u8      transport protocol (0x81 = transport protocol 1, 0x82 = a Deliver of protocol 1)
+ * u8      transport protocol (0x83 = transport protocol 2, 0x84 = a Deliver of protocol 2;
+ *         0x81 and 0x82 were protocol 1, whose acceptor proved itself first)
  * u32 BE  CRC32 of the message bytes
  * ...     message bytes (0x81: SchemaBinary encoding of `TransportMessage`;
  *         0x82: the registry frame of a `Deliver`, as it is)
@@ -29,11 +36,17 @@ import { crc32 } from "node:zlib"
 import { MalformedMessage, MessageTooLarge } from "../../DStateError.ts"
 import { NodeId } from "../../NodeId.ts"
 
+/** The transport protocol this node speaks (its handshake order is part of it). */
+export const protocolVersion = 2
+
 /** The protocol byte of transport frames (high bit set: never a sync frame's version). */
-export const transportProtocol = 0x81
+export const transportProtocol = 0x83
 
 /** The protocol byte of a `Deliver` whose message bytes are the registry frame itself. */
-export const deliverProtocol = 0x82
+export const deliverProtocol = 0x84
+
+/** The protocol bytes of transport protocol 1, recognised only to say so when refused. */
+const protocolOneBytes: ReadonlySet<number> = new Set([0x81, 0x82])
 
 /** Bytes before a transport frame's message: length (4), protocol (1), CRC32 (4). */
 export const headerBytes = 9
@@ -72,20 +85,24 @@ export const Hello = Schema.TaggedStruct("Hello", {
   session: Schema.String,
   nonce: Schema.Uint8Array
 })
-/** Acceptor -> dialer: who I am, my challenge, and my answer to yours. */
+/** Acceptor -> dialer: who I am and my challenge (no proof: the dialer proves first). */
 export const Challenge = Schema.TaggedStruct("Challenge", {
   node: NodeId,
   session: Schema.String,
-  nonce: Schema.Uint8Array,
-  proof: Schema.Uint8Array
+  nonce: Schema.Uint8Array
 })
 /** Dialer -> acceptor: my answer to your challenge, and my node info. */
 export const Auth = Schema.TaggedStruct("Auth", {
   proof: Schema.Uint8Array,
   info: NodeInfo
 })
-/** Acceptor -> dialer: accepted; my node info. */
-export const Welcome = Schema.TaggedStruct("Welcome", { info: NodeInfo })
+/** Acceptor -> dialer: your proof verified; my answer to your challenge, and my node info. */
+export const Welcome = Schema.TaggedStruct("Welcome", { proof: Schema.Uint8Array, info: NodeInfo })
+/**
+ * Acceptor -> dialer, before closing: the dialer's proof did not verify
+ * (`"auth-failed"`) or it is not a listed member (`"not-member"`).
+ */
+export const Refused = Schema.TaggedStruct("Refused", { reason: Schema.Literals(["auth-failed", "not-member"]) })
 /** Periodic liveness signal, carrying the sender's groups and member list (gossip). */
 export const Heartbeat = Schema.TaggedStruct("Heartbeat", {
   groupsVersion: Schema.Int,
@@ -118,6 +135,7 @@ export const TransportMessage = Schema.Union([
   Challenge,
   Auth,
   Welcome,
+  Refused,
   Heartbeat,
   Groups,
   Members,
@@ -185,6 +203,11 @@ export const encode = (
 export const decode = (frame: Uint8Array): Result.Result<TransportMessage, MalformedMessage> => {
   if (frame.length < headerBytes) {
     return Result.fail(new MalformedMessage({ reason: `frame of ${frame.length} bytes is shorter than its header` }))
+  }
+  if (protocolOneBytes.has(frame[4])) {
+    return Result.fail(new MalformedMessage({
+      reason: `transport protocol 1 (0x${frame[4].toString(16)}); this node speaks protocol ${protocolVersion}`
+    }))
   }
   if (frame[4] !== transportProtocol && frame[4] !== deliverProtocol) {
     return Result.fail(new MalformedMessage({ reason: `unknown transport protocol 0x${frame[4].toString(16)}` }))
@@ -327,7 +350,7 @@ const lengthPrefixed = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
  */
 export const proof = (secret: Uint8Array, role: "dialer" | "acceptor", t: Transcript): Uint8Array => {
   const message = lengthPrefixed([
-    textEncoder.encode(`dstate/tcp/v1/${role}`),
+    textEncoder.encode(`dstate/tcp/v2/${role}`),
     textEncoder.encode(t.dialer),
     textEncoder.encode(t.acceptor),
     textEncoder.encode(t.dialerSession),

@@ -92,7 +92,7 @@ export const make = Effect.fnUntraced(function*(
     dialedScope,
     bothDial: external !== undefined,
     // `connections` is defined below: dialing needs connections, whose registration dials.
-    run: (socket, established) => connections.run(socket, "dialer", established)
+    run: (socket, established, remote) => connections.run(socket, "dialer", established, remote)
   })
   const membership = yield* Membership.make(node, {
     external: external !== undefined,

@@ -1,0 +1,177 @@
+/**
+ * The TCP runtime under hostile input, over real loopback sockets: the
+ * handshake order (the dialer proves first, so an anonymous client learns
+ * nothing it could test a guess of the secret against), a wrong-secret dial
+ * counted and logged on both sides, one counter per reason a connection is
+ * refused before authentication, rejection logs that an attacker cannot
+ * fill, and the handshake slots under a flood of idle connections.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Deferred, Effect, Logger, Redacted, References, Schedule } from "effect"
+import { NodeId } from "dstate"
+import { Buffer } from "node:buffer"
+import { crc32 } from "node:zlib"
+import * as Protocol from "../src/node/internal/protocol.ts"
+import * as TcpRuntime from "../src/node/TcpRuntime.ts"
+import { eventuallyWithin } from "./support/Eventually.ts"
+import { frameOf, messagesOf, rawConnect, rawHello, write } from "./support/RawClient.ts"
+import { buildInOwnScope, fastTimings, secret } from "./support/RealNodes.ts"
+
+const fast = {
+  heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("2 seconds"), checkInterval: "50 millis" },
+  ...fastTimings
+} satisfies Partial<TcpRuntime.Options>
+
+let nodeCounter = 0
+const nextId = () => NodeId.make(`hostile-${String(++nodeCounter).padStart(4, "0")}`)
+
+/** One recorded log line of a node. */
+interface Line {
+  readonly level: string
+  readonly message: string
+  readonly annotations: Readonly<Record<string, unknown>>
+}
+
+/** Starts a node in its own scope; every line it logs (from any of its fibers) is appended to `lines`. */
+const startNode = (options: Partial<TcpRuntime.Options>, lines: Array<Line> = []) =>
+  Effect.gen(function*() {
+    const id = options.nodeId ?? nextId()
+    const logger = Logger.make((entry) => {
+      lines.push({
+        level: entry.logLevel,
+        message: Array.isArray(entry.message) ? entry.message.map(String).join(" ") : String(entry.message),
+        annotations: { ...entry.fiber.getRef(References.CurrentLogAnnotations) }
+      })
+    })
+    const { context, scope } = yield* buildInOwnScope(
+      TcpRuntime.layer({ ...fast, ...options, nodeId: id, secret: options.secret ?? secret })
+    ).pipe(
+      Effect.provideService(Logger.CurrentLoggers, new Set([logger])),
+      Effect.provideService(References.MinimumLogLevel, "All")
+    )
+    const transport = Context.get(context, TcpRuntime.TcpTransport)
+    return { id: NodeId.make(String(id)), scope, context, transport, lines }
+  })
+
+const poll = eventuallyWithin("8 seconds")
+
+const warnings = (lines: ReadonlyArray<Line>) => lines.filter((l) => l.level === "Warn")
+
+describe("TcpRuntime: handshake order", () => {
+  it.live("an anonymous client that sends Hello receives a Challenge without a proof, and nothing else", () =>
+    Effect.gen(function*() {
+      const node = yield* startNode({ handshakeTimeout: "1 second" })
+      const client = yield* rawConnect(node.transport.address)
+      const { challenge, transcript } = yield* rawHello(client, "anonymous")
+      assert.deepStrictEqual(Object.keys(challenge).sort(), ["_tag", "node", "nonce", "session"])
+      // It stops there: the node closes the connection when the handshake times out, having sent only that.
+      yield* Deferred.await(client.closed).pipe(Effect.timeout("5 seconds"))
+      assert.deepStrictEqual(messagesOf(client.received).map((m) => m._tag), ["Challenge"])
+      // The proof the node would give is nowhere in what it sent.
+      const acceptorProof = Buffer.from(Protocol.proof(Protocol.secretBytes(Redacted.value(secret)), "acceptor", transcript))
+      assert.strictEqual(Buffer.concat(client.received).indexOf(acceptorProof), -1)
+      const stats = yield* node.transport.stats
+      assert.strictEqual(stats.handshakeTimeouts, 1)
+      assert.strictEqual(stats.authFailures, 0)
+    }), 20_000)
+
+  it.live("a client whose proof is wrong is refused with Refused, never with a proof", () =>
+    Effect.gen(function*() {
+      const node = yield* startNode({})
+      const client = yield* rawConnect(node.transport.address)
+      const { transcript } = yield* rawHello(client, "guesser")
+      yield* write(client.socket, frameOf({
+        _tag: "Auth",
+        proof: Protocol.proof(Protocol.secretBytes("a guess of the secret"), "dialer", transcript),
+        info: { host: "127.0.0.1", port: 1, groupsVersion: 0, groups: [], members: [] }
+      }))
+      yield* Deferred.await(client.closed).pipe(Effect.timeout("5 seconds"))
+      assert.deepStrictEqual(messagesOf(client.received), [
+        messagesOf(client.received)[0],
+        { _tag: "Refused", reason: "auth-failed" }
+      ])
+      assert.strictEqual((yield* node.transport.stats).authFailures, 1)
+    }), 20_000)
+})
+
+describe("TcpRuntime: a wrong-secret dial", () => {
+  it.live("is counted on both sides, and each side's log says which side could not verify which, with the peer's address", () =>
+    Effect.gen(function*() {
+      const honestLines: Array<Line> = []
+      const wrongLines: Array<Line> = []
+      const honest = yield* startNode({}, honestLines)
+      // One attempt only (the seed loop then pauses 5 s): exact counts on both sides.
+      const wrong = yield* startNode({
+        seeds: [honest.transport.address],
+        secret: Redacted.make("another-secret-of-the-same-length"),
+        reconnect: Schedule.recurs(0)
+      }, wrongLines)
+      yield* poll(Effect.gen(function*() {
+        assert.strictEqual((yield* honest.transport.stats).authFailures, 1)
+        assert.strictEqual((yield* wrong.transport.stats).authFailures, 1)
+      }))
+      const honestAddress = `${honest.transport.address.host}:${honest.transport.address.port}`
+      const [onHonest] = yield* poll(Effect.sync(() => {
+        const w = warnings(honestLines).filter((l) => l.annotations.reason === "auth-failed")
+        assert.strictEqual(w.length, 1)
+        return w
+      }))
+      assert.strictEqual(onHonest.annotations.role, "acceptor")
+      assert.match(String(onHonest.annotations.remote), /^127\.0\.0\.1:\d+$/)
+      assert.include(String(onHonest.annotations.detail), `this node could not verify the proof of the dialer ${wrong.id} at ${onHonest.annotations.remote}`)
+      const [onWrong] = yield* poll(Effect.sync(() => {
+        const w = warnings(wrongLines).filter((l) => l.annotations.reason === "auth-failed")
+        assert.strictEqual(w.length, 1)
+        return w
+      }))
+      assert.strictEqual(onWrong.annotations.role, "dialer")
+      assert.strictEqual(onWrong.annotations.remote, honestAddress)
+      assert.include(String(onWrong.annotations.detail), `${honest.id} at ${honestAddress} could not verify this node's proof`)
+      assert.strictEqual((yield* honest.transport.stats).handshakesCompleted, 0)
+    }), 20_000)
+})
+
+describe("TcpRuntime: one counter per reason a connection is refused before authentication", () => {
+  it.live("bad checksum, old or unknown protocol byte, undecodable body, bad nonce: malformed; oversized: too large; out of order: unauthenticated; own id: own id", () =>
+    Effect.gen(function*() {
+      const node = yield* startNode({})
+      const address = node.transport.address
+      const hello = frameOf({ _tag: "Hello", node: NodeId.make("prober"), session: "s", nonce: new Uint8Array(32) })
+      const withByte = (frame: Uint8Array, at: number, value: number) => {
+        const copy = frame.slice()
+        copy[at] = value
+        return copy
+      }
+      const garbageBody = (() => {
+        const body = Uint8Array.of(0xee, 0xee, 0xee)
+        const frame = new Uint8Array(Protocol.headerBytes + body.length)
+        const view = new DataView(frame.buffer)
+        view.setUint32(0, frame.length - 4)
+        frame[4] = Protocol.transportProtocol
+        view.setUint32(5, crc32(body))
+        frame.set(body, Protocol.headerBytes)
+        return frame
+      })()
+      const cases: ReadonlyArray<readonly [string, Uint8Array, keyof TcpRuntime.TransportStats]> = [
+        ["bad checksum", withByte(hello, 5, hello[5] ^ 0xff), "rejectedMalformed"],
+        ["protocol 1", withByte(hello, 4, 0x81), "rejectedMalformed"],
+        ["unknown protocol", withByte(hello, 4, 0x99), "rejectedMalformed"],
+        ["undecodable body", garbageBody, "rejectedMalformed"],
+        ["short nonce", frameOf({ _tag: "Hello", node: NodeId.make("prober"), session: "s", nonce: new Uint8Array(3) }), "rejectedMalformed"],
+        ["oversized", Uint8Array.of(0xff, 0xff, 0xff, 0xff), "rejectedTooLarge"],
+        ["Auth before Hello", frameOf({ _tag: "Auth", proof: new Uint8Array(32), info: { host: "h", port: 1, groupsVersion: 0, groups: [], members: [] } }), "rejectedUnauthenticated"],
+        ["own id", frameOf({ _tag: "Hello", node: node.id, session: "another-process", nonce: new Uint8Array(32) }), "rejectedOwnId"]
+      ]
+      const reasons = ["rejectedMalformed", "rejectedTooLarge", "rejectedUnauthenticated", "rejectedOwnId", "authFailures"] as const
+      const expected: Record<string, number> = Object.fromEntries(reasons.map((r) => [r, 0]))
+      for (const [what, bytes, counter] of cases) {
+        const client = yield* rawConnect(address)
+        yield* write(client.socket, bytes)
+        yield* Deferred.await(client.closed).pipe(Effect.timeout("5 seconds"))
+        expected[counter]++
+        const stats = yield* poll(Effect.map(node.transport.stats, (s) => s[counter] === expected[counter] && s))
+        for (const reason of reasons) assert.strictEqual(stats[reason], expected[reason], `${what}: ${reason}`)
+        assert.deepStrictEqual(messagesOf(client.received), [], what)
+      }
+    }), 20_000)
+})
