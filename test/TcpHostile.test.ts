@@ -7,11 +7,13 @@
  * fill, and the handshake slots under a flood of idle connections.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Logger, Redacted, References, Schedule } from "effect"
+import { Context, Deferred, Duration, Effect, Exit, Logger, Redacted, References, Schedule, Scope } from "effect"
+import { TestClock } from "effect/testing"
 import { NodeId } from "dstate"
 import { Buffer } from "node:buffer"
 import { crc32 } from "node:zlib"
 import * as Protocol from "../src/node/internal/protocol.ts"
+import * as Rejections from "../src/node/internal/rejections.ts"
 import * as TcpRuntime from "../src/node/TcpRuntime.ts"
 import { eventuallyWithin } from "./support/Eventually.ts"
 import { frameOf, messagesOf, rawConnect, rawHello, write } from "./support/RawClient.ts"
@@ -32,23 +34,30 @@ interface Line {
   readonly annotations: Readonly<Record<string, unknown>>
 }
 
+/** A logger that appends every line to `lines`. */
+const recorder = (lines: Array<Line>) =>
+  Logger.make((entry) => {
+    lines.push({
+      level: entry.logLevel,
+      message: Array.isArray(entry.message) ? entry.message.map(String).join(" ") : String(entry.message),
+      annotations: { ...entry.fiber.getRef(References.CurrentLogAnnotations) }
+    })
+  })
+
+/** Runs `effect` (and every fiber it forks) logging into `lines` only. */
+const logInto = (lines: Array<Line>) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  effect.pipe(
+    Effect.provideService(Logger.CurrentLoggers, new Set([recorder(lines)])),
+    Effect.provideService(References.MinimumLogLevel, "All")
+  )
+
 /** Starts a node in its own scope; every line it logs (from any of its fibers) is appended to `lines`. */
 const startNode = (options: Partial<TcpRuntime.Options>, lines: Array<Line> = []) =>
   Effect.gen(function*() {
     const id = options.nodeId ?? nextId()
-    const logger = Logger.make((entry) => {
-      lines.push({
-        level: entry.logLevel,
-        message: Array.isArray(entry.message) ? entry.message.map(String).join(" ") : String(entry.message),
-        annotations: { ...entry.fiber.getRef(References.CurrentLogAnnotations) }
-      })
-    })
     const { context, scope } = yield* buildInOwnScope(
       TcpRuntime.layer({ ...fast, ...options, nodeId: id, secret: options.secret ?? secret })
-    ).pipe(
-      Effect.provideService(Logger.CurrentLoggers, new Set([logger])),
-      Effect.provideService(References.MinimumLogLevel, "All")
-    )
+    ).pipe(logInto(lines))
     const transport = Context.get(context, TcpRuntime.TcpTransport)
     return { id: NodeId.make(String(id)), scope, context, transport, lines }
   })
@@ -173,5 +182,66 @@ describe("TcpRuntime: one counter per reason a connection is refused before auth
         for (const reason of reasons) assert.strictEqual(stats[reason], expected[reason], `${what}: ${reason}`)
         assert.deepStrictEqual(messagesOf(client.received), [], what)
       }
+    }), 20_000)
+})
+
+describe("TcpRuntime: rejection logs an attacker cannot fill", () => {
+  it.effect("on the TestClock: the first of each reason in full, the rest in one summary per interval; a quiet reason is logged in full again", () =>
+    Effect.gen(function*() {
+      const lines: Array<Line> = []
+      const scope = yield* Scope.make()
+      const log = yield* Rejections.make({ interval: Duration.seconds(10), annotate: (e) => e }).pipe(
+        Scope.provide(scope),
+        logInto(lines)
+      )
+      const record = (reason: string, n: number) =>
+        Effect.forEach(Array.from({ length: n }), (_, i) =>
+          log.record(reason, "connection closed", { detail: `${reason} #${i + 1}` }), { discard: true }).pipe(logInto(lines))
+      yield* record("malformed", 2901)
+      yield* record("too-large", 911)
+      // Two lines so far: the first of each reason, in full.
+      assert.deepStrictEqual(lines.map((l) => [l.message, l.annotations.reason, l.annotations.detail]), [
+        ["connection closed", "malformed", "malformed #1"],
+        ["connection closed", "too-large", "too-large #1"]
+      ])
+      yield* TestClock.adjust("9999 millis")
+      assert.strictEqual(lines.length, 2)
+      yield* TestClock.adjust("1 millis")
+      assert.strictEqual(lines.length, 3)
+      assert.strictEqual(lines[2].message, "rejected 3,810 connections: malformed 2,900, too-large 910")
+      assert.strictEqual(lines[2].level, "Warn")
+      // A second interval: more too-large only. Malformed had nothing held back in it, so in the third it is
+      // logged in full again.
+      yield* record("too-large", 5)
+      yield* TestClock.adjust("10 seconds")
+      yield* record("malformed", 1)
+      yield* TestClock.adjust("10 seconds")
+      assert.deepStrictEqual(lines.slice(3).map((l) => l.message), ["rejected 5 connections: too-large 5", "connection closed"])
+      assert.strictEqual(lines[4].annotations.reason, "malformed")
+      // Quiet intervals log nothing; closing the scope logs what is still held back.
+      yield* TestClock.adjust("1 minute")
+      assert.strictEqual(lines.length, 5)
+      yield* record("too-large", 2)
+      yield* Scope.close(scope, Exit.void).pipe(logInto(lines))
+      assert.deepStrictEqual(lines.slice(5).map((l) => l.message), ["connection closed", "rejected 1 connection: too-large 1"])
+    }))
+
+  it.live("real sockets: N garbage connections give the counters N and the log exactly one full line and one summary", () =>
+    Effect.gen(function*() {
+      const n = 40
+      const lines: Array<Line> = []
+      const node = yield* startNode({ rejectionLogInterval: "1 hour" }, lines)
+      const garbage = Uint8Array.of(0, 0, 0, 9, 0x99, 0, 0, 0, 0, 1, 2, 3, 4)
+      for (let i = 0; i < n; i++) {
+        const client = yield* rawConnect(node.transport.address)
+        yield* write(client.socket, garbage)
+      }
+      yield* poll(Effect.map(node.transport.stats, (s) => assert.strictEqual(s.rejectedMalformed, n)))
+      const refusals = () => warnings(lines).filter((l) => l.annotations.reason === "malformed" || String(l.message).startsWith("rejected"))
+      assert.strictEqual(refusals().length, 1)
+      assert.include(String(refusals()[0].annotations.detail), "unknown transport protocol 0x99")
+      assert.match(String(refusals()[0].annotations.remote), /^127\.0\.0\.1:\d+$/)
+      yield* Scope.close(node.scope, Exit.void)
+      assert.deepStrictEqual(refusals().map((l) => l.message), ["connection closed", `rejected ${n - 1} connections: malformed ${n - 1}`])
     }), 20_000)
 })

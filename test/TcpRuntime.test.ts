@@ -190,6 +190,7 @@ describe("TcpRuntime: options", () => {
     { option: "heartbeat.detector.maxSilence", good: [phi({ maxSilence: 1 })], bad: [[phi({ maxSilence: 0 }), 0, positiveDuration]] },
     { option: "handshakeTimeout", good: [{ handshakeTimeout: 1 }], bad: [[{ handshakeTimeout: 0 }, 0, positiveDuration]] },
     { option: "connectTimeout", good: [{ connectTimeout: 1 }], bad: [[{ connectTimeout: 0 }, 0, positiveDuration]] },
+    { option: "rejectionLogInterval", good: [{ rejectionLogInterval: 1 }], bad: [[{ rejectionLogInterval: 0 }, 0, positiveDuration]] },
     {
       option: "leaveTimeout",
       good: [{ leaveTimeout: 0 }],

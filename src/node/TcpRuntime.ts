@@ -199,6 +199,11 @@ export interface Options {
   readonly heartbeat?: HeartbeatOptions | undefined
   /** Time allowed for authentication of a new connection (default 5 seconds). */
   readonly handshakeTimeout?: Duration.Input | undefined
+  /**
+   * How often refused connections are summed up in the log (default 10 seconds): the first of each reason is
+   * logged in full, the rest of the interval's in one line; the counters always carry the exact numbers.
+   */
+  readonly rejectionLogInterval?: Duration.Input | undefined
   /** Time allowed for a TCP (and TLS) connect (default 5 seconds). */
   readonly connectTimeout?: Duration.Input | undefined
   /** Time the graceful leave may take on shutdown (default 1 second). */
@@ -427,6 +432,7 @@ const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxFrame: n
     }
   const handshakeTimeout = yield* positive("handshakeTimeout", options.handshakeTimeout ?? "5 seconds")
   const connectTimeout = yield* positive("connectTimeout", options.connectTimeout ?? "5 seconds")
+  const rejectionLogInterval = yield* positive("rejectionLogInterval", options.rejectionLogInterval ?? "10 seconds")
   const leaveTimeout = yield* nonNegative("leaveTimeout", options.leaveTimeout ?? "1 second")
   const host = options.host ?? "127.0.0.1"
   const tls = options.tls
@@ -455,6 +461,7 @@ const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxFrame: n
     detectorCheckInterval: checkInterval,
     detector: detectorSettings,
     handshakeTimeout,
+    rejectionLogInterval,
     connectTimeout,
     leaveTimeout,
     reconnect: options.reconnect ?? defaultReconnect,

@@ -22,6 +22,7 @@ import type * as Listener from "./listener.ts"
 import type { Membership } from "./membership.ts"
 import { type Conn, ConnectionFailed, fail, isDialerOf, monotonicMillis, type Node, type Peer, type Role } from "./node.ts"
 import * as Protocol from "./protocol.ts"
+import type { Rejections } from "./rejections.ts"
 import type { Routing } from "./routing.ts"
 
 const writeBatch = 64
@@ -49,10 +50,11 @@ export const make = (
     readonly heartbeat: Heartbeats
     readonly routing: Routing
     readonly dialer: Dialer
+    readonly rejections: Rejections
   }
 ): Connections => {
   const { counters, self, settings } = node
-  const { dialer, handshake, heartbeat, membership, routing } = mechanisms
+  const { dialer, handshake, heartbeat, membership, rejections, routing } = mechanisms
   let nextConnId = 1
   let handshaking = 0
 
@@ -264,10 +266,7 @@ export const make = (
               error.reason !== "closed" && error.reason !== "self" && error.reason !== "shutdown" &&
               error.reason !== "not-member"
             ) {
-              yield* Effect.logWarning("connection closed").pipe(
-                Effect.annotateLogs({ role, remote, reason: error.reason, detail: error.detail }),
-                node.annotate
-              )
+              yield* rejections.record(error.reason, "connection closed", { role, remote, detail: error.detail })
             }
           })
         ),

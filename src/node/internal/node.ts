@@ -44,6 +44,7 @@ export interface Settings extends Limits {
   readonly detectorCheckInterval: Duration.Duration
   readonly detector: Detector.DetectorSettings
   readonly handshakeTimeout: Duration.Duration
+  readonly rejectionLogInterval: Duration.Duration
   readonly connectTimeout: Duration.Duration
   readonly leaveTimeout: Duration.Duration
   readonly reconnect: Schedule.Schedule<unknown, unknown>

@@ -26,6 +26,7 @@ import * as Heartbeat from "./heartbeat.ts"
 import * as Listener from "./listener.ts"
 import * as Membership from "./membership.ts"
 import * as Node from "./node.ts"
+import * as Rejections from "./rejections.ts"
 import * as Routing from "./routing.ts"
 
 export type { Address, Settings, TlsSettings } from "./node.ts"
@@ -101,7 +102,8 @@ export const make = Effect.fnUntraced(function*(
   })
   const handshake = Handshake.make(node, membership)
   const heartbeat = Heartbeat.make(node, membership)
-  const connections = Connection.make(node, { handshake, membership, heartbeat, routing, dialer })
+  const rejections = yield* Rejections.make({ interval: settings.rejectionLogInterval, annotate: node.annotate })
+  const connections = Connection.make(node, { handshake, membership, heartbeat, routing, dialer, rejections })
 
   // ---- start ----------------------------------------------------------------------------------
   yield* server.serve(connections.accept)
