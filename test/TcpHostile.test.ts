@@ -7,10 +7,13 @@
  * fill, and the handshake slots under a flood of idle connections.
  */
 import { assert, describe, it } from "@effect/vitest"
+import { ClusterEvents } from "dstate"
 import { Context, Deferred, Duration, Effect, Exit, Logger, Redacted, References, Schedule, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { NodeId } from "dstate"
 import { Buffer } from "node:buffer"
+import { execFileSync } from "node:child_process"
+import * as Net from "node:net"
 import { crc32 } from "node:zlib"
 import * as Protocol from "../src/node/internal/protocol.ts"
 import * as Rejections from "../src/node/internal/rejections.ts"
@@ -244,4 +247,117 @@ describe("TcpRuntime: rejection logs an attacker cannot fill", () => {
       yield* Scope.close(node.scope, Exit.void)
       assert.deepStrictEqual(refusals().map((l) => l.message), ["connection closed", `rejected ${n - 1} connections: malformed ${n - 1}`])
     }), 20_000)
+})
+
+// ---- handshake lockout ------------------------------------------------------------------------------
+
+/** Whether this machine lets the test cut a live TCP connection (`ss -K` needs root and INET_DIAG_DESTROY). */
+const canCutConnections = (() => {
+  try {
+    execFileSync("ss", ["-K", "dport", "=", ":1"], { stdio: "ignore" })
+    return process.getuid?.() === 0
+  } catch {
+    return false
+  }
+})()
+
+/** Cuts every TCP connection matching the `ss` filter (both ends see it reset). */
+const cut = (...filter: ReadonlyArray<string>) => Effect.sync(() => execFileSync("ss", ["-K", ...filter], { stdio: "ignore" }))
+
+/**
+ * Holds `count` idle connections open from `sources` (spread evenly), each
+ * reopened as soon as the node closes it, at most `perSecond` new connections
+ * a second. Runs until interrupted; `opened` counts the connections made.
+ */
+const flood = (address: TcpRuntime.Address, sources: ReadonlyArray<string>, count: number, perSecond: number) =>
+  Effect.gen(function*() {
+    const open = new Set<Net.Socket>()
+    const stats = { opened: 0 }
+    let missing = count
+    let next = 0
+    const connect = () => {
+      const socket = Net.createConnection({ host: address.host, port: address.port, localAddress: sources[next++ % sources.length] })
+      stats.opened++
+      open.add(socket)
+      socket.on("error", () => {})
+      socket.on("close", () => {
+        open.delete(socket)
+        missing++
+      })
+    }
+    yield* Effect.addFinalizer(() => Effect.sync(() => {
+      for (const socket of open) socket.destroy()
+    }))
+    const perTick = Math.max(1, Math.round(perSecond / 100))
+    yield* Effect.gen(function*() {
+      while (true) {
+        for (let i = 0; i < perTick && missing > 0; i++) {
+          missing--
+          connect()
+        }
+        yield* Effect.sleep("10 millis")
+      }
+    }).pipe(Effect.forkScoped)
+    return stats
+  })
+
+describe("TcpRuntime: handshake lockout", () => {
+  it.live.skipIf(!canCutConnections)(
+    "500 idle connections renewed at 1,000/s from 10 addresses: a member whose connection is cut reconnects and is never declared down; a new node joins within 5 s",
+    () =>
+      Effect.gen(function*() {
+        const n = ++nodeCounter
+        // The target's id is the smaller: it dials the member, and the member dials it as its seed.
+        const target = yield* startNode({ nodeId: `a-target-${n}` })
+        const member = yield* startNode({ nodeId: `m-member-${n}`, seeds: [target.transport.address] })
+        const membersOf = (node: { readonly context: Context.Context<ClusterEvents.ClusterEvents> }) =>
+          Effect.flatMap(Context.get(node.context, ClusterEvents.ClusterEvents).members, (m) => Effect.succeed([...m].map(String).sort()))
+        yield* poll(Effect.map(membersOf(target), (m) => assert.deepStrictEqual(m, [member.id])))
+        yield* poll(Effect.map(membersOf(member), (m) => assert.deepStrictEqual(m, [target.id])))
+
+        const sources = Array.from({ length: 10 }, (_, i) => `127.0.0.${i + 2}`)
+        const attack = yield* flood(target.transport.address, sources, 500, 1000)
+        // The attack is on: every address is at its limit and the rest is refused.
+        yield* poll(Effect.map(target.transport.stats, (s) => {
+          assert.isAtLeast(s.rejectedAddressLimit + s.rejectedPendingHandshakes, 500, JSON.stringify({ ...s, opened: attack.opened }))
+          assert.isAtLeast(s.handshakeIdleTimeouts, 64)
+        }))
+        const before = yield* target.transport.stats
+
+        // Cut the member's connections (both directions between the two nodes; the attackers' are spared).
+        const memberPort = member.transport.address.port
+        yield* cut("sport", "=", `:${memberPort}`)
+        yield* cut("dport", "=", `:${memberPort}`)
+        yield* cut("src", "127.0.0.1", "dport", "=", `:${target.transport.address.port}`)
+        // It reconnects: a new handshake completes and the peer is connected again on both sides.
+        yield* poll(Effect.gen(function*() {
+          const stats = yield* target.transport.stats
+          assert.isAbove(stats.handshakesCompleted, before.handshakesCompleted)
+          assert.isTrue((yield* target.transport.peers).some((p) => p.node === member.id && p.connected))
+          assert.isTrue((yield* member.transport.peers).some((p) => p.node === target.id && p.connected))
+        }))
+
+        // A new node with the secret joins within 5 s, through the target as its seed.
+        const joining = yield* startNode({ nodeId: `z-joining-${n}`, seeds: [target.transport.address] })
+        yield* eventuallyWithin("5 seconds")(Effect.gen(function*() {
+          assert.deepStrictEqual(yield* membersOf(joining), [target.id, member.id].map(String).sort())
+          assert.deepStrictEqual(yield* membersOf(target), [member.id, joining.id].map(String).sort())
+        }))
+
+        // Keep the attack on for two more detector timeouts: nobody is declared down.
+        const opened = attack.opened
+        yield* poll(Effect.sync(() => attack.opened >= opened + 3000))
+        for (const node of [target, member, joining]) {
+          const stats = yield* node.transport.stats
+          assert.strictEqual(stats.failuresDetected, 0, `failures detected by ${node.id}`)
+          assert.strictEqual(stats.nodesLeft, 0, `nodes left on ${node.id}`)
+        }
+        const after = yield* target.transport.stats
+        assert.isAtLeast(attack.opened, 3500)
+        assert.isAbove(after.rejectedAddressLimit + after.rejectedPendingHandshakes, before.rejectedAddressLimit + before.rejectedPendingHandshakes)
+        // 10 addresses at 8 each overfill the 64 general slots: the member and the new node came in on the reserve.
+        assert.isAbove(after.rejectedPendingHandshakes, 0)
+      }),
+    30_000
+  )
 })

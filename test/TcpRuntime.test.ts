@@ -190,6 +190,17 @@ describe("TcpRuntime: options", () => {
     { option: "heartbeat.detector.maxSilence", good: [phi({ maxSilence: 1 })], bad: [[phi({ maxSilence: 0 }), 0, positiveDuration]] },
     { option: "handshakeTimeout", good: [{ handshakeTimeout: 1 }], bad: [[{ handshakeTimeout: 0 }, 0, positiveDuration]] },
     { option: "connectTimeout", good: [{ connectTimeout: 1 }], bad: [[{ connectTimeout: 0 }, 0, positiveDuration]] },
+    {
+      option: "limits.maxPendingHandshakesPerAddress",
+      good: [{ limits: { maxPendingHandshakesPerAddress: 1 } }],
+      bad: [[{ limits: { maxPendingHandshakesPerAddress: 0 } }, 0, positiveInteger]]
+    },
+    {
+      option: "limits.reservedHandshakes",
+      good: [{ limits: { reservedHandshakes: 0 } }],
+      bad: [[{ limits: { reservedHandshakes: -1 } }, -1, "must be a non-negative integer"]]
+    },
+    { option: "handshakeIdleTimeout", good: [{ handshakeIdleTimeout: 1 }], bad: [[{ handshakeIdleTimeout: 0 }, 0, positiveDuration]] },
     { option: "rejectionLogInterval", good: [{ rejectionLogInterval: 1 }], bad: [[{ rejectionLogInterval: 0 }, 0, positiveDuration]] },
     {
       option: "leaveTimeout",
@@ -366,7 +377,7 @@ describe("TcpRuntime: security and limits", () => {
 describe("TcpRuntime: handshake limits", () => {
   it.live("maxPendingHandshakes: exactly that many connections may be mid-handshake; one more is closed at once", () =>
     Effect.gen(function*() {
-      const node = yield* startNode({ limits: { maxPendingHandshakes: 2 }, handshakeTimeout: "10 seconds" })
+      const node = yield* startNode({ limits: { maxPendingHandshakes: 2 }, handshakeTimeout: "10 seconds", handshakeIdleTimeout: "10 seconds" })
       const address = transportOf(node).address
       const pending = yield* Effect.forEach([1, 2], () => rawConnect(address))
       yield* poll(Effect.map(transportOf(node).stats, (s) => assert.strictEqual(s.connectionsAccepted, 2)))

@@ -153,8 +153,18 @@ export interface Limits {
   readonly maxQueuedBytes: number
   /** Cap of each peer's outbound queue in frames (default 10,000). */
   readonly maxQueuedFrames: number
-  /** Connections allowed to be in their handshake at once (default 64). */
+  /**
+   * Accepted connections allowed to be in their handshake at once (default 64). Connections this node dials
+   * never count against it.
+   */
   readonly maxPendingHandshakes: number
+  /** Accepted connections from one source address allowed to be in their handshake at once (default 8). */
+  readonly maxPendingHandshakesPerAddress: number
+  /**
+   * Handshake slots beyond `maxPendingHandshakes` kept for connections from the addresses of known members and
+   * seeds (default 16), so that a flood from other addresses cannot keep them out.
+   */
+  readonly reservedHandshakes: number
   /** Mailbox of actors spawned without an explicit capacity (default `"unbounded"`). */
   readonly mailbox: MailboxCapacity
 }
@@ -199,6 +209,8 @@ export interface Options {
   readonly heartbeat?: HeartbeatOptions | undefined
   /** Time allowed for authentication of a new connection (default 5 seconds). */
   readonly handshakeTimeout?: Duration.Input | undefined
+  /** Time an accepted connection has to send its first complete frame (`Hello`; default 1 second). */
+  readonly handshakeIdleTimeout?: Duration.Input | undefined
   /**
    * How often refused connections are summed up in the log (default 10 seconds): the first of each reason is
    * logged in full, the rest of the interval's in one line; the counters always carry the exact numbers.
@@ -404,6 +416,11 @@ const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxFrame: n
   )
   const maxQueuedFrames = yield* count("limits.maxQueuedFrames", limits.maxQueuedFrames ?? 10_000)
   const maxPendingHandshakes = yield* count("limits.maxPendingHandshakes", limits.maxPendingHandshakes ?? 64)
+  const maxPendingHandshakesPerAddress = yield* count(
+    "limits.maxPendingHandshakesPerAddress",
+    limits.maxPendingHandshakesPerAddress ?? 8
+  )
+  const reservedHandshakes = yield* Check.integer(checker, "limits.reservedHandshakes", limits.reservedHandshakes ?? 16, 0)
   const mailbox = yield* Check.mailbox(checker, "limits.mailbox", limits.mailbox ?? "unbounded")
   const interval = yield* positive("heartbeat.interval", options.heartbeat?.interval ?? "1 second")
   const checkInterval = yield* positive(
@@ -431,6 +448,7 @@ const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxFrame: n
       maxSilenceMillis: Duration.toMillis(yield* positive("heartbeat.detector.maxSilence", detector.maxSilence))
     }
   const handshakeTimeout = yield* positive("handshakeTimeout", options.handshakeTimeout ?? "5 seconds")
+  const handshakeIdleTimeout = yield* positive("handshakeIdleTimeout", options.handshakeIdleTimeout ?? "1 second")
   const connectTimeout = yield* positive("connectTimeout", options.connectTimeout ?? "5 seconds")
   const rejectionLogInterval = yield* positive("rejectionLogInterval", options.rejectionLogInterval ?? "10 seconds")
   const leaveTimeout = yield* nonNegative("leaveTimeout", options.leaveTimeout ?? "1 second")
@@ -456,11 +474,14 @@ const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxFrame: n
     maxQueuedBytes,
     maxQueuedFrames,
     maxPendingHandshakes,
+    maxPendingHandshakesPerAddress,
+    reservedHandshakes,
     mailbox,
     heartbeatInterval: interval,
     detectorCheckInterval: checkInterval,
     detector: detectorSettings,
     handshakeTimeout,
+    handshakeIdleTimeout,
     rejectionLogInterval,
     connectTimeout,
     leaveTimeout,

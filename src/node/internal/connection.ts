@@ -56,7 +56,41 @@ export const make = (
   const { counters, self, settings } = node
   const { dialer, handshake, heartbeat, membership, rejections, routing } = mechanisms
   let nextConnId = 1
+  /** Accepted connections in their handshake: in all, and per source host. */
   let handshaking = 0
+  const handshakingFrom = new Map<string, number>()
+
+  /** Hosts of known members, of addresses learned from gossip and of seeds: they may use the reserve. */
+  const isKnownHost = (host: string) => {
+    for (const seed of settings.seeds) if (seed.host === host) return true
+    for (const address of node.addresses.values()) if (address.host === host) return true
+    for (const peer of node.peers.values()) if (peer.address.host === host) return true
+    return false
+  }
+
+  /** Takes a handshake slot for a connection accepted from `host`, or says why not. */
+  const admit = (host: string): ConnectionFailed | undefined => {
+    const fromHost = handshakingFrom.get(host) ?? 0
+    if (fromHost >= settings.maxPendingHandshakesPerAddress) {
+      counters.rejectedAddressLimit++
+      return new ConnectionFailed("address-limit", `${fromHost} handshakes from ${host} already in progress`)
+    }
+    const cap = settings.maxPendingHandshakes + (handshaking >= settings.maxPendingHandshakes && isKnownHost(host) ? settings.reservedHandshakes : 0)
+    if (handshaking >= cap) {
+      counters.rejectedPendingHandshakes++
+      return new ConnectionFailed("busy", "too many handshakes in progress")
+    }
+    handshaking++
+    handshakingFrom.set(host, fromHost + 1)
+    return undefined
+  }
+
+  const release = (host: string) => {
+    handshaking--
+    const fromHost = (handshakingFrom.get(host) ?? 1) - 1
+    if (fromHost === 0) handshakingFrom.delete(host)
+    else handshakingFrom.set(host, fromHost)
+  }
 
   /** Reads frames off one socket. */
   const frameSource = (pull: Effect.Effect<ReadonlyArray<Uint8Array>, Socket.SocketError>, limit: number) => {
@@ -199,14 +233,15 @@ export const make = (
       remote: string
     ) {
       const scope = yield* Scope.Scope
-      if (handshaking >= settings.maxPendingHandshakes) {
-        counters.rejectedPendingHandshakes++
-        return yield* fail("busy", "too many handshakes in progress")
+      // Only accepted connections take handshake slots: this node's own dials never compete with them.
+      const host = remote.slice(0, remote.lastIndexOf(":"))
+      if (role === "acceptor") {
+        const refused = admit(host)
+        if (refused !== undefined) return yield* Effect.fail(refused)
       }
-      handshaking++
-      let counted = true
+      let counted = role === "acceptor"
       const uncount = Effect.sync(() => {
-        if (counted) handshaking--
+        if (counted) release(host)
         counted = false
       })
       yield* Effect.addFinalizer(() => uncount)
@@ -216,9 +251,22 @@ export const make = (
       const writerScope = yield* Scope.fork(scope)
       const writer = yield* socket.writer.pipe(Scope.provide(writerScope))
       const frames = frameSource(pull, settings.handshakeFrameBytes)
+      // An accepted connection that sends nothing is closed sooner than one that is authenticating.
+      let first = true
+      const acceptorNext: Next = Effect.suspend(() => {
+        if (!first) return frames.next
+        first = false
+        return frames.next.pipe(Effect.timeoutOrElse({
+          duration: settings.handshakeIdleTimeout,
+          orElse: () => {
+            counters.handshakeIdleTimeouts++
+            return fail("idle", "no Hello within the idle timeout")
+          }
+        }))
+      })
       const authenticate = role === "dialer"
         ? handshake.asDialer(writer, frames.next, remote)
-        : handshake.asAcceptor(writer, frames.next, remote)
+        : handshake.asAcceptor(writer, acceptorNext, remote)
       const hs = yield* authenticate.pipe(
         Effect.timeoutOrElse({
           duration: settings.handshakeTimeout,

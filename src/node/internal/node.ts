@@ -44,6 +44,7 @@ export interface Settings extends Limits {
   readonly detectorCheckInterval: Duration.Duration
   readonly detector: Detector.DetectorSettings
   readonly handshakeTimeout: Duration.Duration
+  readonly handshakeIdleTimeout: Duration.Duration
   readonly rejectionLogInterval: Duration.Duration
   readonly connectTimeout: Duration.Duration
   readonly leaveTimeout: Duration.Duration
@@ -73,6 +74,8 @@ export type FailureReason =
   | "shutdown"
   | "not-member"
   | "own-id"
+  | "idle"
+  | "address-limit"
 
 /** Why a connection ended (or never became one). */
 export class ConnectionFailed {
