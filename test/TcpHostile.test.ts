@@ -361,3 +361,14 @@ describe("TcpRuntime: handshake lockout", () => {
     30_000
   )
 })
+
+describe("dstate secret", () => {
+  it("prints 32 fresh random bytes, as base64 or hex, usable as a TcpRuntime secret", () => {
+    const run = (...args: ReadonlyArray<string>) => execFileSync(process.execPath, ["bin/dstate.ts", "secret", ...args]).toString().trim()
+    const [a, b] = [run(), run()]
+    assert.match(a, /^[A-Za-z0-9+/]{43}=$/)
+    assert.strictEqual(Buffer.from(a, "base64").length, 32)
+    assert.notStrictEqual(a, b)
+    assert.match(run("--hex"), /^[0-9a-f]{64}$/)
+  })
+})
