@@ -74,7 +74,7 @@ export interface StateSyncMetrics {
   readonly delayed: number
   /** Periodic full syncs that sent a snapshot (ticks with no change send nothing and are not counted). */
   readonly periodicSyncs: number
-  /** Saves that failed (the mutation was not committed). */
+  /** Mutations not committed because the save covering them failed. */
   readonly persistenceFailures: number
 }
 

@@ -34,6 +34,7 @@ import { makeStateCodec } from "./codec.ts"
 import * as MetricSeries from "./metricSeries.ts"
 import * as OwnerStore from "./ownerStore.ts"
 import * as DataMailbox from "./dataMailbox.ts"
+import * as GroupCommit from "./groupCommit.ts"
 import * as Pulls from "./pulls.ts"
 import * as StateFrames from "./stateFrames.ts"
 import * as Sync from "./sync/core.ts"
@@ -78,6 +79,8 @@ type Message<S, C> =
     /** Monotonic ms of the `mutate` call. */
     readonly startedAt: number
   }
+  /** Saves and commits the staged persisted mutations (`groupCommit.ts`). */
+  | { readonly _tag: "Flush" }
   | { readonly _tag: "Inbound"; readonly from: NodeId; readonly message: Inbound; readonly done?: Deferred.Deferred<void> }
   | { readonly _tag: "PeerJoined"; readonly node: NodeId }
   | { readonly _tag: "AwaitView"; readonly node: NodeId }
@@ -325,9 +328,9 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   // ---- mutations ------------------------------------------------------------------------------
   /** The synchronous part of a mutation: the next owner state, or the defect `apply` or `project` threw. */
   const prepareMutation = (
-    apply: Apply<S, C>
+    apply: Apply<S, C>,
+    before: Sync.Owner<S, V>
   ): Result.Result<{ readonly next: Sync.Owner<S, V>; readonly change: C | undefined }, unknown> => {
-    const before = core.owner
     const result = Result.try({ try: () => apply(before.state), catch: (cause) => cause })
     if (Result.isFailure(result)) return Result.fail(result.failure)
     // Project before persisting: a projection that throws must not leave a persisted generation behind.
@@ -357,31 +360,41 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     return sent
   }
 
+  /** A mutation without persistence that went through the mailbox (the actor was busy or paused). */
   const onMutate = (
     apply: Apply<S, C>,
     done: Deferred.Deferred<Committed<S>, PersistenceFailed>,
     startedAt: number
   ): Effect.Effect<void> => {
-    const prepared = prepareMutation(apply)
+    const prepared = prepareMutation(apply, core.owner)
     if (Result.isFailure(prepared)) return Deferred.die(done, prepared.failure)
-    const { change, next } = prepared.success
-    if (persistence === undefined) return commit(next, change, done, startedAt)
-    const saveStarted = monotonicNow()
-    return save(next, change).pipe(
-      Effect.onExit(() => Effect.sync(() => saveLatency.observe(monotonicNow() - saveStarted))),
-      Effect.matchEffect({
-        onFailure: (error) => {
-          count("persistenceFailures")
-          return Effect.logWarning("mutation not committed: persistence failed").pipe(
-            Effect.annotateLogs({ error: error.message, age: core.owner.generation.age }),
-            annotate,
-            Effect.andThen(Deferred.fail(done, error))
-          )
-        },
-        onSuccess: () => commit(next, change, done, startedAt)
-      })
-    )
+    return commit(prepared.success.next, prepared.success.change, done, startedAt)
   }
+
+  // The bound applies to data (mutations and inbound sync messages; `register` checked it). Control messages
+  // (membership, timers, feed markers, flushes) are never dropped: losing a leave would leave a ghost view behind.
+  const capacity = options.mailbox === "unbounded" ? Number.POSITIVE_INFINITY : options.mailbox
+  /** Persisted mutations: staged, saved in batches by `Flush`, committed once durable (see `groupCommit.ts`). */
+  const flushMessage: Message<S, C> = { _tag: "Flush" }
+  const groupCommit = persistence === undefined ? undefined : GroupCommit.make<S, V, C>({
+    capacity,
+    full: new MailboxFull({ actor: `state/${name}`, capacity }),
+    prepare: prepareMutation,
+    durable: () => core.owner,
+    save: (owner, change) => {
+      const started = monotonicNow()
+      return save(owner, change).pipe(Effect.onExit(() => Effect.sync(() => saveLatency.observe(monotonicNow() - started))))
+    },
+    commit,
+    failed: (error, mutations) => {
+      count("persistenceFailures", mutations)
+      return Effect.logWarning("mutations not committed: persistence failed").pipe(
+        Effect.annotateLogs({ error: error.message, age: core.owner.generation.age, mutations }),
+        annotate
+      )
+    },
+    tellFlush: Effect.suspend(() => Effect.ignore((actor.tellOrRun ?? actor.tell)(flushMessage)))
+  })
 
   /**
    * A mutation without persistence on an idle actor: handled at once in the caller's fiber, without a
@@ -392,7 +405,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     if (persistence !== undefined || runIfIdle === undefined) return undefined
     let outcome: Result.Result<Committed<S>, unknown> | undefined
     const rest = runIfIdle(() => {
-      const prepared = prepareMutation(apply)
+      const prepared = prepareMutation(apply, core.owner)
       if (Result.isFailure(prepared)) {
         outcome = Result.fail(prepared.failure)
         return Effect.void
@@ -416,6 +429,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     switch (message._tag) {
       case "Mutate":
         return onMutate(message.apply, message.done, message.startedAt)
+      case "Flush":
+        return groupCommit === undefined ? Effect.void : groupCommit.flush
       case "Inbound": {
         const { from, message: m } = message
         const input: Sync.Input<S, V, C> = m._tag === "RequestSnapshot"
@@ -445,12 +460,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     }
   }
 
-  // The bound applies to data (mutations and inbound sync messages). Control messages (membership,
-  // timers, feed markers) are never dropped: losing a leave would leave a ghost view behind.
-  // `register` checked the capacity.
-  const capacity = options.mailbox === "unbounded" ? Number.POSITIVE_INFINITY : options.mailbox
   const mailbox = DataMailbox.make(capacity, new MailboxFull({ actor: `state/${name}`, capacity }))
-  const depth = MetricSeries.gauge(Metrics.mailboxDepth, metricContext, mailbox.size)
+  const depth = MetricSeries.gauge(Metrics.mailboxDepth, metricContext, () => mailbox.size() + (groupCommit?.size() ?? 0))
   yield* Effect.addFinalizer(() => Effect.sync(depth.remove))
   const resync = Effect.suspend(() => {
     const peers = mailbox.takeResync()
@@ -472,6 +483,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     onDefect: (m, defect) =>
       m._tag === "Mutate"
         ? Deferred.die(m.done, defect).pipe(Effect.asVoid)
+        : m._tag === "Flush" && groupCommit !== undefined
+        ? groupCommit.aborted(defect)
         : m._tag === "Inbound" && m.done !== undefined
         ? Deferred.succeed(m.done, undefined).pipe(Effect.asVoid)
         : Effect.void
@@ -552,13 +565,14 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     markStale: (source, generation) => tellControl({ _tag: "Notice", source, generation }),
     mutate: (apply) =>
       Effect.suspend(() => {
+        if (groupCommit !== undefined) return groupCommit.mutate(apply, monotonicNow())
         const now = mutateNow(apply)
         if (now !== undefined) return now
         const done = Deferred.makeUnsafe<Committed<S>, PersistenceFailed>()
         const handled = Effect.andThen(runData({ _tag: "Mutate", apply, done, startedAt: monotonicNow() }), Deferred.await(done))
-        // The reply resumes this fiber inside the actor's turn: without persistence, let the actor finish
-        // it first, so that the caller's next mutation finds it idle instead of queueing behind it.
-        return persistence === undefined ? Effect.tap(handled, () => Effect.yieldNow) : handled
+        // The reply resumes this fiber inside the actor's turn: let the actor finish it first, so that the
+        // caller's next mutation finds it idle instead of queueing behind it.
+        return Effect.tap(handled, () => Effect.yieldNow)
       }),
     query: queries.query,
     snapshot: Effect.sync(() => core.views.handOut()),
