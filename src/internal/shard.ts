@@ -10,7 +10,14 @@
  */
 import { Clock, Deferred, Duration, Effect, Exit, Fiber, PubSub, Result, Scope, Stream, SubscriptionRef } from "effect"
 import type { ActorRef, ActorRuntime, MailboxCapacity } from "../ActorRuntime.ts"
-import type { Observer, PeerSyncStatus, StateHealth, StateSyncMetrics } from "../Diagnostics.ts"
+import type {
+  Observer,
+  PeerSyncStatus,
+  StateHealth,
+  StateReadiness,
+  StateStatus,
+  StateSyncMetrics
+} from "../Diagnostics.ts"
 import type * as DistributedState from "../DistributedState.ts"
 import {
   type ActorStopped,
@@ -83,6 +90,7 @@ type Message<S, C> =
   | { readonly _tag: "PeerLeft"; readonly node: NodeId }
   | { readonly _tag: "Notice"; readonly source: NodeId; readonly generation: Generation.Generation }
   | { readonly _tag: "DelayDue" }
+  | { readonly _tag: "Probe"; readonly done: Deferred.Deferred<void> }
   | { readonly _tag: "PushDue" }
   | { readonly _tag: "PeriodicDue" }
 
@@ -107,6 +115,12 @@ export interface Shard<S, V, C> {
   readonly syncStatus: Effect.Effect<ReadonlyArray<PeerSyncStatus>>
   readonly metrics: Effect.Effect<StateSyncMetrics>
   readonly health: (staleAfterMillis: number) => Effect.Effect<StateHealth>
+  /** Completes once the actor has handled a probe sent now (it waits behind every message already queued). */
+  readonly probe: Effect.Effect<void, ActorStopped | MailboxFull>
+  /** Whether the initial exchange is done (no member's view awaited) and the last save succeeded. */
+  readonly readiness: Effect.Effect<StateReadiness>
+  /** What `/status` reports of this state: views held, staleness, sync status, counters. */
+  readonly status: Effect.Effect<StateStatus>
 }
 
 /**
@@ -354,6 +368,9 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     return sent
   }
 
+  /** The error of the last save, while the last save failed (readiness reports it). */
+  let lastSaveFailure: string | undefined
+
   const onMutate = (
     apply: Apply<S, C>,
     done: Deferred.Deferred<Committed<S>, PersistenceFailed>,
@@ -369,6 +386,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
       Effect.matchEffect({
         onFailure: (error) => {
           count("persistenceFailures")
+          lastSaveFailure = error.message
           return Effect.logWarning("mutation not committed: persistence failed").pipe(
             Effect.annotateLogs({ error: error.message, age: core.owner.generation.age }),
             annotate,
@@ -436,6 +454,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
       case "DelayDue":
         delayed = undefined
         return run(Sync.step(core, { _tag: "DelayDue" }, monotonicNow()))
+      case "Probe":
+        return Deferred.succeed(message.done, undefined)
       case "PushDue":
       case "PeriodicDue":
         return run(Sync.step(core, message, monotonicNow()))
@@ -562,6 +582,34 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     local: Effect.sync(() => core.views.get(self)!),
     syncStatus: Effect.sync(() => core.peers.report(core.owner.generation, self)),
     metrics: Effect.sync(() => ({ ...counters.values })),
-    health: (staleAfterMillis) => Effect.sync(() => Pulls.health(core, name, monotonicNow(), staleAfterMillis))
+    health: (staleAfterMillis) => Effect.sync(() => Pulls.health(core, name, monotonicNow(), staleAfterMillis)),
+    probe: Effect.suspend(() => {
+      const done = Deferred.makeUnsafe<void>()
+      return Effect.andThen(actor.tell({ _tag: "Probe", done }), Deferred.await(done))
+    }),
+    readiness: Effect.sync((): StateReadiness => ({
+      stateName: name,
+      awaiting: [...core.awaited].sort(),
+      lastSaveFailure
+    })),
+    status: Effect.sync((): StateStatus => {
+      const now = monotonicNow()
+      const views = [...core.views.current.values()].sort((a, b) => a.source < b.source ? -1 : a.source > b.source ? 1 : 0)
+      return {
+        stateName: name,
+        generation: core.owner.generation,
+        views: views.map((view) => ({
+          node: view.source,
+          generation: view.generation,
+          wireVersion: view.wireVersion,
+          stalenessMillis: view.source === self ? 0 : Math.max(0, now - view.syncedAt),
+          pendingRemote: view.pendingRemote
+        })),
+        awaiting: [...core.awaited].sort(),
+        syncStatus: core.peers.report(core.owner.generation, self),
+        metrics: { ...counters.values },
+        lastSaveFailure
+      }
+    })
   }
 })
