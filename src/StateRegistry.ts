@@ -471,9 +471,8 @@ export const layer: Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEven
         if (state.awaiting.length > 0) {
           reasons.push(`state "${state.stateName}" awaits the view of ${state.awaiting.join(", ")}`)
         }
-        if (state.lastSaveFailure !== undefined) {
-          reasons.push(`state "${state.stateName}": the last save failed: ${state.lastSaveFailure}`)
-        }
+        // The store's error names the state ("save of state ... failed: ...").
+        if (state.lastSaveFailure !== undefined) reasons.push(state.lastSaveFailure)
       }
       return { ready: reasons.length === 0, reasons, states } satisfies Readiness
     })

@@ -393,7 +393,10 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
             Effect.andThen(Deferred.fail(done, error))
           )
         },
-        onSuccess: () => commit(next, change, done, startedAt)
+        onSuccess: () => {
+          lastSaveFailure = undefined
+          return commit(next, change, done, startedAt)
+        }
       })
     )
   }
