@@ -8,3 +8,5 @@
 
 /** @since 0.1.0 */
 export * as HttpOperations from "./HttpOperations.ts"
+/** @since 0.1.0 */
+export * as StatusReport from "./StatusReport.ts"
