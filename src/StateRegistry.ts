@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Layer, PubSub, Result, Schedule, Scope, Stream } from "effect"
+import { Context, Duration, Effect, Layer, type Option, PubSub, Result, Schedule, Scope, Stream } from "effect"
 import { ActorRuntime, type MailboxCapacity } from "./ActorRuntime.ts"
 import { ClusterEvents } from "./ClusterEvents.ts"
 import type {
@@ -42,7 +42,7 @@ import * as Shard from "./internal/shard.ts"
 import * as Metrics from "./Metrics.ts"
 import type { NodeId } from "./NodeId.ts"
 import { StatePersistence } from "./StatePersistence.ts"
-import type { StateView, ViewMap } from "./StateView.ts"
+import type { StateView, ViewDiff, ViewMap } from "./StateView.ts"
 import { type BatchedChangeFeed, MaxFrameBytes, type SyncMessage } from "./SyncMessage.ts"
 import * as SyncStrategy from "./SyncStrategy.ts"
 
@@ -125,6 +125,21 @@ export interface StateHandle<S, V> {
   readonly snapshot: Effect.Effect<ViewMap<V>>
   /** The view map now and after every change. */
   readonly changes: Stream.Stream<ViewMap<V>>
+  /**
+   * One owner's view now (`None` while none is held) and after each change: a new generation, its
+   * arrival or its removal (a refreshed `syncedAt` alone is not a change). Latest value only: a
+   * consumer slower than the changes gets the newest view, never a backlog.
+   */
+  readonly changesOf: (owner: NodeId) => Stream.Stream<Option.Option<StateView<V>>>
+  /**
+   * Every owner's changes as `Added` / `Updated` / `Removed` events, each with the previous and the
+   * current view, starting with an `Added` for every view held at subscription (this node's own
+   * included). `Updated` means a new generation (a refreshed `syncedAt` or a change-feed marker alone
+   * is not a change). Events come in the order the view map changed. A consumer slower than the changes gets
+   * them conflated: at most one pending event per owner, from the view it last saw to the one held
+   * now (an add and a removal in between cancel out), in the order of each owner's first pending change.
+   */
+  readonly diffs: Stream.Stream<ViewDiff<V>>
   /** This node's own view. */
   readonly local: Effect.Effect<StateView<V>>
   /** This node's private state (owner only). */
@@ -564,6 +579,8 @@ const makeHandle = (shard: Shard.Shard<any, any, any>, nodeId: NodeId): unknown 
     query: shard.query,
     snapshot: shard.snapshot,
     changes: shard.changes,
+    changesOf: shard.changesOf,
+    diffs: shard.diffs,
     local: shard.local,
     state: shard.state,
     syncStatus: shard.syncStatus,

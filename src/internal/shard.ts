@@ -8,7 +8,7 @@
  * published map; stale views are pulled (`pulls.ts`).
  * @internal
  */
-import { Clock, Deferred, Duration, Effect, Exit, Fiber, PubSub, Result, Scope, Stream, SubscriptionRef } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, type Option, PubSub, Result, Scope, Stream, SubscriptionRef } from "effect"
 import type { ActorRef, ActorRuntime, MailboxCapacity } from "../ActorRuntime.ts"
 import type {
   Observer,
@@ -32,10 +32,11 @@ import * as Metrics from "../Metrics.ts"
 import type { NodeId } from "../NodeId.ts"
 import type { VersionMismatchPolicy } from "../StateRegistry.ts"
 import type { StatePersistence, StoredState } from "../StatePersistence.ts"
-import type { StateView, ViewMap } from "../StateView.ts"
+import type { StateView, ViewDiff, ViewMap } from "../StateView.ts"
 import type { ChangeNotice, DeltaUpdate, FullSnapshot, RequestSnapshot, SyncMessage } from "../SyncMessage.ts"
 import type { SyncStrategy } from "../SyncStrategy.ts"
 import { isSucceeded } from "./actor.ts"
+import * as ChangeStreams from "./changeStreams.ts"
 import { makeStateCodec } from "./codec.ts"
 import * as MetricSeries from "./metricSeries.ts"
 import * as OwnerStore from "./ownerStore.ts"
@@ -110,6 +111,8 @@ export interface Shard<S, V, C> {
   readonly query: <A>(options: QueryOptions, f: (views: ViewMap<V>) => A) => Effect.Effect<A, StalePeer>
   readonly snapshot: Effect.Effect<ViewMap<V>>
   readonly changes: Stream.Stream<ViewMap<V>>
+  readonly changesOf: (owner: NodeId) => Stream.Stream<Option.Option<StateView<V>>>
+  readonly diffs: Stream.Stream<ViewDiff<V>>
   readonly state: Effect.Effect<S>
   readonly local: Effect.Effect<StateView<V>>
   readonly syncStatus: Effect.Effect<ReadonlyArray<PeerSyncStatus>>
@@ -545,6 +548,12 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     ).pipe(annotate)
   }
 
+  const changes = Stream.unwrap(Effect.sync(() => {
+    core.views.subscribed = true
+    core.views.handedOut = true
+    return SubscriptionRef.changes(views)
+  }))
+
   return {
     name,
     definition,
@@ -576,11 +585,9 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
       }),
     query: queries.query,
     snapshot: Effect.sync(() => core.views.handOut()),
-    changes: Stream.unwrap(Effect.sync(() => {
-      core.views.subscribed = true
-      core.views.handedOut = true
-      return SubscriptionRef.changes(views)
-    })),
+    changes,
+    changesOf: (owner) => ChangeStreams.changesOf(changes, owner),
+    diffs: ChangeStreams.diffs(changes),
     state: Effect.sync(() => core.owner.state),
     local: Effect.sync(() => core.views.get(self)!),
     syncStatus: Effect.sync(() => core.peers.report(core.owner.generation, self)),
