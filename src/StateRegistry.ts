@@ -11,9 +11,12 @@ import { ClusterEvents } from "./ClusterEvents.ts"
 import type {
   HealthStatus,
   InboundMetrics,
+  Liveness,
   Observer as ViewObserver,
   PeerSyncStatus,
+  Readiness,
   StateHealth,
+  StateStatus,
   StateSyncMetrics,
   SystemHealth
 } from "./Diagnostics.ts"
@@ -259,6 +262,18 @@ export class StateRegistry extends Context.Service<StateRegistry, {
   readonly health: Effect.Effect<SystemHealth>
   /** Counters of inbound frames that reached no state. */
   readonly inboundMetrics: Effect.Effect<InboundMetrics>
+  /**
+   * Whether the node's machinery runs: the registry is not shutting down, and every state actor handles
+   * a probe (queued behind the messages already waiting) within `timeout`.
+   */
+  liveness(timeout: Duration.Input): Effect.Effect<Liveness>
+  /**
+   * Whether the node is ready to serve: not shutting down, at least one state registered, and for every
+   * state the join exchange with each current member done (its view held) and the last save not failed.
+   */
+  readonly readiness: Effect.Effect<Readiness>
+  /** The status of every registered state (views held, staleness, sync status, counters), by name. */
+  readonly status: Effect.Effect<ReadonlyArray<StateStatus>>
 }>()("dstate/StateRegistry")  {}
 
 /**
@@ -442,6 +457,41 @@ export const layer: Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEven
       return handle as HandleOf<T>
     })
 
+    // Added last, run first when the node stops: from then on readiness and liveness report the shutdown.
+    let shuttingDown = false
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        shuttingDown = true
+      })
+    )
+    const byName = () => [...shards.values()].sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+
+    const liveness = Effect.fnUntraced(function*(timeout: Duration.Input) {
+      const failing: Array<string> = []
+      yield* Effect.forEach(byName(), (shard) =>
+        shard.probe.pipe(
+          Effect.timeout(timeout),
+          Effect.catch(() => Effect.sync(() => failing.push(shard.name)))
+        ), { concurrency: "unbounded", discard: true })
+      failing.sort()
+      return { alive: !shuttingDown && failing.length === 0, shuttingDown, failing } satisfies Liveness
+    })
+
+    const readiness = Effect.gen(function*() {
+      const states = yield* Effect.forEach(byName(), (shard) => shard.readiness)
+      const reasons: Array<string> = []
+      if (shuttingDown) reasons.push("the node is shutting down")
+      if (states.length === 0) reasons.push("no state is registered yet")
+      for (const state of states) {
+        if (state.awaiting.length > 0) {
+          reasons.push(`state "${state.stateName}" awaits the view of ${state.awaiting.join(", ")}`)
+        }
+        // The store's error names the state ("save of state ... failed: ...").
+        if (state.lastSaveFailure !== undefined) reasons.push(state.lastSaveFailure)
+      }
+      return { ready: reasons.length === 0, reasons, states } satisfies Readiness
+    })
+
     return StateRegistry.of({
       nodeId: runtime.nodeId,
       register: register as StateRegistry["Service"]["register"],
@@ -461,7 +511,10 @@ export const layer: Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEven
         for (const shard of shards.values()) states.push(yield* shard.health(staleAfter))
         return { status: worst(states.map((s) => s.status)), states }
       }),
-      inboundMetrics: Effect.sync(() => ({ ...inbound.values }))
+      inboundMetrics: Effect.sync(() => ({ ...inbound.values })),
+      liveness,
+      readiness,
+      status: Effect.suspend(() => Effect.forEach(byName(), (shard) => shard.status))
     })
   })
 )

@@ -10,7 +10,14 @@
  */
 import { Clock, Deferred, Duration, Effect, Exit, Fiber, type Option, PubSub, Result, Scope, Stream, SubscriptionRef } from "effect"
 import type { ActorRef, ActorRuntime, MailboxCapacity } from "../ActorRuntime.ts"
-import type { Observer, PeerSyncStatus, StateHealth, StateSyncMetrics } from "../Diagnostics.ts"
+import type {
+  Observer,
+  PeerSyncStatus,
+  StateHealth,
+  StateReadiness,
+  StateStatus,
+  StateSyncMetrics
+} from "../Diagnostics.ts"
 import type * as DistributedState from "../DistributedState.ts"
 import {
   type ActorStopped,
@@ -24,7 +31,7 @@ import * as Generation from "../Generation.ts"
 import * as Metrics from "../Metrics.ts"
 import type { NodeId } from "../NodeId.ts"
 import type { VersionMismatchPolicy } from "../StateRegistry.ts"
-import type { StatePersistence, StoredState } from "../StatePersistence.ts"
+import type { StatePersistence } from "../StatePersistence.ts"
 import type { StateView, ViewDiff, ViewMap } from "../StateView.ts"
 import type { ChangeNotice, DeltaUpdate, FullSnapshot, RequestSnapshot, SyncMessage } from "../SyncMessage.ts"
 import type { SyncStrategy } from "../SyncStrategy.ts"
@@ -87,6 +94,7 @@ type Message<S, C> =
   | { readonly _tag: "PeerLeft"; readonly node: NodeId }
   | { readonly _tag: "Notice"; readonly source: NodeId; readonly generation: Generation.Generation }
   | { readonly _tag: "DelayDue" }
+  | { readonly _tag: "Probe"; readonly done: Deferred.Deferred<void> }
   | { readonly _tag: "PushDue" }
   | { readonly _tag: "PeriodicDue" }
 
@@ -113,6 +121,12 @@ export interface Shard<S, V, C> {
   readonly syncStatus: Effect.Effect<ReadonlyArray<PeerSyncStatus>>
   readonly metrics: Effect.Effect<StateSyncMetrics>
   readonly health: (staleAfterMillis: number) => Effect.Effect<StateHealth>
+  /** Completes once the actor has handled a probe sent now (it waits behind every message already queued). */
+  readonly probe: Effect.Effect<void, ActorStopped | MailboxFull>
+  /** Whether the initial exchange is done (no member's view awaited) and the last save succeeded. */
+  readonly readiness: Effect.Effect<StateReadiness>
+  /** What `/status` reports of this state: views held, staleness, sync status, counters. */
+  readonly status: Effect.Effect<StateStatus>
 }
 
 /**
@@ -146,44 +160,11 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     })
   )
   const annotate = Effect.annotateLogs({ state: name, node: self })
-  const project = (state: S): V => OwnerStore.projectView(definition, state)
   const pullTimeoutMillis = Duration.toMillis(options.pullTimeout)
 
   // ---- startup: load, migrate or start fresh -------------------------------------------------
-  const save = (owner: Sync.Owner<S, V>, change?: C | undefined) =>
-    Effect.suspend((): Effect.Effect<void, PersistenceFailed> => {
-      if (persistence === undefined) return Effect.void
-      const record = OwnerStore.toRecord(definition, codec, owner)
-      if (Result.isFailure(record)) return Effect.fail(record.failure)
-      if (codec.encodeChange === undefined || change === undefined) return persistence.save(name, record.success)
-      const encoded = codec.encodeChange(change)
-      return Result.isSuccess(encoded)
-        ? persistence.save(name, record.success, { generation: owner.generation, value: encoded.success as StoredState["value"] })
-        : Effect.fail(
-          new PersistenceFailed({ stateName: name, operation: "save", reason: encoded.failure.reason, cause: encoded.failure })
-        )
-    })
-  const saveQuietly = (owner: Sync.Owner<S, V>) =>
-    save(owner).pipe(
-      Effect.catch((error) =>
-        Effect.logWarning("could not persist the state at startup").pipe(Effect.annotateLogs({ error: error.message }), annotate)
-      )
-    )
-
-  const wallNow = yield* Clock.currentTimeMillis
-  const loaded = persistence === undefined
-    ? { owner: undefined, floor: undefined }
-    : yield* OwnerStore.load(definition, persistence, codec).pipe(annotate)
-  let initialOwner: Sync.Owner<S, V>
-  if (loaded.owner !== undefined) {
-    initialOwner = { ...loaded.owner, view: project(loaded.owner.state) }
-    if (loaded.migrated) yield* saveQuietly(initialOwner)
-  } else {
-    const state = definition.initial()
-    const incarnation = Generation.nextIncarnation(wallNow, loaded.floor)
-    initialOwner = { generation: Generation.initial(incarnation), state, view: project(state), createdAt: wallNow, modifiedAt: wallNow }
-    yield* saveQuietly(initialOwner)
-  }
+  const save = OwnerStore.saver(definition, codec, persistence)
+  const initialOwner = yield* OwnerStore.start(definition, codec, persistence, save).pipe(annotate)
 
   // ---- the core --------------------------------------------------------------------------------
   const observer = env.observer
@@ -326,25 +307,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   }
 
   // ---- mutations ------------------------------------------------------------------------------
-  /** The synchronous part of a mutation: the next owner state, or the defect `apply` or `project` threw. */
-  const prepareMutation = (
-    apply: Apply<S, C>,
-    before: Sync.Owner<S, V>
-  ): Result.Result<{ readonly next: Sync.Owner<S, V>; readonly change: C | undefined }, unknown> => {
-    const result = Result.try({ try: () => apply(before.state), catch: (cause) => cause })
-    if (Result.isFailure(result)) return Result.fail(result.failure)
-    // Project before persisting: a projection that throws must not leave a persisted generation behind.
-    const view = Result.try({ try: () => project(result.success.state), catch: (cause) => cause })
-    if (Result.isFailure(view)) return Result.fail(view.failure)
-    const next: Sync.Owner<S, V> = {
-      generation: Generation.next(before.generation),
-      state: result.success.state,
-      view: view.success,
-      createdAt: before.createdAt,
-      modifiedAt: clock.currentTimeMillisUnsafe()
-    }
-    return Result.succeed({ next, change: result.success.change })
-  }
+  const prepareMutation = (apply: Apply<S, C>, before: Sync.Owner<S, V>) =>
+    OwnerStore.prepare(definition, apply, before, clock.currentTimeMillisUnsafe())
 
   /** Makes a persisted (or unpersisted) mutation visible, acknowledges it, and sends what the core says. */
   const commit = (
@@ -359,6 +323,9 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     if (done !== undefined) Deferred.doneUnsafe(done, Effect.succeed({ generation: next.generation, state: next.state }))
     return sent
   }
+
+  /** The error of the last save, while the last save failed (readiness reports it). */
+  let lastSaveFailure: string | undefined
 
   /** A mutation without persistence that went through the mailbox (the actor was busy or paused). */
   const onMutate = (
@@ -383,11 +350,19 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     durable: () => core.owner,
     save: (owner, change) => {
       const started = monotonicNow()
-      return save(owner, change).pipe(Effect.onExit(() => Effect.sync(() => saveLatency.observe(monotonicNow() - started))))
+      return save(owner, change).pipe(
+        Effect.onExit(() => Effect.sync(() => saveLatency.observe(monotonicNow() - started))),
+        Effect.tap(() =>
+          Effect.sync(() => {
+            lastSaveFailure = undefined
+          })
+        )
+      )
     },
     commit,
     failed: (error, mutations) => {
       count("persistenceFailures", mutations)
+      lastSaveFailure = error.message
       return Effect.logWarning("mutations not committed: persistence failed").pipe(
         Effect.annotateLogs({ error: error.message, age: core.owner.generation.age, mutations }),
         annotate
@@ -454,6 +429,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
       case "DelayDue":
         delayed = undefined
         return run(Sync.step(core, { _tag: "DelayDue" }, monotonicNow()))
+      case "Probe":
+        return Deferred.succeed(message.done, undefined)
       case "PushDue":
       case "PeriodicDue":
         return run(Sync.step(core, message, monotonicNow()))
@@ -583,6 +560,34 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     local: Effect.sync(() => core.views.get(self)!),
     syncStatus: Effect.sync(() => core.peers.report(core.owner.generation, self)),
     metrics: Effect.sync(() => ({ ...counters.values })),
-    health: (staleAfterMillis) => Effect.sync(() => Pulls.health(core, name, monotonicNow(), staleAfterMillis))
+    health: (staleAfterMillis) => Effect.sync(() => Pulls.health(core, name, monotonicNow(), staleAfterMillis)),
+    probe: Effect.suspend(() => {
+      const done = Deferred.makeUnsafe<void>()
+      return Effect.andThen(actor.tell({ _tag: "Probe", done }), Deferred.await(done))
+    }),
+    readiness: Effect.sync((): StateReadiness => ({
+      stateName: name,
+      awaiting: [...core.awaited].sort(),
+      lastSaveFailure
+    })),
+    status: Effect.sync((): StateStatus => {
+      const now = monotonicNow()
+      const views = [...core.views.current.values()].sort((a, b) => a.source < b.source ? -1 : a.source > b.source ? 1 : 0)
+      return {
+        stateName: name,
+        generation: core.owner.generation,
+        views: views.map((view) => ({
+          node: view.source,
+          generation: view.generation,
+          wireVersion: view.wireVersion,
+          stalenessMillis: view.source === self ? 0 : Math.max(0, now - view.syncedAt),
+          pendingRemote: view.pendingRemote
+        })),
+        awaiting: [...core.awaited].sort(),
+        syncStatus: core.peers.report(core.owner.generation, self),
+        metrics: { ...counters.values },
+        lastSaveFailure
+      }
+    })
   }
 })
