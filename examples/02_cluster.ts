@@ -15,6 +15,7 @@
  * npm start -- --nodes 5 --base-port 7200     # 5 nodes on ports 7200-7204
  * npm start -- --memory                       # no persistence: new incarnations on every run
  * npm start -- --duration 8                   # stop after 8 s; exit 0 only if every node saw every node
+ * npm start -- --http-port 9400               # operations endpoints of node i on 127.0.0.1:9400 + i - 1
  * ```
  *
  * Options (`npm start -- --help` lists them): `--nodes N` (default 3), `--base-port P` (default 7100),
@@ -22,6 +23,8 @@
  * continues from the saved generations) or `--memory`, `--strategy push|feed` (see 03_node.ts),
  * `--duration SECONDS` (also `DSTATE_DEMO_DURATION`): run that long, then wait up to 20 s more for every
  * node to see every other, stop, print the final table, and exit 0 when they converged, 1 otherwise. A
+ * `--http-port P` (default 0: off): node i serves `/healthz`, `/readyz`, `/metrics` and `/status` on
+ * 127.0.0.1:P + i - 1 (the URLs are printed at startup; try `npm run dstate -- status --url ...`). A
  * bad flag or value prints the usage and what is wrong, and exits 1 before any node starts. The nodes use
  * `DSTATE_SECRET` when it is set, else the built-in demo secret.
  */
@@ -46,6 +49,8 @@ interface Options {
   readonly strategy: "push" | "feed"
   /** Seconds to run before checking convergence, or undefined to run until Ctrl-C. */
   readonly duration: number | undefined
+  /** Node i serves the operations endpoints on `httpPort + i - 1`; 0 for none. */
+  readonly httpPort: number
 }
 
 // Each flag parses to its type and is checked on its own; the CLI rejects a bad one with the usage.
@@ -84,6 +89,12 @@ const flags = {
     Flag.withFallbackConfig(Config.Finite("DSTATE_DEMO_DURATION")),
     Flag.filter((seconds) => seconds > 0, () => "a number of seconds above 0"),
     Flag.optional
+  ),
+  httpPort: Flag.Int("http-port").pipe(
+    Flag.withMetavar("P"),
+    Flag.withDescription("node i serves /healthz, /readyz, /metrics and /status on 127.0.0.1:P + i - 1 (default 0: off)"),
+    Flag.withDefault(0),
+    Flag.filter((port) => port >= 0 && port <= 65535, () => "a port from 0 (off) to 65535")
   )
 }
 
@@ -111,6 +122,7 @@ const spawnNode = (
   options: Options,
   id: string,
   port: number,
+  httpPort: number,
   seeds: string,
   onLog: (line: string) => void
 ) =>
@@ -118,7 +130,9 @@ const spawnNode = (
     const args = [
       nodeScript,
       ...["--id", id, "--port", String(port), "--seeds", seeds, "--strategy", options.strategy, "--report", "json"],
-      ...(options.data === undefined ? ["--memory"] : ["--data", join(options.data, id)])
+      ...(options.data === undefined ? ["--memory"] : ["--data", join(options.data, id)]),
+      // Every other node must be seen before the node reports itself ready.
+      ...(httpPort === 0 ? [] : ["--http-port", String(httpPort), "--http-min-peers", String(options.nodes - 1)])
     ]
     // Own process group: a Ctrl-C in the terminal reaches the launcher only, which then stops the nodes itself.
     const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], detached: true })
@@ -168,6 +182,7 @@ const cluster = (options: Options, outcome: { final: ReadonlyArray<Report | unde
   const ids = nodeIds(options)
   const ports = ids.map((_, i) => options.basePort + i)
   const seeds = ports.map((port) => `127.0.0.1:${port}`).join(",")
+  const httpPorts = ids.map((_, i) => options.httpPort === 0 ? 0 : options.httpPort + i)
   const tty = process.stdout.isTTY === true
   const startedAt = yield* Clock.currentTimeMillis
   const elapsed = Effect.map(Clock.currentTimeMillis, (now) => `${Math.floor((now - startedAt) / 1000)} s`)
@@ -185,7 +200,7 @@ const cluster = (options: Options, outcome: { final: ReadonlyArray<Report | unde
 
   // Start the nodes; whatever ends this program (Ctrl-C, the duration, a node dying) stops them all.
   const nodes = yield* Effect.acquireRelease(
-    Effect.forEach(ids, (id, i) => spawnNode(options, id, ports[i], seeds, onLog)),
+    Effect.forEach(ids, (id, i) => spawnNode(options, id, ports[i], httpPorts[i], seeds, onLog)),
     (nodes) =>
       Effect.gen(function*() {
         const finalReports = nodes.map((node) => node.last)
@@ -227,6 +242,13 @@ const cluster = (options: Options, outcome: { final: ReadonlyArray<Report | unde
     drawn = lines.length
     yield* Effect.sync(() => process.stdout.write(`${up}\r\x1b[J${lines.join("\n")}\n`))
   })
+  if (options.httpPort !== 0) {
+    const urls = ids.map((id, i) =>
+      `${id}: http://127.0.0.1:${httpPorts[i]}/healthz /readyz /metrics /status` +
+      `  (npm run dstate -- status --url http://127.0.0.1:${httpPorts[i]})`
+    )
+    yield* Effect.sync(() => process.stdout.write(`operations endpoints:\n${urls.join("\n")}\n`))
+  }
   if (!tty) yield* Effect.sync(() => process.stdout.write(`${header}\n`))
   yield* draw.pipe(Effect.repeat(Schedule.spaced("1 second")), Effect.forkScoped)
 
@@ -259,13 +281,16 @@ const command = Command.make("02_cluster", flags, (input) =>
     basePort: input.basePort,
     data: input.memory ? undefined : input.data,
     strategy: input.strategy,
-    duration: Option.getOrUndefined(input.duration)
+    duration: Option.getOrUndefined(input.duration),
+    httpPort: input.httpPort
   })).pipe(
     Command.withDescription("A local dstate cluster: N node processes on 127.0.0.1 and a live table of what each sees."),
     // The one rule that involves two flags: the last node's port must exist.
-    Command.validate(({ basePort, nodes }) =>
+    Command.validate(({ basePort, httpPort, nodes }) =>
       basePort + nodes - 1 > 65535
         ? Effect.fail(new CliError.ValidationError({ message: `--base-port ${basePort} leaves no port for node-${nodes}` }))
+        : httpPort + nodes - 1 > 65535
+        ? Effect.fail(new CliError.ValidationError({ message: `--http-port ${httpPort} leaves no port for node-${nodes}` }))
         : Effect.void
     ),
     Command.withExamples([

@@ -28,6 +28,10 @@
  *   change feed (peers pull when a query needs it); CPU moves of 20 points or more are pushed either way.
  * - `--report table|json` (default table): print what this node sees as a table every 5 seconds, or one JSON
  *   line per second on stdout (what `examples/02_cluster.ts` reads; logs then go to stderr).
+ * - `--http-port P` (default 0: off): serve the operations endpoints of `dstate/http` (`/healthz`, `/readyz`,
+ *   `/metrics`, `/status`) on P, on `--http-host` (default 127.0.0.1). `--http-min-peers N` (default 0): peers
+ *   that must be seen before `/readyz` answers 200. With `DSTATE_HTTP_TOKEN` set, `/metrics` and `/status`
+ *   require `Authorization: Bearer <token>`. The URLs are logged at startup.
  *
  * The cluster secret comes from the environment variable `DSTATE_SECRET` (at least 16 bytes). Without it the
  * node uses the built-in demo secret `dstate-local-demo-secret`, which is fine on loopback and nowhere else.
@@ -38,6 +42,7 @@ import { Cause, Effect, Layer, Logger, Option, Redacted, Schedule, Schema } from
 import { CliConfig, CliError, Command, Flag, GlobalFlag } from "effect/cli"
 import { DistributedState, StatePersistence, StateRegistry, SyncStrategy, SyncUrgency } from "dstate"
 import type { StateView } from "dstate"
+import { HttpOperations } from "dstate/http"
 import { FilePersistence, TcpRuntime } from "dstate/node"
 import * as Os from "node:os"
 
@@ -251,6 +256,10 @@ interface Options {
   readonly data: string | undefined
   readonly strategy: "push" | "feed"
   readonly report: "table" | "json"
+  /** The port of the operations endpoints, or 0 for none. */
+  readonly httpPort: number
+  readonly httpHost: string
+  readonly httpMinPeers: number
 }
 
 // Each flag parses to its type and is checked on its own; the CLI rejects a bad one with the usage.
@@ -300,6 +309,23 @@ const flags = {
     Flag.withMetavar("table|json"),
     Flag.withDescription("a table every 5 s, or one JSON line per second on stdout with logs on stderr (default table)"),
     Flag.withDefault("table")
+  ),
+  httpPort: Flag.Int("http-port").pipe(
+    Flag.withMetavar("P"),
+    Flag.withDescription("serve /healthz, /readyz, /metrics and /status on port P (default 0: off)"),
+    Flag.withDefault(0),
+    Flag.filter((port) => port >= 0 && port <= 65535, () => "a port from 0 (off) to 65535")
+  ),
+  httpHost: Flag.String("http-host").pipe(
+    Flag.withMetavar("H"),
+    Flag.withDescription("the interface the operations endpoints listen on (default 127.0.0.1)"),
+    Flag.withDefault("127.0.0.1")
+  ),
+  httpMinPeers: Flag.Int("http-min-peers").pipe(
+    Flag.withMetavar("N"),
+    Flag.withDescription("peers that must be seen before /readyz answers 200 (default 0)"),
+    Flag.withDefault(0),
+    Flag.filter((n) => n >= 0, () => "a number of peers of at least 0")
   )
 }
 
@@ -322,6 +348,15 @@ const runNode = (options: Options) => {
     )
   )
 
+  // The operations endpoints sit on top of the node: on shutdown they stop first (after draining).
+  const httpToken = process.env.DSTATE_HTTP_TOKEN
+  const withOperations = options.httpPort === 0 ? node : HttpOperations.layer({
+    host: options.httpHost,
+    port: options.httpPort,
+    minPeers: options.httpMinPeers,
+    token: httpToken === undefined || httpToken.length === 0 ? undefined : Redacted.make(httpToken)
+  }).pipe(Layer.provideMerge(node))
+
   // The clock views are stamped with (`syncedAt`): monotonic milliseconds.
   const monotonicMillis = Effect.clockWith((clock) => Effect.sync(() => Number(clock.monotonicTimeNanosUnsafe()) / 1e6))
 
@@ -343,6 +378,16 @@ const runNode = (options: Options) => {
       incarnation: loaded.incarnation,
       age: loaded.age
     }))
+    const operations = yield* Effect.serviceOption(HttpOperations.HttpOperations)
+    if (Option.isSome(operations)) {
+      const url = operations.value.url
+      yield* Effect.log("operations endpoints").pipe(Effect.annotateLogs({
+        healthz: `${url}/healthz`,
+        readyz: `${url}/readyz`,
+        metrics: `${url}/metrics`,
+        status: `${url}/status`
+      }))
+    }
     const tags = [Os.hostname()]
 
     const report = Effect.gen(function*() {
@@ -393,7 +438,7 @@ const runNode = (options: Options) => {
   // Under the launcher, logs go to stderr, one logfmt line each; stdout carries the reports.
   const logging = options.report === "json" ? Logger.layer([Logger.withConsoleError(Logger.formatLogFmt)]) : Layer.empty
   return program.pipe(
-    Effect.provide(node),
+    Effect.provide(withOperations),
     // Reported here, inside the logging layer (a failure to listen, for example), rather than by runMain.
     Effect.tapCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logError(cause)),
     Effect.provide(logging)
@@ -409,7 +454,10 @@ const command = Command.make("03_node", flags, (input) =>
     seeds: input.seeds,
     data: Option.getOrUndefined(input.data),
     strategy: input.strategy,
-    report: input.report
+    report: input.report,
+    httpPort: input.httpPort,
+    httpHost: input.httpHost,
+    httpMinPeers: input.httpMinPeers
   })).pipe(
     Command.withDescription("One dstate node over TCP, publishing its machine's CPU and memory."),
     Command.validate(({ data, memory }) =>

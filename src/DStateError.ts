@@ -316,6 +316,25 @@ export class NotARunner extends Schema.TaggedError<NotARunner>()("NotARunner", {
 }
 
 /**
+ * A node's `/status` could not be read: the request failed, the node
+ * answered with another code than 200 (`status`; 401 for a missing or wrong
+ * token), or the body did not decode against `HttpOperations.Status`.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class StatusUnavailable extends Schema.TaggedError<StatusUnavailable>()("StatusUnavailable", {
+  url: Schema.String,
+  status: Schema.optionalKey(Schema.Int),
+  reason: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {
+  override get message() {
+    return `cannot read the status of ${this.url}: ${this.reason}`
+  }
+}
+
+/**
  * Every error an inbound frame can produce.
  *
  * @category errors

@@ -1,9 +1,13 @@
 /**
- * Diagnostics of replication: per-peer sync status, per-state counters and
- * the health of every registered state.
+ * Diagnostics of replication: per-peer sync status, per-state counters, the
+ * health of every registered state, and what operations endpoints report:
+ * liveness (every state actor answers), readiness (the initial exchange is
+ * done and the store accepts saves) and the status of each state (views
+ * held, staleness, sync status, counters).
  *
  * @since 0.1.0
  */
+import type { Generation } from "./Generation.ts"
 import type { NodeId } from "./NodeId.ts"
 import type { ViewMap } from "./StateView.ts"
 
@@ -74,7 +78,7 @@ export interface StateSyncMetrics {
   readonly delayed: number
   /** Periodic full syncs that sent a snapshot (ticks with no change send nothing and are not counted). */
   readonly periodicSyncs: number
-  /** Saves that failed (the mutation was not committed). */
+  /** Mutations not committed because the save covering them failed. */
   readonly persistenceFailures: number
 }
 
@@ -127,6 +131,90 @@ export interface StateHealth {
 export interface SystemHealth {
   readonly status: HealthStatus
   readonly states: ReadonlyArray<StateHealth>
+}
+
+/**
+ * Whether one state on this node is ready: no member's view is awaited (the
+ * join exchange with every current member of the state is done) and its last
+ * save did not fail.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface StateReadiness {
+  readonly stateName: string
+  /** Members of the state whose view has not arrived yet (sorted). */
+  readonly awaiting: ReadonlyArray<NodeId>
+  /** The error of the last save, while the last save failed (cleared by the next successful one). */
+  readonly lastSaveFailure: string | undefined
+}
+
+/**
+ * Whether this node is ready to serve: it is not shutting down, at least one
+ * state is registered, and every state is ready (see `StateReadiness`).
+ * `reasons` says what is missing, one line each, empty when ready.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Readiness {
+  readonly ready: boolean
+  readonly reasons: ReadonlyArray<string>
+  readonly states: ReadonlyArray<StateReadiness>
+}
+
+/**
+ * Whether this node's machinery runs: the registry is not shutting down and
+ * every state actor handled a probe in time. `failing` names the states
+ * whose actor did not (stopped, or busy past the timeout).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Liveness {
+  readonly alive: boolean
+  readonly shuttingDown: boolean
+  readonly failing: ReadonlyArray<string>
+}
+
+/**
+ * One view a node holds of a state, as an operator sees it.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ViewStatus {
+  /** The owner of the view. */
+  readonly node: NodeId
+  /** The owner's generation held here. */
+  readonly generation: Generation
+  /** The wire version the view arrived in. */
+  readonly wireVersion: number
+  /** Milliseconds since the view was last synced (0 for this node's own view). */
+  readonly stalenessMillis: number
+  /** A newer generation announced by the change feed and not pulled yet. */
+  readonly pendingRemote: Generation | undefined
+}
+
+/**
+ * Everything one node reports of one state: its own generation, the views it
+ * holds, the members awaited, per-peer sync status and the counters.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface StateStatus {
+  readonly stateName: string
+  /** This node's own generation of the state. */
+  readonly generation: Generation
+  /** Every view held, this node's own included, sorted by owner. */
+  readonly views: ReadonlyArray<ViewStatus>
+  /** Members whose view has not arrived yet. */
+  readonly awaiting: ReadonlyArray<NodeId>
+  readonly syncStatus: ReadonlyArray<PeerSyncStatus>
+  readonly metrics: StateSyncMetrics
+  /** The error of the last save, while the last save failed. */
+  readonly lastSaveFailure: string | undefined
 }
 
 /**

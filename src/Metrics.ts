@@ -48,7 +48,7 @@ export const state = {
   immediate: counter("dstate_immediate", "Mutations whose urgency was Immediate."),
   delayed: counter("dstate_delayed", "Mutations whose urgency was Delayed."),
   periodicSyncs: counter("dstate_periodic_syncs", "Periodic full syncs that sent a snapshot (ticks with no change send nothing and are not counted)."),
-  persistenceFailures: counter("dstate_persistence_failures", "Saves that failed (the mutation was not committed).")
+  persistenceFailures: counter("dstate_persistence_failures", "Mutations not committed because the save covering them failed.")
 }
 
 /**

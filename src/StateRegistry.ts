@@ -5,15 +5,18 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Layer, PubSub, Result, Schedule, Scope, Stream } from "effect"
+import { Context, Duration, Effect, Layer, type Option, PubSub, Result, Schedule, Scope, Stream } from "effect"
 import { ActorRuntime, type MailboxCapacity } from "./ActorRuntime.ts"
 import { ClusterEvents } from "./ClusterEvents.ts"
 import type {
   HealthStatus,
   InboundMetrics,
+  Liveness,
   Observer as ViewObserver,
   PeerSyncStatus,
+  Readiness,
   StateHealth,
+  StateStatus,
   StateSyncMetrics,
   SystemHealth
 } from "./Diagnostics.ts"
@@ -39,7 +42,7 @@ import * as Shard from "./internal/shard.ts"
 import * as Metrics from "./Metrics.ts"
 import type { NodeId } from "./NodeId.ts"
 import { StatePersistence } from "./StatePersistence.ts"
-import type { StateView, ViewMap } from "./StateView.ts"
+import type { StateView, ViewDiff, ViewMap } from "./StateView.ts"
 import { type BatchedChangeFeed, MaxFrameBytes, type SyncMessage } from "./SyncMessage.ts"
 import * as SyncStrategy from "./SyncStrategy.ts"
 
@@ -122,6 +125,21 @@ export interface StateHandle<S, V> {
   readonly snapshot: Effect.Effect<ViewMap<V>>
   /** The view map now and after every change. */
   readonly changes: Stream.Stream<ViewMap<V>>
+  /**
+   * One owner's view now (`None` while none is held) and after each change: a new generation, its
+   * arrival or its removal (a refreshed `syncedAt` alone is not a change). Latest value only: a
+   * consumer slower than the changes gets the newest view, never a backlog.
+   */
+  readonly changesOf: (owner: NodeId) => Stream.Stream<Option.Option<StateView<V>>>
+  /**
+   * Every owner's changes as `Added` / `Updated` / `Removed` events, each with the previous and the
+   * current view, starting with an `Added` for every view held at subscription (this node's own
+   * included). `Updated` means a new generation (a refreshed `syncedAt` or a change-feed marker alone
+   * is not a change). Events come in the order the view map changed. A consumer slower than the changes gets
+   * them conflated: at most one pending event per owner, from the view it last saw to the one held
+   * now (an add and a removal in between cancel out), in the order of each owner's first pending change.
+   */
+  readonly diffs: Stream.Stream<ViewDiff<V>>
   /** This node's own view. */
   readonly local: Effect.Effect<StateView<V>>
   /** This node's private state (owner only). */
@@ -244,6 +262,18 @@ export class StateRegistry extends Context.Service<StateRegistry, {
   readonly health: Effect.Effect<SystemHealth>
   /** Counters of inbound frames that reached no state. */
   readonly inboundMetrics: Effect.Effect<InboundMetrics>
+  /**
+   * Whether the node's machinery runs: the registry is not shutting down, and every state actor handles
+   * a probe (queued behind the messages already waiting) within `timeout`.
+   */
+  liveness(timeout: Duration.Input): Effect.Effect<Liveness>
+  /**
+   * Whether the node is ready to serve: not shutting down, at least one state registered, and for every
+   * state the join exchange with each current member done (its view held) and the last save not failed.
+   */
+  readonly readiness: Effect.Effect<Readiness>
+  /** The status of every registered state (views held, staleness, sync status, counters), by name. */
+  readonly status: Effect.Effect<ReadonlyArray<StateStatus>>
 }>()("dstate/StateRegistry")  {}
 
 /**
@@ -427,6 +457,41 @@ export const layer: Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEven
       return handle as HandleOf<T>
     })
 
+    // Added last, run first when the node stops: from then on readiness and liveness report the shutdown.
+    let shuttingDown = false
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        shuttingDown = true
+      })
+    )
+    const byName = () => [...shards.values()].sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+
+    const liveness = Effect.fnUntraced(function*(timeout: Duration.Input) {
+      const failing: Array<string> = []
+      yield* Effect.forEach(byName(), (shard) =>
+        shard.probe.pipe(
+          Effect.timeout(timeout),
+          Effect.catch(() => Effect.sync(() => failing.push(shard.name)))
+        ), { concurrency: "unbounded", discard: true })
+      failing.sort()
+      return { alive: !shuttingDown && failing.length === 0, shuttingDown, failing } satisfies Liveness
+    })
+
+    const readiness = Effect.gen(function*() {
+      const states = yield* Effect.forEach(byName(), (shard) => shard.readiness)
+      const reasons: Array<string> = []
+      if (shuttingDown) reasons.push("the node is shutting down")
+      if (states.length === 0) reasons.push("no state is registered yet")
+      for (const state of states) {
+        if (state.awaiting.length > 0) {
+          reasons.push(`state "${state.stateName}" awaits the view of ${state.awaiting.join(", ")}`)
+        }
+        // The store's error names the state ("save of state ... failed: ...").
+        if (state.lastSaveFailure !== undefined) reasons.push(state.lastSaveFailure)
+      }
+      return { ready: reasons.length === 0, reasons, states } satisfies Readiness
+    })
+
     return StateRegistry.of({
       nodeId: runtime.nodeId,
       register: register as StateRegistry["Service"]["register"],
@@ -446,7 +511,10 @@ export const layer: Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEven
         for (const shard of shards.values()) states.push(yield* shard.health(staleAfter))
         return { status: worst(states.map((s) => s.status)), states }
       }),
-      inboundMetrics: Effect.sync(() => ({ ...inbound.values }))
+      inboundMetrics: Effect.sync(() => ({ ...inbound.values })),
+      liveness,
+      readiness,
+      status: Effect.suspend(() => Effect.forEach(byName(), (shard) => shard.status))
     })
   })
 )
@@ -511,6 +579,8 @@ const makeHandle = (shard: Shard.Shard<any, any, any>, nodeId: NodeId): unknown 
     query: shard.query,
     snapshot: shard.snapshot,
     changes: shard.changes,
+    changesOf: shard.changesOf,
+    diffs: shard.diffs,
     local: shard.local,
     state: shard.state,
     syncStatus: shard.syncStatus,

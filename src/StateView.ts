@@ -41,3 +41,34 @@ export interface StateView<V> {
  * @since 0.1.0
  */
 export type ViewMap<V> = ReadonlyMap<NodeId, StateView<V>>
+
+/**
+ * One owner's view changed in a view map (see `StateHandle.diffs`): it was
+ * added (`previous` undefined), updated (both defined) or removed (`current`
+ * undefined).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type ViewDiff<V> =
+  | { readonly _tag: "Added"; readonly owner: NodeId; readonly previous: undefined; readonly current: StateView<V> }
+  | { readonly _tag: "Updated"; readonly owner: NodeId; readonly previous: StateView<V>; readonly current: StateView<V> }
+  | { readonly _tag: "Removed"; readonly owner: NodeId; readonly previous: StateView<V>; readonly current: undefined }
+
+/**
+ * A diff from what was held of `owner` to what is held now (`undefined`:
+ * nothing), or `undefined` when both are nothing.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const diff = <V>(
+  owner: NodeId,
+  previous: StateView<V> | undefined,
+  current: StateView<V> | undefined
+): ViewDiff<V> | undefined =>
+  previous === undefined
+    ? current === undefined ? undefined : { _tag: "Added", owner, previous, current }
+    : current === undefined
+    ? { _tag: "Removed", owner, previous, current }
+    : { _tag: "Updated", owner, previous, current }

@@ -5,7 +5,7 @@
  * stop reading, failure detection and reconnection, TLS).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, PubSub, Redacted, Result, Scope } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option, PubSub, Redacted, Result, Scope, Stream } from "effect"
 import { ActorRuntime, ClusterEvents, NodeId, StateRegistry, SyncMessage } from "dstate"
 import { Fixtures } from "dstate/testing"
 import { execFileSync } from "node:child_process"
@@ -584,6 +584,35 @@ describe("TcpRuntime: membership", () => {
           for (const view of views.values()) assert.deepStrictEqual(view.value, { value: 0 })
         }
       }), { timeout: "3 seconds", what: "both views on both nodes" })
+    }), 20_000)
+
+  it.live("changesOf and diffs over TCP: exact events for a peer's mutations and its leave", () =>
+    Effect.gen(function*() {
+      const a = yield* registryNode()
+      const b = yield* registryNode({ seeds: [transportOf(a.node).address] })
+      yield* eventually(Effect.map(a.counter.snapshot, (views) => views.has(b.node.id)), { timeout: "3 seconds", what: "b's view on a" })
+      const age = (view: { readonly source: string; readonly generation: { readonly age: number } } | undefined) =>
+        view === undefined ? "none" : `${view.source === a.node.id ? "a" : "b"}@${view.generation.age}`
+      const ofB: Array<string> = []
+      const diffs: Array<string> = []
+      yield* Stream.runForEach(a.counter.changesOf(b.node.id), (o) => Effect.sync(() => ofB.push(age(Option.getOrUndefined(o))))).pipe(
+        Effect.forkChild
+      )
+      yield* Stream.runForEach(a.counter.diffs, (d) => Effect.sync(() => diffs.push(`${d._tag} ${age(d.previous)} -> ${age(d.current)}`)))
+        .pipe(Effect.forkChild)
+      yield* eventually(Effect.sync(() => ofB.length === 1 && diffs.length === 2), { timeout: "2 seconds", what: "the first events" })
+      for (let i = 0; i < 2; i++) yield* Effect.orDie(b.counter.mutate((s) => ({ value: s.value + 1 })))
+      yield* eventually(Effect.sync(() => ofB.at(-1) === "b@2"), { timeout: "3 seconds", what: "b@2 on a" })
+      yield* Scope.close(b.node.scope, Exit.void)
+      yield* eventually(Effect.sync(() => ofB.at(-1) === "none"), { timeout: "3 seconds", what: "b's leave on a" })
+      // Two mutations in two turns may reach a as one snapshot (coalesced push) or two.
+      const updates = ofB.length === 4 ? ["b@1", "b@2"] : ["b@2"]
+      assert.deepStrictEqual(ofB, ["b@0", ...updates, "none"])
+      assert.deepStrictEqual(diffs.slice(0, 2).sort(), ["Added none -> a@0", "Added none -> b@0"])
+      assert.deepStrictEqual(diffs.slice(2), [
+        ...(updates.length === 2 ? ["Updated b@0 -> b@1", "Updated b@1 -> b@2"] : ["Updated b@0 -> b@2"]),
+        "Removed b@2 -> none"
+      ])
     }), 20_000)
 
   it.live("phi accrual: a silent peer is declared down within maxSilence", () =>

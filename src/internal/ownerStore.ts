@@ -2,10 +2,10 @@
  * The owner's state in its store: loading at startup (decoding, migrating
  * older storage versions, replaying a logged change tail; anything unusable
  * starts fresh with a new incarnation, never older than what was stored),
- * and the stored record of an owner state.
+ * the stored record of an owner state, and saving it.
  * @internal
  */
-import { Effect, Result } from "effect"
+import { Clock, Effect, Result } from "effect"
 import type * as DistributedState from "../DistributedState.ts"
 import { MigrationFailed, PersistenceFailed } from "../DStateError.ts"
 import * as Generation from "../Generation.ts"
@@ -146,3 +146,82 @@ export const load = Effect.fnUntraced(function*<S, V, D, C>(
   return { owner: undefined, floor }
 })
 
+
+/** Saves an owner state (and, for a logged state, the change that made it); nothing without persistence. */
+export const saver = <S, V, D, C>(
+  definition: DistributedState.DistributedState<S, V, D, C>,
+  codec: StateCodec<S, V, D>,
+  persistence: StatePersistence["Service"] | undefined
+) =>
+(owner: Owner<S, V>, change?: C | undefined): Effect.Effect<void, PersistenceFailed> =>
+  Effect.suspend(() => {
+    if (persistence === undefined) return Effect.void
+    const name = definition.name
+    const record = toRecord(definition, codec, owner)
+    if (Result.isFailure(record)) return Effect.fail(record.failure)
+    if (codec.encodeChange === undefined || change === undefined) return persistence.save(name, record.success)
+    const encoded = codec.encodeChange(change)
+    return Result.isSuccess(encoded)
+      ? persistence.save(name, record.success, { generation: owner.generation, value: encoded.success as StoredState["value"] })
+      : Effect.fail(
+        new PersistenceFailed({ stateName: name, operation: "save", reason: encoded.failure.reason, cause: encoded.failure })
+      )
+  })
+
+/**
+ * The owner state a shard starts with: the loaded one (saved again when it was migrated), or a fresh
+ * state in a new incarnation, never older than what the store held (saved at once).
+ */
+export const start = Effect.fnUntraced(function*<S, V, D, C>(
+  definition: DistributedState.DistributedState<S, V, D, C>,
+  codec: StateCodec<S, V, D>,
+  persistence: StatePersistence["Service"] | undefined,
+  save: (owner: Owner<S, V>) => Effect.Effect<void, PersistenceFailed>
+) {
+  const saveQuietly = (owner: Owner<S, V>) =>
+    save(owner).pipe(
+      Effect.catch((error) =>
+        Effect.logWarning("could not persist the state at startup").pipe(Effect.annotateLogs({ error: error.message }))
+      )
+    )
+  const wallNow = yield* Clock.currentTimeMillis
+  const loaded = persistence === undefined ? { owner: undefined, floor: undefined } : yield* load(definition, persistence, codec)
+  if (loaded.owner !== undefined) {
+    const owner: Owner<S, V> = { ...loaded.owner, view: projectView(definition, loaded.owner.state) }
+    if (loaded.migrated) yield* saveQuietly(owner)
+    return owner
+  }
+  const state = definition.initial()
+  const incarnation = Generation.nextIncarnation(wallNow, loaded.floor)
+  const owner: Owner<S, V> = {
+    generation: Generation.initial(incarnation),
+    state,
+    view: projectView(definition, state),
+    createdAt: wallNow,
+    modifiedAt: wallNow
+  }
+  yield* saveQuietly(owner)
+  return owner
+})
+
+/** The synchronous part of a mutation: the next owner state after `apply`, or the defect `apply` or the projection threw. */
+export const prepare = <S, V, D, C>(
+  definition: DistributedState.DistributedState<S, V, D, C>,
+  apply: (state: S) => { readonly state: S; readonly change: C | undefined },
+  before: Owner<S, V>,
+  nowMillis: number
+): Result.Result<{ readonly next: Owner<S, V>; readonly change: C | undefined }, unknown> => {
+  const result = Result.try({ try: () => apply(before.state), catch: (cause) => cause })
+  if (Result.isFailure(result)) return Result.fail(result.failure)
+  // Project before persisting: a projection that throws must not leave a persisted generation behind.
+  const view = Result.try({ try: () => projectView(definition, result.success.state), catch: (cause) => cause })
+  if (Result.isFailure(view)) return Result.fail(view.failure)
+  const next: Owner<S, V> = {
+    generation: Generation.next(before.generation),
+    state: result.success.state,
+    view: view.success,
+    createdAt: before.createdAt,
+    modifiedAt: nowMillis
+  }
+  return Result.succeed({ next, change: result.success.change })
+}

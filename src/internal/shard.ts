@@ -8,9 +8,16 @@
  * published map; stale views are pulled (`pulls.ts`).
  * @internal
  */
-import { Clock, Deferred, Duration, Effect, Exit, Fiber, PubSub, Result, Scope, Stream, SubscriptionRef } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, type Option, PubSub, Result, Scope, Stream, SubscriptionRef } from "effect"
 import type { ActorRef, ActorRuntime, MailboxCapacity } from "../ActorRuntime.ts"
-import type { Observer, PeerSyncStatus, StateHealth, StateSyncMetrics } from "../Diagnostics.ts"
+import type {
+  Observer,
+  PeerSyncStatus,
+  StateHealth,
+  StateReadiness,
+  StateStatus,
+  StateSyncMetrics
+} from "../Diagnostics.ts"
 import type * as DistributedState from "../DistributedState.ts"
 import {
   type ActorStopped,
@@ -24,15 +31,17 @@ import * as Generation from "../Generation.ts"
 import * as Metrics from "../Metrics.ts"
 import type { NodeId } from "../NodeId.ts"
 import type { VersionMismatchPolicy } from "../StateRegistry.ts"
-import type { StatePersistence, StoredState } from "../StatePersistence.ts"
-import type { StateView, ViewMap } from "../StateView.ts"
+import type { StatePersistence } from "../StatePersistence.ts"
+import type { StateView, ViewDiff, ViewMap } from "../StateView.ts"
 import type { ChangeNotice, DeltaUpdate, FullSnapshot, RequestSnapshot, SyncMessage } from "../SyncMessage.ts"
 import type { SyncStrategy } from "../SyncStrategy.ts"
 import { isSucceeded } from "./actor.ts"
+import * as ChangeStreams from "./changeStreams.ts"
 import { makeStateCodec } from "./codec.ts"
 import * as MetricSeries from "./metricSeries.ts"
 import * as OwnerStore from "./ownerStore.ts"
 import * as DataMailbox from "./dataMailbox.ts"
+import * as GroupCommit from "./groupCommit.ts"
 import * as Pulls from "./pulls.ts"
 import * as StateFrames from "./stateFrames.ts"
 import * as Sync from "./sync/core.ts"
@@ -77,12 +86,15 @@ type Message<S, C> =
     /** Monotonic ms of the `mutate` call. */
     readonly startedAt: number
   }
+  /** Saves and commits the staged persisted mutations (`groupCommit.ts`). */
+  | { readonly _tag: "Flush" }
   | { readonly _tag: "Inbound"; readonly from: NodeId; readonly message: Inbound; readonly done?: Deferred.Deferred<void> }
   | { readonly _tag: "PeerJoined"; readonly node: NodeId }
   | { readonly _tag: "AwaitView"; readonly node: NodeId }
   | { readonly _tag: "PeerLeft"; readonly node: NodeId }
   | { readonly _tag: "Notice"; readonly source: NodeId; readonly generation: Generation.Generation }
   | { readonly _tag: "DelayDue" }
+  | { readonly _tag: "Probe"; readonly done: Deferred.Deferred<void> }
   | { readonly _tag: "PushDue" }
   | { readonly _tag: "PeriodicDue" }
 
@@ -102,11 +114,19 @@ export interface Shard<S, V, C> {
   readonly query: <A>(options: QueryOptions, f: (views: ViewMap<V>) => A) => Effect.Effect<A, StalePeer>
   readonly snapshot: Effect.Effect<ViewMap<V>>
   readonly changes: Stream.Stream<ViewMap<V>>
+  readonly changesOf: (owner: NodeId) => Stream.Stream<Option.Option<StateView<V>>>
+  readonly diffs: Stream.Stream<ViewDiff<V>>
   readonly state: Effect.Effect<S>
   readonly local: Effect.Effect<StateView<V>>
   readonly syncStatus: Effect.Effect<ReadonlyArray<PeerSyncStatus>>
   readonly metrics: Effect.Effect<StateSyncMetrics>
   readonly health: (staleAfterMillis: number) => Effect.Effect<StateHealth>
+  /** Completes once the actor has handled a probe sent now (it waits behind every message already queued). */
+  readonly probe: Effect.Effect<void, ActorStopped | MailboxFull>
+  /** Whether the initial exchange is done (no member's view awaited) and the last save succeeded. */
+  readonly readiness: Effect.Effect<StateReadiness>
+  /** What `/status` reports of this state: views held, staleness, sync status, counters. */
+  readonly status: Effect.Effect<StateStatus>
 }
 
 /**
@@ -140,44 +160,11 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     })
   )
   const annotate = Effect.annotateLogs({ state: name, node: self })
-  const project = (state: S): V => OwnerStore.projectView(definition, state)
   const pullTimeoutMillis = Duration.toMillis(options.pullTimeout)
 
   // ---- startup: load, migrate or start fresh -------------------------------------------------
-  const save = (owner: Sync.Owner<S, V>, change?: C | undefined) =>
-    Effect.suspend((): Effect.Effect<void, PersistenceFailed> => {
-      if (persistence === undefined) return Effect.void
-      const record = OwnerStore.toRecord(definition, codec, owner)
-      if (Result.isFailure(record)) return Effect.fail(record.failure)
-      if (codec.encodeChange === undefined || change === undefined) return persistence.save(name, record.success)
-      const encoded = codec.encodeChange(change)
-      return Result.isSuccess(encoded)
-        ? persistence.save(name, record.success, { generation: owner.generation, value: encoded.success as StoredState["value"] })
-        : Effect.fail(
-          new PersistenceFailed({ stateName: name, operation: "save", reason: encoded.failure.reason, cause: encoded.failure })
-        )
-    })
-  const saveQuietly = (owner: Sync.Owner<S, V>) =>
-    save(owner).pipe(
-      Effect.catch((error) =>
-        Effect.logWarning("could not persist the state at startup").pipe(Effect.annotateLogs({ error: error.message }), annotate)
-      )
-    )
-
-  const wallNow = yield* Clock.currentTimeMillis
-  const loaded = persistence === undefined
-    ? { owner: undefined, floor: undefined }
-    : yield* OwnerStore.load(definition, persistence, codec).pipe(annotate)
-  let initialOwner: Sync.Owner<S, V>
-  if (loaded.owner !== undefined) {
-    initialOwner = { ...loaded.owner, view: project(loaded.owner.state) }
-    if (loaded.migrated) yield* saveQuietly(initialOwner)
-  } else {
-    const state = definition.initial()
-    const incarnation = Generation.nextIncarnation(wallNow, loaded.floor)
-    initialOwner = { generation: Generation.initial(incarnation), state, view: project(state), createdAt: wallNow, modifiedAt: wallNow }
-    yield* saveQuietly(initialOwner)
-  }
+  const save = OwnerStore.saver(definition, codec, persistence)
+  const initialOwner = yield* OwnerStore.start(definition, codec, persistence, save).pipe(annotate)
 
   // ---- the core --------------------------------------------------------------------------------
   const observer = env.observer
@@ -320,25 +307,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   }
 
   // ---- mutations ------------------------------------------------------------------------------
-  /** The synchronous part of a mutation: the next owner state, or the defect `apply` or `project` threw. */
-  const prepareMutation = (
-    apply: Apply<S, C>
-  ): Result.Result<{ readonly next: Sync.Owner<S, V>; readonly change: C | undefined }, unknown> => {
-    const before = core.owner
-    const result = Result.try({ try: () => apply(before.state), catch: (cause) => cause })
-    if (Result.isFailure(result)) return Result.fail(result.failure)
-    // Project before persisting: a projection that throws must not leave a persisted generation behind.
-    const view = Result.try({ try: () => project(result.success.state), catch: (cause) => cause })
-    if (Result.isFailure(view)) return Result.fail(view.failure)
-    const next: Sync.Owner<S, V> = {
-      generation: Generation.next(before.generation),
-      state: result.success.state,
-      view: view.success,
-      createdAt: before.createdAt,
-      modifiedAt: clock.currentTimeMillisUnsafe()
-    }
-    return Result.succeed({ next, change: result.success.change })
-  }
+  const prepareMutation = (apply: Apply<S, C>, before: Sync.Owner<S, V>) =>
+    OwnerStore.prepare(definition, apply, before, clock.currentTimeMillisUnsafe())
 
   /** Makes a persisted (or unpersisted) mutation visible, acknowledges it, and sends what the core says. */
   const commit = (
@@ -354,31 +324,52 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     return sent
   }
 
+  /** The error of the last save, while the last save failed (readiness reports it). */
+  let lastSaveFailure: string | undefined
+
+  /** A mutation without persistence that went through the mailbox (the actor was busy or paused). */
   const onMutate = (
     apply: Apply<S, C>,
     done: Deferred.Deferred<Committed<S>, PersistenceFailed>,
     startedAt: number
   ): Effect.Effect<void> => {
-    const prepared = prepareMutation(apply)
+    const prepared = prepareMutation(apply, core.owner)
     if (Result.isFailure(prepared)) return Deferred.die(done, prepared.failure)
-    const { change, next } = prepared.success
-    if (persistence === undefined) return commit(next, change, done, startedAt)
-    const saveStarted = monotonicNow()
-    return save(next, change).pipe(
-      Effect.onExit(() => Effect.sync(() => saveLatency.observe(monotonicNow() - saveStarted))),
-      Effect.matchEffect({
-        onFailure: (error) => {
-          count("persistenceFailures")
-          return Effect.logWarning("mutation not committed: persistence failed").pipe(
-            Effect.annotateLogs({ error: error.message, age: core.owner.generation.age }),
-            annotate,
-            Effect.andThen(Deferred.fail(done, error))
-          )
-        },
-        onSuccess: () => commit(next, change, done, startedAt)
-      })
-    )
+    return commit(prepared.success.next, prepared.success.change, done, startedAt)
   }
+
+  // The bound applies to data (mutations and inbound sync messages; `register` checked it). Control messages
+  // (membership, timers, feed markers, flushes) are never dropped: losing a leave would leave a ghost view behind.
+  const capacity = options.mailbox === "unbounded" ? Number.POSITIVE_INFINITY : options.mailbox
+  /** Persisted mutations: staged, saved in batches by `Flush`, committed once durable (see `groupCommit.ts`). */
+  const flushMessage: Message<S, C> = { _tag: "Flush" }
+  const groupCommit = persistence === undefined ? undefined : GroupCommit.make<S, V, C>({
+    capacity,
+    full: new MailboxFull({ actor: `state/${name}`, capacity }),
+    prepare: prepareMutation,
+    durable: () => core.owner,
+    save: (owner, change) => {
+      const started = monotonicNow()
+      return save(owner, change).pipe(
+        Effect.onExit(() => Effect.sync(() => saveLatency.observe(monotonicNow() - started))),
+        Effect.tap(() =>
+          Effect.sync(() => {
+            lastSaveFailure = undefined
+          })
+        )
+      )
+    },
+    commit,
+    failed: (error, mutations) => {
+      count("persistenceFailures", mutations)
+      lastSaveFailure = error.message
+      return Effect.logWarning("mutations not committed: persistence failed").pipe(
+        Effect.annotateLogs({ error: error.message, age: core.owner.generation.age, mutations }),
+        annotate
+      )
+    },
+    tellFlush: Effect.suspend(() => Effect.ignore((actor.tellOrRun ?? actor.tell)(flushMessage)))
+  })
 
   /**
    * A mutation without persistence on an idle actor: handled at once in the caller's fiber, without a
@@ -389,7 +380,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     if (persistence !== undefined || runIfIdle === undefined) return undefined
     let outcome: Result.Result<Committed<S>, unknown> | undefined
     const rest = runIfIdle(() => {
-      const prepared = prepareMutation(apply)
+      const prepared = prepareMutation(apply, core.owner)
       if (Result.isFailure(prepared)) {
         outcome = Result.fail(prepared.failure)
         return Effect.void
@@ -413,6 +404,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     switch (message._tag) {
       case "Mutate":
         return onMutate(message.apply, message.done, message.startedAt)
+      case "Flush":
+        return groupCommit === undefined ? Effect.void : groupCommit.flush
       case "Inbound": {
         const { from, message: m } = message
         const input: Sync.Input<S, V, C> = m._tag === "RequestSnapshot"
@@ -436,18 +429,16 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
       case "DelayDue":
         delayed = undefined
         return run(Sync.step(core, { _tag: "DelayDue" }, monotonicNow()))
+      case "Probe":
+        return Deferred.succeed(message.done, undefined)
       case "PushDue":
       case "PeriodicDue":
         return run(Sync.step(core, message, monotonicNow()))
     }
   }
 
-  // The bound applies to data (mutations and inbound sync messages). Control messages (membership,
-  // timers, feed markers) are never dropped: losing a leave would leave a ghost view behind.
-  // `register` checked the capacity.
-  const capacity = options.mailbox === "unbounded" ? Number.POSITIVE_INFINITY : options.mailbox
   const mailbox = DataMailbox.make(capacity, new MailboxFull({ actor: `state/${name}`, capacity }))
-  const depth = MetricSeries.gauge(Metrics.mailboxDepth, metricContext, mailbox.size)
+  const depth = MetricSeries.gauge(Metrics.mailboxDepth, metricContext, () => mailbox.size() + (groupCommit?.size() ?? 0))
   yield* Effect.addFinalizer(() => Effect.sync(depth.remove))
   const resync = Effect.suspend(() => {
     const peers = mailbox.takeResync()
@@ -469,6 +460,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     onDefect: (m, defect) =>
       m._tag === "Mutate"
         ? Deferred.die(m.done, defect).pipe(Effect.asVoid)
+        : m._tag === "Flush" && groupCommit !== undefined
+        ? groupCommit.aborted(defect)
         : m._tag === "Inbound" && m.done !== undefined
         ? Deferred.succeed(m.done, undefined).pipe(Effect.asVoid)
         : Effect.void
@@ -522,6 +515,12 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     ).pipe(annotate)
   }
 
+  const changes = Stream.unwrap(Effect.sync(() => {
+    core.views.subscribed = true
+    core.views.handedOut = true
+    return SubscriptionRef.changes(views)
+  }))
+
   return {
     name,
     definition,
@@ -543,25 +542,52 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     markStale: (source, generation) => tellControl({ _tag: "Notice", source, generation }),
     mutate: (apply) =>
       Effect.suspend(() => {
+        if (groupCommit !== undefined) return groupCommit.mutate(apply, monotonicNow())
         const now = mutateNow(apply)
         if (now !== undefined) return now
         const done = Deferred.makeUnsafe<Committed<S>, PersistenceFailed>()
         const handled = Effect.andThen(runData({ _tag: "Mutate", apply, done, startedAt: monotonicNow() }), Deferred.await(done))
-        // The reply resumes this fiber inside the actor's turn: without persistence, let the actor finish
-        // it first, so that the caller's next mutation finds it idle instead of queueing behind it.
-        return persistence === undefined ? Effect.tap(handled, () => Effect.yieldNow) : handled
+        // The reply resumes this fiber inside the actor's turn: let the actor finish it first, so that the
+        // caller's next mutation finds it idle instead of queueing behind it.
+        return Effect.tap(handled, () => Effect.yieldNow)
       }),
     query: queries.query,
     snapshot: Effect.sync(() => core.views.handOut()),
-    changes: Stream.unwrap(Effect.sync(() => {
-      core.views.subscribed = true
-      core.views.handedOut = true
-      return SubscriptionRef.changes(views)
-    })),
+    changes,
+    changesOf: (owner) => ChangeStreams.changesOf(changes, owner),
+    diffs: ChangeStreams.diffs(changes),
     state: Effect.sync(() => core.owner.state),
     local: Effect.sync(() => core.views.get(self)!),
     syncStatus: Effect.sync(() => core.peers.report(core.owner.generation, self)),
     metrics: Effect.sync(() => ({ ...counters.values })),
-    health: (staleAfterMillis) => Effect.sync(() => Pulls.health(core, name, monotonicNow(), staleAfterMillis))
+    health: (staleAfterMillis) => Effect.sync(() => Pulls.health(core, name, monotonicNow(), staleAfterMillis)),
+    probe: Effect.suspend(() => {
+      const done = Deferred.makeUnsafe<void>()
+      return Effect.andThen(actor.tell({ _tag: "Probe", done }), Deferred.await(done))
+    }),
+    readiness: Effect.sync((): StateReadiness => ({
+      stateName: name,
+      awaiting: [...core.awaited].sort(),
+      lastSaveFailure
+    })),
+    status: Effect.sync((): StateStatus => {
+      const now = monotonicNow()
+      const views = [...core.views.current.values()].sort((a, b) => a.source < b.source ? -1 : a.source > b.source ? 1 : 0)
+      return {
+        stateName: name,
+        generation: core.owner.generation,
+        views: views.map((view) => ({
+          node: view.source,
+          generation: view.generation,
+          wireVersion: view.wireVersion,
+          stalenessMillis: view.source === self ? 0 : Math.max(0, now - view.syncedAt),
+          pendingRemote: view.pendingRemote
+        })),
+        awaiting: [...core.awaited].sort(),
+        syncStatus: core.peers.report(core.owner.generation, self),
+        metrics: { ...counters.values },
+        lastSaveFailure
+      }
+    })
   }
 })
