@@ -13,6 +13,18 @@ import type { NodeId } from "../NodeId.ts"
 import { frameHeaderBytes, protocolVersion, type SyncMessage } from "../SyncMessage.ts"
 import * as Wire from "./wire.ts"
 
+/**
+ * Writes the one frame header of the library into `target` at `offset` (9 bytes): the length of what follows
+ * the length field (u32 BE: 5 header bytes and `body`), the protocol byte, and the CRC32 of `body` (u32 BE).
+ * Registry frames and the TCP transport's frames both carry it.
+ */
+export const writeHeader = (target: Uint8Array, offset: number, protocol: number, body: Uint8Array): void => {
+  const view = new DataView(target.buffer, target.byteOffset + offset, frameHeaderBytes)
+  view.setUint32(0, frameHeaderBytes - 4 + body.length)
+  target[offset + 4] = protocol
+  view.setUint32(5, crc32(body))
+}
+
 /** Encodes a message into one frame (a fresh, independently owned buffer). */
 export const encodeFrame = (
   message: Wire.Envelope,
@@ -23,10 +35,7 @@ export const encodeFrame = (
   if (size > maxFrameBytes) return Result.fail(new MessageTooLarge({ size, limit: maxFrameBytes }))
   const frame = new Uint8Array(size)
   Wire.encodeInto(message, frame, frameHeaderBytes)
-  const view = new DataView(frame.buffer)
-  view.setUint32(0, size - 4)
-  frame[4] = protocolVersion
-  view.setUint32(5, crc32(frame.subarray(frameHeaderBytes)))
+  writeHeader(frame, 0, protocolVersion, frame.subarray(frameHeaderBytes))
   return Result.succeed(frame)
 }
 

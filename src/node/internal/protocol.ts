@@ -34,6 +34,7 @@ import { SchemaBinary } from "effect/encoding"
 import { createHmac, timingSafeEqual } from "node:crypto"
 import { crc32 } from "node:zlib"
 import { MalformedMessage, MessageTooLarge } from "../../DStateError.ts"
+import { writeHeader } from "../../internal/codec.ts"
 import { NodeId } from "../../NodeId.ts"
 
 /** The transport protocol this node speaks (its handshake order is part of it). */
@@ -153,10 +154,7 @@ const decodeMessage = Schema.decodeUnknownResult(codec)
 
 const header = (protocol: number, body: Uint8Array): Uint8Array => {
   const bytes = new Uint8Array(headerBytes)
-  const view = new DataView(bytes.buffer)
-  view.setUint32(0, headerBytes - 4 + body.length)
-  bytes[4] = protocol
-  view.setUint32(5, crc32(body))
+  writeHeader(bytes, 0, protocol, body)
   return bytes
 }
 
@@ -194,7 +192,7 @@ export const encode = (
   const size = headerBytes + body.length
   if (size > maxFrameBytes) return Result.fail(new MessageTooLarge({ size, limit: maxFrameBytes }))
   const frame = new Uint8Array(size)
-  frame.set(header(transportProtocol, body))
+  writeHeader(frame, 0, transportProtocol, body)
   frame.set(body, headerBytes)
   return Result.succeed(frame)
 }
