@@ -9,7 +9,6 @@ import { Context, Duration, Effect, Layer, type Option, PubSub, Result, Schedule
 import { ActorRuntime, type MailboxCapacity } from "./ActorRuntime.ts"
 import { ClusterEvents } from "./ClusterEvents.ts"
 import type {
-  HealthStatus,
   InboundMetrics,
   Liveness,
   Observer as ViewObserver,
@@ -36,7 +35,7 @@ import {
 import type { Generation } from "./Generation.ts"
 import * as ChangeFeed from "./internal/changeFeed.ts"
 import * as MetricSeries from "./internal/metricSeries.ts"
-import * as Check from "./internal/options.ts"
+import { checkDefinition, checkOptions, makeHandle, worst } from "./internal/registration.ts"
 import { decodeFrame } from "./internal/codec.ts"
 import * as Shard from "./internal/shard.ts"
 import * as Metrics from "./Metrics.ts"
@@ -536,68 +535,6 @@ export const layerWith = (
 }
 
 const FEED_GROUP = "dstate/feed"
-
-/** A definition `register` can run: a name of 1 to 256 characters, `change` and `applyChange` both or neither. */
-const checkDefinition = Effect.fnUntraced(function*(definition: DistributedState.Any) {
-  const checker = { module: "DistributedState", stateName: definition.name }
-  const name = definition.name
-  if (typeof name !== "string" || name.length === 0 || name.length > 256) {
-    return yield* Check.invalid(checker, "name", name, "must have 1 to 256 characters")
-  }
-  if (definition._tag === "Delta" && (definition.change === undefined) !== (definition.applyChange === undefined)) {
-    return yield* definition.change === undefined
-      ? Check.invalid(checker, "change", undefined, "must be given with applyChange")
-      : Check.invalid(checker, "applyChange", undefined, "must be given with change")
-  }
-})
-
-/** The shard options of `register`'s options, or `InvalidOptions` for one out of range. */
-const checkOptions = Effect.fnUntraced(function*(stateName: string, options: RegisterOptions | undefined) {
-  const checker = { module: "StateRegistry.register", stateName }
-  const versionMismatchPolicy = options?.versionMismatchPolicy ?? "KeepStale"
-  if (versionMismatchPolicy !== "KeepStale" && versionMismatchPolicy !== "DropAndWait") {
-    return yield* Check.invalid(checker, "versionMismatchPolicy", versionMismatchPolicy, "must be \"KeepStale\" or \"DropAndWait\"")
-  }
-  const shardOptions: Shard.ShardOptions = {
-    strategy: options?.strategy ?? SyncStrategy.activePush(),
-    persist: options?.persist ?? true,
-    pullTimeout: yield* Check.duration(checker, "pullTimeout", options?.pullTimeout ?? "5 seconds", "positive"),
-    versionMismatchPolicy,
-    mailbox: yield* Check.mailbox(checker, "mailbox", options?.mailbox ?? 10_000)
-  }
-  return shardOptions
-})
-
-const severity: Record<HealthStatus, number> = { Healthy: 0, Degraded: 1, Unhealthy: 2 }
-const worst = (statuses: ReadonlyArray<HealthStatus>): HealthStatus =>
-  statuses.reduce<HealthStatus>((acc, s) => severity[s] > severity[acc] ? s : acc, "Healthy")
-
-const makeHandle = (shard: Shard.Shard<any, any, any>, nodeId: NodeId): unknown => {
-  const common = {
-    name: shard.name,
-    nodeId,
-    query: shard.query,
-    snapshot: shard.snapshot,
-    changes: shard.changes,
-    changesOf: shard.changesOf,
-    diffs: shard.diffs,
-    local: shard.local,
-    state: shard.state,
-    syncStatus: shard.syncStatus,
-    metrics: shard.metrics
-  }
-  return shard.definition._tag === "Simple"
-    ? {
-      ...common,
-      _tag: "Simple",
-      mutate: (f: (state: unknown) => unknown) => shard.mutate((state) => ({ state: f(state), change: undefined }))
-    }
-    : {
-      ...common,
-      _tag: "Delta",
-      mutateWithDelta: (f: (state: unknown) => { readonly state: unknown; readonly change: unknown }) => shard.mutate(f)
-    }
-}
 
 /**
  * Registers a state on this node (see `StateRegistry.register`).
