@@ -28,13 +28,19 @@ const consume = <A>(stream: Stream.Stream<A>, gate?: Deferred.Deferred<void>) =>
     return items
   })
 
+/** Two settled nodes with the counter registered, and node a's handle. */
+const twoNodes = Effect.gen(function*() {
+  const cluster = yield* TestCluster.make({ nodes: 2, setup: StateRegistry.register(Counter) })
+  const [a, b] = cluster.nodes
+  yield* cluster.settle
+  const handle = yield* handleOn(cluster, a, Counter)
+  return { a, b, cluster, handle }
+})
+
 describe("change streams", () => {
   it.effect("changesOf(owner): the owner's view now and after each change; None once it is gone", () =>
     Effect.gen(function*() {
-      const cluster = yield* TestCluster.make({ nodes: 2, setup: StateRegistry.register(Counter) })
-      const [a, b] = cluster.nodes
-      yield* cluster.settle
-      const handle = yield* handleOn(cluster, a, Counter)
+      const { a, b, cluster, handle } = yield* twoNodes
       const seen = yield* consume(Stream.map(handle.changesOf(b.id), (o) => age(Option.getOrUndefined(o))))
       yield* untilLength(seen, 1)
       for (let i = 0; i < 3; i++) {
@@ -52,10 +58,7 @@ describe("change streams", () => {
 
   it.effect("changesOf keeps only the latest value for a slow consumer", () =>
     Effect.gen(function*() {
-      const cluster = yield* TestCluster.make({ nodes: 2, setup: StateRegistry.register(Counter) })
-      const [a, b] = cluster.nodes
-      yield* cluster.settle
-      const handle = yield* handleOn(cluster, a, Counter)
+      const { b, cluster, handle } = yield* twoNodes
       const gate = yield* Deferred.make<void>()
       const seen = yield* consume(Stream.map(handle.changesOf(b.id), (o) => age(Option.getOrUndefined(o))), gate)
       for (let i = 0; i < 5; i++) {
@@ -70,10 +73,7 @@ describe("change streams", () => {
 
   it.effect("diffs: Added for every view held, then Updated / Added / Removed in the order the map changed", () =>
     Effect.gen(function*() {
-      const cluster = yield* TestCluster.make({ nodes: 2, setup: StateRegistry.register(Counter) })
-      const [a, b] = cluster.nodes
-      yield* cluster.settle
-      const handle = yield* handleOn(cluster, a, Counter)
+      const { a, b, cluster, handle } = yield* twoNodes
       const seen = yield* consume(Stream.map(handle.diffs, event))
       yield* untilLength(seen, 2)
       yield* mutateOn(cluster, b, Counter, bump)
@@ -100,10 +100,7 @@ describe("change streams", () => {
 
   it.effect("diffs conflates for a slow consumer: one event per owner from what it saw to what is held", () =>
     Effect.gen(function*() {
-      const cluster = yield* TestCluster.make({ nodes: 2, setup: StateRegistry.register(Counter) })
-      const [a, b] = cluster.nodes
-      yield* cluster.settle
-      const handle = yield* handleOn(cluster, a, Counter)
+      const { a, b, cluster, handle } = yield* twoNodes
       const gate = yield* Deferred.make<void>()
       const seen = yield* consume(Stream.map(handle.diffs, event), gate)
       for (let i = 0; i < 3; i++) {

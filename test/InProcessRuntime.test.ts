@@ -26,26 +26,6 @@ interface SimCluster extends RuntimeSuite.RuntimeCluster {
   readonly advance: (duration: Duration.Input) => Effect.Effect<void>
 }
 
-/** Delivers everything in flight, moving the clock only as far as deliveries need (as `TestCluster.settle`). */
-const settleNetwork = (network: SimNetwork.SimNetwork, running: () => Iterable<SimNode>, maxSteps = 100_000) =>
-  Effect.gen(function*() {
-    let quiet = 0
-    for (let step = 0; step < maxSteps; step++) {
-      yield* Effect.yieldNow
-      if (network.pendingWork() === 0) {
-        if (++quiet >= 8) return
-        continue
-      }
-      quiet = 0
-      let busy = 0
-      for (const node of running()) busy += node.endpoint.busy
-      const next = network.nextDeliveryAt()
-      const now = yield* Clock.currentTimeMillis
-      if (busy === 0 && next !== undefined && next > now) yield* TestClock.adjust(next - now)
-    }
-    return yield* Effect.die(new Error(`settle: still ${network.pendingWork()} units of work after ${maxSteps} steps`))
-  })
-
 const makeCluster = (count: number): Effect.Effect<SimCluster, never, Scope.Scope> =>
   Effect.gen(function*() {
     const network = yield* SimNetwork.make
@@ -84,7 +64,7 @@ const makeCluster = (count: number): Effect.Effect<SimCluster, never, Scope.Scop
 
     const nodes: Array<SimNode> = []
     for (let i = 0; i < count; i++) nodes.push(yield* addNode)
-    const settle = settleNetwork(network, () => running.values())
+    const settle = SimNetwork.settle(network)
 
     return {
       nodes,

@@ -14,6 +14,7 @@
  * @since 0.1.0
  */
 import { Clock, Deferred, Duration, Effect, Exit, Scope } from "effect"
+import { TestClock } from "effect/testing"
 import type { Inbound } from "../ActorRuntime.ts"
 import { NodeUnreachable, RequestRejected, RequestTimeout } from "../DStateError.ts"
 import type { NodeId } from "../NodeId.ts"
@@ -537,4 +538,32 @@ export const makeWith = Effect.fnUntraced(function*(options: Options): Effect.fn
  * @category errors
  * @since 0.1.0
  */
+/**
+ * Delivers every frame in flight and lets every actor go idle, moving the
+ * `TestClock` only as far as the next delivery needs (never past it while an
+ * actor is busy). The network counts as settled after eight quiet turns in a
+ * row; after `maxSteps` turns with work left it dies, naming the work left.
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const settle = (network: SimNetwork, maxSteps = 100_000): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    let quiet = 0
+    for (let step = 0; step < maxSteps; step++) {
+      yield* Effect.yieldNow
+      if (network.pendingWork() === 0) {
+        if (++quiet >= 8) return
+        continue
+      }
+      quiet = 0
+      const next = network.nextDeliveryAt()
+      const now = yield* Clock.currentTimeMillis
+      if (network.busyActors() === 0 && next !== undefined && next > now) yield* TestClock.adjust(next - now)
+    }
+    return yield* Effect.die(
+      new Error(`SimNetwork.settle: still ${network.pendingWork()} units of work after ${maxSteps} steps`)
+    )
+  })
+
 export { RequestRejected }

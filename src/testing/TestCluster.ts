@@ -12,7 +12,6 @@
  */
 import { Clock, Context, Effect, Exit, Layer, Scope } from "effect"
 import type { Duration } from "effect"
-import { TestClock } from "effect/testing"
 import { type ActorRef, ActorRuntime, type MailboxCapacity } from "../ActorRuntime.ts"
 import type { ClusterEvents } from "../ClusterEvents.ts"
 import * as NodeId from "../NodeId.ts"
@@ -246,24 +245,7 @@ export const make = Effect.fnUntraced(function*<E = never>(options: Options<E>):
 
   for (let i = 0; i < options.nodes; i++) yield* addNode()
 
-  const settle = Effect.gen(function*() {
-    let quiet = 0
-    for (let step = 0; step < maxSteps; step++) {
-      yield* Effect.yieldNow
-      if (network.pendingWork() === 0) {
-        if (++quiet >= 8) return
-        continue
-      }
-      quiet = 0
-      const busy = network.busyActors()
-      const next = network.nextDeliveryAt()
-      const now = yield* Clock.currentTimeMillis
-      if (busy === 0 && next !== undefined && next > now) yield* TestClock.adjust(next - now)
-    }
-    return yield* Effect.die(
-      new Error(`TestCluster.settle: still ${network.pendingWork()} units of work after ${maxSteps} steps`)
-    )
-  })
+  const settle = SimNetwork.settle(network, maxSteps)
 
   const cluster: TestCluster<E> = {
     get nodes() {
