@@ -35,7 +35,7 @@ import {
 import type { Generation } from "./Generation.ts"
 import * as ChangeFeed from "./internal/changeFeed.ts"
 import * as MetricSeries from "./internal/metricSeries.ts"
-import { checkDefinition, checkOptions, makeHandle, worst } from "./internal/registration.ts"
+import { checkDefinition, checkOptions, checkSettings, makeHandle, worst } from "./internal/registration.ts"
 import { decodeFrame } from "./internal/codec.ts"
 import * as Shard from "./internal/shard.ts"
 import * as Metrics from "./Metrics.ts"
@@ -116,10 +116,11 @@ export interface StateHandle<S, V> {
    * Runs `f` over the view map once every peer's view is at most
    * `maxStaleness` old, pulling stale ones first (concurrently, one pull per
    * peer however many queries wait). Fails with `StalePeer` when a peer cannot
-   * be brought up to date. The fast path reads an immutable map and does not
-   * touch the state's actor.
+   * be brought up to date, and with `InvalidOptions` when `maxStaleness` is
+   * not a non-negative duration. The fast path reads an immutable map and
+   * does not touch the state's actor.
    */
-  readonly query: <A>(options: QueryOptions, f: (views: ViewMap<V>) => A) => Effect.Effect<A, StalePeer>
+  readonly query: <A>(options: QueryOptions, f: (views: ViewMap<V>) => A) => Effect.Effect<A, StalePeer | InvalidOptions>
   /** The current view map, without any freshness check. */
   readonly snapshot: Effect.Effect<ViewMap<V>>
   /** The view map now and after every change. */
@@ -282,14 +283,13 @@ export class StateRegistry extends Context.Service<StateRegistry, {
  * @category layers
  * @since 0.1.0
  */
-export const layer: Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEvents> = Layer.effect(
+export const layer: Layer.Layer<StateRegistry, InvalidOptions, ActorRuntime | ClusterEvents> = Layer.effect(
   StateRegistry,
   Effect.gen(function*() {
     const runtime = yield* ActorRuntime
     const events = yield* ClusterEvents
     const persistence = yield* Effect.serviceOption(StatePersistence)
-    const maxFrameBytes = yield* MaxFrameBytes
-    const config = yield* Settings
+    const { config, healthStaleAfterMillis, maxFrameBytes } = yield* checkSettings(yield* Settings, yield* MaxFrameBytes)
     const scope = yield* Scope.Scope
     const shards = new Map<string, Shard.Shard<any, any, any>>()
     const handles = new Map<string, { readonly definition: DistributedState.Any; readonly handle: unknown }>()
@@ -503,9 +503,7 @@ export const layer: Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEven
         }),
       states: Effect.sync(() => [...shards.keys()]),
       health: Effect.gen(function*() {
-        const staleAfter = config.healthStaleAfter === undefined
-          ? Number.POSITIVE_INFINITY
-          : Duration.toMillis(Duration.fromInputUnsafe(config.healthStaleAfter))
+        const staleAfter = healthStaleAfterMillis
         const states: Array<StateHealth> = []
         for (const shard of shards.values()) states.push(yield* shard.health(staleAfter))
         return { status: worst(states.map((s) => s.status)), states }
@@ -526,7 +524,7 @@ export const layer: Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEven
  */
 export const layerWith = (
   options: Partial<Settings> & { readonly maxFrameBytes?: number | undefined }
-): Layer.Layer<StateRegistry, never, ActorRuntime | ClusterEvents> => {
+): Layer.Layer<StateRegistry, InvalidOptions, ActorRuntime | ClusterEvents> => {
   const { maxFrameBytes, ...config } = options
   return layer.pipe(
     Layer.provide(Layer.succeed(Settings, { ...Settings.defaultValue(), ...config })),

@@ -5,7 +5,8 @@
  *
  * @since 0.1.0
  */
-import { Duration } from "effect"
+import { Duration, Option } from "effect"
+import { InvalidOptions } from "./DStateError.ts"
 
 /**
  * Follow the state's sync strategy.
@@ -75,6 +76,11 @@ export const Immediate: SyncUrgency = { _tag: "Immediate" }
 export const Suppress: SyncUrgency = { _tag: "Suppress" }
 
 /**
+ * Send within `duration` (finite, zero or more). Any other input throws a
+ * typed `InvalidOptions` (module `SyncUrgency`, option `Delayed`); thrown from
+ * a state's `syncUrgency`, it is logged with the error and the mutation
+ * follows the strategy (it is committed and published either way).
+ *
  * @example
  * ```ts
  * import { SyncUrgency } from "dstate"
@@ -84,7 +90,15 @@ export const Suppress: SyncUrgency = { _tag: "Suppress" }
  * @category constructors
  * @since 0.1.0
  */
-export const Delayed = (duration: Duration.Input): SyncUrgency => ({
-  _tag: "Delayed",
-  duration: Duration.fromInputUnsafe(duration)
-})
+export const Delayed = (duration: Duration.Input): SyncUrgency => {
+  const parsed = typeof duration === "number" && Number.isNaN(duration) ? Option.none() : Duration.fromInput(duration)
+  if (Option.isNone(parsed) || !Duration.isFinite(parsed.value) || Duration.toMillis(parsed.value) < 0) {
+    throw new InvalidOptions({
+      module: "SyncUrgency",
+      option: "Delayed",
+      value: duration,
+      reason: "must be a finite non-negative duration"
+    })
+  }
+  return { _tag: "Delayed", duration: parsed.value }
+}

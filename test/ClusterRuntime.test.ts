@@ -20,7 +20,7 @@ import {
 import { RpcSerialization } from "effect/rpc"
 import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
 import * as Net from "node:net"
-import { ActorRuntime, ClusterEvents, type NodeId, StateRegistry } from "dstate"
+import { ActorRuntime, ClusterEvents, type DStateError, type NodeId, StateRegistry } from "dstate"
 import { ClusterRuntime } from "dstate/cluster"
 import { TcpRuntime } from "dstate/node"
 import { Fixtures } from "dstate/testing"
@@ -98,7 +98,7 @@ interface Runner extends ScopedNode<RunnerServices> {
  * and health check) with the dstate runtime on top, and `onTop` above that,
  * in its own closeable scope (closed with the test's scope at the latest).
  */
-const startRunner = <Extra>(env: ClusterEnv, onTop: Layer.Layer<Extra, never, RunnerServices>) =>
+const startRunner = <Extra>(env: ClusterEnv, onTop: Layer.Layer<Extra, DStateError.InvalidOptions, RunnerServices>) =>
   Effect.gen(function*() {
     const address = yield* freeRunnerAddress
     const cluster = SocketRunner.layer.pipe(

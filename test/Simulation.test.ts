@@ -533,7 +533,7 @@ describe("Simulation scenarios", () => {
         const missing = yield* Effect.forkChild(Effect.flip(hx.query({ maxStaleness: "1 minute" }, (views) => views.size)))
         yield* TestClock.adjust("1 second")
         const error = yield* Fiber.join(missing)
-        assert.strictEqual(error._tag, "StalePeer")
+        assert(error._tag === "StalePeer")
         assert.strictEqual(error.node, y.id)
         assert.strictEqual(error.lastSyncedAt, 0)
         cluster.network.heal()

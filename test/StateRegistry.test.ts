@@ -4,11 +4,11 @@
  * the `changes` stream, rejection of bad inbound frames, bounded mailboxes.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Result, Schema, Stream } from "effect"
+import { Duration, Effect, Exit, Fiber, Layer, Result, Schema, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { SchemaBinary } from "effect/encoding"
-import { DistributedState, DStateError, NodeId, StateRegistry, SyncMessage } from "dstate"
-import { Fixtures, TestCluster } from "dstate/testing"
+import { DistributedState, DStateError, NodeId, StateRegistry, SyncMessage, SyncUrgency } from "dstate"
+import { Fixtures, InProcessRuntime, SimNetwork, TestCluster } from "dstate/testing"
 import { encodeFrame } from "../src/internal/codec.ts"
 import { nodeResource } from "./support/NodeResource.ts"
 import {
@@ -201,6 +201,89 @@ describe("StateRegistry", () => {
           "invalid StateRegistry.register option mailbox of state \"counter\" = 0: must be a positive integer or \"unbounded\""
         )
       }))
+  })
+
+  describe("registry settings, query bounds and urgencies fail with InvalidOptions", () => {
+    const refusal = (module: string, option: string, value: unknown, reason: string, stateName?: string) =>
+      new DStateError.InvalidOptions({ module, option, value, reason, ...(stateName === undefined ? {} : { stateName }) })
+    /** Builds one node with these registry settings: the layer's error, or the success. */
+    const build = (settings: Parameters<typeof StateRegistry.layerWith>[0]) =>
+      Effect.scoped(Effect.gen(function*() {
+        const network = yield* SimNetwork.make
+        return yield* Layer.build(
+          StateRegistry.layerWith(settings).pipe(Layer.provide(InProcessRuntime.layer(network, NodeId.make("n"))))
+        ).pipe(Effect.as("built"), Effect.result)
+      }))
+    const refusedWith = (settings: Parameters<typeof StateRegistry.layerWith>[0]) =>
+      Effect.map(build(settings), (result) => Result.isFailure(result) ? result.failure : assert.fail("layer built"))
+
+    it.effect("each registry setting is checked at its edge when the layer is built", () =>
+      Effect.gen(function*() {
+        const positiveInteger = "must be a positive integer"
+        const positiveDuration = "must be a finite positive duration"
+        const goods: ReadonlyArray<Parameters<typeof StateRegistry.layerWith>[0]> = [
+          { departedCapacity: 1 },
+          { maxFrameBytes: 1 },
+          { healthStaleAfter: "1 nanos" },
+          { changeFeedFlush: 1 }
+        ]
+        for (const good of goods) {
+          assert.deepStrictEqual(yield* build(good), Result.succeed("built"))
+        }
+        const cases: ReadonlyArray<[Parameters<typeof StateRegistry.layerWith>[0], string, unknown, string]> = [
+          [{ departedCapacity: 0 }, "departedCapacity", 0, positiveInteger],
+          [{ departedCapacity: 2.5 }, "departedCapacity", 2.5, positiveInteger],
+          [{ maxFrameBytes: 0 }, "maxFrameBytes", 0, positiveInteger],
+          [{ healthStaleAfter: 0 }, "healthStaleAfter", 0, positiveDuration],
+          [{ healthStaleAfter: "soon" as Duration.Input }, "healthStaleAfter", "soon", positiveDuration],
+          [{ changeFeedFlush: "Infinity" }, "changeFeedFlush", "Infinity", positiveDuration],
+          [{ changeFeedFlush: -1 }, "changeFeedFlush", -1, positiveDuration]
+        ]
+        for (const [settings, option, value, reason] of cases) {
+          assert.deepStrictEqual(yield* refusedWith(settings), refusal("StateRegistry", option, value, reason))
+        }
+      }))
+
+    it.effect("TestCluster checks the registry settings once, before any node starts", () =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(TestCluster.make({ nodes: 2, registry: { departedCapacity: 0 } }))
+        assert.deepStrictEqual(error, refusal("StateRegistry", "departedCapacity", 0, "must be a positive integer"))
+      }))
+
+    it.effect("query: maxStaleness must be a non-negative duration; zero and infinity are bounds", () =>
+      Effect.gen(function*() {
+        const cluster = yield* TestCluster.make({ nodes: 2, setup: registerCounter })
+        yield* cluster.settle
+        const counter = yield* handleOn(cluster, cluster.nodes[0], Counter)
+        assert.strictEqual(yield* counter.query({ maxStaleness: Duration.infinity }, (views) => views.size), 2)
+        assert.strictEqual(yield* counter.query({ maxStaleness: "1 hour" }, (views) => views.size), 2)
+        for (const maxStaleness of [-1, "-1 millis", "soon", Number.NaN] as ReadonlyArray<Duration.Input>) {
+          const error = yield* Effect.flip(counter.query({ maxStaleness }, (views) => views.size))
+          assert.deepStrictEqual(
+            error,
+            refusal("query", "maxStaleness", maxStaleness, "must be a non-negative duration", "counter")
+          )
+        }
+        // The same bad input again is refused again (the memo keeps refusals too).
+        const again = yield* Effect.flip(counter.query({ maxStaleness: "soon" as Duration.Input }, (views) => views.size))
+        assert.strictEqual(again._tag, "InvalidOptions")
+      }))
+
+    it("SyncUrgency.Delayed takes a finite duration of zero or more; anything else throws InvalidOptions", () => {
+      assert.deepStrictEqual(SyncUrgency.Delayed(0), { _tag: "Delayed", duration: Duration.zero })
+      assert.deepStrictEqual(SyncUrgency.Delayed("250 millis"), { _tag: "Delayed", duration: Duration.millis(250) })
+      for (const input of [-1, "Infinity", "soon", Number.NaN] as ReadonlyArray<Duration.Input>) {
+        assert.throws(() => SyncUrgency.Delayed(input), DStateError.InvalidOptions)
+        try {
+          SyncUrgency.Delayed(input)
+        } catch (error) {
+          assert.deepStrictEqual(
+            error,
+            refusal("SyncUrgency", "Delayed", input, "must be a finite non-negative duration")
+          )
+        }
+      }
+    })
   })
 
   describe("views", () => {
@@ -420,7 +503,7 @@ describe("StateRegistry", () => {
         const exit = yield* Fiber.await(fiber)
         assert.isTrue(Exit.isFailure(exit))
         const error = yield* Fiber.join(fiber).pipe(Effect.flip)
-        assert.strictEqual(error._tag, "StalePeer")
+        assert(error._tag === "StalePeer")
         assert.strictEqual(error.node, a.id)
       }))
 

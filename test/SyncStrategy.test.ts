@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Schedule, Schema } from "effect"
+import { type Duration, Effect, Schedule, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import { DistributedState, Generation, StateRegistry, SyncMessage, SyncStrategy, SyncUrgency } from "dstate"
 import { Fixtures, TestCluster } from "dstate/testing"
@@ -382,6 +382,8 @@ const urgencyOf = (delta: Fixtures.NodeResourceDelta) => {
       return SyncUrgency.Delayed("1 second")
     case "quiet":
       return SyncUrgency.Suppress
+    case "bad":
+      return SyncUrgency.Delayed("soon" as Duration.Input) // throws InvalidOptions
     default:
       return SyncUrgency.Default
   }
@@ -508,6 +510,30 @@ describe("SyncUrgency", () => {
       assert.strictEqual(after.deltasSent - before.deltasSent, 0)
       assert.strictEqual(after.snapshotsSent - before.snapshotsSent, 2)
       for (const peer of [b, c]) assert.strictEqual((yield* metricsOn(cluster, peer, Resource)).gapsDetected, 0)
+    }))
+
+  it.effect("a bad Delayed from syncUrgency is logged with its InvalidOptions; the mutation commits and follows the strategy", () =>
+    Effect.gen(function*() {
+      const setup = StateRegistry.register(Resource, { strategy: SyncStrategy.periodicOnly("10 seconds") })
+      const { lines, result: cluster } = yield* captureLogs(Effect.gen(function*() {
+        const cluster = yield* TestCluster.make({ nodes: 2, setup })
+        yield* cluster.settle
+        yield* change(cluster, cluster.nodes[0], { cpuPercent: 70, tags: ["bad"] })
+        return cluster
+      }))
+      const [a, b] = cluster.nodes
+      const failed = lines.filter((l) => l.message === "syncUrgency failed; following the strategy")
+      assert.strictEqual(failed.length, 1)
+      assert.strictEqual(failed[0].level, "Error")
+      assert.include(String(failed[0].annotations.error), "invalid SyncUrgency option Delayed = \"soon\": must be a finite non-negative duration")
+      // Committed: the owner holds it at once; peers get it at the strategy's tick, not before.
+      assert.strictEqual((yield* peerView(cluster, a, a)).age, 1)
+      yield* TestClock.adjust("9999 millis")
+      yield* cluster.settle
+      assert.strictEqual((yield* peerView(cluster, b, a)).age, 0)
+      yield* TestClock.adjust("1 millis")
+      yield* cluster.settle
+      assert.deepStrictEqual(yield* peerView(cluster, b, a), { age: 1, value: { cpuPercent: 70, memoryUsedMiB: 0, tags: ["bad"] } })
     }))
 
   const warning = "this state's syncUrgency may suppress changes"

@@ -9,9 +9,9 @@
  * to the actor like any inbound snapshot. Also the health of a state.
  * @internal
  */
-import { Deferred, Duration, Effect, Exit, Result } from "effect"
+import { Deferred, Duration, Effect, Exit, Option, Result } from "effect"
 import type { StateHealth } from "../Diagnostics.ts"
-import { type ActorStopped, type MailboxFull, MalformedMessage, StalePeer } from "../DStateError.ts"
+import { type ActorStopped, InvalidOptions, type MailboxFull, MalformedMessage, StalePeer } from "../DStateError.ts"
 import type { NodeId } from "../NodeId.ts"
 import type { ViewMap } from "../StateView.ts"
 import type { FullSnapshot, SyncMessage } from "../SyncMessage.ts"
@@ -40,19 +40,24 @@ export interface PullEnv<V> {
 }
 
 export interface Queries<V> {
-  readonly query: <A>(options: QueryOptions, f: (views: ViewMap<V>) => A) => Effect.Effect<A, StalePeer>
+  readonly query: <A>(options: QueryOptions, f: (views: ViewMap<V>) => A) => Effect.Effect<A, StalePeer | InvalidOptions>
 }
 
-/** Duration inputs to milliseconds, remembering the last few (queries pass the same literal again and again). */
+/**
+ * Duration inputs to milliseconds, remembering the last few (queries pass the
+ * same literal again and again); `undefined` for an input that is not a
+ * non-negative duration (an infinite one means any staleness will do).
+ */
 const memoMillis = () => {
-  const cache = new Map<Duration.Input, number>()
+  const cache = new Map<Duration.Input, number | undefined>()
   let lastInput: Duration.Input | undefined
-  let lastMillis = 0
-  return (input: Duration.Input): number => {
+  let lastMillis: number | undefined = 0
+  return (input: Duration.Input): number | undefined => {
     if (input === lastInput) return lastMillis
     let millis = cache.get(input)
-    if (millis === undefined) {
-      millis = Duration.toMillis(Duration.fromInputUnsafe(input))
+    if (millis === undefined && !cache.has(input)) {
+      const parsed = typeof input === "number" && Number.isNaN(input) ? Option.none() : Duration.fromInput(input)
+      millis = Option.isSome(parsed) && Duration.toMillis(parsed.value) >= 0 ? Duration.toMillis(parsed.value) : undefined
       if (typeof input === "object") return millis
       if (cache.size >= 64) cache.clear()
       cache.set(input, millis)
@@ -128,14 +133,25 @@ export const make = <V>(env: PullEnv<V>): Queries<V> => {
 
   const toMillis = memoMillis()
   /** The last query's effect: a hot loop that queries with the same function and bound allocates nothing. */
-  let lastQuery: { readonly f: unknown; readonly input: Duration.Input; readonly effect: Effect.Effect<unknown, StalePeer> } | undefined
-  const query = <A>(options: QueryOptions, f: (views: ViewMap<V>) => A): Effect.Effect<A, StalePeer> => {
+  let lastQuery: { readonly f: unknown; readonly input: Duration.Input; readonly effect: Effect.Effect<unknown, StalePeer | InvalidOptions> } | undefined
+  const query = <A>(options: QueryOptions, f: (views: ViewMap<V>) => A): Effect.Effect<A, StalePeer | InvalidOptions> => {
     const input = options.maxStaleness
     if (input === undefined) return Effect.sync(() => f(views.handOut()))
     if (lastQuery !== undefined && lastQuery.f === f && lastQuery.input === input) {
-      return lastQuery.effect as Effect.Effect<A, StalePeer> // made by this function for this very `f`
+      return lastQuery.effect as Effect.Effect<A, StalePeer | InvalidOptions> // made by this function for this very `f`
     }
     const maxStaleness = toMillis(input)
+    if (maxStaleness === undefined) {
+      return Effect.fail(
+        new InvalidOptions({
+          module: "query",
+          option: "maxStaleness",
+          value: input,
+          reason: "must be a non-negative duration",
+          stateName
+        })
+      )
+    }
     const effect = Effect.suspend(() => {
       const now = env.monotonicNow()
       if (views.pendingPeers === 0 && core.awaited.size === 0 && now - views.oldestPeerSync <= maxStaleness) {

@@ -5,11 +5,11 @@
  * of several health statuses.
  * @internal
  */
-import { Effect } from "effect"
+import { Duration, Effect, Schedule } from "effect"
 import type { HealthStatus } from "../Diagnostics.ts"
 import type * as DistributedState from "../DistributedState.ts"
 import type { NodeId } from "../NodeId.ts"
-import type { RegisterOptions } from "../StateRegistry.ts"
+import type { RegisterOptions, Settings } from "../StateRegistry.ts"
 import * as SyncStrategy from "../SyncStrategy.ts"
 import * as Check from "./options.ts"
 import type * as Shard from "./shard.ts"
@@ -76,3 +76,16 @@ export const makeHandle = (shard: Shard.Shard<any, any, any>, nodeId: NodeId): u
     }
 }
 
+/** The settings and frame limit in force, each checked: a value out of range fails the layer with `InvalidOptions`. */
+export const checkSettings = Effect.fnUntraced(function*(config: Settings, maxFrameBytes: number) {
+  const checker = { module: "StateRegistry" }
+  yield* Check.integer(checker, "departedCapacity", config.departedCapacity, 1)
+  yield* Check.integer(checker, "maxFrameBytes", maxFrameBytes, 1)
+  const healthStaleAfterMillis = config.healthStaleAfter === undefined
+    ? Number.POSITIVE_INFINITY
+    : Duration.toMillis(yield* Check.duration(checker, "healthStaleAfter", config.healthStaleAfter, "positive"))
+  if (!Schedule.isSchedule(config.changeFeedFlush)) {
+    yield* Check.duration(checker, "changeFeedFlush", config.changeFeedFlush as Duration.Input, "positive")
+  }
+  return { config, healthStaleAfterMillis, maxFrameBytes }
+})

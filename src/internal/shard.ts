@@ -111,7 +111,7 @@ export interface Shard<S, V, C> {
   /** A change-feed notice: `source`'s view reached `generation`. */
   readonly markStale: (source: NodeId, generation: Generation.Generation) => Effect.Effect<void>
   readonly mutate: (apply: Apply<S, C>) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull | ActorStopped>
-  readonly query: <A>(options: QueryOptions, f: (views: ViewMap<V>) => A) => Effect.Effect<A, StalePeer>
+  readonly query: <A>(options: QueryOptions, f: (views: ViewMap<V>) => A) => Effect.Effect<A, StalePeer | InvalidOptions>
   readonly snapshot: Effect.Effect<ViewMap<V>>
   readonly changes: Stream.Stream<ViewMap<V>>
   readonly changesOf: (owner: NodeId) => Stream.Stream<Option.Option<StateView<V>>>

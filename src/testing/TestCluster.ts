@@ -15,7 +15,17 @@ import type { Duration } from "effect"
 import { type ActorRef, ActorRuntime, type MailboxCapacity } from "../ActorRuntime.ts"
 import type { ClusterEvents } from "../ClusterEvents.ts"
 import * as NodeId from "../NodeId.ts"
-import { layer as registryLayerDefault, layerWith as registryLayerWith, Observer as RegistryObserver, type Settings as RegistrySettings, StateRegistry } from "../StateRegistry.ts"
+import type { InvalidOptions } from "../DStateError.ts"
+import { checkSettings } from "../internal/registration.ts"
+import {
+  layer as registryLayerDefault,
+  layerWith as registryLayerWith,
+  Observer as RegistryObserver,
+  Settings as RegistrySettingsService,
+  type Settings as RegistrySettings,
+  StateRegistry
+} from "../StateRegistry.ts"
+import { MaxFrameBytes } from "../SyncMessage.ts"
 import * as InMemoryPersistence from "./InMemoryPersistence.ts"
 import * as InProcessRuntime from "./InProcessRuntime.ts"
 import * as Prng from "./Prng.ts"
@@ -157,7 +167,9 @@ interface Running {
  * @category constructors
  * @since 0.1.0
  */
-export const make = Effect.fnUntraced(function*<E = never>(options: Options<E>): Effect.fn.Return<TestCluster<E>, E, Scope.Scope> {
+export const make = Effect.fnUntraced(function*<E = never>(
+  options: Options<E>
+): Effect.fn.Return<TestCluster<E>, E | InvalidOptions, Scope.Scope> {
   const root = options.seed === undefined ? undefined : Prng.make(options.seed)
   const network = yield* SimNetwork.makeWith({
     ...options.network,
@@ -166,7 +178,13 @@ export const make = Effect.fnUntraced(function*<E = never>(options: Options<E>):
   const nodes: Array<TestNode> = []
   const running = new Map<NodeId.NodeId, Running>()
   const persistence = options.persistence ?? "memory"
-  const registryLayer = options.registry === undefined ? registryLayerDefault : registryLayerWith(options.registry)
+  // Settings are checked once here, so a node's registry layer cannot fail on them later.
+  if (options.registry !== undefined) {
+    yield* checkSettings({ ...RegistrySettingsService.defaultValue(), ...options.registry }, MaxFrameBytes.defaultValue())
+  }
+  const registryLayer = Layer.orDie(
+    options.registry === undefined ? registryLayerDefault : registryLayerWith(options.registry)
+  )
   const maxSteps = options.maxSettleSteps ?? 1_000_000
   let counter = 0
 

@@ -46,7 +46,7 @@ export const committed = <S, V, D, C>(
     const chosen = ports.syncUrgency(before.view, owner.view, delta)
     if (chosen._tag === "Success") urgency = chosen.success
     else {
-      log(state, "Error", "syncUrgency threw; following the strategy", { error: String(chosen.failure) })
+      log(state, "Error", "syncUrgency failed; following the strategy", { error: String(chosen.failure) })
     }
   }
   send(state, urgency, now)
