@@ -1,5 +1,5 @@
 import { PgClient } from "@effect/sql-pg"
-import { assert, describe, it } from "@effect/vitest"
+import { assert, layer } from "@effect/vitest"
 import { Effect, Layer, Redacted, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import * as Zlib from "node:zlib"
@@ -92,10 +92,8 @@ const rowsOf = (table: string) =>
       }))
     )
 
-/** Runs a test body with its own scope (closed, dropping its tables, before the client closes). */
-const provideDb = <A, E, R>(body: Effect.Effect<A, E, R>) => Effect.scoped(body).pipe(Effect.provide(PgLive))
-
-describe("PostgresPersistence", () => {
+// One client per suite (`layer`); each test's scope closes, dropping its tables, before the client does.
+layer(PgLive)("PostgresPersistence", (it) => {
   it.effect("one row per (node, state); the log holds changes until every compactEvery-th one", () =>
     Effect.gen(function*() {
       const table = yield* tableForTest
@@ -129,7 +127,7 @@ describe("PostgresPersistence", () => {
       // Nodes are kept apart.
       assert.deepStrictEqual(yield* withStore(table, (store) => store.load("tally"), { node: "node-2" }), record(9))
       assert.isUndefined(yield* withStore(table, (store) => store.load("tally"), { node: "node-3" }))
-    }).pipe(provideDb))
+    }))
 
   it.effect("a restarted store loads the record with its log, and its first save rewrites the record", () =>
     Effect.gen(function*() {
@@ -148,7 +146,7 @@ describe("PostgresPersistence", () => {
             changes: []
           })
         }))
-    }).pipe(provideDb))
+    }))
 
   it.effect("a row that does not match its checksum fails the load", () =>
     Effect.gen(function*() {
@@ -171,7 +169,7 @@ describe("PostgresPersistence", () => {
       const changeError = yield* withStore(table, (store) => Effect.flip(store.load("tally")))
       assert.strictEqual(changeError.reason, "change log entry 2 fails its checksum")
       assert.isUndefined(changeError.cause)
-    }).pipe(provideDb))
+    }))
 
   it.effect("a row that passes its checksum but does not decode fails the load with the schema error as cause", () =>
     Effect.gen(function*() {
@@ -185,7 +183,7 @@ describe("PostgresPersistence", () => {
       assert.isTrue(error.reason.startsWith("record passes its checksum but does not decode: "), error.reason)
       assert.instanceOf(error.cause, Schema.SchemaError)
       assert.strictEqual(error.reason, `record passes its checksum but does not decode: ${(error.cause as Schema.SchemaError).message}`)
-    }).pipe(provideDb))
+    }))
 
   it.effect("a role without the CREATE privilege uses existing tables (schema-qualified)", () =>
     Effect.gen(function*() {
@@ -224,7 +222,7 @@ describe("PostgresPersistence", () => {
       const error = yield* Effect.flip(asRole(PostgresPersistence.make({ node: "node-1", table: `${schema}.other` })))
       assert.strictEqual(error._tag, "SqlError")
       if (error._tag === "SqlError") assert.strictEqual(error.reason._tag, "AuthorizationError")
-    }).pipe(provideDb))
+    }))
 
   it.effect("a table name must be one or two identifiers that fit Postgres' limit: InvalidOptions otherwise", () =>
     Effect.gen(function*() {
@@ -243,7 +241,7 @@ describe("PostgresPersistence", () => {
         yield* store.save("tally", record(0))
         assert.deepStrictEqual(yield* store.load("tally"), record(0), table)
       }
-    }).pipe(provideDb))
+    }))
 
   it.effect("compactEvery must be a positive integer: 1 is accepted, 0 and 1.5 fail with InvalidOptions", () =>
     Effect.gen(function*() {
@@ -264,12 +262,12 @@ describe("PostgresPersistence", () => {
       yield* store.save("tally", record(1), change(1))
       // compactEvery 1: every save rewrites the record, nothing is logged.
       assert.deepStrictEqual(yield* store.load("tally"), record(1))
-    }).pipe(provideDb))
+    }))
 })
 
 // ---- end to end: the owner on Postgres ---------------------------------------------------------
 
-describe("PostgresPersistence with a node", () => {
+layer(PgLive)("PostgresPersistence with a node", (it) => {
   const tallyBy = (label: string) => (state: TallyState) => ({ state: tallyNext(state, { add: 1, label }), change: { add: 1, label } })
   const mutateBoth = (times: number) =>
     Effect.gen(function*() {
@@ -312,5 +310,5 @@ describe("PostgresPersistence with a node", () => {
         ledger: { generation: { incarnation: 4_002_000, age: 0 }, count: 0 },
         tally: { generation: { incarnation: 4_000_000, age: 7 }, labels: tallyLabels(7) }
       })
-    }).pipe(provideDb))
+    }))
 })
