@@ -95,8 +95,8 @@ export interface SpawnOptions<M, R> {
  * @since 0.1.0
  */
 export interface Inbound {
-  /** A one-way frame from `from`. */
-  readonly onMessage: (from: NodeId, frame: Uint8Array) => Effect.Effect<void>
+  /** A one-way frame from `from`, with the sender's trace context when the runtime carries one. */
+  readonly onMessage: (from: NodeId, frame: Uint8Array, trace?: TraceContext | undefined) => Effect.Effect<void>
   /** A request frame from `from`; the returned frame is the reply. */
   readonly onRequest: (from: NodeId, frame: Uint8Array) => Effect.Effect<Uint8Array, RequestRejected>
 }
@@ -135,6 +135,21 @@ export interface Supersede {
   readonly key: string
   /** `true`: this frame makes every frame still queued with the same key useless, and they are dropped. */
   readonly replaces: boolean
+}
+
+/**
+ * The span a frame was sent from, so that the receiver's span can be its
+ * child (one mutation is one trace across nodes). Runtimes carry it where
+ * both sides' wire allows (the TCP runtime with peers that announce it in
+ * their handshake; the in-process runtime always) and drop it otherwise.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface TraceContext {
+  readonly traceId: string
+  readonly spanId: string
+  readonly sampled: boolean
 }
 
 /**
@@ -177,11 +192,24 @@ export class ActorRuntime extends Context.Service<ActorRuntime, {
   readonly groupJoins?: Stream.Stream<GroupJoin> | undefined
   /**
    * Sends a frame to every member of a group except this node. `supersede` says which queued frames it
-   * makes useless (a runtime without outbound queues ignores it).
+   * makes useless (a runtime without outbound queues ignores it); `trace`, the span it is sent from (a
+   * runtime passes it to the receivers' `onMessage` where their wire allows, and drops it otherwise).
    */
-  broadcast(group: string, frame: Uint8Array, supersede?: Supersede | undefined): Effect.Effect<void>
-  /** Sends a frame to one node (`supersede` as for `broadcast`). Delivery is not guaranteed. */
-  send(node: NodeId, frame: Uint8Array, supersede?: Supersede | undefined): Effect.Effect<void, NodeUnreachable>
+  broadcast(
+    group: string,
+    frame: Uint8Array,
+    supersede?: Supersede | undefined,
+    trace?: TraceContext | undefined
+  ): Effect.Effect<void>
+  /**
+   * Sends a frame to one node (`supersede` and `trace` as for `broadcast`). Delivery is not guaranteed.
+   */
+  send(
+    node: NodeId,
+    frame: Uint8Array,
+    supersede?: Supersede | undefined,
+    trace?: TraceContext | undefined
+  ): Effect.Effect<void, NodeUnreachable>
   /** Sends a request frame and waits for the reply frame. */
   request(
     node: NodeId,

@@ -336,7 +336,7 @@ export const layer: Layer.Layer<StateRegistry, InvalidOptions, ActorRuntime | Cl
     }
 
     yield* runtime.serve({
-      onMessage: (from, frame) =>
+      onMessage: (from, frame, trace) =>
         Effect.suspend(() => {
           // Runtimes hand over fresh buffers they never reuse: the payload may stay a view into the frame.
           const decoded = admit(from, frame, false)
@@ -348,7 +348,7 @@ export const layer: Layer.Layer<StateRegistry, InvalidOptions, ActorRuntime | Cl
             count("unknownState")
             return Effect.void
           }
-          return shard.deliver(from, message)
+          return shard.deliver(from, message, trace)
         }),
       onRequest: (from, frame) =>
         Effect.suspend(() => {

@@ -85,10 +85,10 @@ describe("group commit", () => {
   it.effect("mutations staged while a save is in flight are covered by the next save, committed in order", () =>
     Effect.gen(function*() {
       const t = yield* setup()
-      const first = yield* Effect.forkChild(t.group.mutate(add(1), 0))
+      const first = yield* Effect.forkChild(t.group.mutate(add(1), 0, undefined))
       yield* t.settle
       assert.deepStrictEqual(t.saves, [{ age: 1, change: 1 }])
-      const rest = yield* Effect.forEach([2, 3, 4, 5], (n) => Effect.forkChild(t.group.mutate(add(n), 0)))
+      const rest = yield* Effect.forEach([2, 3, 4, 5], (n) => Effect.forkChild(t.group.mutate(add(n), 0, undefined)))
       yield* t.settle
       // Still one save: the others wait, applied nowhere yet.
       assert.strictEqual(t.saves.length, 1)
@@ -107,9 +107,9 @@ describe("group commit", () => {
   it.effect("a failed save fails every mutation it covered and commits none; the next starts from the last durable", () =>
     Effect.gen(function*() {
       const t = yield* setup()
-      const first = yield* Effect.forkChild(t.group.mutate(add(1), 0))
+      const first = yield* Effect.forkChild(t.group.mutate(add(1), 0, undefined))
       yield* t.settle
-      const covered = yield* Effect.forEach([2, 3, 4], (n) => Effect.forkChild(t.group.mutate(add(n), 0)))
+      const covered = yield* Effect.forEach([2, 3, 4], (n) => Effect.forkChild(t.group.mutate(add(n), 0, undefined)))
       yield* t.settle
       yield* t.open
       assert.strictEqual((yield* Fiber.join(first)).generation.age, 1)
@@ -123,7 +123,7 @@ describe("group commit", () => {
       assert.deepStrictEqual(t.commits, [1])
       assert.deepStrictEqual(t.failures, [3])
       assert.strictEqual(t.durable().generation.age, 1)
-      const after = yield* t.group.mutate(add(10), 0)
+      const after = yield* t.group.mutate(add(10), 0, undefined)
       assert.deepStrictEqual([after.generation.age, after.state], [2, 11])
       assert.deepStrictEqual(t.commits, [1, 2])
     }))
@@ -131,12 +131,12 @@ describe("group commit", () => {
   it.effect("capacity: that many mutations may wait, one more fails with MailboxFull", () =>
     Effect.gen(function*() {
       const t = yield* setup(3)
-      yield* Effect.forkChild(t.group.mutate(add(1), 0)) // taken by the first flush
+      yield* Effect.forkChild(t.group.mutate(add(1), 0, undefined)) // taken by the first flush
       yield* t.settle
-      yield* Effect.forEach([1, 2, 3], () => Effect.forkChild(t.group.mutate(add(1), 0)))
+      yield* Effect.forEach([1, 2, 3], () => Effect.forkChild(t.group.mutate(add(1), 0, undefined)))
       yield* t.settle
       assert.strictEqual(t.group.size(), 3)
-      const refused = yield* Effect.flip(t.group.mutate(add(1), 0))
+      const refused = yield* Effect.flip(t.group.mutate(add(1), 0, undefined))
       assert.strictEqual(refused._tag, "MailboxFull")
     }))
 })

@@ -212,10 +212,10 @@ describe("transport: Deliver frames (protocol 0x84)", () => {
 
   it("an unknown protocol byte is malformed", () => {
     const whole = Result.getOrThrow(Protocol.encode({ _tag: "Deliver", payload: registryFrame }, 1024))
-    whole[4] = 0x85
+    whole[4] = 0x86
     const decoded = Protocol.decode(whole)
     assert.isTrue(Result.isFailure(decoded))
-    if (Result.isFailure(decoded)) assert.strictEqual(decoded.failure.reason, "unknown transport protocol 0x85")
+    if (Result.isFailure(decoded)) assert.strictEqual(decoded.failure.reason, "unknown transport protocol 0x86")
   })
 
   it("a frame of transport protocol 1 is malformed, and says so", () => {

@@ -16,13 +16,20 @@ import * as Wire from "./wire.ts"
 /**
  * Writes the one frame header of the library into `target` at `offset` (9 bytes): the length of what follows
  * the length field (u32 BE: 5 header bytes and `body`), the protocol byte, and the CRC32 of `body` (u32 BE).
+ * With `rest`, the body is `body` followed by `rest` (written after it by the caller), and the CRC covers both.
  * Registry frames and the TCP transport's frames both carry it.
  */
-export const writeHeader = (target: Uint8Array, offset: number, protocol: number, body: Uint8Array): void => {
+export const writeHeader = (
+  target: Uint8Array,
+  offset: number,
+  protocol: number,
+  body: Uint8Array,
+  rest?: Uint8Array
+): void => {
   const view = new DataView(target.buffer, target.byteOffset + offset, frameHeaderBytes)
-  view.setUint32(0, frameHeaderBytes - 4 + body.length)
+  view.setUint32(0, frameHeaderBytes - 4 + body.length + (rest === undefined ? 0 : rest.length))
   target[offset + 4] = protocol
-  view.setUint32(5, crc32(body))
+  view.setUint32(5, rest === undefined ? crc32(body) : crc32(rest, crc32(body)))
 }
 
 /** Encodes a message into one frame (a fresh, independently owned buffer). */

@@ -12,7 +12,7 @@
  * visible and the state stays at its last durable generation.
  * @internal
  */
-import { Deferred, Effect, Result } from "effect"
+import { Deferred, Effect, Result, type Tracer } from "effect"
 import type { MailboxFull, PersistenceFailed } from "../DStateError.ts"
 import type { Owner } from "./sync/types.ts"
 
@@ -28,6 +28,8 @@ interface Staged<S, C> {
   readonly done: Deferred.Deferred<Committed<S>, PersistenceFailed>
   /** Monotonic ms of the `mutate` call. */
   readonly startedAt: number
+  /** The mutation's span, when it is traced. */
+  readonly span: Tracer.AnySpan | undefined
 }
 
 export interface Env<S, V, C> {
@@ -41,14 +43,22 @@ export interface Env<S, V, C> {
   ) => Result.Result<{ readonly next: Owner<S, V>; readonly change: C | undefined }, unknown>
   /** The last durable (and visible) owner state. */
   readonly durable: () => Owner<S, V>
-  /** Saves `owner`; `change` is the change of a batch of one (a store may log it instead of rewriting). */
-  readonly save: (owner: Owner<S, V>, change: C | undefined) => Effect.Effect<void, PersistenceFailed>
+  /**
+   * Saves `owner`; `change` is the change of a batch of one (a store may log it instead of rewriting);
+   * `spans` are those of the traced mutations the save covers, in order.
+   */
+  readonly save: (
+    owner: Owner<S, V>,
+    change: C | undefined,
+    spans: ReadonlyArray<Tracer.AnySpan>
+  ) => Effect.Effect<void, PersistenceFailed>
   /** Makes one durable mutation visible and acknowledges it. */
   readonly commit: (
     next: Owner<S, V>,
     change: C | undefined,
     done: Deferred.Deferred<Committed<S>, PersistenceFailed>,
-    startedAt: number
+    startedAt: number,
+    span: Tracer.AnySpan | undefined
   ) => Effect.Effect<void>
   /** A save failed: the batch of `size` mutations is not committed. */
   readonly failed: (error: PersistenceFailed, size: number) => Effect.Effect<void>
@@ -58,7 +68,11 @@ export interface Env<S, V, C> {
 
 export interface GroupCommit<S, C> {
   /** Stages a mutation and, when no flush is on its way, hands one to the actor. */
-  readonly mutate: (apply: Apply<S, C>, startedAt: number) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull>
+  readonly mutate: (
+    apply: Apply<S, C>,
+    startedAt: number,
+    span: Tracer.AnySpan | undefined
+  ) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull>
   /** The actor's handler of a flush. */
   readonly flush: Effect.Effect<void>
   /** The flush died: its mutations die with the defect, and the next mutation hands a new flush over. */
@@ -100,7 +114,9 @@ export const make = <S, V, C>(env: Env<S, V, C>): GroupCommit<S, C> => {
     }
     if (prepared.length === 0) return next
     const change = prepared.length === 1 ? prepared[0].change : undefined
-    return env.save(base, change).pipe(
+    const spans: Array<Tracer.AnySpan> = []
+    for (const { item } of prepared) if (item.span !== undefined) spans.push(item.span)
+    return env.save(base, change, spans).pipe(
       Effect.matchEffect({
         onFailure: (error) =>
           Effect.andThen(
@@ -110,7 +126,7 @@ export const make = <S, V, C>(env: Env<S, V, C>): GroupCommit<S, C> => {
             })
           ),
         onSuccess: () =>
-          Effect.forEach(prepared, ({ change, item, next }) => env.commit(next, change, item.done, item.startedAt), {
+          Effect.forEach(prepared, ({ change, item, next }) => env.commit(next, change, item.done, item.startedAt, item.span), {
             discard: true
           })
       }),
@@ -119,11 +135,11 @@ export const make = <S, V, C>(env: Env<S, V, C>): GroupCommit<S, C> => {
   })
 
   return {
-    mutate: (apply, startedAt) =>
+    mutate: (apply, startedAt, span) =>
       Effect.suspend((): Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull> => {
         if (staged.length >= env.capacity) return Effect.fail(env.full)
         const done = Deferred.makeUnsafe<Committed<S>, PersistenceFailed>()
-        staged.push({ apply, done, startedAt })
+        staged.push({ apply, done, startedAt, span })
         if (flushing) return Deferred.await(done)
         flushing = true
         return Effect.andThen(env.tellFlush, Deferred.await(done))

@@ -10,7 +10,7 @@
  * @internal
  */
 import { Deferred, Duration, Effect, Exit, Option, Result } from "effect"
-import type { StateHealth } from "../Diagnostics.ts"
+import type { StateHealth, StateStatus } from "../Diagnostics.ts"
 import { type ActorStopped, InvalidOptions, type MailboxFull, MalformedMessage, StalePeer } from "../DStateError.ts"
 import type { NodeId } from "../NodeId.ts"
 import type { ViewMap } from "../StateView.ts"
@@ -186,5 +186,32 @@ export const health = (core: SyncState<any, any, any, any>, stateName: string, n
     freshPeers: fresh,
     stalePeers: stale,
     failingPeers: failing
+  }
+}
+
+/** The status of a state as `/status` shows it: every view held, with its staleness, and the counters. */
+export const status = (
+  core: SyncState<any, any, any, any>,
+  stateName: string,
+  now: number,
+  metrics: StateStatus["metrics"],
+  lastSaveFailure: string | undefined
+): StateStatus => {
+  const self = core.config.self
+  const views = [...core.views.current.values()].sort((a, b) => a.source < b.source ? -1 : a.source > b.source ? 1 : 0)
+  return {
+    stateName,
+    generation: core.owner.generation,
+    views: views.map((view) => ({
+      node: view.source,
+      generation: view.generation,
+      wireVersion: view.wireVersion,
+      stalenessMillis: view.source === self ? 0 : Math.max(0, now - view.syncedAt),
+      pendingRemote: view.pendingRemote
+    })),
+    awaiting: [...core.awaited].sort(),
+    syncStatus: core.peers.report(core.owner.generation, self),
+    metrics,
+    lastSaveFailure
   }
 }

@@ -8,8 +8,8 @@
  * published map; stale views are pulled (`pulls.ts`).
  * @internal
  */
-import { Clock, Deferred, Duration, Effect, Exit, Fiber, type Option, PubSub, Result, Scope, Stream, SubscriptionRef } from "effect"
-import type { ActorRef, ActorRuntime, MailboxCapacity } from "../ActorRuntime.ts"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, type Option, PubSub, Result, Scope, Stream, SubscriptionRef, type Tracer } from "effect"
+import type { ActorRef, ActorRuntime, MailboxCapacity, TraceContext } from "../ActorRuntime.ts"
 import type {
   Observer,
   PeerSyncStatus,
@@ -45,6 +45,7 @@ import * as GroupCommit from "./groupCommit.ts"
 import * as Pulls from "./pulls.ts"
 import * as StateFrames from "./stateFrames.ts"
 import * as Sync from "./sync/core.ts"
+import * as Tracing from "./tracing.ts"
 
 export interface ShardOptions {
   readonly strategy: SyncStrategy
@@ -85,10 +86,17 @@ type Message<S, C> =
     readonly done: Deferred.Deferred<Committed<S>, PersistenceFailed>
     /** Monotonic ms of the `mutate` call. */
     readonly startedAt: number
+    readonly span: Tracer.AnySpan | undefined
   }
   /** Saves and commits the staged persisted mutations (`groupCommit.ts`). */
   | { readonly _tag: "Flush" }
-  | { readonly _tag: "Inbound"; readonly from: NodeId; readonly message: Inbound; readonly done?: Deferred.Deferred<void> }
+  | {
+    readonly _tag: "Inbound"
+    readonly from: NodeId
+    readonly message: Inbound
+    readonly done?: Deferred.Deferred<void>
+    readonly trace?: TraceContext | undefined
+  }
   | { readonly _tag: "PeerJoined"; readonly node: NodeId }
   | { readonly _tag: "AwaitView"; readonly node: NodeId }
   | { readonly _tag: "PeerLeft"; readonly node: NodeId }
@@ -103,7 +111,7 @@ export interface Shard<S, V, C> {
   readonly definition: DistributedState.DistributedState<S, V, any, C>
   readonly group: string
   /** Routes a decoded one-way message to the actor. */
-  readonly deliver: (from: NodeId, message: Inbound) => Effect.Effect<void>
+  readonly deliver: (from: NodeId, message: Inbound, trace?: TraceContext) => Effect.Effect<void>
   /** Answers a pull with the current snapshot frame. */
   readonly reply: (from: NodeId, message: RequestSnapshot) => Effect.Effect<Uint8Array>
   readonly peerJoined: (node: NodeId) => Effect.Effect<void>
@@ -203,9 +211,11 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   const views = yield* SubscriptionRef.make<ViewMap<V>>(core.views.current)
 
   // ---- carrying out the core's commands ---------------------------------------------------------
+  const tracing = Tracing.make(name, self)
   const frames = StateFrames.make({
     definition,
     codec,
+    tracing,
     runtime: env.runtime,
     group,
     maxFrameBytes: env.maxFrameBytes,
@@ -318,6 +328,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     startedAt: number | undefined
   ): Effect.Effect<void> => {
     const now = monotonicNow()
+    tracing.committed(next.generation)
     const sent = run(Sync.step(core, { _tag: "Committed", owner: next, change }, now))
     mutateToPublish.observe(startedAt === undefined ? 0 : now - startedAt)
     if (done !== undefined) Deferred.doneUnsafe(done, Effect.succeed({ generation: next.generation, state: next.state }))
@@ -348,9 +359,9 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     full: new MailboxFull({ actor: `state/${name}`, capacity }),
     prepare: prepareMutation,
     durable: () => core.owner,
-    save: (owner, change) => {
+    save: (owner, change, spans) => {
       const started = monotonicNow()
-      return save(owner, change).pipe(
+      return tracing.persist(spans, owner.generation, save(owner, change)).pipe(
         Effect.onExit(() => Effect.sync(() => saveLatency.observe(monotonicNow() - started))),
         Effect.tap(() =>
           Effect.sync(() => {
@@ -359,7 +370,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
         )
       )
     },
-    commit,
+    commit: (next, change, done, startedAt, span) => tracing.publish(span, () => commit(next, change, done, startedAt)),
     failed: (error, mutations) => {
       count("persistenceFailures", mutations)
       lastSaveFailure = error.message
@@ -403,7 +414,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   const receive = (message: Message<S, C>): Effect.Effect<void> => {
     switch (message._tag) {
       case "Mutate":
-        return onMutate(message.apply, message.done, message.startedAt)
+        return tracing.publish(message.span, () => onMutate(message.apply, message.done, message.startedAt))
       case "Flush":
         return groupCommit === undefined ? Effect.void : groupCommit.flush
       case "Inbound": {
@@ -413,7 +424,12 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
           : m._tag === "FullSnapshot"
           ? { _tag: "Snapshot", from, message: m }
           : { _tag: "Delta", from, message: m }
-        const handled = run(Sync.step(core, input, monotonicNow()))
+        const handled = m._tag === "RequestSnapshot"
+          ? run(Sync.step(core, input, monotonicNow()))
+          : tracing.apply(message.trace, m, () => run(Sync.step(core, input, monotonicNow())), () => {
+            const held = core.views.get(m.source)
+            return held !== undefined && Generation.equals(held.generation, m.generation)
+          })
         return message.done === undefined ? handled : Effect.ensuring(handled, Deferred.succeed(message.done, undefined))
       }
       case "PeerJoined":
@@ -473,8 +489,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   const tellControl = (message: Message<S, C>): Effect.Effect<void> => Effect.ignore(actor.tell(message))
 
   /** Delivers an inbound sync message, or drops it (counted) and remembers to resync with its sender. */
-  const deliverInbound = (from: NodeId, message: Inbound) =>
-    tellData({ _tag: "Inbound", from, message }).pipe(
+  const deliverInbound = (from: NodeId, message: Inbound, trace?: TraceContext) =>
+    tellData({ _tag: "Inbound", from, message, trace }).pipe(
       Effect.catch(() =>
         Effect.sync(() => {
           count("mailboxDropped")
@@ -541,12 +557,14 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     peerLeft: (node) => tellControl({ _tag: "PeerLeft", node }),
     markStale: (source, generation) => tellControl({ _tag: "Notice", source, generation }),
     mutate: (apply) =>
-      Effect.suspend(() => {
-        if (groupCommit !== undefined) return groupCommit.mutate(apply, monotonicNow())
-        const now = mutateNow(apply)
+      tracing.mutate((span) => {
+        if (groupCommit !== undefined) return groupCommit.mutate(apply, monotonicNow(), span)
+        // A traced mutation goes through the actor, so that its commit runs inside its publish span.
+        const now = span === undefined ? mutateNow(apply) : undefined
         if (now !== undefined) return now
         const done = Deferred.makeUnsafe<Committed<S>, PersistenceFailed>()
-        const handled = Effect.andThen(runData({ _tag: "Mutate", apply, done, startedAt: monotonicNow() }), Deferred.await(done))
+        const message: Message<S, C> = { _tag: "Mutate", apply, done, startedAt: monotonicNow(), span }
+        const handled = Effect.andThen(runData(message), Deferred.await(done))
         // The reply resumes this fiber inside the actor's turn: let the actor finish it first, so that the
         // caller's next mutation finds it idle instead of queueing behind it.
         return Effect.tap(handled, () => Effect.yieldNow)
@@ -570,24 +588,6 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
       awaiting: [...core.awaited].sort(),
       lastSaveFailure
     })),
-    status: Effect.sync((): StateStatus => {
-      const now = monotonicNow()
-      const views = [...core.views.current.values()].sort((a, b) => a.source < b.source ? -1 : a.source > b.source ? 1 : 0)
-      return {
-        stateName: name,
-        generation: core.owner.generation,
-        views: views.map((view) => ({
-          node: view.source,
-          generation: view.generation,
-          wireVersion: view.wireVersion,
-          stalenessMillis: view.source === self ? 0 : Math.max(0, now - view.syncedAt),
-          pendingRemote: view.pendingRemote
-        })),
-        awaiting: [...core.awaited].sort(),
-        syncStatus: core.peers.report(core.owner.generation, self),
-        metrics: { ...counters.values },
-        lastSaveFailure
-      }
-    })
+    status: Effect.sync(() => Pulls.status(core, name, monotonicNow(), { ...counters.values }, lastSaveFailure))
   }
 })

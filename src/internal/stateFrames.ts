@@ -15,10 +15,12 @@ import type { NodeId } from "../NodeId.ts"
 import { RequestSnapshot } from "../SyncMessage.ts"
 import { encodeFrame, type StateCodec } from "./codec.ts"
 import type { CounterKey, Owner } from "./sync/types.ts"
+import type { Tracing } from "./tracing.ts"
 
 export interface Env<S, V, D, C> {
   readonly definition: DistributedState.DistributedState<S, V, D, C>
   readonly codec: StateCodec<S, V, D>
+  readonly tracing: Tracing
   readonly runtime: ActorRuntime["Service"]
   readonly group: string
   readonly maxFrameBytes: number
@@ -29,7 +31,7 @@ export interface Env<S, V, D, C> {
 }
 
 export const make = <S, V, D, C>(env: Env<S, V, D, C>) => {
-  const { annotate, codec, count, definition, group } = env
+  const { annotate, codec, count, definition, group, tracing } = env
   const name = definition.name
   const self = env.runtime.nodeId
   const snapshotSupersede = { key: name, replaces: true } as const
@@ -81,7 +83,8 @@ export const make = <S, V, D, C>(env: Env<S, V, D, C>) => {
     const frame = snapshotFrameNow()
     if (Result.isFailure(frame)) return logSendFailure(frame.failure)
     count("snapshotsSent", peers)
-    return env.runtime.broadcast(group, frame.success, snapshotSupersede)
+    return tracing.send(env.owner().generation, "snapshot", frame.success.length, peers, (trace) =>
+      env.runtime.broadcast(group, frame.success, snapshotSupersede, trace))
   })
 
   const sendSnapshot = (to: NodeId) =>
@@ -115,7 +118,8 @@ export const make = <S, V, D, C>(env: Env<S, V, D, C>) => {
       // Too large as a delta: peers will see a gap and ask for the snapshot.
       if (Result.isFailure(frame)) return logSendFailure(frame.failure)
       count("deltasSent", peers)
-      return env.runtime.broadcast(group, frame.success, deltaSupersede)
+      return tracing.send(generation, "delta", frame.success.length, peers, (trace) =>
+        env.runtime.broadcast(group, frame.success, deltaSupersede, trace))
     })
 
   return { broadcastDelta, broadcastSnapshot, requestFrame, sendSnapshot, snapshotFrame }

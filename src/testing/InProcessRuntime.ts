@@ -68,13 +68,13 @@ export const layer = (
       joinGroup: (group) => Effect.sync(() => network.joinGroup(group, nodeId)),
       leaveGroup: (group) => Effect.sync(() => network.leaveGroup(group, nodeId)),
       members: (group) => Effect.sync(() => network.members(group)),
-      broadcast: (group, frame) =>
+      broadcast: (group, frame, _supersede, trace) =>
         Effect.forEach(
           network.members(group).filter((m) => m !== nodeId),
-          (member) => Effect.ignore(network.send(nodeId, member, frame)),
+          (member) => Effect.ignore(network.send(nodeId, member, frame, trace)),
           { discard: true }
         ),
-      send: (to, frame) => network.send(nodeId, to, frame),
+      send: (to, frame, _supersede, trace) => network.send(nodeId, to, frame, trace),
       request: (to, frame, timeout) => network.request(nodeId, to, frame, timeout)
     })
     return Context.make(ActorRuntime, runtime).pipe(Context.add(ClusterEvents, source.service))

@@ -15,7 +15,7 @@
  */
 import { Clock, Deferred, Duration, Effect, Exit, Scope } from "effect"
 import { TestClock } from "effect/testing"
-import type { Inbound } from "../ActorRuntime.ts"
+import type { Inbound, TraceContext } from "../ActorRuntime.ts"
 import { NodeUnreachable, RequestRejected, RequestTimeout } from "../DStateError.ts"
 import type { NodeId } from "../NodeId.ts"
 import * as Prng from "./Prng.ts"
@@ -171,7 +171,7 @@ export interface SimNetwork {
   /** @internal */
   readonly detach: (node: NodeId, crashed: boolean) => Effect.Effect<void>
   /** @internal */
-  readonly send: (from: NodeId, to: NodeId, frame: Uint8Array) => Effect.Effect<void, NodeUnreachable>
+  readonly send: (from: NodeId, to: NodeId, frame: Uint8Array, trace?: TraceContext) => Effect.Effect<void, NodeUnreachable>
   /** @internal */
   readonly request: (
     from: NodeId,
@@ -490,10 +490,10 @@ export const makeWith = Effect.fnUntraced(function*(options: Options): Effect.fn
       for (const other of endpoints.values()) yield* other.left(node)
       if (endpoint.paused !== undefined) yield* Deferred.succeed(endpoint.paused, undefined)
     }),
-    send: (from, to, frame) =>
+    send: (from, to, frame, trace) =>
       Effect.suspend(() =>
         endpoints.has(to)
-          ? transmit(from, to, "message", frame, (target, bytes) => target.inbound?.onMessage(from, bytes) ?? Effect.void)
+          ? transmit(from, to, "message", frame, (target, bytes) => target.inbound?.onMessage(from, bytes, trace) ?? Effect.void)
           : Effect.fail(new NodeUnreachable({ node: to }))
       ),
     request: Effect.fnUntraced(function*(from: NodeId, to: NodeId, frame: Uint8Array, timeout: Duration.Input) {

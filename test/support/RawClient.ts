@@ -90,7 +90,12 @@ export const rawHello = (client: RawClient, node: string, session = "raw-session
  * joining `groups`; returns the client once the node has welcomed it with a
  * proof that verifies.
  */
-export const rawAuthenticated = (address: TcpRuntime.Address, node: string, groups: ReadonlyArray<string>) =>
+export const rawAuthenticated = (
+  address: TcpRuntime.Address,
+  node: string,
+  groups: ReadonlyArray<string>,
+  features?: ReadonlyArray<string>
+) =>
   Effect.gen(function*() {
     const client = yield* rawConnect(address)
     const { transcript } = yield* rawHello(client, node)
@@ -98,7 +103,14 @@ export const rawAuthenticated = (address: TcpRuntime.Address, node: string, grou
     yield* write(client.socket, frameOf({
       _tag: "Auth",
       proof: Protocol.proof(key, "dialer", transcript),
-      info: { host: "127.0.0.1", port: 1, groupsVersion: 1, groups: [...groups], members: [] }
+      info: {
+        host: "127.0.0.1",
+        port: 1,
+        groupsVersion: 1,
+        groups: [...groups],
+        members: [],
+        ...(features === undefined ? {} : { features: [...features] })
+      }
     }))
     const welcome = yield* nthMessage(client, 1)
     assert.strictEqual(welcome._tag, "Welcome")

@@ -200,7 +200,7 @@ export const make = (
           break
         }
         case "Deliver": {
-          yield* routing.delivered(conn.node, message.payload)
+          yield* routing.delivered(conn.node, message.payload, message.trace)
           break
         }
         case "Request": {

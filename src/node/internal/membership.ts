@@ -44,7 +44,7 @@ import {
   type Peer
 } from "./node.ts"
 import * as Outbound from "./outbound.ts"
-import type * as Protocol from "./protocol.ts"
+import * as Protocol from "./protocol.ts"
 
 const leftSessionsRemembered = 1024
 
@@ -125,7 +125,8 @@ export const make = Effect.fnUntraced(function*(
     port: node.address.port,
     groupsVersion,
     groups: [...localGroups],
-    members: memberList()
+    members: memberList(),
+    features: [Protocol.traceContextFeature]
   })
 
   const declareDown = Effect.fnUntraced(function*(peer: Peer, reason: DownReason) {
@@ -191,6 +192,7 @@ export const make = Effect.fnUntraced(function*(
         outbound,
         groups: new Set(),
         groupsVersion: -1,
+        traceContext: false,
         detector: Detector.make(settings.detector, now),
         queueGauge: MetricSeries.gauge(
           Metrics.outboundQueueBytes,
@@ -201,6 +203,7 @@ export const make = Effect.fnUntraced(function*(
       peers.set(hs.node, peer)
     }
     peer.address = { host: hs.info.host, port: hs.info.port }
+    peer.traceContext = hs.info.features?.includes(Protocol.traceContextFeature) ?? false
     addresses.set(hs.node, peer.address)
     peer.conns.add(conn)
     peer.detector.heard(now)

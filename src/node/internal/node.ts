@@ -117,6 +117,8 @@ export interface Peer {
   readonly outbound: Outbound.Outbound
   groups: ReadonlySet<string>
   groupsVersion: number
+  /** Whether the peer reads Delivers with a trace context (it listed the feature in its node info). */
+  traceContext: boolean
   readonly detector: Detector.Detector
   /** The series of `Metrics.outboundQueueBytes` for this peer. */
   readonly queueGauge: Metric.Registration

@@ -15,12 +15,19 @@
  *
  * ```text
  * u32 BE  body length (protocol byte + checksum + message bytes)
- * u8      transport protocol (0x83 = transport protocol 2, 0x84 = a Deliver of protocol 2;
- *         0x81 and 0x82 were protocol 1, whose acceptor proved itself first)
+ * u8      transport protocol (0x83 = transport protocol 2, 0x84 = a Deliver of protocol 2,
+ *         0x85 = a Deliver with the sender's trace context; 0x81 and 0x82 were protocol 1, whose
+ *         acceptor proved itself first)
  * u32 BE  CRC32 of the message bytes
- * ...     message bytes (0x81: SchemaBinary encoding of `TransportMessage`;
- *         0x82: the registry frame of a `Deliver`, as it is)
+ * ...     message bytes (0x83: SchemaBinary encoding of `TransportMessage`;
+ *         0x84: the registry frame of a `Deliver`, as it is;
+ *         0x85: u8 flags (bit 0: sampled), u8 length + ASCII trace id, u8 length + ASCII span id,
+ *         then the registry frame)
  * ```
+ *
+ * A node sends 0x85 only to a peer whose node info listed the feature
+ * `"traceContext"` (a node that does not know the feature ignores the field
+ * and gets 0x84 frames).
  *
  * The registry's frames travel as opaque bytes inside `Deliver`, `Request`
  * and `Reply` messages; the registry checks them again itself. A `Deliver`
@@ -45,6 +52,15 @@ export const transportProtocol = 0x83
 
 /** The protocol byte of a `Deliver` whose message bytes are the registry frame itself. */
 export const deliverProtocol = 0x84
+
+/** The protocol byte of a `Deliver` that carries the sender's trace context before the registry frame. */
+export const tracedDeliverProtocol = 0x85
+
+/** The feature a node lists in its node info when it reads `tracedDeliverProtocol` frames. */
+export const traceContextFeature = "traceContext"
+
+/** The longest trace or span id carried (longer ones are not sent). */
+export const maxTraceIdLength = 64
 
 /** The protocol bytes of transport protocol 1, recognised only to say so when refused. */
 const protocolOneBytes: ReadonlySet<number> = new Set([0x81, 0x82])
@@ -76,7 +92,9 @@ export const NodeInfo = Schema.Struct({
   port: Port,
   groupsVersion: Schema.Int,
   groups: Schema.Array(Schema.String),
-  members: Schema.Array(MemberEntry)
+  members: Schema.Array(MemberEntry),
+  /** What this node reads beyond protocol 2 (absent from nodes that know of no such feature). */
+  features: Schema.optionalKey(Schema.Array(Schema.String))
 })
 export type NodeInfo = typeof NodeInfo.Type
 
@@ -117,8 +135,14 @@ export const Groups = Schema.TaggedStruct("Groups", {
 })
 /** The sender's member list changed. */
 export const Members = Schema.TaggedStruct("Members", { members: Schema.Array(MemberEntry) })
-/** A one-way registry frame. */
-export const Deliver = Schema.TaggedStruct("Deliver", { payload: Schema.Uint8Array })
+/** The sender's span, as a `Deliver` may carry it. */
+export const TraceContext = Schema.Struct({ traceId: Schema.String, spanId: Schema.String, sampled: Schema.Boolean })
+
+/** A one-way registry frame (with the sender's trace context, when it came in a 0x85 frame). */
+export const Deliver = Schema.TaggedStruct("Deliver", {
+  payload: Schema.Uint8Array,
+  trace: Schema.optionalKey(TraceContext)
+})
 /** A request frame; the receiver answers with `Reply` or `Reject` carrying the same id. */
 export const Request = Schema.TaggedStruct("Request", {
   id: Schema.Int,
@@ -171,6 +195,56 @@ export const encodeDeliver = (
   return Result.succeed([header(deliverProtocol, payload), payload])
 }
 
+const isAsciiId = (id: string) => id.length > 0 && id.length <= maxTraceIdLength && /^[\x21-\x7e]+$/.test(id)
+
+/**
+ * A `Deliver` of `payload` with `trace`, as its header (with the trace
+ * context) and the payload itself; `undefined` when an id is empty, longer
+ * than `maxTraceIdLength` or not printable ASCII (the frame is then sent
+ * without it).
+ */
+export const encodeTracedDeliver = (
+  payload: Uint8Array,
+  trace: { readonly traceId: string; readonly spanId: string; readonly sampled: boolean },
+  maxFrameBytes: number
+): Result.Result<readonly [Uint8Array, Uint8Array], MessageTooLarge> | undefined => {
+  if (!isAsciiId(trace.traceId) || !isAsciiId(trace.spanId)) return undefined
+  const contextBytes = 3 + trace.traceId.length + trace.spanId.length
+  const size = headerBytes + contextBytes + payload.length
+  if (size > maxFrameBytes) return Result.fail(new MessageTooLarge({ size, limit: maxFrameBytes }))
+  const head = new Uint8Array(headerBytes + contextBytes)
+  const context = head.subarray(headerBytes)
+  context[0] = trace.sampled ? 1 : 0
+  context[1] = trace.traceId.length
+  for (let i = 0; i < trace.traceId.length; i++) context[2 + i] = trace.traceId.charCodeAt(i)
+  const at = 2 + trace.traceId.length
+  context[at] = trace.spanId.length
+  for (let i = 0; i < trace.spanId.length; i++) context[at + 1 + i] = trace.spanId.charCodeAt(i)
+  writeHeader(head, 0, tracedDeliverProtocol, context, payload)
+  return Result.succeed([head, payload])
+}
+
+/** Reads the trace context and the registry frame of a 0x85 body. */
+const decodeTraced = (body: Uint8Array): Result.Result<TransportMessage, MalformedMessage> => {
+  const malformed = (reason: string) => Result.fail(new MalformedMessage({ reason: `traced deliver: ${reason}` }))
+  if (body.length < 3) return malformed("shorter than its trace context")
+  if (body[0] > 1) return malformed(`unknown flags ${body[0]}`)
+  const traceLength = body[1]
+  const spanAt = 2 + traceLength
+  if (body.length < spanAt + 1) return malformed("shorter than its trace id")
+  const spanLength = body[spanAt]
+  const payloadAt = spanAt + 1 + spanLength
+  if (body.length < payloadAt) return malformed("shorter than its span id")
+  const traceId = String.fromCharCode(...body.subarray(2, spanAt))
+  const spanId = String.fromCharCode(...body.subarray(spanAt + 1, payloadAt))
+  if (!isAsciiId(traceId) || !isAsciiId(spanId)) return malformed("ids must be 1 to 64 printable ASCII characters")
+  return Result.succeed({
+    _tag: "Deliver",
+    payload: body.subarray(payloadAt),
+    trace: { traceId, spanId, sampled: body[0] === 1 }
+  })
+}
+
 /** Encodes a message into one transport frame. */
 export const encode = (
   message: TransportMessage,
@@ -207,7 +281,7 @@ export const decode = (frame: Uint8Array): Result.Result<TransportMessage, Malfo
       reason: `transport protocol 1 (0x${frame[4].toString(16)}); this node speaks protocol ${protocolVersion}`
     }))
   }
-  if (frame[4] !== transportProtocol && frame[4] !== deliverProtocol) {
+  if (frame[4] !== transportProtocol && frame[4] !== deliverProtocol && frame[4] !== tracedDeliverProtocol) {
     return Result.fail(new MalformedMessage({ reason: `unknown transport protocol 0x${frame[4].toString(16)}` }))
   }
   const body = frame.subarray(headerBytes)
@@ -215,6 +289,7 @@ export const decode = (frame: Uint8Array): Result.Result<TransportMessage, Malfo
   if (crc32(body) !== expected) return Result.fail(new MalformedMessage({ reason: "checksum mismatch" }))
   // The registry frame of a Deliver, as a view into the transport frame (the registry checks it itself).
   if (frame[4] === deliverProtocol) return Result.succeed({ _tag: "Deliver", payload: body })
+  if (frame[4] === tracedDeliverProtocol) return decodeTraced(body)
   const decoded = decodeMessage(body)
   if (Result.isFailure(decoded)) {
     return Result.fail(new MalformedMessage({

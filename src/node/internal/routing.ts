@@ -9,7 +9,7 @@
  * @internal
  */
 import { Cause, Deferred, Duration, Effect, Exit, FiberSet, Result, type Scope } from "effect"
-import type { Inbound, Supersede } from "../../ActorRuntime.ts"
+import type { Inbound, Supersede, TraceContext } from "../../ActorRuntime.ts"
 import { NodeUnreachable, RequestRejected, RequestTimeout } from "../../DStateError.ts"
 import type { NodeId } from "../../NodeId.ts"
 import { encode, type Node, type Peer } from "./node.ts"
@@ -24,9 +24,22 @@ export interface Routing {
   /** Installs the node's inbound handler for as long as the scope lives. */
   readonly serve: (handler: Inbound) => Effect.Effect<void, never, Scope.Scope>
   /** Sends a registry frame to one node (this one included). */
-  readonly send: (to: NodeId, payload: Uint8Array, supersede: Supersede | undefined) => Effect.Effect<void, NodeUnreachable>
-  /** Queues a registry frame for each of `targets` other than this node (the members of a group). */
-  readonly broadcast: (targets: ReadonlyArray<NodeId>, payload: Uint8Array, supersede: Supersede | undefined) => void
+  readonly send: (
+    to: NodeId,
+    payload: Uint8Array,
+    supersede: Supersede | undefined,
+    trace: TraceContext | undefined
+  ) => Effect.Effect<void, NodeUnreachable>
+  /**
+   * Queues a registry frame for each of `targets` other than this node (the members of a group); with
+   * `trace`, peers that read trace contexts get it with the frame.
+   */
+  readonly broadcast: (
+    targets: ReadonlyArray<NodeId>,
+    payload: Uint8Array,
+    supersede: Supersede | undefined,
+    trace: TraceContext | undefined
+  ) => void
   /** Sends a request frame and waits for the reply frame. */
   readonly request: (
     to: NodeId,
@@ -34,7 +47,7 @@ export interface Routing {
     timeout: Duration.Input
   ) => Effect.Effect<Uint8Array, RequestTimeout | NodeUnreachable | RequestRejected>
   /** A `Deliver` from a peer. */
-  readonly delivered: (from: NodeId, payload: Uint8Array) => Effect.Effect<void>
+  readonly delivered: (from: NodeId, payload: Uint8Array, trace: TraceContext | undefined) => Effect.Effect<void>
   /** A `Request` from a peer: answered in the background. */
   readonly requested: (peer: Peer, message: typeof Protocol.Request.Type) => Effect.Effect<void>
   /** A `Reply` or `Reject` from a peer. */
@@ -61,14 +74,25 @@ export const make = (node: Node): Routing => {
     return frame.success
   }
 
-  const deliverLocally = (payload: Uint8Array) =>
+  /** The same with the trace context, for peers that read it (the plain frame when the ids cannot be carried). */
+  const tracedFrame = (payload: Uint8Array, trace: TraceContext) => {
+    const frame = Protocol.encodeTracedDeliver(payload, trace, node.frameLimit)
+    if (frame === undefined) return deliverFrame(payload)
+    if (Result.isFailure(frame)) {
+      counters.oversizedSends++
+      return undefined
+    }
+    return frame.success
+  }
+
+  const deliverLocally = (payload: Uint8Array, trace: TraceContext | undefined) =>
     Effect.suspend(() => {
       const handler = inbound
       if (handler === undefined) {
         counters.undelivered++
         return Effect.void
       }
-      return FiberSet.run(node.tasks, handler.onMessage(self, payload)).pipe(Effect.asVoid)
+      return FiberSet.run(node.tasks, handler.onMessage(self, payload, trace)).pipe(Effect.asVoid)
     })
 
   const handleRequest = Effect.fnUntraced(function*(peer: Peer, id: number, timeoutMillis: number, payload: Uint8Array) {
@@ -139,27 +163,39 @@ export const make = (node: Node): Routing => {
             if (inbound === handler) inbound = undefined
           })
       ),
-    send: (to, payload, supersede) =>
+    send: (to, payload, supersede, trace) =>
       Effect.suspend(() => {
-        if (to === self) return deliverLocally(payload)
+        if (to === self) return deliverLocally(payload, trace)
         const peer = node.peers.get(to)
         if (peer === undefined) return Effect.fail(new NodeUnreachable({ node: to }))
-        const frame = deliverFrame(payload)
+        const frame = trace !== undefined && peer.traceContext ? tracedFrame(payload, trace) : deliverFrame(payload)
         if (frame !== undefined) peer.outbound.offer(frame, supersede)
         return Effect.void
       }),
-    broadcast: (members, payload, supersede) => {
-      const targets = members.filter((m) => m !== self)
-      if (targets.length === 0) return
-      const frame = deliverFrame(payload)
-      if (frame === undefined) return
-      for (const to of targets) node.peers.get(to)?.outbound.offer(frame, supersede)
+    broadcast: (members, payload, supersede, trace) => {
+      // Each frame is built once, the first time a peer needs it, and shared by every queue.
+      let plain: ReturnType<typeof deliverFrame> | null = null
+      let traced: ReturnType<typeof deliverFrame> | null = null
+      for (const to of members) {
+        if (to === self) continue
+        const peer = node.peers.get(to)
+        if (peer === undefined) continue
+        let frame: ReturnType<typeof deliverFrame>
+        if (trace !== undefined && peer.traceContext) {
+          if (traced === null) traced = tracedFrame(payload, trace)
+          frame = traced
+        } else {
+          if (plain === null) plain = deliverFrame(payload)
+          frame = plain
+        }
+        if (frame !== undefined) peer.outbound.offer(frame, supersede)
+      }
     },
     request,
-    delivered: (from, payload) =>
+    delivered: (from, payload, trace) =>
       Effect.suspend(() => {
         const handler = inbound
-        if (handler !== undefined) return handler.onMessage(from, payload)
+        if (handler !== undefined) return handler.onMessage(from, payload, trace)
         counters.undelivered++
         return Effect.void
       }),

@@ -153,8 +153,8 @@ export const make = Effect.fnUntraced(function*(
     leaveGroup: membership.leaveGroup,
     members: (group) => Effect.sync(() => membership.members(group)),
     groupJoins: membership.groupJoins,
-    broadcast: (group, payload, supersede) =>
-      Effect.sync(() => routing.broadcast(membership.members(group), payload, supersede)),
+    broadcast: (group, payload, supersede, trace) =>
+      Effect.sync(() => routing.broadcast(membership.members(group), payload, supersede, trace)),
     send: routing.send,
     request: routing.request
   }
