@@ -78,13 +78,14 @@ class Node {
 }
 
 const started: Array<Node> = []
-const start = async (config: Record<string, unknown>, env?: Record<string, string>) => {
+/** Starts a benchmark node and waits until it listens. */
+export const start = async (config: Record<string, unknown>, env?: Record<string, string>) => {
   const node = new Node(config, env)
   started.push(node)
   const listening = await node.next("listening", 20_000)
   return { node, port: listening.port as number }
 }
-const stopAll = () => Promise.all(started.splice(0).map((n) => n.stop()))
+export const stopAll = () => Promise.all(started.splice(0).map((n) => n.stop()))
 
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]
@@ -269,7 +270,7 @@ const measureLarge = async (kind: "dstate" | "raw", size: number): Promise<Large
 }
 
 /** A result row: `[value, unit]` against `[baseline, what the baseline is]`; info rows are always met. */
-const row = (
+export const row = (
   id: string,
   name: string,
   [value, unit]: readonly [number, string],

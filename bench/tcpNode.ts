@@ -19,22 +19,26 @@
  * on a query sees it; the registry's observer is told synchronously), a raw
  * or Redis receiver when the frame has been read.
  */
-import { Effect, Layer, Queue, Redacted, Schema } from "effect"
+import { Effect, Layer, Queue, Redacted, Result, Schema } from "effect"
 import { DistributedState, NodeId, StateRegistry, SyncStrategy } from "dstate"
 import { TcpRuntime } from "dstate/node"
 import * as Net from "node:net"
+import * as Protocol from "../src/node/internal/protocol.ts"
 
 const config = JSON.parse(process.argv[2] ?? "{}") as {
-  readonly kind: "dstate" | "raw" | "redis"
+  readonly kind: "dstate" | "raw" | "redis" | "slow"
   readonly id: string
   readonly seeds?: ReadonlyArray<string>
   readonly owner?: string
-  readonly view?: "small" | "large"
+  readonly view?: "small" | "large" | "delta"
   readonly redisPort?: number
+  /** kind "slow": the port of the node to join as a peer that never reads. */
+  readonly port?: number
 }
 
 type Command = { readonly cmd: string; readonly [key: string]: unknown }
 
+const benchSecret = "dstate-benchmark-secret-0123456789"
 const now = () => performance.timeOrigin + performance.now()
 let meter: ReturnType<typeof rssMeter> | undefined
 /** The sender's sequence number, continued across commands so that receivers see it grow. */
@@ -340,9 +344,23 @@ const Large = DistributedState.make({
   initial: () => ({ seq: 0, sentAt: 0, blob: new Uint8Array(0) })
 })
 
+/** A delta state: every mutation is one small delta, sent on its own (nothing supersedes it but a snapshot). */
+const FeedView = Schema.Struct({ seq: Schema.Int, sentAt: Schema.Finite })
+const Feed = DistributedState.makeDelta({
+  name: "feed",
+  state: FeedView,
+  view: FeedView,
+  delta: FeedView,
+  initial: () => ({ seq: 0, sentAt: 0 }),
+  projectView: (s) => s,
+  projectDelta: (change: typeof FeedView.Type) => change,
+  applyDelta: (_view, delta) => delta
+})
+
 const dstate = Effect.gen(function*() {
   const transport = yield* TcpRuntime.TcpTransport
   const small = yield* StateRegistry.register(Small, { strategy: SyncStrategy.activePush(), persist: false })
+  const feed = yield* StateRegistry.register(Feed, { strategy: SyncStrategy.activePush(), persist: false })
   const large = yield* StateRegistry.register(Large, { strategy: SyncStrategy.activePush(), persist: false })
   const handle = config.view === "large" ? large : small
   send({ ev: "listening", port: transport.address.port })
@@ -363,6 +381,33 @@ const dstate = Effect.gen(function*() {
             yield* small.mutate((s) => ({ seq: i, sentAt: now(), data: s.data }))
           }
           return { t0, count: seq - from, final: seq }
+        })
+      case "deltaBurst":
+        // Deltas as fast as the owner goes, yielding after each so that every one is sent on its own.
+        return Effect.gen(function*() {
+          const t0 = now()
+          const from = seq
+          while (now() - t0 < (command.seconds as number) * 1000) {
+            const i = ++seq
+            yield* feed.mutateWithDelta(() => {
+              const next = { seq: i, sentAt: now() }
+              return { state: next, change: next }
+            })
+            if ((i & 63) === 0) yield* Effect.yieldNow
+          }
+          return { t0, count: seq - from, final: seq, peers: yield* transport.peers }
+        })
+      case "mem":
+        return Effect.sync(() => {
+          gc()
+          gc()
+          const usage = process.memoryUsage()
+          return { rss: usage.rss, heapTotal: usage.heapTotal, heapUsed: usage.heapUsed, external: usage.external, arrayBuffers: usage.arrayBuffers }
+        })
+      case "meter":
+        return Effect.sync(() => {
+          meter = rssMeter()
+          return {}
         })
       case "paced":
         return Effect.promise(() =>
@@ -386,6 +431,77 @@ const dstate = Effect.gen(function*() {
   }
   return run
 })
+
+// ---- a member that never reads --------------------------------------------------------------------
+
+/**
+ * A trusted peer that never reads: it completes the dialer's side of the
+ * handshake with `config.port`, joins the groups of every bench state, then
+ * stops reading its socket (the node's writes to it stall once the kernel's
+ * buffers are full) while it keeps sending heartbeats, so that it stays a
+ * member and its outbound queue on the node stays at its cap.
+ */
+const slow = async () => {
+  const key = Protocol.secretBytes(benchSecret)
+  const frame = (message: Protocol.TransportMessage) => Result.getOrThrow(Protocol.encode(message, 1 << 20))
+  const socket = await connect(config.port!)
+  const reader = new Protocol.FrameReader(64 * 1024 * 1024)
+  const messages: Array<Protocol.TransportMessage> = []
+  let onMessage: (() => void) | undefined
+  socket.on("data", (chunk) => {
+    reader.push(new Uint8Array(chunk))
+    while (true) {
+      const next = reader.next()
+      if (Result.isFailure(next) || next.success === undefined) break
+      messages.push(Result.getOrThrow(Protocol.decode(next.success)))
+    }
+    onMessage?.()
+  })
+  const nth = (i: number) =>
+    new Promise<Protocol.TransportMessage>((resolve) => {
+      const check = () => {
+        if (messages.length > i) resolve(messages[i])
+      }
+      onMessage = check
+      check()
+    })
+  const nonce = new Uint8Array(32).fill(9)
+  socket.write(frame({ _tag: "Hello", node: NodeId.make(config.id), session: `slow-${process.pid}`, nonce }))
+  const challenge = await nth(0)
+  if (challenge._tag !== "Challenge") throw new Error(`expected a Challenge, got ${challenge._tag}`)
+  const groups = [Small.name, Large.name, Feed.name].map((name) => `dstate/state/${name}`)
+  const transcript: Protocol.Transcript = {
+    dialer: config.id,
+    acceptor: challenge.node,
+    dialerSession: `slow-${process.pid}`,
+    acceptorSession: challenge.session,
+    dialerNonce: nonce,
+    acceptorNonce: challenge.nonce
+  }
+  socket.write(frame({
+    _tag: "Auth",
+    proof: Protocol.proof(key, "dialer", transcript),
+    info: { host: "127.0.0.1", port: 1, groupsVersion: 1, groups, members: [] }
+  }))
+  const welcome = await nth(1)
+  if (welcome._tag !== "Welcome") throw new Error(`expected a Welcome, got ${welcome._tag}`)
+  // From here on nothing is read.
+  socket.pause()
+  socket.removeAllListeners("data")
+  const heartbeat = frame({ _tag: "Heartbeat", groupsVersion: 1, groups, members: [] })
+  const timer = setInterval(() => socket.write(heartbeat), 200)
+  send({ ev: "listening", port: 0 })
+  return async (command: Command) => {
+    switch (command.cmd) {
+      case "close":
+        clearInterval(timer)
+        socket.destroy()
+        return {}
+      default:
+        return undefined
+    }
+  }
+}
 
 // ---- command loop ---------------------------------------------------------------------------------
 
@@ -446,7 +562,7 @@ const serve = (handler: (command: Command) => Promise<Record<string, unknown> | 
 const owner = config.owner ?? config.id
 const observer = {
   onViews: (stateName: string, _node: NodeId.NodeId, views: ReadonlyMap<NodeId.NodeId, { readonly value: unknown }>) => {
-    if (stateName !== (config.view === "large" ? Large.name : Small.name)) return
+    if (stateName !== (config.view === "large" ? Large.name : config.view === "delta" ? Feed.name : Small.name)) return
     const view = views.get(NodeId.make(owner))?.value as { readonly seq: number; readonly sentAt: number } | undefined
     if (view !== undefined) record(view.seq, view.sentAt)
   },
@@ -460,7 +576,7 @@ if (config.kind === "dstate") {
       nodeId: config.id,
       port: 0,
       seeds: config.seeds ?? [],
-      secret: Redacted.make("dstate-benchmark-secret-0123456789"),
+      secret: Redacted.make(benchSecret),
       leaveTimeout: "200 millis"
     }))
   )
@@ -477,6 +593,6 @@ if (config.kind === "dstate") {
     )
   })).pipe(Effect.provide(node)) as Effect.Effect<void>)
 } else {
-  await serve(config.kind === "raw" ? await raw() : await redis())
+  await serve(config.kind === "raw" ? await raw() : config.kind === "slow" ? await slow() : await redis())
 }
 process.exit(0)

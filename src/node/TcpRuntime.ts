@@ -299,8 +299,14 @@ export interface OutboundStats {
   readonly bytesWritten: number
   /** Frames dropped by a later frame with the same supersede key that replaces them. */
   readonly superseded: number
-  /** Frames dropped because a cap was reached. */
+  /** Frames dropped from the head of the queue because a cap was reached. */
   readonly droppedOldest: number
+  /**
+   * Frames dropped at a cap because a newer frame of the same supersede key took their place at the tail
+   * of the queue (a frame that does not replace, arriving while the queue is full and the newest queued
+   * frame of its key is still waiting). The receiver sees a gap there and asks for a snapshot.
+   */
+  readonly replacedAtCap: number
 }
 
 /**

@@ -9,9 +9,17 @@
  *   all its queued snapshots and deltas said); a frame that does not replace
  *   is kept under its key until such a frame follows. The queue never looks
  *   inside a frame;
- * - drop oldest: when a new frame would exceed a cap, the oldest queued
- *   frames are dropped until it fits (a receiver that misses a delta sees a
- *   gap and asks for a snapshot; a missed heartbeat is repeated).
+ * - at a cap, the tail: a frame with a key that does not replace, arriving
+ *   when the queue is full, takes the place of the newest queued frame of its
+ *   key (its bytes are dropped, `replacedAtCap`). A peer that has stopped
+ *   reading then costs one frame per offer and no churn at all: the queued
+ *   frames stay as they are (no item allocated, none dropped, nothing
+ *   promoted to the old generation only to die there), and when the peer
+ *   reads again it finds the older frames, then a gap before the newest one,
+ *   and asks for a snapshot (the repair of a peer that cannot keep up);
+ * - drop oldest: otherwise, when a new frame would exceed a cap, the oldest
+ *   queued frames are dropped until it fits (a receiver that misses a delta
+ *   sees a gap and asks for a snapshot; a missed heartbeat is repeated).
  *
  * Superseded frames stay in the `Queue` as tombstones without their bytes
  * until the writer reaches them; they count against the frame cap, so the
@@ -34,7 +42,7 @@ const sizeOf = (frame: Frame): number => {
 
 interface Item {
   frame: Frame | undefined
-  readonly size: number
+  size: number
   readonly supersede: Supersede | undefined
   readonly written: Deferred.Deferred<void> | undefined
 }
@@ -67,6 +75,7 @@ export const make = Effect.fnUntraced(function*(
   let bytesWritten = 0
   let superseded = 0
   let droppedOldest = 0
+  let replacedAtCap = 0
 
   const unindex = (item: Item) => {
     if (item.supersede === undefined) return
@@ -89,8 +98,32 @@ export const make = Effect.fnUntraced(function*(
     if (item.written !== undefined) Deferred.doneUnsafe(item.written, Effect.void)
   }
 
+  const full = (size: number) => queuedBytes + size > caps.maxBytes || Queue.sizeUnsafe(queue) + 1 > caps.maxFrames
+
+  /**
+   * At a cap, puts `frame` in the place of the newest queued frame of its key, when there is one that
+   * nobody waits on and the bytes then fit; returns whether it did.
+   */
+  const replaceTail = (frame: Frame, size: number, key: string): boolean => {
+    const list = index.get(key)
+    const tail = list === undefined ? undefined : list[list.length - 1]
+    if (tail === undefined || tail.frame === undefined || tail.written !== undefined) return false
+    if (queuedBytes - tail.size + size > caps.maxBytes) return false
+    tail.frame = frame
+    queuedBytes += size - tail.size
+    tail.size = size
+    replacedAtCap++
+    framesEnqueued++
+    return true
+  }
+
   const offer = (frame: Frame, supersede?: Supersede, written?: Deferred.Deferred<void>) => {
-    const item: Item = { frame, size: sizeOf(frame), supersede, written }
+    const size = sizeOf(frame)
+    if (
+      supersede !== undefined && !supersede.replaces && written === undefined && full(size) &&
+      replaceTail(frame, size, supersede.key)
+    ) return
+    const item: Item = { frame, size, supersede, written }
     if (supersede !== undefined) {
       const list = index.get(supersede.key)
       if (supersede.replaces) {
@@ -105,10 +138,7 @@ export const make = Effect.fnUntraced(function*(
       else list.push(item)
     }
     // Drop the oldest frames until this one fits under both caps.
-    while (
-      Queue.sizeUnsafe(queue) > 0 &&
-      (queuedBytes + item.size > caps.maxBytes || Queue.sizeUnsafe(queue) + 1 > caps.maxFrames)
-    ) {
+    while (Queue.sizeUnsafe(queue) > 0 && full(item.size)) {
       const head = Queue.takeUnsafe(queue)
       if (head === undefined || head._tag !== "Success") break
       if (head.value.frame !== undefined) droppedOldest++
@@ -182,7 +212,8 @@ export const make = Effect.fnUntraced(function*(
       framesWritten,
       bytesWritten,
       superseded,
-      droppedOldest
+      droppedOldest,
+      replacedAtCap
     })
   }
 })
