@@ -133,7 +133,12 @@ export interface GroupJoin {
 export interface Supersede {
   /** Frames with the same key belong together (for example one state's updates from this node). */
   readonly key: string
-  /** `true`: this frame makes every frame still queued with the same key useless, and they are dropped. */
+  /**
+   * `true`: this frame makes every frame still queued with the same key useless, and they are dropped.
+   * `false`: the frames of the key form a sequence whose receiver detects a gap and repairs it (one state's
+   * deltas): when a queue is at its cap, such a frame may take the place of the newest queued frame of its
+   * key instead of making room at the head.
+   */
   readonly replaces: boolean
 }
 
