@@ -26,7 +26,7 @@ import * as Net from "node:net"
 import * as Protocol from "../src/node/internal/protocol.ts"
 
 const config = JSON.parse(process.argv[2] ?? "{}") as {
-  readonly kind: "dstate" | "raw" | "redis" | "slow"
+  readonly kind: "dstate" | "raw" | "redis" | "slow" | "flood"
   readonly id: string
   readonly seeds?: ReadonlyArray<string>
   readonly owner?: string
@@ -404,6 +404,8 @@ const dstate = Effect.gen(function*() {
           const usage = process.memoryUsage()
           return { rss: usage.rss, heapTotal: usage.heapTotal, heapUsed: usage.heapUsed, external: usage.external, arrayBuffers: usage.arrayBuffers }
         })
+      case "stats":
+        return Effect.map(transport.stats, (stats) => ({ stats }))
       case "meter":
         return Effect.sync(() => {
           meter = rssMeter()
@@ -503,6 +505,54 @@ const slow = async () => {
   }
 }
 
+// ---- garbage connections --------------------------------------------------------------------------
+
+/**
+ * An attacker without the secret: `flood` opens `rate` connections per
+ * second to `port` for `seconds`, spread over 10 source addresses
+ * (127.0.0.2 to 127.0.0.11), each writing 64 bytes that are not a frame and
+ * closing once the node closes it (or after a second). Returns how many it
+ * opened and how many the node closed first.
+ */
+const flood = async () => {
+  const garbage = new Uint8Array(64).fill(0xff)
+  send({ ev: "listening", port: 0 })
+  return async (command: Command) => {
+    if (command.cmd !== "flood") return undefined
+    const rate = command.rate as number
+    const seconds = command.seconds as number
+    const sources = Array.from({ length: 10 }, (_, i) => `127.0.0.${i + 2}`)
+    let opened = 0
+    let closedByNode = 0
+    let open = 0
+    const t0 = now()
+    await new Promise<void>((resolve) => {
+      const tick = setInterval(() => {
+        const due = Math.floor(((now() - t0) / 1000) * rate) - opened
+        for (let i = 0; i < due; i++) {
+          opened++
+          open++
+          const socket = Net.createConnection({ host: "127.0.0.1", port: command.port as number, localAddress: sources[opened % sources.length] })
+          const timer = setTimeout(() => socket.destroy(), 1000)
+          socket.on("connect", () => socket.write(garbage))
+          socket.on("end", () => closedByNode++)
+          socket.on("error", () => undefined)
+          socket.on("close", () => {
+            clearTimeout(timer)
+            open--
+          })
+        }
+        if (now() - t0 >= seconds * 1000) {
+          clearInterval(tick)
+          resolve()
+        }
+      }, 5)
+    })
+    while (open > 0) await sleep(10)
+    return { opened, closedByNode, seconds: (now() - t0) / 1000 }
+  }
+}
+
 // ---- command loop ---------------------------------------------------------------------------------
 
 const common = async (command: Command): Promise<Record<string, unknown> | undefined> => {
@@ -593,6 +643,8 @@ if (config.kind === "dstate") {
     )
   })).pipe(Effect.provide(node)) as Effect.Effect<void>)
 } else {
-  await serve(config.kind === "raw" ? await raw() : config.kind === "slow" ? await slow() : await redis())
+  await serve(
+    config.kind === "raw" ? await raw() : config.kind === "slow" ? await slow() : config.kind === "flood" ? await flood() : await redis()
+  )
 }
 process.exit(0)
