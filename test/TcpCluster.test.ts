@@ -13,17 +13,12 @@
  */
 import { NodeFileSystem } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Duration, Effect, FileSystem } from "effect"
+import { Clock, Effect, FileSystem } from "effect"
 import type { Fixtures } from "dstate/testing"
-import { type ChildProcess, spawn } from "node:child_process"
 import { join } from "node:path"
-import { createInterface } from "node:readline"
-import { fileURLToPath } from "node:url"
 import type { Entry } from "./helpers.ts"
-import * as ChildProcesses from "./support/ChildProcesses.ts"
+import { awaitExit, type Child, request, startNode as startProcess, waitFor } from "./support/NodeProcesses.ts"
 import { eventually as poll } from "./support/Eventually.ts"
-
-const fixture = fileURLToPath(new URL("./fixtures/tcpNode.ts", import.meta.url))
 
 /** 100 ms heartbeats, down after 1 s of silence, detector consulted every 50 ms. */
 const heartbeat = { intervalMillis: 100, timeoutMillis: 1000, checkMillis: 50 }
@@ -38,19 +33,6 @@ const slackMillis = 750
 /** Waits up to 10 s for a condition on the children, re-checked every 50 ms. */
 const eventually = <A, E, R>(condition: Effect.Effect<A, E, R>) => poll(condition, { timeout: "10 seconds", interval: "50 millis" })
 
-type Message = Record<string, unknown>
-
-interface Child {
-  readonly name: string
-  readonly process: ChildProcess
-  /** Every JSON line the child printed (events and replies), in order. */
-  readonly messages: Array<Message>
-  stderr: string
-  closed: boolean
-  nextId: number
-  readonly waiters: Set<() => void>
-}
-
 interface Generation {
   readonly incarnation: number
   readonly age: number
@@ -62,80 +44,14 @@ interface Ready {
   readonly resource: Entry<Fixtures.NodeResourceView>
 }
 
+/** Starts one node of this suite's heartbeat timings and waits until it is ready. */
+const startNode = (name: string, directory: string, seeds: ReadonlyArray<number>) =>
+  Effect.map(startProcess(name, directory, seeds, heartbeat), ({ child, ready }) => ({ child, ready: ready as unknown as Ready }))
+
 interface Snapshot {
   readonly counter: Record<string, Entry<{ readonly value: number }>>
   readonly resource: Record<string, Entry<Fixtures.NodeResourceView>>
 }
-
-/**
- * Waits until `find` returns something for the child's messages (re-checked
- * on every line and on exit); dies with the child's stderr after `within`.
- */
-const waitFor = <A>(child: Child, find: (messages: ReadonlyArray<Message>) => A | undefined, what: string, within: Duration.Input = "10 seconds") =>
-  Effect.callback<A>((resume) => {
-    const check = () => {
-      const found = find(child.messages)
-      if (found !== undefined) {
-        child.waiters.delete(check)
-        resume(Effect.succeed(found))
-      } else if (child.closed) {
-        child.waiters.delete(check)
-        resume(Effect.die(new Error(`${child.name} exited while waiting for ${what}; stderr: ${child.stderr}`)))
-      }
-    }
-    child.waiters.add(check)
-    check()
-    return Effect.sync(() => child.waiters.delete(check))
-  }).pipe(
-    Effect.timeoutOrElse({
-      duration: within,
-      orElse: () => Effect.die(new Error(`timed out waiting for ${what} on ${child.name}; stderr: ${child.stderr}`))
-    })
-  )
-
-/** Waits until the child process is gone. */
-const awaitExit = (child: Child) => waitFor(child, () => child.closed ? true : undefined, "exit").pipe(
-  Effect.catchDefect(() => Effect.void)
-)
-
-/**
- * Starts one node and waits for its `ready` event. The process is killed
- * (SIGKILL) when the scope closes, if it is still running.
- */
-const startNode = (name: string, directory: string, seeds: ReadonlyArray<number>) =>
-  Effect.gen(function*() {
-    const child = yield* Effect.acquireRelease(
-      Effect.sync((): Child => {
-        const config = { id: name, directory, seeds: seeds.map((port) => `127.0.0.1:${port}`), heartbeat }
-        const proc = spawn(process.execPath, [fixture, JSON.stringify(config)], { stdio: ["pipe", "pipe", "pipe"] })
-        const child: Child = { name, process: proc, messages: [], stderr: "", closed: false, nextId: 0, waiters: new Set() }
-        createInterface({ input: proc.stdout! }).on("line", (line) => {
-          child.messages.push(JSON.parse(line) as Message)
-          ChildProcesses.notify(child)
-        })
-        ChildProcesses.watch(child)
-        return child
-      }),
-      (child) =>
-        Effect.suspend(() => {
-          if (child.closed) return Effect.void
-          child.process.kill("SIGKILL")
-          return awaitExit(child)
-        })
-    )
-    const ready = yield* waitFor(child, (messages) => messages.find((m) => m.event === "ready"), "ready")
-    return { child, ready: ready as unknown as Ready }
-  })
-
-/** Sends one command and returns the reply; a failed command is a defect. */
-const request = (child: Child, command: Message) =>
-  Effect.gen(function*() {
-    const id = ++child.nextId
-    child.process.stdin!.write(`${JSON.stringify({ ...command, id })}\n`)
-    const reply = yield* waitFor(child, (messages) => messages.find((m) => m.id === id), `the reply to ${String(command.op)}`)
-    if (reply.ok !== true) return yield* Effect.die(new Error(`${child.name}: ${String(command.op)} failed: ${String(reply.error)}`))
-    return reply
-  })
 
 const setCounter = (child: Child, value: number) =>
   Effect.map(request(child, { op: "set", value }), (reply) => reply.generation as Generation)

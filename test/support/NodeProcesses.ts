@@ -1,0 +1,105 @@
+/**
+ * Nodes in OS processes of their own (test/fixtures/tcpNode.ts), driven over
+ * stdin/stdout one JSON object per line: starting one and waiting for its
+ * `ready` event, sending a command and waiting for its reply, waiting for
+ * any condition on what it printed, and its exit.
+ */
+import { type Duration, Effect } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import { createInterface } from "node:readline"
+import { fileURLToPath } from "node:url"
+import * as ChildProcesses from "./ChildProcesses.ts"
+
+const fixture = fileURLToPath(new URL("../fixtures/tcpNode.ts", import.meta.url))
+
+export type Message = Record<string, unknown>
+
+export interface Child {
+  readonly name: string
+  readonly process: ChildProcess
+  /** Every JSON line the child printed (events and replies), in order. */
+  readonly messages: Array<Message>
+  stderr: string
+  closed: boolean
+  nextId: number
+  readonly waiters: Set<() => void>
+}
+
+/**
+ * Waits until `find` returns something for the child's messages (re-checked
+ * on every line and on exit); dies with the child's stderr after `within`.
+ */
+export const waitFor = <A>(child: Child, find: (messages: ReadonlyArray<Message>) => A | undefined, what: string, within: Duration.Input = "10 seconds") =>
+  Effect.callback<A>((resume) => {
+    const check = () => {
+      const found = find(child.messages)
+      if (found !== undefined) {
+        child.waiters.delete(check)
+        resume(Effect.succeed(found))
+      } else if (child.closed) {
+        child.waiters.delete(check)
+        resume(Effect.die(new Error(`${child.name} exited while waiting for ${what}; stderr: ${child.stderr}`)))
+      }
+    }
+    child.waiters.add(check)
+    check()
+    return Effect.sync(() => child.waiters.delete(check))
+  }).pipe(
+    Effect.timeoutOrElse({
+      duration: within,
+      orElse: () => Effect.die(new Error(`timed out waiting for ${what} on ${child.name}; stderr: ${child.stderr}`))
+    })
+  )
+
+/** Waits until the child process is gone. */
+export const awaitExit = (child: Child) => waitFor(child, () => child.closed ? true : undefined, "exit").pipe(
+  Effect.catchDefect(() => Effect.void)
+)
+
+/** Heartbeat interval, fixed detector timeout and detector check interval of a node process, in ms. */
+export interface Heartbeat {
+  readonly intervalMillis: number
+  readonly timeoutMillis: number
+  readonly checkMillis: number
+}
+
+/**
+ * Starts one node process (test/fixtures/tcpNode.ts) and waits for its
+ * `ready` event. The process is killed (SIGKILL) when the scope closes, if it
+ * is still running.
+ */
+export const startNode = (name: string, directory: string, seeds: ReadonlyArray<number>, heartbeat: Heartbeat) =>
+  Effect.gen(function*() {
+    const child = yield* Effect.acquireRelease(
+      Effect.sync((): Child => {
+        const config = { id: name, directory, seeds: seeds.map((port) => `127.0.0.1:${port}`), heartbeat }
+        const proc = spawn(process.execPath, [fixture, JSON.stringify(config)], { stdio: ["pipe", "pipe", "pipe"] })
+        const child: Child = { name, process: proc, messages: [], stderr: "", closed: false, nextId: 0, waiters: new Set() }
+        createInterface({ input: proc.stdout! }).on("line", (line) => {
+          child.messages.push(JSON.parse(line) as Message)
+          ChildProcesses.notify(child)
+        })
+        ChildProcesses.watch(child)
+        return child
+      }),
+      (child) =>
+        Effect.suspend(() => {
+          if (child.closed) return Effect.void
+          child.process.kill("SIGKILL")
+          return awaitExit(child)
+        })
+    )
+    const ready = yield* waitFor(child, (messages) => messages.find((m) => m.event === "ready"), "ready")
+    return { child, ready: ready as unknown as { readonly port: number } & Message }
+  })
+
+/** Sends one command and returns the reply; a failed command is a defect. */
+export const request = (child: Child, command: Message) =>
+  Effect.gen(function*() {
+    const id = ++child.nextId
+    child.process.stdin!.write(`${JSON.stringify({ ...command, id })}\n`)
+    const reply = yield* waitFor(child, (messages) => messages.find((m) => m.id === id), `the reply to ${String(command.op)}`)
+    if (reply.ok !== true) return yield* Effect.die(new Error(`${child.name}: ${String(command.op)} failed: ${String(reply.error)}`))
+    return reply
+  })
+
