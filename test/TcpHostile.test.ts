@@ -4,21 +4,24 @@
  * nothing it could test a guess of the secret against), a wrong-secret dial
  * counted and logged on both sides, one counter per reason a connection is
  * refused before authentication, rejection logs that an attacker cannot
- * fill, and the handshake slots under a flood of idle connections.
+ * fill, and the handshake slots under a flood of idle connections (the
+ * nodes in OS processes of their own, the attacker in this one).
  */
+import { NodeFileSystem } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { ClusterEvents } from "dstate"
-import { Context, Deferred, Duration, Effect, Exit, Logger, Redacted, References, Schedule, Scope } from "effect"
+import { Context, Deferred, Duration, Effect, Exit, FileSystem, Logger, Redacted, References, Schedule, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { NodeId } from "dstate"
 import { Buffer } from "node:buffer"
 import { execFileSync } from "node:child_process"
 import * as Net from "node:net"
+import { join } from "node:path"
 import { crc32 } from "node:zlib"
 import * as Protocol from "../src/node/internal/protocol.ts"
 import * as Rejections from "../src/node/internal/rejections.ts"
 import * as TcpRuntime from "../src/node/TcpRuntime.ts"
 import { eventuallyWithin } from "./support/Eventually.ts"
+import * as NodeProcesses from "./support/NodeProcesses.ts"
 import { frameOf, messagesOf, rawConnect, rawHello, write } from "./support/RawClient.ts"
 import { buildInOwnScope, fastTimings, secret } from "./support/RealNodes.ts"
 
@@ -301,64 +304,76 @@ const flood = (address: TcpRuntime.Address, sources: ReadonlyArray<string>, coun
     return stats
   })
 
-describe("TcpRuntime: handshake lockout", () => {
+/** The transport's counters and peers of a node process. */
+const processStats = (child: NodeProcesses.Child) =>
+  Effect.map(NodeProcesses.request(child, { op: "stats" }), (reply) => ({
+    stats: reply.stats as TcpRuntime.TransportStats,
+    peers: reply.peers as ReadonlyArray<{ readonly node: string; readonly connected: boolean }>
+  }))
+
+const processMembers = (child: NodeProcesses.Child) =>
+  Effect.map(NodeProcesses.request(child, { op: "members" }), (reply) => reply.members as ReadonlyArray<string>)
+
+/** 100 ms heartbeats, down after 2 s of silence, detector consulted every 50 ms. */
+const processHeartbeat = { intervalMillis: 100, timeoutMillis: 2000, checkMillis: 50 }
+
+describe("TcpRuntime: handshake lockout (node processes)", () => {
   it.live.skipIf(!canCutConnections)(
     "500 idle connections renewed at 1,000/s from 10 addresses: a member whose connection is cut reconnects and is never declared down; a new node joins within 5 s",
     () =>
       Effect.gen(function*() {
         const n = ++nodeCounter
+        const directory = yield* Effect.flatMap(FileSystem.FileSystem, (fs) => fs.makeTempDirectoryScoped({ prefix: "dstate-lockout-" }))
+        // Each node is an OS process of its own; the attacker is this process.
         // The target's id is the smaller: it dials the member, and the member dials it as its seed.
-        const target = yield* startNode({ nodeId: `a-target-${n}` })
-        const member = yield* startNode({ nodeId: `m-member-${n}`, seeds: [target.transport.address] })
-        const membersOf = (node: { readonly context: Context.Context<ClusterEvents.ClusterEvents> }) =>
-          Effect.flatMap(Context.get(node.context, ClusterEvents.ClusterEvents).members, (m) => Effect.succeed([...m].map(String).sort()))
-        yield* poll(Effect.map(membersOf(target), (m) => assert.deepStrictEqual(m, [member.id])))
-        yield* poll(Effect.map(membersOf(member), (m) => assert.deepStrictEqual(m, [target.id])))
+        const target = yield* NodeProcesses.startNode(`a-target-${n}`, join(directory, "target"), [], processHeartbeat)
+        const member = yield* NodeProcesses.startNode(`m-member-${n}`, join(directory, "member"), [target.ready.port], processHeartbeat)
+        yield* poll(Effect.map(processMembers(target.child), (m) => assert.deepStrictEqual(m, [member.child.name])))
+        yield* poll(Effect.map(processMembers(member.child), (m) => assert.deepStrictEqual(m, [target.child.name])))
 
         const sources = Array.from({ length: 10 }, (_, i) => `127.0.0.${i + 2}`)
-        const attack = yield* flood(target.transport.address, sources, 500, 1000)
+        const attack = yield* flood({ host: "127.0.0.1", port: target.ready.port }, sources, 500, 1000)
         // The attack is on: every address is at its limit and the rest is refused.
-        yield* poll(Effect.map(target.transport.stats, (s) => {
+        yield* poll(Effect.map(processStats(target.child), ({ stats: s }) => {
           assert.isAtLeast(s.rejectedAddressLimit + s.rejectedPendingHandshakes, 500, JSON.stringify({ ...s, opened: attack.opened }))
           assert.isAtLeast(s.handshakeIdleTimeouts, 64)
         }))
-        const before = yield* target.transport.stats
+        const before = (yield* processStats(target.child)).stats
 
         // Cut the member's connections (both directions between the two nodes; the attackers' are spared).
-        const memberPort = member.transport.address.port
-        yield* cut("sport", "=", `:${memberPort}`)
-        yield* cut("dport", "=", `:${memberPort}`)
-        yield* cut("src", "127.0.0.1", "dport", "=", `:${target.transport.address.port}`)
+        yield* cut("sport", "=", `:${member.ready.port}`)
+        yield* cut("dport", "=", `:${member.ready.port}`)
+        yield* cut("src", "127.0.0.1", "dport", "=", `:${target.ready.port}`)
         // It reconnects: a new handshake completes and the peer is connected again on both sides.
         yield* poll(Effect.gen(function*() {
-          const stats = yield* target.transport.stats
-          assert.isAbove(stats.handshakesCompleted, before.handshakesCompleted)
-          assert.isTrue((yield* target.transport.peers).some((p) => p.node === member.id && p.connected))
-          assert.isTrue((yield* member.transport.peers).some((p) => p.node === target.id && p.connected))
+          const onTarget = yield* processStats(target.child)
+          assert.isAbove(onTarget.stats.handshakesCompleted, before.handshakesCompleted)
+          assert.isTrue(onTarget.peers.some((p) => p.node === member.child.name && p.connected))
+          assert.isTrue((yield* processStats(member.child)).peers.some((p) => p.node === target.child.name && p.connected))
         }))
 
         // A new node with the secret joins within 5 s, through the target as its seed.
-        const joining = yield* startNode({ nodeId: `z-joining-${n}`, seeds: [target.transport.address] })
+        const joining = yield* NodeProcesses.startNode(`z-joining-${n}`, join(directory, "joining"), [target.ready.port], processHeartbeat)
         yield* eventuallyWithin("5 seconds")(Effect.gen(function*() {
-          assert.deepStrictEqual(yield* membersOf(joining), [target.id, member.id].map(String).sort())
-          assert.deepStrictEqual(yield* membersOf(target), [member.id, joining.id].map(String).sort())
+          assert.deepStrictEqual(yield* processMembers(joining.child), [target.child.name, member.child.name].sort())
+          assert.deepStrictEqual(yield* processMembers(target.child), [member.child.name, joining.child.name].sort())
         }))
 
         // Keep the attack on for two more detector timeouts: nobody is declared down.
         const opened = attack.opened
         yield* poll(Effect.sync(() => attack.opened >= opened + 3000))
         for (const node of [target, member, joining]) {
-          const stats = yield* node.transport.stats
-          assert.strictEqual(stats.failuresDetected, 0, `failures detected by ${node.id}`)
-          assert.strictEqual(stats.nodesLeft, 0, `nodes left on ${node.id}`)
+          const { stats } = yield* processStats(node.child)
+          assert.strictEqual(stats.failuresDetected, 0, `failures detected by ${node.child.name}`)
+          assert.strictEqual(stats.nodesLeft, 0, `nodes left on ${node.child.name}`)
         }
-        const after = yield* target.transport.stats
+        const after = (yield* processStats(target.child)).stats
         assert.isAtLeast(attack.opened, 3500)
         assert.isAbove(after.rejectedAddressLimit + after.rejectedPendingHandshakes, before.rejectedAddressLimit + before.rejectedPendingHandshakes)
         // 10 addresses at 8 each overfill the 64 general slots: the member and the new node came in on the reserve.
         assert.isAbove(after.rejectedPendingHandshakes, 0)
-      }),
-    30_000
+      }).pipe(Effect.provide(NodeFileSystem.layer)),
+    40_000
   )
 })
 
