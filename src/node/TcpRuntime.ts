@@ -201,8 +201,12 @@ export interface Options {
   readonly advertiseHost?: string | undefined
   /** Addresses of nodes to join through, as `"host:port"` or `{ host, port }`; may include this node's own. */
   readonly seeds?: ReadonlyArray<string | Address> | undefined
-  /** The shared cluster secret (at least 16 bytes). */
-  readonly secret: Redacted.Redacted<string | Uint8Array>
+  /**
+   * The shared cluster secret (at least 16 bytes), or the secrets of a rotation: `[current, ...previous]`.
+   * A node proves itself with the current one and accepts the proof of a peer made with any listed one;
+   * `TcpTransport.setSecret` changes them while the node runs (see "Secret rotation" in the README).
+   */
+  readonly secret: Secrets
   /** TLS for every connection (default: plain TCP). */
   readonly tls?: TlsOptions | undefined
   readonly limits?: Partial<Limits> | undefined
@@ -315,6 +319,60 @@ export interface OutboundStats {
  * @category services
  * @since 0.1.0
  */
+/**
+ * One cluster secret (at least 16 bytes: a string's UTF-8 bytes, or the bytes themselves).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Secret = Redacted.Redacted<string | Uint8Array>
+
+/**
+ * The cluster secret, or the secrets of a rotation: `[current, ...previous]`.
+ * The current one proves this node to its peers; a peer's proof is accepted
+ * when it was made with any listed one.
+ *
+ * **Example** (a rolling rotation: each step on every node before the next)
+ *
+ * ```ts
+ * import { Effect, Redacted } from "effect"
+ * import { TcpRuntime } from "dstate/node"
+ *
+ * const old = Redacted.make(process.env.DSTATE_SECRET_OLD!)
+ * const next = Redacted.make(process.env.DSTATE_SECRET_NEW!)
+ * const rotate = Effect.gen(function*() {
+ *   const transport = yield* TcpRuntime.TcpTransport
+ *   yield* transport.setSecret([old, next]) // 1. accept the new one everywhere
+ *   // ... once every node accepts it:
+ *   yield* transport.setSecret([next, old]) // 2. prove with it everywhere
+ *   // ... once every node proves with it:
+ *   yield* transport.setSecret(next) // 3. drop the old one
+ * })
+ * ```
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Secrets = Secret | readonly [Secret, ...Array<Secret>]
+
+/** The bytes of each listed secret, the current one first; fails naming the option without any value. */
+const secretKeys = (secrets: Secrets, option: string): Effect.Effect<ReadonlyArray<Uint8Array>, InvalidOptions> => {
+  const refuse = (reason: string) => Effect.fail(new InvalidOptions({ module: "TcpRuntime", option, reason }))
+  const list: ReadonlyArray<unknown> = Array.isArray(secrets) ? secrets : [secrets]
+  if (list.length === 0) return refuse("must list at least one secret, the current one first")
+  const keys: Array<Uint8Array> = []
+  for (const [i, secret] of list.entries()) {
+    const which = list.length === 1 ? "" : ` (entry ${i})`
+    if (!Redacted.isRedacted(secret)) return refuse(`must be a Redacted value${which}`)
+    const value = Redacted.value(secret as Secret)
+    if (typeof value !== "string" && !(value instanceof Uint8Array)) return refuse(`must hold a string or bytes${which}`)
+    const key = Protocol.secretBytes(value)
+    if (key.length < 16) return refuse(`must be at least 16 bytes${which}`)
+    keys.push(key)
+  }
+  return Effect.succeed(keys)
+}
+
 export class TcpTransport extends Context.Service<TcpTransport, {
   /** This node's id. */
   readonly nodeId: NodeId.NodeId
@@ -326,6 +384,12 @@ export class TcpTransport extends Context.Service<TcpTransport, {
   readonly stats: Effect.Effect<TransportStats>
   /** Every current member, with its connection and outbound queue. */
   readonly peers: Effect.Effect<ReadonlyArray<PeerDiagnostics>>
+  /**
+   * Replaces the cluster secrets (`Secrets`: the current one first) for every handshake from now on;
+   * connections already authenticated stay up. Fails with `InvalidOptions` (option `secret`, no value in
+   * it) and changes nothing when a secret is not valid.
+   */
+  readonly setSecret: (secret: Secrets) => Effect.Effect<void, InvalidOptions>
 }>()("dstate/node/TcpTransport") {}
 
 /**
@@ -400,11 +464,7 @@ const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxFrame: n
     seeds.push(address)
   }
   // A secret's value is never put in the error.
-  const refuseSecret = (reason: string) =>
-    Effect.fail(new InvalidOptions({ module: "TcpRuntime", option: "secret", reason }))
-  if (!Redacted.isRedacted(options.secret)) return yield* refuseSecret("must be a Redacted value")
-  const secretLength = Protocol.secretBytes(Redacted.value(options.secret)).length
-  if (secretLength < 16) return yield* refuseSecret("must be at least 16 bytes")
+  const keys = yield* secretKeys(options.secret, "secret")
   const limits = options.limits ?? {}
   const maxFrameBytes = limits.maxFrameBytes === undefined
     ? defaultMaxFrame
@@ -466,7 +526,7 @@ const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxFrame: n
     port,
     advertiseHost: options.advertiseHost ?? (host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host),
     seeds,
-    secret: options.secret,
+    keys: { current: keys },
     tls: tls === undefined ? undefined : {
       cert: tls.cert,
       key: tls.key,
@@ -544,7 +604,16 @@ export const layer = (
     )
     return Context.make(ActorRuntime, node.runtime).pipe(
       Context.add(ClusterEvents, node.events),
-      Context.add(TcpTransport, TcpTransport.of(node.transport)),
+      Context.add(
+        TcpTransport,
+        TcpTransport.of({
+          ...node.transport,
+          setSecret: (secret) =>
+            Effect.map(secretKeys(secret, "secret"), (keys) => {
+              settings.keys.current = keys
+            })
+        })
+      ),
       Context.add(MaxFrameBytes, settings.maxFrameBytes)
     )
   }))

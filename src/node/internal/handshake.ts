@@ -19,11 +19,15 @@
  * sides of a wrong-secret dial see it, and each side's error says which
  * side could not verify which.
  *
+ * During a secret rotation a node lists several secrets: it proves with the
+ * current one and accepts a proof made with any listed one; the acceptor's
+ * `Welcome` proves with the secret the dialer's proof was made with.
+ *
  * Lives here: the dialer's and the acceptor's side of the exchange, and the
  * acceptor's closing `Welcome`.
  * @internal
  */
-import { Effect, Redacted, Result } from "effect"
+import { Effect, Result } from "effect"
 import type * as Socket from "effect/socket/Socket"
 import { Buffer } from "node:buffer"
 import { randomBytes } from "node:crypto"
@@ -38,6 +42,8 @@ export interface Handshake {
   readonly info: Protocol.NodeInfo
   /** What both proofs covered (the acceptor's `Welcome` proves over it). */
   readonly transcript: Protocol.Transcript
+  /** The secret the dialer proved with (the acceptor's `Welcome` proves with the same one). */
+  readonly key: Uint8Array
 }
 
 /** Reads the next frame of the connection. */
@@ -78,7 +84,15 @@ export const make = (
   /** Nonces of this node's own dials in progress: a `Hello` carrying one is this node dialing itself. */
   const ownNonces = new Set<string>()
 
-  const secret = () => Protocol.secretBytes(Redacted.value(settings.secret))
+  /** The secret this node proves with. */
+  const current = () => settings.keys.current[0]
+  /** The listed secret `proof` was made with, as `role` over `transcript`; `undefined` when none. */
+  const verifying = (proof: Uint8Array, role: "dialer" | "acceptor", transcript: Protocol.Transcript) => {
+    for (const key of settings.keys.current) {
+      if (Protocol.proofMatches(Protocol.proof(key, role, transcript), proof)) return key
+    }
+    return undefined
+  }
 
   const unexpected = (message: Protocol.TransportMessage, expected: string) => {
     counters.rejectedUnauthenticated++
@@ -108,7 +122,7 @@ export const make = (
       dialerNonce,
       acceptorNonce: challenge.nonce
     }
-    const key = secret()
+    const key = current()
     yield* writeMessage(
       writer,
       { _tag: "Auth", proof: Protocol.proof(key, "dialer", transcript), info: membership.nodeInfo() },
@@ -124,7 +138,7 @@ export const make = (
       )
     }
     if (answer._tag !== "Welcome") return yield* unexpected(answer, "Welcome")
-    if (!Protocol.proofMatches(Protocol.proof(key, "acceptor", transcript), answer.proof)) {
+    if (verifying(answer.proof, "acceptor", transcript) === undefined) {
       counters.authFailures++
       return yield* fail(
         "auth-failed",
@@ -132,7 +146,7 @@ export const make = (
       )
     }
     if (refuses(challenge.node)) return yield* fail("not-member", `${challenge.node} is not a member`)
-    const hs: Handshake = { node: challenge.node, session: challenge.session, info: answer.info, transcript }
+    const hs: Handshake = { node: challenge.node, session: challenge.session, info: answer.info, transcript, key }
     return hs
   }, Effect.scoped)
 
@@ -157,7 +171,8 @@ export const make = (
     yield* writeMessage(writer, { _tag: "Challenge", node: self, session, nonce: acceptorNonce }, limit)
     const auth = yield* next
     if (auth._tag !== "Auth") return yield* unexpected(auth, "Auth")
-    if (!Protocol.proofMatches(Protocol.proof(secret(), "dialer", transcript), auth.proof)) {
+    const key = verifying(auth.proof, "dialer", transcript)
+    if (key === undefined) {
       counters.authFailures++
       yield* writeMessage(writer, { _tag: "Refused", reason: "auth-failed" }, limit).pipe(Effect.ignore)
       return yield* fail(
@@ -169,7 +184,7 @@ export const make = (
       yield* writeMessage(writer, { _tag: "Refused", reason: "not-member" }, limit).pipe(Effect.ignore)
       return yield* fail("not-member", `${hello.node} is not a member`)
     }
-    const hs: Handshake = { node: hello.node, session: hello.session, info: auth.info, transcript }
+    const hs: Handshake = { node: hello.node, session: hello.session, info: auth.info, transcript, key }
     return hs
   })
 
@@ -179,7 +194,7 @@ export const make = (
     welcome: (writer, hs) =>
       writeMessage(
         writer,
-        { _tag: "Welcome", proof: Protocol.proof(secret(), "acceptor", hs.transcript), info: membership.nodeInfo() },
+        { _tag: "Welcome", proof: Protocol.proof(hs.key, "acceptor", hs.transcript), info: membership.nodeInfo() },
         limit
       )
   }

@@ -38,7 +38,8 @@ export interface Settings extends Limits {
   readonly port: number
   readonly advertiseHost: string
   readonly seeds: ReadonlyArray<Address>
-  readonly secret: Redacted.Redacted<string | Uint8Array>
+  /** The bytes of the cluster secrets, the current one first (replaced by `TcpTransport.setSecret`). */
+  readonly keys: { current: ReadonlyArray<Uint8Array> }
   readonly tls: TlsSettings | undefined
   readonly heartbeatInterval: Duration.Duration
   readonly detectorCheckInterval: Duration.Duration
