@@ -113,6 +113,84 @@ const smallFrameBytes = (): number => {
   return Result.getOrThrow(frame).length
 }
 
+/** The size of the registry frame one delta of the bench's delta state travels in. */
+const deltaFrameBytes = (): number => {
+  const Feed = Schema.Struct({ seq: Schema.Int, sentAt: Schema.Finite })
+  const Delta = DistributedState.makeDelta({
+    name: "feed",
+    state: Feed,
+    view: Feed,
+    delta: Feed,
+    initial: () => ({ seq: 0, sentAt: 0 }),
+    projectView: (s) => s,
+    projectDelta: (change: typeof Feed.Type) => change,
+    applyDelta: (_view, delta) => delta
+  })
+  const payload = Result.getOrThrow(makeStateCodec(Delta).encodeDelta({ seq: 123_456, sentAt: Date.now() }))
+  const frame = encodeFrame(
+    new SyncMessage.DeltaUpdate({
+      stateName: Delta.name,
+      source: NodeId.make("bench-a"),
+      generation: { incarnation: Date.now(), age: 123_456 },
+      wireVersion: 1,
+      modifiedAt: Date.now(),
+      payload
+    }),
+    1 << 20
+  )
+  return Result.getOrThrow(frame).length
+}
+
+interface DeltaResult {
+  /** Deltas applied per second on the slower peer (or frames received per second by the slower receiver). */
+  readonly appliedPerSecond: number
+  readonly senderPerSecond: number
+  /** Gaps the peers detected (repaired by snapshots), summed. */
+  readonly gaps: number
+  readonly applied: number
+  readonly sent: number
+}
+
+/** A 2 s burst of deltas, each sent on its own; every one counts (applied, or received for the baselines). */
+const measureDeltas = async ({ receivers, sender }: FanOut, size: number, dstate: boolean): Promise<DeltaResult> => {
+  const until = (final: number) =>
+    Promise.all(receivers.map((r) => r.request({ cmd: "until", seq: final, timeoutMs: 30_000 }, 40_000)))
+  const metrics = () =>
+    Promise.all(receivers.map(async (r) => (await r.request({ cmd: "feedMetrics" })).metrics as Record<string, number>))
+  const burstCommand = dstate ? { cmd: "deltaBurst", seconds: 2 } : { cmd: "burst", seconds: 2, size }
+  const warm = await sender.request({ ...burstCommand, seconds: 0.5 }, 60_000)
+  await until(warm.final as number)
+  await Promise.all(receivers.map((r) => r.request({ cmd: "reset" })))
+  const before = dstate ? await metrics() : undefined
+  const burst = await sender.request(burstCommand, 60_000)
+  const reached = await until(burst.final as number)
+  if (!reached.every((r) => r.reached)) throw new Error("a receiver did not get the burst's last delta")
+  const t0 = burst.t0 as number
+  const after = dstate ? await metrics() : undefined
+  const counts = reached.map((r, i) =>
+    before !== undefined && after !== undefined ? after[i].deltasReceived - before[i].deltasReceived : r.count as number
+  )
+  const rates = reached.map((r, i) => counts[i] / (((r.lastAt as number) - t0) / 1000))
+  return {
+    appliedPerSecond: Math.min(...rates),
+    senderPerSecond: (burst.count as number) / 2,
+    gaps: before !== undefined && after !== undefined
+      ? after.reduce((sum, m, i) => sum + m.gapsDetected - before[i].gapsDetected, 0)
+      : 0,
+    applied: Math.min(...counts),
+    sent: burst.count as number
+  }
+}
+
+const dstateDeltaFanOut = async (): Promise<FanOut> => {
+  const a = await start({ kind: "dstate", id: "delta-a", owner: "delta-a", view: "delta" })
+  const seeds = [`127.0.0.1:${a.port}`]
+  const b = await start({ kind: "dstate", id: "delta-b", owner: "delta-a", view: "delta", seeds })
+  const c = await start({ kind: "dstate", id: "delta-c", owner: "delta-a", view: "delta", seeds })
+  await Promise.all([a, b, c].map((n) => n.node.request({ cmd: "ready", nodes: 3 }, 20_000)))
+  return { sender: a.node, receivers: [b.node, c.node] }
+}
+
 interface FanOut {
   readonly sender: Node
   readonly receivers: ReadonlyArray<Node>
@@ -301,6 +379,22 @@ export const run: Effect.Effect<Array<Row>> = Effect.promise(async () => {
       row("B3/applied", "updates applied/s on the slower peer during the burst (newer snapshots supersede queued ones)", [d.appliedPerSecond, "updates/s"], [r.appliedPerSecond, "frames received/s, plain sockets"], d.appliedPerSecond / r.appliedPerSecond, "(info)"),
       row("B3/p50", `mutate-to-visible latency p50 at ${rate} mutations/s (${d.latencySamples} samples)`, [d.p50, "ms"], [r.p50, `plain sockets (Redis ${p.p50.toFixed(2)} ms)`], d.p50 / r.p50, "(info)"),
       row("B3/p99", `mutate-to-visible latency p99 at ${rate} mutations/s`, [d.p99, "ms"], [r.p99, `plain sockets (Redis ${p.p99.toFixed(2)} ms)`], d.p99 / 2, "<= 2 ms (ratio: p99 / 2 ms)", d.p99 <= 2)
+    )
+    // Every delta counts: each one sent on its own and applied in order at the peers (a gap is repaired by a
+    // snapshot and reported), against the same frames written one by one over plain sockets and Redis.
+    const deltaSize = deltaFrameBytes()
+    const dd = await measureDeltas(await dstateDeltaFanOut(), deltaSize, true)
+    await stopAll()
+    const rd = await measureDeltas(await rawFanOut(), deltaSize, false)
+    await stopAll()
+    redis = await startRedis()
+    const pd = await measureDeltas(await redisFanOut(redis.port), deltaSize, false)
+    await stopAll()
+    await redis.stop()
+    redis = undefined
+    rows.push(
+      row("B3/deltas", `deltas applied/s on the slower of 2 peer processes, every delta sent on its own (${deltaSize}-byte frames; ${dd.applied} of ${dd.sent} applied as deltas, ${dd.gaps} gaps repaired by snapshots)`, [dd.appliedPerSecond, "deltas/s"], [rd.appliedPerSecond, "same frames over plain sockets, one write per frame"], dd.appliedPerSecond / rd.appliedPerSecond, ">= 1.5", dd.appliedPerSecond >= 1.5 * rd.appliedPerSecond),
+      row("B3/deltas/redis", "deltas applied/s, same fan-out", [dd.appliedPerSecond, "deltas/s"], [pd.appliedPerSecond, "Redis pub/sub, pipelined PUBLISH"], dd.appliedPerSecond / pd.appliedPerSecond, ">= 2.5", dd.appliedPerSecond >= 2.5 * pd.appliedPerSecond)
     )
     for (const bytes of [MiB, 10 * MiB]) {
       const label = `${bytes / MiB} MiB`

@@ -406,6 +406,8 @@ const dstate = Effect.gen(function*() {
         })
       case "stats":
         return Effect.map(transport.stats, (stats) => ({ stats }))
+      case "feedMetrics":
+        return Effect.map(feed.metrics, (metrics) => ({ metrics }))
       case "meter":
         return Effect.sync(() => {
           meter = rssMeter()
