@@ -397,7 +397,7 @@ describe("TcpRuntime: handshake lockout (node processes)", () => {
         // 10 addresses at 8 each overfill the 64 general slots: the member and the new node came in on the reserve.
         assert.isAbove(after.rejectedPendingHandshakes, 0)
       }).pipe(Effect.provide(NodeFileSystem.layer)),
-    40_000
+    60_000
   )
 })
 

@@ -79,8 +79,8 @@ export interface Options {
 }
 
 /**
- * Starts one node process (test/fixtures/tcpNode.ts) and waits for its
- * `ready` event. The process is killed (SIGKILL) when the scope closes, if it
+ * Starts one node process (test/fixtures/tcpNode.ts) and waits, up to 30 s,
+ * for its `ready` event. The process is killed (SIGKILL) when the scope closes, if it
  * is still running.
  */
 export const startNode = (name: string, directory: string, seeds: ReadonlyArray<number>, heartbeat: Heartbeat, options: Options = {}) =>
@@ -104,7 +104,9 @@ export const startNode = (name: string, directory: string, seeds: ReadonlyArray<
           return awaitExit(child)
         })
     )
-    const ready = yield* waitFor(child, (messages) => messages.find((m) => m.event === "ready"), "ready")
+    // Loading the fixture takes seconds of CPU, many more on a loaded machine (a flood in progress, other tests):
+    // a generous deadline, since no test measures how fast a process starts.
+    const ready = yield* waitFor(child, (messages) => messages.find((m) => m.event === "ready"), "ready", "30 seconds")
     return { child, ready: ready as unknown as { readonly port: number } & Message }
   })
 
