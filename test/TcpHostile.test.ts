@@ -1,15 +1,20 @@
 /**
- * The TCP runtime under hostile input, over real loopback sockets: the
- * handshake order (the dialer proves first, so an anonymous client learns
- * nothing it could test a guess of the secret against), a wrong-secret dial
- * counted and logged on both sides, one counter per reason a connection is
- * refused before authentication, rejection logs that an attacker cannot
- * fill, and the handshake slots under a flood of idle connections (the
- * nodes in OS processes of their own, the attacker in this one).
+ * The TCP runtime under hostile input, over real loopback sockets, every node
+ * under test an OS process of its own (test/fixtures/tcpNode.ts) and every
+ * attacking or probing client in this one: the handshake order (the dialer
+ * proves first, so an anonymous client learns nothing it could test a guess
+ * of the secret against), a wrong-secret dial counted and logged on both
+ * sides, one counter per reason a connection is refused before
+ * authentication, rejection logs that an attacker cannot fill (the rate
+ * limiter on the `TestClock`, then a node's log read from its stderr), and
+ * the handshake slots under a flood of idle connections.
+ *
+ * Real time, bounded: every wait is for a condition with a deadline, and
+ * every node process is killed when its test's scope closes.
  */
 import { NodeFileSystem } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Duration, Effect, Exit, FileSystem, Logger, Redacted, References, Schedule, Scope } from "effect"
+import { Deferred, Duration, Effect, Exit, FileSystem, Logger, Redacted, References, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { NodeId } from "dstate"
 import { Buffer } from "node:buffer"
@@ -19,64 +24,71 @@ import { join } from "node:path"
 import { crc32 } from "node:zlib"
 import * as Protocol from "../src/node/internal/protocol.ts"
 import * as Rejections from "../src/node/internal/rejections.ts"
-import * as TcpRuntime from "../src/node/TcpRuntime.ts"
+import type * as TcpRuntime from "../src/node/TcpRuntime.ts"
 import { eventuallyWithin } from "./support/Eventually.ts"
 import * as NodeProcesses from "./support/NodeProcesses.ts"
 import { frameOf, messagesOf, rawConnect, rawHello, write } from "./support/RawClient.ts"
-import { buildInOwnScope, fastTimings, secret } from "./support/RealNodes.ts"
-
-const fast = {
-  heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("2 seconds"), checkInterval: "50 millis" },
-  ...fastTimings
-} satisfies Partial<TcpRuntime.Options>
+import { secret } from "./support/RealNodes.ts"
 
 let nodeCounter = 0
-const nextId = () => NodeId.make(`hostile-${String(++nodeCounter).padStart(4, "0")}`)
-
-/** One recorded log line of a node. */
-interface Line {
-  readonly level: string
-  readonly message: string
-  readonly annotations: Readonly<Record<string, unknown>>
-}
-
-/** A logger that appends every line to `lines`. */
-const recorder = (lines: Array<Line>) =>
-  Logger.make((entry) => {
-    lines.push({
-      level: entry.logLevel,
-      message: Array.isArray(entry.message) ? entry.message.map(String).join(" ") : String(entry.message),
-      annotations: { ...entry.fiber.getRef(References.CurrentLogAnnotations) }
-    })
-  })
-
-/** Runs `effect` (and every fiber it forks) logging into `lines` only. */
-const logInto = (lines: Array<Line>) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  effect.pipe(
-    Effect.provideService(Logger.CurrentLoggers, new Set([recorder(lines)])),
-    Effect.provideService(References.MinimumLogLevel, "All")
-  )
-
-/** Starts a node in its own scope; every line it logs (from any of its fibers) is appended to `lines`. */
-const startNode = (options: Partial<TcpRuntime.Options>, lines: Array<Line> = []) =>
-  Effect.gen(function*() {
-    const id = options.nodeId ?? nextId()
-    const { context, scope } = yield* buildInOwnScope(
-      TcpRuntime.layer({ ...fast, ...options, nodeId: id, secret: options.secret ?? secret })
-    ).pipe(logInto(lines))
-    const transport = Context.get(context, TcpRuntime.TcpTransport)
-    return { id: NodeId.make(String(id)), scope, context, transport, lines }
-  })
 
 const poll = eventuallyWithin("8 seconds")
 
-const warnings = (lines: ReadonlyArray<Line>) => lines.filter((l) => l.level === "Warn")
+/** 100 ms heartbeats, down after 2 s of silence, detector consulted every 50 ms. */
+const processHeartbeat = { intervalMillis: 100, timeoutMillis: 2000, checkMillis: 50 }
 
-describe("TcpRuntime: handshake order", () => {
+/** A node process under test: its id, its child and the address it listens on. */
+interface ProcessNode {
+  readonly id: NodeId.NodeId
+  readonly child: NodeProcesses.Child
+  readonly address: TcpRuntime.Address
+}
+
+/**
+ * Starts a node process named `hostile-NNNN` (with `seeds`, the ports of the
+ * nodes it joins through), with the test secret and JSON log lines unless
+ * `options` say otherwise; its file store is in a temp directory removed with
+ * the scope.
+ */
+const startProcess = (options: NodeProcesses.Options & { readonly seeds?: ReadonlyArray<number> } = {}) =>
+  Effect.gen(function*() {
+    const { seeds = [], ...settings } = options
+    const name = `hostile-${String(++nodeCounter).padStart(4, "0")}`
+    const directory = yield* Effect.flatMap(FileSystem.FileSystem, (fs) => fs.makeTempDirectoryScoped({ prefix: "dstate-hostile-" }))
+    const { child, ready } = yield* NodeProcesses.startNode(name, join(directory, name), seeds, processHeartbeat, {
+      secret: Redacted.value(secret),
+      logs: "json",
+      ...settings
+    })
+    const node: ProcessNode = { id: NodeId.make(name), child, address: { host: "127.0.0.1", port: ready.port } }
+    return node
+  }).pipe(Effect.provide(NodeFileSystem.layer))
+
+/** The transport's counters and peers of a node process. */
+const processStats = (child: NodeProcesses.Child) =>
+  Effect.map(NodeProcesses.request(child, { op: "stats" }), (reply) => ({
+    stats: reply.stats as TcpRuntime.TransportStats,
+    peers: reply.peers as ReadonlyArray<{ readonly node: string; readonly connected: boolean }>
+  }))
+
+const processMembers = (child: NodeProcesses.Child) =>
+  Effect.map(NodeProcesses.request(child, { op: "members" }), (reply) => reply.members as ReadonlyArray<string>)
+
+/** The warnings a node process has logged so far. */
+const processWarnings = (child: NodeProcesses.Child) => NodeProcesses.logs(child).filter((l) => l.level === "WARN")
+
+/** Warnings about refused connections of `reason` a node process has logged so far, waiting for at least one. */
+const awaitRefusals = (child: NodeProcesses.Child, reason: string) =>
+  poll(Effect.sync(() => {
+    const refusals = processWarnings(child).filter((l) => l.annotations.reason === reason)
+    return refusals.length > 0 && refusals
+  }))
+
+describe("TcpRuntime: handshake order (node process)", () => {
   it.live("an anonymous client that sends Hello receives a Challenge without a proof, and nothing else", () =>
     Effect.gen(function*() {
-      const node = yield* startNode({ handshakeTimeout: "1 second" })
-      const client = yield* rawConnect(node.transport.address)
+      const node = yield* startProcess({ handshakeTimeoutMillis: 1000 })
+      const client = yield* rawConnect(node.address)
       const { challenge, transcript } = yield* rawHello(client, "anonymous")
       assert.deepStrictEqual(Object.keys(challenge).sort(), ["_tag", "node", "nonce", "session"])
       // It stops there: the node closes the connection when the handshake times out, having sent only that.
@@ -85,15 +97,15 @@ describe("TcpRuntime: handshake order", () => {
       // The proof the node would give is nowhere in what it sent.
       const acceptorProof = Buffer.from(Protocol.proof(Protocol.secretBytes(Redacted.value(secret)), "acceptor", transcript))
       assert.strictEqual(Buffer.concat(client.received).indexOf(acceptorProof), -1)
-      const stats = yield* node.transport.stats
+      const { stats } = yield* poll(Effect.map(processStats(node.child), (s) => s.stats.handshakeTimeouts > 0 && s))
       assert.strictEqual(stats.handshakeTimeouts, 1)
       assert.strictEqual(stats.authFailures, 0)
     }), 20_000)
 
   it.live("a client whose proof is wrong is refused with Refused, never with a proof", () =>
     Effect.gen(function*() {
-      const node = yield* startNode({})
-      const client = yield* rawConnect(node.transport.address)
+      const node = yield* startProcess()
+      const client = yield* rawConnect(node.address)
       const { transcript } = yield* rawHello(client, "guesser")
       yield* write(client.socket, frameOf({
         _tag: "Auth",
@@ -105,52 +117,47 @@ describe("TcpRuntime: handshake order", () => {
         messagesOf(client.received)[0],
         { _tag: "Refused", reason: "auth-failed" }
       ])
-      assert.strictEqual((yield* node.transport.stats).authFailures, 1)
+      const { stats } = yield* poll(Effect.map(processStats(node.child), (s) => s.stats.authFailures > 0 && s))
+      assert.strictEqual(stats.authFailures, 1)
     }), 20_000)
 })
 
-describe("TcpRuntime: a wrong-secret dial", () => {
+describe("TcpRuntime: a wrong-secret dial (node processes)", () => {
   it.live("is counted on both sides, and each side's log says which side could not verify which, with the peer's address", () =>
     Effect.gen(function*() {
-      const honestLines: Array<Line> = []
-      const wrongLines: Array<Line> = []
-      const honest = yield* startNode({}, honestLines)
+      const honest = yield* startProcess()
       // One attempt only (the seed loop then pauses 5 s): exact counts on both sides.
-      const wrong = yield* startNode({
-        seeds: [honest.transport.address],
-        secret: Redacted.make("another-secret-of-the-same-length"),
-        reconnect: Schedule.recurs(0)
-      }, wrongLines)
+      const wrong = yield* startProcess({
+        seeds: [honest.address.port],
+        secret: "another-secret-of-the-same-length",
+        reconnect: "once"
+      })
       yield* poll(Effect.gen(function*() {
-        assert.strictEqual((yield* honest.transport.stats).authFailures, 1)
-        assert.strictEqual((yield* wrong.transport.stats).authFailures, 1)
+        assert.strictEqual((yield* processStats(honest.child)).stats.authFailures, 1)
+        assert.strictEqual((yield* processStats(wrong.child)).stats.authFailures, 1)
       }))
-      const honestAddress = `${honest.transport.address.host}:${honest.transport.address.port}`
-      const [onHonest] = yield* poll(Effect.sync(() => {
-        const w = warnings(honestLines).filter((l) => l.annotations.reason === "auth-failed")
-        assert.strictEqual(w.length, 1)
-        return w
-      }))
-      assert.strictEqual(onHonest.annotations.role, "acceptor")
-      assert.match(String(onHonest.annotations.remote), /^127\.0\.0\.1:\d+$/)
-      assert.include(String(onHonest.annotations.detail), `this node could not verify the proof of the dialer ${wrong.id} at ${onHonest.annotations.remote}`)
-      const [onWrong] = yield* poll(Effect.sync(() => {
-        const w = warnings(wrongLines).filter((l) => l.annotations.reason === "auth-failed")
-        assert.strictEqual(w.length, 1)
-        return w
-      }))
-      assert.strictEqual(onWrong.annotations.role, "dialer")
-      assert.strictEqual(onWrong.annotations.remote, honestAddress)
-      assert.include(String(onWrong.annotations.detail), `${honest.id} at ${honestAddress} could not verify this node's proof`)
-      assert.strictEqual((yield* honest.transport.stats).handshakesCompleted, 0)
+      const honestAddress = `${honest.address.host}:${honest.address.port}`
+      const onHonest = yield* awaitRefusals(honest.child, "auth-failed")
+      assert.strictEqual(onHonest.length, 1)
+      assert.strictEqual(onHonest[0].annotations.role, "acceptor")
+      assert.match(String(onHonest[0].annotations.remote), /^127\.0\.0\.1:\d+$/)
+      assert.include(
+        String(onHonest[0].annotations.detail),
+        `this node could not verify the proof of the dialer ${wrong.id} at ${onHonest[0].annotations.remote}`
+      )
+      const onWrong = yield* awaitRefusals(wrong.child, "auth-failed")
+      assert.strictEqual(onWrong.length, 1)
+      assert.strictEqual(onWrong[0].annotations.role, "dialer")
+      assert.strictEqual(onWrong[0].annotations.remote, honestAddress)
+      assert.include(String(onWrong[0].annotations.detail), `${honest.id} at ${honestAddress} could not verify this node's proof`)
+      assert.strictEqual((yield* processStats(honest.child)).stats.handshakesCompleted, 0)
     }), 20_000)
 })
 
-describe("TcpRuntime: one counter per reason a connection is refused before authentication", () => {
+describe("TcpRuntime: one counter per reason a connection is refused before authentication (node process)", () => {
   it.live("bad checksum, old or unknown protocol byte, undecodable body, bad nonce: malformed; oversized: too large; out of order: unauthenticated; own id: own id", () =>
     Effect.gen(function*() {
-      const node = yield* startNode({})
-      const address = node.transport.address
+      const node = yield* startProcess()
       const hello = frameOf({ _tag: "Hello", node: NodeId.make("prober"), session: "s", nonce: new Uint8Array(32) })
       const withByte = (frame: Uint8Array, at: number, value: number) => {
         const copy = frame.slice()
@@ -180,16 +187,40 @@ describe("TcpRuntime: one counter per reason a connection is refused before auth
       const reasons = ["rejectedMalformed", "rejectedTooLarge", "rejectedUnauthenticated", "rejectedOwnId", "authFailures"] as const
       const expected: Record<string, number> = Object.fromEntries(reasons.map((r) => [r, 0]))
       for (const [what, bytes, counter] of cases) {
-        const client = yield* rawConnect(address)
+        const client = yield* rawConnect(node.address)
         yield* write(client.socket, bytes)
         yield* Deferred.await(client.closed).pipe(Effect.timeout("5 seconds"))
         expected[counter]++
-        const stats = yield* poll(Effect.map(node.transport.stats, (s) => s[counter] === expected[counter] && s))
+        const { stats } = yield* poll(Effect.map(processStats(node.child), (s) => s.stats[counter] === expected[counter] && s))
         for (const reason of reasons) assert.strictEqual(stats[reason], expected[reason], `${what}: ${reason}`)
         assert.deepStrictEqual(messagesOf(client.received), [], what)
       }
     }), 20_000)
 })
+
+/** One recorded log line of the rate limiter under test. */
+interface Line {
+  readonly level: string
+  readonly message: string
+  readonly annotations: Readonly<Record<string, unknown>>
+}
+
+/** A logger that appends every line to `lines`. */
+const recorder = (lines: Array<Line>) =>
+  Logger.make((entry) => {
+    lines.push({
+      level: entry.logLevel,
+      message: Array.isArray(entry.message) ? entry.message.map(String).join(" ") : String(entry.message),
+      annotations: { ...entry.fiber.getRef(References.CurrentLogAnnotations) }
+    })
+  })
+
+/** Runs `effect` (and every fiber it forks) logging into `lines` only. */
+const logInto = (lines: Array<Line>) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  effect.pipe(
+    Effect.provideService(Logger.CurrentLoggers, new Set([recorder(lines)])),
+    Effect.provideService(References.MinimumLogLevel, "All")
+  )
 
 describe("TcpRuntime: rejection logs an attacker cannot fill", () => {
   it.effect("on the TestClock: the first of each reason in full, the rest in one summary per interval; a quiet reason is logged in full again", () =>
@@ -232,22 +263,28 @@ describe("TcpRuntime: rejection logs an attacker cannot fill", () => {
       assert.deepStrictEqual(lines.slice(5).map((l) => l.message), ["connection closed", "rejected 1 connection: too-large 1"])
     }))
 
-  it.live("real sockets: N garbage connections give the counters N and the log exactly one full line and one summary", () =>
+  it.live("a node process: N garbage connections give the counters N and its log exactly one full line and, when it stops, one summary", () =>
     Effect.gen(function*() {
       const n = 40
-      const lines: Array<Line> = []
-      const node = yield* startNode({ rejectionLogInterval: "1 hour" }, lines)
+      const node = yield* startProcess({ rejectionLogIntervalMillis: 3_600_000 })
       const garbage = Uint8Array.of(0, 0, 0, 9, 0x99, 0, 0, 0, 0, 1, 2, 3, 4)
+      // One connection at a time (each refused and closed before the next): all N are refused as malformed,
+      // none for a full handshake quota of this address.
       for (let i = 0; i < n; i++) {
-        const client = yield* rawConnect(node.transport.address)
+        const client = yield* rawConnect(node.address)
         yield* write(client.socket, garbage)
+        yield* Deferred.await(client.closed).pipe(Effect.timeout("5 seconds"))
       }
-      yield* poll(Effect.map(node.transport.stats, (s) => assert.strictEqual(s.rejectedMalformed, n)))
-      const refusals = () => warnings(lines).filter((l) => l.annotations.reason === "malformed" || String(l.message).startsWith("rejected"))
+      yield* poll(Effect.map(processStats(node.child), ({ stats }) => assert.strictEqual(stats.rejectedMalformed, n)))
+      const refusals = () =>
+        processWarnings(node.child).filter((l) => l.annotations.reason === "malformed" || String(l.message).startsWith("rejected"))
+      const [full] = yield* awaitRefusals(node.child, "malformed")
       assert.strictEqual(refusals().length, 1)
-      assert.include(String(refusals()[0].annotations.detail), "unknown transport protocol 0x99")
-      assert.match(String(refusals()[0].annotations.remote), /^127\.0\.0\.1:\d+$/)
-      yield* Scope.close(node.scope, Exit.void)
+      assert.include(String(full.annotations.detail), "unknown transport protocol 0x99")
+      assert.match(String(full.annotations.remote), /^127\.0\.0\.1:\d+$/)
+      // Stopping the node logs what the interval held back; once it has exited, its whole log has been read.
+      yield* NodeProcesses.stop(node.child)
+      assert.strictEqual(node.child.process.exitCode, 0)
       assert.deepStrictEqual(refusals().map((l) => l.message), ["connection closed", `rejected ${n - 1} connections: malformed ${n - 1}`])
     }), 20_000)
 })
@@ -303,19 +340,6 @@ const flood = (address: TcpRuntime.Address, sources: ReadonlyArray<string>, coun
     }).pipe(Effect.forkScoped)
     return stats
   })
-
-/** The transport's counters and peers of a node process. */
-const processStats = (child: NodeProcesses.Child) =>
-  Effect.map(NodeProcesses.request(child, { op: "stats" }), (reply) => ({
-    stats: reply.stats as TcpRuntime.TransportStats,
-    peers: reply.peers as ReadonlyArray<{ readonly node: string; readonly connected: boolean }>
-  }))
-
-const processMembers = (child: NodeProcesses.Child) =>
-  Effect.map(NodeProcesses.request(child, { op: "members" }), (reply) => reply.members as ReadonlyArray<string>)
-
-/** 100 ms heartbeats, down after 2 s of silence, detector consulted every 50 ms. */
-const processHeartbeat = { intervalMillis: 100, timeoutMillis: 2000, checkMillis: 50 }
 
 describe("TcpRuntime: handshake lockout (node processes)", () => {
   it.live.skipIf(!canCutConnections)(
@@ -373,7 +397,7 @@ describe("TcpRuntime: handshake lockout (node processes)", () => {
         // 10 addresses at 8 each overfill the 64 general slots: the member and the new node came in on the reserve.
         assert.isAbove(after.rejectedPendingHandshakes, 0)
       }).pipe(Effect.provide(NodeFileSystem.layer)),
-    40_000
+    60_000
   )
 })
 

@@ -1,8 +1,9 @@
 /**
  * Nodes in OS processes of their own (test/fixtures/tcpNode.ts), driven over
- * stdin/stdout one JSON object per line: starting one and waiting for its
- * `ready` event, sending a command and waiting for its reply, waiting for
- * any condition on what it printed, and its exit.
+ * stdin/stdout one JSON object per line: starting one (with optional
+ * settings) and waiting for its `ready` event, sending a command and waiting
+ * for its reply, waiting for any condition on what it printed, reading the
+ * log lines it wrote on stderr, stopping it gracefully, and its exit.
  */
 import { type Duration, Effect } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
@@ -63,16 +64,30 @@ export interface Heartbeat {
   readonly checkMillis: number
 }
 
+/** Optional settings of a node process; each left out keeps the fixture's default. */
+export interface Options {
+  /** The cluster secret (default: the one every node process shares). */
+  readonly secret?: string | undefined
+  /** Time allowed for authentication of a new connection (default: the runtime's, 5 s). */
+  readonly handshakeTimeoutMillis?: number | undefined
+  /** How often refused connections are summed up in the log (default: the runtime's, 10 s). */
+  readonly rejectionLogIntervalMillis?: number | undefined
+  /** `"once"`: one connection attempt per peer or seed, no retry (seeds are dialed again after 5 s). */
+  readonly reconnect?: "once" | undefined
+  /** `"json"`: every log line on stderr is one JSON object (effect's `Logger.formatJson`), read with `logs`. */
+  readonly logs?: "json" | undefined
+}
+
 /**
- * Starts one node process (test/fixtures/tcpNode.ts) and waits for its
- * `ready` event. The process is killed (SIGKILL) when the scope closes, if it
+ * Starts one node process (test/fixtures/tcpNode.ts) and waits, up to 30 s,
+ * for its `ready` event. The process is killed (SIGKILL) when the scope closes, if it
  * is still running.
  */
-export const startNode = (name: string, directory: string, seeds: ReadonlyArray<number>, heartbeat: Heartbeat) =>
+export const startNode = (name: string, directory: string, seeds: ReadonlyArray<number>, heartbeat: Heartbeat, options: Options = {}) =>
   Effect.gen(function*() {
     const child = yield* Effect.acquireRelease(
       Effect.sync((): Child => {
-        const config = { id: name, directory, seeds: seeds.map((port) => `127.0.0.1:${port}`), heartbeat }
+        const config = { ...options, id: name, directory, seeds: seeds.map((port) => `127.0.0.1:${port}`), heartbeat }
         const proc = spawn(process.execPath, [fixture, JSON.stringify(config)], { stdio: ["pipe", "pipe", "pipe"] })
         const child: Child = { name, process: proc, messages: [], stderr: "", closed: false, nextId: 0, waiters: new Set() }
         createInterface({ input: proc.stdout! }).on("line", (line) => {
@@ -89,7 +104,9 @@ export const startNode = (name: string, directory: string, seeds: ReadonlyArray<
           return awaitExit(child)
         })
     )
-    const ready = yield* waitFor(child, (messages) => messages.find((m) => m.event === "ready"), "ready")
+    // Loading the fixture takes seconds of CPU, many more on a loaded machine (a flood in progress, other tests):
+    // a generous deadline, since no test measures how fast a process starts.
+    const ready = yield* waitFor(child, (messages) => messages.find((m) => m.event === "ready"), "ready", "30 seconds")
     return { child, ready: ready as unknown as { readonly port: number } & Message }
   })
 
@@ -103,3 +120,32 @@ export const request = (child: Child, command: Message) =>
     return reply
   })
 
+/**
+ * Stops the node gracefully (closes its stdin, see the fixture) and waits
+ * until it has exited; dies with its stderr if it is still running after 10 s.
+ */
+export const stop = (child: Child) =>
+  Effect.suspend(() => {
+    child.process.stdin!.end()
+    return waitFor(child, () => child.closed ? true : undefined, "its exit after stdin closed")
+  })
+
+/** One log line of a node process started with `logs: "json"`. */
+export interface LogLine {
+  /** Upper case, as effect's JSON format writes it: `"INFO"`, `"WARN"`, ... */
+  readonly level: string
+  readonly message: unknown
+  readonly annotations: Readonly<Record<string, unknown>>
+}
+
+/**
+ * The complete log lines the child has written on stderr so far (with
+ * `logs: "json"`); anything else on stderr (such as a warning of Node itself)
+ * is skipped.
+ */
+export const logs = (child: Child): ReadonlyArray<LogLine> =>
+  child.stderr.slice(0, child.stderr.lastIndexOf("\n") + 1).split("\n").flatMap((line) => {
+    if (!line.startsWith("{")) return []
+    const parsed = JSON.parse(line) as Partial<LogLine>
+    return typeof parsed.level === "string" && parsed.annotations !== undefined ? [parsed as LogLine] : []
+  })
