@@ -191,6 +191,13 @@ export class ActorRuntime extends Context.Service<ActorRuntime, {
    */
   readonly groupJoins?: Stream.Stream<GroupJoin> | undefined
   /**
+   * The highest frame protocol version `node` speaks (`SyncMessage.protocolVersion` or
+   * `SyncMessage.ackProtocolVersion`), as negotiated when it connected or joined. Acknowledgement
+   * messages go only to members that speak `ackProtocolVersion`. Optional: without it every member is
+   * taken to speak this node's version.
+   */
+  readonly peerProtocol?: ((node: NodeId) => number) | undefined
+  /**
    * Sends a frame to every member of a group except this node. `supersede` says which queued frames it
    * makes useless (a runtime without outbound queues ignores it); `trace`, the span it is sent from (a
    * runtime passes it to the receivers' `onMessage` where their wire allows, and drops it otherwise).

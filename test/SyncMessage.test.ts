@@ -214,7 +214,7 @@ describe("SyncMessage frames", () => {
     })
 
     it("a wrong protocol version is rejected", () => {
-      for (const version of [0, 2, 255]) {
+      for (const version of [0, 3, 255]) {
         const frame = frameOf(fullSnapshot)
         frame[4] = version
         assertMalformed(failureOf(Codec.decodeFrame(frame, LIMIT)), `unknown protocol version ${version}`)

@@ -10,7 +10,7 @@ import { crc32 } from "node:zlib"
 import type * as DistributedState from "../DistributedState.ts"
 import { MalformedMessage, MessageTooLarge, UnsupportedWireVersion } from "../DStateError.ts"
 import type { NodeId } from "../NodeId.ts"
-import { frameHeaderBytes, protocolVersion, type SyncMessage } from "../SyncMessage.ts"
+import { ackProtocolVersion, frameHeaderBytes, protocolVersion, type SyncMessage } from "../SyncMessage.ts"
 import * as Wire from "./wire.ts"
 
 /**
@@ -42,7 +42,7 @@ export const encodeFrame = (
   if (size > maxFrameBytes) return Result.fail(new MessageTooLarge({ size, limit: maxFrameBytes }))
   const frame = new Uint8Array(size)
   Wire.encodeInto(message, frame, frameHeaderBytes)
-  writeHeader(frame, 0, protocolVersion, frame.subarray(frameHeaderBytes))
+  writeHeader(frame, 0, Wire.needsAckProtocol(message) ? ackProtocolVersion : protocolVersion, frame.subarray(frameHeaderBytes))
   return Result.succeed(frame)
 }
 
@@ -76,13 +76,14 @@ export const decodeFrame = (
       new MalformedMessage({ ...node, reason: `frame announces ${size} bytes but has ${frame.length}` })
     )
   }
-  if (frame[4] !== protocolVersion) {
+  const protocol = frame[4]
+  if (protocol !== protocolVersion && protocol !== ackProtocolVersion) {
     return Result.fail(new MalformedMessage({ ...node, reason: `unknown protocol version ${frame[4]}` }))
   }
   const body = frame.subarray(frameHeaderBytes)
   const expected = new DataView(frame.buffer, frame.byteOffset + 5, 4).getUint32(0)
   if (crc32(body) !== expected) return Result.fail(new MalformedMessage({ ...node, reason: "checksum mismatch" }))
-  const decoded = Wire.decode(body, copyPayload)
+  const decoded = Wire.decode(body, copyPayload, protocol)
   if (Result.isFailure(decoded)) {
     return Result.fail(new MalformedMessage({ ...node, reason: `undecodable message: ${decoded.failure}` }))
   }
