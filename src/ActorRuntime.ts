@@ -162,6 +162,12 @@ export class ActorRuntime extends Context.Service<ActorRuntime, {
   /** This node's id. */
   readonly nodeId: NodeId
   /**
+   * The highest sync frame protocol this node speaks (`SyncMessage.protocolVersion` or
+   * `SyncMessage.ackProtocolVersion`); the registry rejects frames of a higher one. Optional: absent,
+   * the current one.
+   */
+  readonly syncProtocol?: number | undefined
+  /**
    * Spawns a supervised actor that lives as long as the given scope. Fails with `InvalidOptions` when
    * `mailbox` is neither a positive integer nor `"unbounded"`.
    */

@@ -44,7 +44,7 @@ import * as Metrics from "./Metrics.ts"
 import type { NodeId } from "./NodeId.ts"
 import { StatePersistence } from "./StatePersistence.ts"
 import type { StateView, ViewDiff, ViewMap } from "./StateView.ts"
-import { type BatchedChangeFeed, MaxFrameBytes, type SyncMessage } from "./SyncMessage.ts"
+import { ackProtocolVersion, type BatchedChangeFeed, MaxFrameBytes, type SyncMessage } from "./SyncMessage.ts"
 import * as SyncStrategy from "./SyncStrategy.ts"
 
 /**
@@ -371,6 +371,7 @@ export const layer: Layer.Layer<StateRegistry, InvalidOptions, ActorRuntime | Cl
   StateRegistry,
   Effect.gen(function*() {
     const runtime = yield* ActorRuntime
+    const syncProtocol = runtime.syncProtocol ?? ackProtocolVersion
     const events = yield* ClusterEvents
     const persistence = yield* Effect.serviceOption(StatePersistence)
     const { config, healthStaleAfterMillis, maxFrameBytes } = yield* checkSettings(yield* Settings, yield* MaxFrameBytes)
@@ -410,7 +411,7 @@ export const layer: Layer.Layer<StateRegistry, InvalidOptions, ActorRuntime | Cl
      */
     const admit = (from: NodeId, frame: Uint8Array, copyPayload: boolean) => {
       count("framesReceived")
-      return decodeFrame(frame, maxFrameBytes, from, copyPayload)
+      return decodeFrame(frame, maxFrameBytes, from, copyPayload, syncProtocol)
     }
     function decodeInbound(from: NodeId, frame: Uint8Array, copyPayload: boolean) {
       return Effect.suspend((): Effect.Effect<Result.Result<SyncMessage, MalformedMessage | MessageTooLarge>> => {

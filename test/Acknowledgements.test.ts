@@ -9,9 +9,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { type Duration, Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import { DistributedState, DStateError, StateRegistry, SyncStrategy, SyncUrgency } from "dstate"
+import { DistributedState, DStateError, Generation, StateRegistry, SyncMessage, SyncStrategy, SyncUrgency } from "dstate"
 import { Fixtures, TestCluster } from "dstate/testing"
-import { handleOn, metricsOn, viewsOn } from "./helpers.ts"
+import { frameOf, handleOn, inboundOn, metricsOn, viewsOn } from "./helpers.ts"
 import type { Cluster, Node } from "./helpers.ts"
 
 const { Counter, NodeResource } = Fixtures
@@ -288,6 +288,105 @@ describe("Acknowledgements", () => {
         yield* cluster.settle
         assert.strictEqual((yield* Fiber.join(fiber)).acknowledged, 4)
         for (const peer of others) assert.strictEqual((yield* viewsOn(cluster, peer, Delayed)).get(a.id)?.value.cpuPercent, 7)
+      }))
+  })
+
+  describe("mixed wire versions", () => {
+    /** A 5-node cluster whose last two nodes speak only sync protocol 1 (no acknowledgements). */
+    const mixed = Effect.gen(function*() {
+      const cluster = yield* TestCluster.make({ nodes: 5, setup: StateRegistry.register(Counter), syncProtocols: [2, 2, 2, 1, 1] })
+      yield* cluster.settle
+      cluster.network.clearLog()
+      return cluster
+    })
+    /** Frames of protocol 2 (acknowledgement messages) the network carried to `node`. */
+    const ackFramesTo = (cluster: Cluster, node: Node) =>
+      cluster.network.log().filter((f) => f.to === node.id && f.frame[4] === SyncMessage.ackProtocolVersion).length
+
+    it.effect("majority counts the old nodes in the group but asks only the new ones: exactly 2, from the new peers", () =>
+      Effect.gen(function*() {
+        const cluster = yield* mixed
+        const [a, b, c, d, e] = cluster.nodes
+        const fiber = yield* mutateAwaiting(cluster, a, awaited("majority"))
+        yield* cluster.settle
+        const result = yield* Fiber.join(fiber)
+        assert.strictEqual(result.acknowledged, 2)
+        assert.deepStrictEqual([...result.acknowledgedBy].sort(), [b.id, c.id].sort())
+        assert.strictEqual((yield* metricsOn(cluster, a, Counter)).ackRequestsSent, 2)
+        // The old nodes got the write as always, no acknowledgement frame, and rejected nothing.
+        assert.deepStrictEqual(yield* agesOf(cluster, a, [d, e]), { [d.id]: 1, [e.id]: 1 })
+        for (const old of [d, e]) {
+          assert.strictEqual(ackFramesTo(cluster, old), 0)
+          assert.strictEqual((yield* inboundOn(cluster, old)).framesRejected, 0)
+        }
+      }))
+
+    it.effect("all, or more peers than the new ones, cannot be satisfied: AckUnsatisfiable names the old nodes", () =>
+      Effect.gen(function*() {
+        const cluster = yield* mixed
+        const [a, b, c, d, e] = cluster.nodes
+        const handle = yield* handleOn(cluster, a, Counter)
+        for (const [peers, required] of [["all", 4], [3, 3]] as const) {
+          const error = yield* Effect.flip(handle.mutate(increment, awaited(peers)))
+          assert.instanceOf(error, DStateError.AckUnsatisfiable)
+          const unsatisfiable = error as DStateError.AckUnsatisfiable
+          assert.strictEqual(unsatisfiable.required, required)
+          assert.deepStrictEqual([...unsatisfiable.eligible].sort(), [b.id, c.id].sort())
+          assert.deepStrictEqual([...unsatisfiable.unsupported].sort(), [d.id, e.id].sort())
+        }
+        yield* cluster.settle
+        // Both mutations are committed and reached every node, old ones included.
+        assert.deepStrictEqual(yield* agesOf(cluster, a, [b, c, d, e]), { [b.id]: 2, [c.id]: 2, [d.id]: 2, [e.id]: 2 })
+        const fiber = yield* mutateAwaiting(cluster, a, awaited(2))
+        yield* cluster.settle
+        assert.strictEqual((yield* Fiber.join(fiber)).acknowledged, 2)
+      }))
+
+    it.effect("an old node asks for nothing, and rejects an acknowledgement frame it is sent anyway", () =>
+      Effect.gen(function*() {
+        const cluster = yield* mixed
+        const [a, , , d] = cluster.nodes
+        const error = yield* Effect.flip(
+          Effect.flatMap(handleOn(cluster, d, Counter), (h) => h.mutate(increment, awaited("majority")))
+        )
+        assert.instanceOf(error, DStateError.AckUnsatisfiable)
+        assert.strictEqual((error as DStateError.AckUnsatisfiable).eligible.length, 0)
+        yield* cluster.settle
+        assert.strictEqual(cluster.network.log().filter((f) => f.frame[4] === SyncMessage.ackProtocolVersion).length, 0)
+        const request = frameOf(new SyncMessage.AckRequest({ stateName: "counter", source: a.id, generation: Generation.make(0, 0) }))
+        yield* cluster.network.inject(a.id, d.id, request)
+        yield* cluster.settle
+        const inbound = yield* inboundOn(cluster, d)
+        assert.strictEqual(inbound.framesRejected, 1)
+        assert.strictEqual(inbound.malformed, 1)
+        assert.strictEqual((yield* metricsOn(cluster, d, Counter)).acksSent, 0)
+      }))
+
+    it.effect("an old node upgraded by a restart is asked and counted", () =>
+      Effect.gen(function*() {
+        const cluster = yield* mixed
+        const [a, , , d, e] = cluster.nodes
+        d.syncProtocol = 2
+        yield* cluster.removeNode(d)
+        yield* cluster.restart(d)
+        yield* cluster.settle
+        const handle = yield* handleOn(cluster, a, Counter)
+        const error = yield* Effect.flip(handle.mutate(increment, awaited("all")))
+        assert.deepStrictEqual((error as DStateError.AckUnsatisfiable).unsupported, [e.id])
+        const fiber = yield* mutateAwaiting(cluster, a, awaited(3))
+        yield* cluster.settle
+        const result = yield* Fiber.join(fiber)
+        assert.strictEqual(result.acknowledged, 3)
+        assert.include(result.acknowledgedBy, d.id)
+      }))
+
+    it.effect("TestCluster refuses a sync protocol other than 1 or 2", () =>
+      Effect.gen(function*() {
+        for (const protocol of [0, 3]) {
+          const error = yield* Effect.flip(TestCluster.make({ nodes: 2, syncProtocols: [2, protocol] }))
+          assert.instanceOf(error, DStateError.InvalidOptions)
+          assert.strictEqual((error as DStateError.InvalidOptions).option, "syncProtocols[1]")
+        }
       }))
   })
 })

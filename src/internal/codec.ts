@@ -58,12 +58,15 @@ export const announcedFrameSize = (prefix: Uint8Array): number =>
  * `copyPayload` is `false`: then it is a view into `frame`, which the caller
  * must not reuse while the message lives (the registry's inbound path, whose
  * runtimes hand over fresh buffers, so that a large view is not copied).
+ * `maxProtocol` is the highest protocol the node speaks: a node of protocol 1
+ * rejects the acknowledgement frames as an unknown protocol version.
  */
 export const decodeFrame = (
   frame: Uint8Array,
   maxFrameBytes: number,
   from?: NodeId,
-  copyPayload = true
+  copyPayload = true,
+  maxProtocol: number = ackProtocolVersion
 ): Result.Result<SyncMessage, MalformedMessage | MessageTooLarge> => {
   const node = from === undefined ? {} : { node: from }
   if (frame.length < frameHeaderBytes) {
@@ -77,7 +80,7 @@ export const decodeFrame = (
     )
   }
   const protocol = frame[4]
-  if (protocol !== protocolVersion && protocol !== ackProtocolVersion) {
+  if (protocol !== protocolVersion && (protocol !== ackProtocolVersion || maxProtocol < ackProtocolVersion)) {
     return Result.fail(new MalformedMessage({ ...node, reason: `unknown protocol version ${frame[4]}` }))
   }
   const body = frame.subarray(frameHeaderBytes)

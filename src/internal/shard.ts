@@ -386,8 +386,13 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     Deferred.doneUnsafe(entry.done, Effect.succeed(command))
     return entry.timer === undefined ? undefined : Fiber.interrupt(entry.timer)
   }
-  /** Whether `node` speaks the wire version of the acknowledgement messages (every node does, unless its runtime says otherwise). */
+  /**
+   * Whether acknowledgement messages may be exchanged with `node`: both sides speak their protocol (as the
+   * runtime negotiated it when the peer connected or joined; every peer does when the runtime does not say).
+   */
+  const ownProtocol = env.runtime.syncProtocol ?? ackProtocolVersion
   const speaksAcks = (node: NodeId): boolean => {
+    if (ownProtocol < ackProtocolVersion) return false
     const protocol = env.runtime.peerProtocol
     return protocol === undefined || protocol(node) >= ackProtocolVersion
   }
