@@ -633,6 +633,14 @@ describe("acknowledgement frames (protocol version 2)", () => {
     assert.include((result as Result.Failure<unknown, DStateError.MalformedMessage>).failure.reason, "needs protocol version 2")
   })
 
+  it("the protocol byte goes with the tag: a protocol 1 message framed as protocol 2 is malformed", () => {
+    const frame = encode(fullSnapshot)
+    frame[4] = SyncMessage.ackProtocolVersion
+    const result = Codec.decodeFrame(frame, LIMIT)
+    assert.isTrue(Result.isFailure(result))
+    assert.include((result as Result.Failure<unknown, DStateError.MalformedMessage>).failure.reason, "needs protocol version 1")
+  })
+
   it("the schemas accept what the codec produces", () => {
     for (const m of [ackRequest, acknowledge]) {
       assert.deepStrictEqual(Schema.decodeUnknownSync(SyncMessage.SyncMessage)(Schema.encodeSync(SyncMessage.SyncMessage)(m)), m)

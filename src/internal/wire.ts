@@ -25,6 +25,10 @@
  * BatchedChangeFeed: str source, u32 count, count x (str stateName, str source, gen)
  * AckRequest:        str stateName, str source, gen      (protocol version 2 only)
  * Acknowledge:       str stateName, str source, gen      (protocol version 2 only)
+ *
+ * The frame's protocol byte goes with the tag: tags 1 to 4 only under
+ * protocol 1, tags 5 and 6 only under protocol 2 (so a flipped protocol byte
+ * never lets a frame through).
  * str = u32 length + UTF-8, bytes = u32 length + raw, gen = f64 incarnation + f64 age
  * ```
  * @internal
@@ -380,6 +384,11 @@ const instance = <T extends object>(ctor: { readonly prototype: T }, fields: obj
 
 const read = (r: Reader, protocol: number): SyncMessage | undefined => {
   const tag = r.u8("tag")
+  // The protocol byte goes with the tag: the acknowledgement messages travel under 2, every other under 1.
+  if (tag >= tagFull && tag <= tagFeed && protocol !== 1) {
+    r.fail(`message tag ${tag} needs protocol version 1`)
+    return undefined
+  }
   switch (tag) {
     case tagFull:
       return instance(FullSnapshot, {
@@ -432,7 +441,7 @@ const read = (r: Reader, protocol: number): SyncMessage | undefined => {
     }
     case tagAckRequest:
     case tagAck: {
-      if (protocol < 2) {
+      if (protocol !== 2) {
         r.fail(`message tag ${tag} needs protocol version 2`)
         return undefined
       }

@@ -41,6 +41,8 @@ export interface Violation {
     | "RestartBelowAccepted"
     | "AcknowledgedMutationLost"
     | "EndedBelowAccepted"
+    | "AcknowledgedNotHeld"
+    | "AckNotLive"
   readonly at: number
   readonly detail: string
 }
@@ -69,6 +71,19 @@ export interface RunResult {
     readonly divergent: ReadonlyArray<string>
   }
   readonly mutations: { readonly attempted: number; readonly acknowledged: number; readonly failed: number }
+  /**
+   * Awaited writes (scenarios with `awaits`): how many awaited acknowledgements, how many returned
+   * acknowledged, timed out or could not be satisfied, and the probes after the final heal (each
+   * node's awaited write, which must be acknowledged: `AckNotLive` otherwise).
+   */
+  readonly acks: {
+    readonly awaited: number
+    readonly acknowledged: number
+    readonly timedOut: number
+    readonly unsatisfiable: number
+    readonly probes: number
+    readonly probesAcknowledged: number
+  }
   readonly reads: { readonly ok: number; readonly stalePeer: number }
   readonly frames: {
     readonly sent: number
@@ -328,6 +343,30 @@ export const make = (now: () => number) => {
       attached = nodes
     },
     acceptedOf: (state: string, owner: NodeId.NodeId) => accepted.get(key2(state, owner)),
+    /**
+     * An awaited write of `owner` returned acknowledged by `acknowledgers`: each of them that is up holds
+     * `owner`'s view at `generation` or newer in the map it published last (`AcknowledgedNotHeld` if not).
+     */
+    acknowledged: (
+      state: string,
+      owner: NodeId.NodeId,
+      generation: Generation.Generation,
+      acknowledgers: ReadonlyArray<NodeId.NodeId>
+    ) => {
+      hash.str(`acknowledged ${owner} ${state} ${Generation.format(generation)} by ${acknowledgers.join(",")}`)
+      for (const node of acknowledgers) {
+        if (down.has(node)) continue
+        const held = latest.get(state)?.get(node)?.get(owner)
+        if (held === undefined || Generation.isNewer(generation, held.generation)) {
+          violation(
+            "AcknowledgedNotHeld",
+            `${node} acknowledged ${Generation.format(generation)} of ${owner} (${state}) but holds ${
+              held === undefined ? "no view" : Generation.format(held.generation)
+            }`
+          )
+        }
+      }
+    },
     nodeUp: (node: NodeId.NodeId) => {
       known.add(node)
       down.delete(node)
