@@ -68,6 +68,23 @@ describe("Acknowledgements", () => {
         }))
     }
 
+    it.effect("five awaited mutations in one turn: each peer answers with one acknowledgement covering all five", () =>
+      Effect.gen(function*() {
+        const cluster = yield* fiveNodes()
+        const [a, ...others] = cluster.nodes
+        const handle = yield* handleOn(cluster, a, Counter)
+        const fiber = yield* Effect.forkChild(
+          Effect.all(Array.from({ length: 5 }, () => handle.mutate(increment, awaited("all"))), { concurrency: "unbounded" })
+        )
+        yield* cluster.settle
+        const results = yield* Fiber.join(fiber)
+        assert.deepStrictEqual(results.map((r) => [r.generation.age, r.acknowledged]), [[1, 4], [2, 4], [3, 4], [4, 4], [5, 4]])
+        const owner = yield* metricsOn(cluster, a, Counter)
+        assert.strictEqual(owner.ackRequestsSent, 20)
+        for (const peer of others) assert.strictEqual((yield* metricsOn(cluster, peer, Counter)).acksSent, 1)
+        assert.strictEqual(owner.acksReceived, 4 * 1)
+      }))
+
     it.effect("a mutation without options waits for nothing and asks for no acknowledgement", () =>
       Effect.gen(function*() {
         const cluster = yield* fiveNodes()

@@ -345,9 +345,9 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
       case "SendAckRequest":
         return sendAckFrame("AckRequest", command.to, command.generation)
       case "ScheduleAck":
-        // Handed over once the current turn yields: the acknowledgements due in it go as one per owner.
-        if (actor.tellLaterUnsafe !== undefined && actor.tellLaterUnsafe(ackDue)) return undefined
-        return tellControl(ackDue)
+        // At once when no message waits; else behind the waiting ones, so that one acknowledgement per
+        // owner covers everything they bring.
+        return mailbox.size() === 0 ? ackNow : tellControl(ackDue)
       case "SendAck":
         return sendAckFrame("Acknowledge", command.to, command.generation)
       case "StartAwaitTimer":
@@ -365,6 +365,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   }>()
   let nextAwaitId = 0
   const ackDue: Message<S, C> = { _tag: "AckDue" }
+  const ackNow = Effect.suspend(() => run(Sync.step(core, { _tag: "AckDue" }, monotonicNow())))
 
   const sendAckFrame = (tag: "AckRequest" | "Acknowledge", to: NodeId, generation: Generation.Generation) => {
     const frame = encodeFrame({ _tag: tag, stateName: name, source: self, generation }, env.maxFrameBytes)
@@ -640,10 +641,11 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     const id = nextAwaitId++
     const done = Deferred.makeUnsafe<AwaitResolution>()
     waiting.set(id, { done, timer: undefined })
-    return Effect.andThen(
-      tellControl({ _tag: "Await", id, generation: committed.generation, spec }),
-      Deferred.await(done)
-    ).pipe(
+    // Handled at once in this fiber when the actor is idle (no mailbox round), else through the mailbox.
+    const runIfIdle = actor.runIfIdleUnsafe
+    const registered = runIfIdle?.(() => onAwait(id, committed.generation, spec)) ??
+      tellControl({ _tag: "Await", id, generation: committed.generation, spec })
+    return Effect.andThen(registered, Deferred.await(done)).pipe(
       Effect.onInterrupt(() => Effect.sync(() => waiting.delete(id))),
       Effect.flatMap((r): Effect.Effect<Acknowledged<S>, AckTimeout | AckUnsatisfiable> => {
         switch (r.outcome) {

@@ -10,9 +10,10 @@
  *
  * On a peer, an acknowledgement request is answered once the view held of
  * the owner reaches the requested generation (applied and published), at
- * once when it already does. The acknowledgements due in one turn are
- * coalesced: one per owner, carrying the newest generation held, which
- * covers every generation up to it. A request for a generation the peer
+ * once when it already does. The acknowledgements due in one turn (until
+ * no message waits for the state's actor) are coalesced: one per owner,
+ * carrying the newest generation held, which covers every generation up to
+ * it. A request for a generation the peer
  * does not hold yet also asks the owner for its snapshot (at most once per
  * pull timeout), which repairs a lost push.
  * @internal

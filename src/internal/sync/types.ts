@@ -153,7 +153,10 @@ export type Command<D> =
   | { readonly _tag: "Log"; readonly level: "Debug" | "Warning" | "Error"; readonly message: string; readonly annotations: Readonly<Record<string, unknown>> }
   /** Ask `to` to acknowledge this node's state once it holds `generation` or newer. */
   | { readonly _tag: "SendAckRequest"; readonly to: NodeId; readonly generation: Generation }
-  /** Hand an `AckDue` to the actor once the current turn yields (acknowledgements due now are coalesced). */
+  /**
+   * Tell `AckDue` once this turn ends: at once when no message waits for the actor, else after the
+   * messages already waiting (the acknowledgements they make due are coalesced with these).
+   */
   | { readonly _tag: "ScheduleAck" }
   /** Tell owner `to` that its state is held here at `generation`. */
   | { readonly _tag: "SendAck"; readonly to: NodeId; readonly generation: Generation }
