@@ -191,6 +191,20 @@ describe("Acknowledgements", () => {
         assert.strictEqual(unsatisfiable.eligible.length, 3)
       }))
 
+    it.effect("the owner stopping during the wait fails the call with ActorStopped instead of leaving it waiting", () =>
+      Effect.gen(function*() {
+        const cluster = yield* fiveNodes()
+        const [a, , , , e] = cluster.nodes
+        cluster.network.isolate(e.id)
+        const fiber = yield* mutateAwaiting(cluster, a, awaited("all", "1 minute"))
+        yield* cluster.settle
+        assert.isUndefined(fiber.pollUnsafe())
+        yield* cluster.crash(a)
+        const error = yield* Effect.flip(Fiber.join(fiber))
+        assert.instanceOf(error, DStateError.ActorStopped)
+        assert.strictEqual((error as DStateError.ActorStopped).actor, "state/counter")
+      }))
+
     it.effect("more peers than the group has: AckUnsatisfiable at once, the mutation committed and sent", () =>
       Effect.gen(function*() {
         const cluster = yield* fiveNodes()

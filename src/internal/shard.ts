@@ -22,7 +22,7 @@ import type * as DistributedState from "../DistributedState.ts"
 import {
   AckTimeout,
   AckUnsatisfiable,
-  type ActorStopped,
+  ActorStopped,
   type InvalidOptions,
   MailboxFull,
   MalformedMessage,
@@ -360,9 +360,17 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   // ---- acknowledgements ---------------------------------------------------------------------------
   /** The callers waiting for acknowledgements, by await id, with the timer of each once started. */
   const waiting = new Map<number, {
-    readonly done: Deferred.Deferred<AwaitResolution>
+    readonly done: Deferred.Deferred<AwaitResolution, ActorStopped>
     timer: Fiber.Fiber<void> | undefined
   }>()
+  // The state stops (its node leaves or crashes): a caller still waiting for acknowledgements learns it.
+  yield* Effect.addFinalizer(() =>
+    Effect.sync(() => {
+      const stopped = new ActorStopped({ actor: `state/${name}` })
+      for (const entry of waiting.values()) Deferred.doneUnsafe(entry.done, Effect.fail(stopped))
+      waiting.clear()
+    })
+  )
   let nextAwaitId = 0
   const ackDue: Message<S, C> = { _tag: "AckDue" }
   const ackNow = Effect.suspend(() => run(Sync.step(core, { _tag: "AckDue" }, monotonicNow())))
@@ -637,17 +645,20 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   const awaitAcks = (
     committed: Committed<S>,
     spec: AwaitSpec
-  ): Effect.Effect<Acknowledged<S>, AckTimeout | AckUnsatisfiable> => {
+  ): Effect.Effect<Acknowledged<S>, AckTimeout | AckUnsatisfiable | ActorStopped> => {
     const id = nextAwaitId++
-    const done = Deferred.makeUnsafe<AwaitResolution>()
+    const done = Deferred.makeUnsafe<AwaitResolution, ActorStopped>()
     waiting.set(id, { done, timer: undefined })
     // Handled at once in this fiber when the actor is idle (no mailbox round), else through the mailbox.
     const runIfIdle = actor.runIfIdleUnsafe
     const registered = runIfIdle?.(() => onAwait(id, committed.generation, spec)) ??
-      tellControl({ _tag: "Await", id, generation: committed.generation, spec })
+      actor.tell({ _tag: "Await", id, generation: committed.generation, spec }).pipe(
+        // The control mailbox is unbounded: only a stopped actor refuses.
+        Effect.catch(() => Effect.fail(new ActorStopped({ actor: `state/${name}` })))
+      )
     return Effect.andThen(registered, Deferred.await(done)).pipe(
       Effect.onInterrupt(() => Effect.sync(() => waiting.delete(id))),
-      Effect.flatMap((r): Effect.Effect<Acknowledged<S>, AckTimeout | AckUnsatisfiable> => {
+      Effect.flatMap((r): Effect.Effect<Acknowledged<S>, AckTimeout | AckUnsatisfiable | ActorStopped> => {
         switch (r.outcome) {
           case "Acknowledged":
             return Effect.succeed({
