@@ -561,7 +561,7 @@ describe("Simulation scenarios", () => {
   })
 
   describe("awaited writes", () => {
-    for (const fault of ["none", "loss", "partition", "crash", "crashPersistent", "versionSkew", "churn"] as const) {
+    for (const fault of ["none", "loss", "partition", "crash", "crashPersistent", "versionSkew", "churn", "lostLastWrite"] as const) {
       for (const strategy of ["push", "feed", "periodic"] as const) {
         it.effect(`${strategy} × 5 nodes × ${fault}: every acknowledged write is held by its acknowledgers, every probe after the heal is acknowledged`, () =>
           Effect.gen(function*() {

@@ -149,7 +149,7 @@ const runScoped = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed: 
     yield* ctx.advance(timing.period + 100)
     const owner = work.pick(cluster.nodes)
     for (const other of cluster.nodes) if (other !== owner) network.cut(owner.id, other.id)
-    yield* Workload.mutate(ctx, owner, Fixtures.Counter.name)
+    yield* Workload.mutate(ctx, owner, Fixtures.Counter.name, false)
     // Heal as soon as the commit's own sends are dropped, in the same instant: a periodic snapshot
     // due later goes through (one lost as well would only be resent with a next change).
     for (let i = 0; i < 10_000 && network.busyActors() > 0; i++) yield* Effect.yieldNow

@@ -21,8 +21,16 @@ import type { RunContext } from "./RunContext.ts"
 import type { StateName } from "./Scenario.ts"
 import { timing } from "./Scenario.ts"
 
-/** One mutation of `state` on `node`, counted and hashed; an acknowledged one is remembered for durability. */
-export const mutate = Effect.fnUntraced(function*(ctx: RunContext, node: TestCluster.TestNode, state: StateName) {
+/**
+ * One mutation of `state` on `node`, counted and hashed; an acknowledged one is remembered for durability.
+ * `awaitable: false` never awaits acknowledgements (a mutation the script runs in line, behind cut links).
+ */
+export const mutate = Effect.fnUntraced(function*(
+  ctx: RunContext,
+  node: TestCluster.TestNode,
+  state: StateName,
+  awaitable: boolean = true
+) {
   const { checker, mutations, work } = ctx
   mutations.attempted++
   const h = yield* ctx.handleOn(node, state)
@@ -33,7 +41,7 @@ export const mutate = Effect.fnUntraced(function*(ctx: RunContext, node: TestClu
     ...(work.chance(0.2) ? { tags: [work.pick(["a", "b", "gpu", "eu"])] } : {})
   }
   // Drawn only in runs with awaited writes: the workload stream of the others stays as it was.
-  const awaited: StateRegistry.MutateOptions | undefined = ctx.scenario.awaits && work.chance(0.5)
+  const awaited: StateRegistry.MutateOptions | undefined = ctx.scenario.awaits && awaitable && work.chance(0.5)
     ? { await: { peers: work.pick<StateRegistry.AwaitOptions["peers"]>(["majority", "all", 1]), timeout: timing.ackTimeout } }
     : undefined
   const simple = h as unknown as StateRegistry.SimpleHandle<{ readonly value: number }>
