@@ -4,12 +4,14 @@
  * acknowledged counts for majority and all; a node pinned to sync protocol 1
  * is never asked (all cannot be satisfied, a count that the new nodes can
  * meet is met) and never sent a frame it would reject. Waits poll for their
- * condition (`eventually`) and then assert exact values.
+ * condition (`eventually`) and then assert exact values. Also runs
+ * examples/06_acknowledgements.ts to its end.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Scope } from "effect"
 import { type ActorRuntime, type ClusterEvents, DStateError, NodeId, StateRegistry } from "dstate"
 import { Fixtures } from "dstate/testing"
+import { execFile } from "node:child_process"
 import * as TcpRuntime from "../src/node/TcpRuntime.ts"
 import { eventuallyWithin } from "./support/Eventually.ts"
 import * as RealNodes from "./support/RealNodes.ts"
@@ -90,4 +92,24 @@ describe("TcpRuntime: acknowledgements", () => {
       assert.strictEqual((yield* inboundOf(c.registry)).framesRejected, 0)
       assert.strictEqual((yield* c.counter.metrics).acksSent, 0)
     }), { timeout: 30_000 })
+})
+
+describe("the acknowledgements example", () => {
+  it.live("examples/06_acknowledgements.ts: majority 1 of 1, all by both peers, then AckTimeout naming gamma", () =>
+    Effect.gen(function*() {
+      const run = yield* Effect.callback<{ readonly code: number; readonly stdout: string; readonly stderr: string }>((resume) => {
+        execFile(process.execPath, ["examples/06_acknowledgements.ts"], { timeout: 60_000 }, (error, stdout, stderr) => {
+          resume(Effect.succeed({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, stdout, stderr }))
+        })
+      })
+      assert.strictEqual(run.code, 0, run.stderr)
+      for (
+        const line of [
+          "age 1: 1 of 1 required acknowledged",
+          "age 2: acknowledged by beta, gamma",
+          "AckTimeout: 1 of 2, missing gamma",
+          "beta holds alpha's counter at age 3 (value 3)"
+        ]
+      ) assert.include(run.stdout, line)
+    }), { timeout: 60_000 })
 })
