@@ -143,6 +143,26 @@ describe("Acknowledgements", () => {
         assert.deepStrictEqual(yield* agesOf(cluster, a, [e]), { [e.id]: 2 })
       }))
 
+    it.effect("a wait that outlasts a partition ends acknowledged after the heal: the owner asks again every retry interval", () =>
+      Effect.gen(function*() {
+        const cluster = yield* fiveNodes()
+        const [a, , , , e] = cluster.nodes
+        cluster.network.isolate(e.id)
+        const fiber = yield* mutateAwaiting(cluster, a, awaited("all", "1 minute"))
+        yield* cluster.settle
+        yield* TestClock.adjust("10 seconds")
+        yield* cluster.settle
+        assert.isUndefined(fiber.pollUnsafe())
+        cluster.network.heal()
+        // The retry interval is the pull timeout (5 s by default): within it, e is asked again and answers.
+        yield* TestClock.adjust("5 seconds")
+        yield* cluster.settle
+        const result = yield* Fiber.join(fiber)
+        assert.strictEqual(result.acknowledged, 4)
+        assert.include(result.acknowledgedBy, e.id)
+        assert.deepStrictEqual(yield* agesOf(cluster, a, [e]), { [e.id]: 1 })
+      }))
+
     it.effect("a majority is still met with one peer partitioned", () =>
       Effect.gen(function*() {
         const cluster = yield* fiveNodes()

@@ -488,7 +488,8 @@ describe("sync core", () => {
       const t = committed()
       assert.deepStrictEqual(t.step(awaitInput("majority")), [
         ...requests([peer, other, d, e]),
-        { _tag: "StartAwaitTimer", id: 0, millis: 1_000 }
+        { _tag: "StartAwaitTimer", id: 0, millis: 1_000 },
+          { _tag: "StartAwaitRetry", id: 0, millis: 333 }
       ])
       assert.deepStrictEqual(t.step(ack(1, other)), [])
       assert.deepStrictEqual(t.step(ack(1, other)), [])
@@ -526,6 +527,26 @@ describe("sync core", () => {
       ])
     })
 
+    it("while it waits, the peers that have not acknowledged get the snapshot and the request again, every retry interval", () => {
+      assert.deepStrictEqual([Sync.retryMillisOf(5_000, 1_000), Sync.retryMillisOf(1_000, 60_000), Sync.retryMillisOf(5_000, 2)], [333, 1_000, 1])
+      const t = committed()
+      t.step(awaitInput("all"))
+      t.step(ack(1, other))
+      t.step(ack(1, d))
+      assert.deepStrictEqual(t.step({ _tag: "AwaitRetryDue", id: 0 }), [
+        { _tag: "SendSnapshot", to: peer },
+        ...requests([peer]),
+        { _tag: "SendSnapshot", to: e },
+        ...requests([e]),
+        { _tag: "StartAwaitRetry", id: 0, millis: 333 }
+      ])
+      assert.deepStrictEqual(t.counts, { ackRequestsSent: 6, acksReceived: 2 })
+      t.step(ack(1, peer))
+      t.step(ack(1, e))
+      // Resolved: a retry still due finds nothing to do.
+      assert.deepStrictEqual(t.step({ _tag: "AwaitRetryDue", id: 0 }), [])
+    })
+
     it("the timeout resolves with who acknowledged and who is missing; a late acknowledgement changes nothing", () => {
       const t = committed()
       t.step(awaitInput("all"))
@@ -545,7 +566,8 @@ describe("sync core", () => {
       const t = committed()
       assert.deepStrictEqual(t.step(awaitInput("majority", [peer, other, d], [e])), [
         ...requests([peer, other, d]),
-        { _tag: "StartAwaitTimer", id: 0, millis: 1_000 }
+        { _tag: "StartAwaitTimer", id: 0, millis: 1_000 },
+          { _tag: "StartAwaitRetry", id: 0, millis: 333 }
       ])
       // No peers at all: resolved at once with none.
       assert.deepStrictEqual(committed().step(awaitInput("majority", [], [])), [resolved("Acknowledged", [], [], 0, [], [])])
@@ -575,7 +597,8 @@ describe("sync core", () => {
       assert.deepStrictEqual(t.step(awaitInput(1, [peer])), [
         { _tag: "SendSnapshot", to: undefined },
         ...requests([peer]),
-        { _tag: "StartAwaitTimer", id: 0, millis: 1_000 }
+        { _tag: "StartAwaitTimer", id: 0, millis: 1_000 },
+          { _tag: "StartAwaitRetry", id: 0, millis: 333 }
       ])
       assert.deepStrictEqual(t.step({ _tag: "PushDue" }), [])
     })
@@ -588,7 +611,8 @@ describe("sync core", () => {
           { _tag: "SendSnapshot", to: peer },
           { _tag: "SendSnapshot", to: other },
           ...requests([peer, other]),
-          { _tag: "StartAwaitTimer", id: 0, millis: 1_000 }
+          { _tag: "StartAwaitTimer", id: 0, millis: 1_000 },
+          { _tag: "StartAwaitRetry", id: 0, millis: 333 }
         ])
       })
     }

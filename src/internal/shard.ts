@@ -138,6 +138,7 @@ type Message<S, C> =
     readonly spec: AwaitSpec
   }
   | { readonly _tag: "AwaitDue"; readonly id: number }
+  | { readonly _tag: "AwaitRetryDue"; readonly id: number }
   | { readonly _tag: "AckDue" }
 
 export interface Shard<S, V, C> {
@@ -352,6 +353,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
         return sendAckFrame("Acknowledge", command.to, command.generation)
       case "StartAwaitTimer":
         return startAwaitTimer(command.id, command.millis)
+      case "StartAwaitRetry":
+        return startAwaitRetry(command.id, command.millis)
       case "ResolveAwait":
         return resolveAwait(command)
     }
@@ -362,6 +365,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   const waiting = new Map<number, {
     readonly done: Deferred.Deferred<AwaitResolution, ActorStopped>
     timer: Fiber.Fiber<void> | undefined
+    retry: Fiber.Fiber<void> | undefined
   }>()
   // The state stops (its node leaves or crashes): a caller still waiting for acknowledgements learns it.
   yield* Effect.addFinalizer(() =>
@@ -388,12 +392,22 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
           if (entry !== undefined) entry.timer = fiber
         })
     )
+  const startAwaitRetry = (id: number, millis: number) =>
+    Effect.flatMap(
+      Scope.provide(env.runtime.after(millis, tellControl({ _tag: "AwaitRetryDue", id })), shardScope),
+      (fiber) =>
+        Effect.sync(() => {
+          const entry = waiting.get(id)
+          if (entry !== undefined) entry.retry = fiber
+        })
+    )
   const resolveAwait = (command: AwaitResolution): Effect.Effect<void> | undefined => {
     const entry = waiting.get(command.id)
     if (entry === undefined) return undefined
     waiting.delete(command.id)
     Deferred.doneUnsafe(entry.done, Effect.succeed(command))
-    return entry.timer === undefined ? undefined : Fiber.interrupt(entry.timer)
+    const timers = [entry.timer, entry.retry].filter((fiber) => fiber !== undefined)
+    return timers.length === 0 ? undefined : Fiber.interruptAll(timers)
   }
   /**
    * Whether acknowledgement messages may be exchanged with `node`: both sides speak their protocol (as the
@@ -575,6 +589,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
       case "AckDue":
         return run(Sync.step(core, message, monotonicNow()))
       case "AwaitDue":
+      case "AwaitRetryDue":
         return run(Sync.step(core, message, monotonicNow()))
       case "Await":
         return onAwait(message.id, message.generation, message.spec)
@@ -648,7 +663,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   ): Effect.Effect<Acknowledged<S>, AckTimeout | AckUnsatisfiable | ActorStopped> => {
     const id = nextAwaitId++
     const done = Deferred.makeUnsafe<AwaitResolution, ActorStopped>()
-    waiting.set(id, { done, timer: undefined })
+    waiting.set(id, { done, timer: undefined, retry: undefined })
     // Handled at once in this fiber when the actor is idle (no mailbox round), else through the mailbox.
     const runIfIdle = actor.runIfIdleUnsafe
     const registered = runIfIdle?.(() => onAwait(id, committed.generation, spec)) ??

@@ -6,7 +6,11 @@
  * once enough of them hold that generation or a newer one, when its timer
  * ends, or as soon as it cannot be met (more acknowledgements required than
  * members able to give them). Members that leave are not counted; for
- * `"all"` they are no longer required either.
+ * `"all"` they are no longer required either. While it waits, the peers
+ * that have not acknowledged get the snapshot and the request again every
+ * `retryMillis` (the pull timeout, or a third of the await's timeout when
+ * that is shorter), so that a wait outlasting a lost frame or a healed
+ * partition still ends acknowledged.
  *
  * On a peer, an acknowledgement request is answered once the view held of
  * the owner reaches the requested generation (applied and published), at
@@ -27,6 +31,10 @@ import { emit, type PendingAwait, requestSnapshot, type SyncState } from "./stat
 import type { AwaitOutcome, AwaitPeers } from "./types.ts"
 
 type AnyState = SyncState<any, any, any, any>
+
+/** How often an await asks again: every pull timeout, or a third of its timeout when that is shorter. */
+export const retryMillisOf = (pullTimeoutMillis: number, timeoutMillis: number): number =>
+  Math.min(pullTimeoutMillis, Math.max(1, Math.floor(timeoutMillis / 3)))
 
 /** Acknowledgements `peers` stands for, with `members` other members in the group (the owner not counted). */
 export const requiredOf = (peers: AwaitPeers, members: number): number =>
@@ -49,7 +57,8 @@ export const awaitAcks = (
     required: requiredOf(peers, eligible.length + unsupported.length),
     eligible: new Set(eligible),
     unsupported: new Set(unsupported),
-    acknowledged: new Set()
+    acknowledged: new Set(),
+    retryMillis: retryMillisOf(state.config.pullTimeoutMillis, timeoutMillis)
   }
   for (const node of eligible) {
     const acked = state.acked.get(node)
@@ -64,6 +73,20 @@ export const awaitAcks = (
     emit(state, { _tag: "SendAckRequest", to: node, generation })
   }
   emit(state, { _tag: "StartAwaitTimer", id, millis: timeoutMillis })
+  emit(state, { _tag: "StartAwaitRetry", id, millis: pending.retryMillis })
+}
+
+/** Await `id` still waits: the peers that have not acknowledged get the snapshot and the request again. */
+export const retryDue = (state: AnyState, id: number): void => {
+  const pending = state.awaits.get(id)
+  if (pending === undefined) return
+  for (const node of pending.eligible) {
+    if (pending.acknowledged.has(node)) continue
+    emit(state, { _tag: "SendSnapshot", to: node })
+    state.ports.count("ackRequestsSent")
+    emit(state, { _tag: "SendAckRequest", to: node, generation: pending.generation })
+  }
+  emit(state, { _tag: "StartAwaitRetry", id, millis: pending.retryMillis })
 }
 
 /**

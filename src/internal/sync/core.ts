@@ -20,7 +20,7 @@ import * as Push from "./push.ts"
 import { emit, publish, setOwner, snapshotToAll, type SyncState } from "./state.ts"
 import type { Command, Input } from "./types.ts"
 
-export { requiredOf } from "./acks.ts"
+export { requiredOf, retryMillisOf } from "./acks.ts"
 export { heldOf, make, type SyncState, syncFailed } from "./state.ts"
 export type * from "./types.ts"
 
@@ -78,6 +78,9 @@ export const step = <S, V, D, C>(
       break
     case "AwaitDue":
       Acks.awaitDue(state, input.id)
+      break
+    case "AwaitRetryDue":
+      Acks.retryDue(state, input.id)
       break
     case "AckRequest":
       Acks.requested(state, input.from, input.message, now)

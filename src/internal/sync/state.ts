@@ -59,6 +59,8 @@ export interface PendingAwait {
   readonly unsupported: Set<NodeId>
   /** Eligible members that acknowledged the generation (or a newer one). */
   readonly acknowledged: Set<NodeId>
+  /** How long after asking the peers that have not acknowledged are asked again. */
+  readonly retryMillis: number
 }
 
 /**

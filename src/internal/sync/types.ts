@@ -123,6 +123,8 @@ export type Input<S, V, C> =
   }
   /** The timeout of await `id` passed. */
   | { readonly _tag: "AwaitDue"; readonly id: number }
+  /** Time to ask again the peers that have not acknowledged await `id`. */
+  | { readonly _tag: "AwaitRetryDue"; readonly id: number }
   /** The owner `from` asks for an acknowledgement of its state at `message.generation` or newer. */
   | { readonly _tag: "AckRequest"; readonly from: NodeId; readonly message: AckRequest }
   /** Peer `from` holds this node's state at `message.generation`. */
@@ -162,6 +164,8 @@ export type Command<D> =
   | { readonly _tag: "SendAck"; readonly to: NodeId; readonly generation: Generation }
   /** Tell `AwaitDue` for await `id` after `millis`. */
   | { readonly _tag: "StartAwaitTimer"; readonly id: number; readonly millis: number }
+  /** Tell `AwaitRetryDue` for await `id` after `millis`. */
+  | { readonly _tag: "StartAwaitRetry"; readonly id: number; readonly millis: number }
   /**
    * The wait of await `id` ended: `acknowledged` are the peers that hold its generation (or newer),
    * `missing` the awaited members that do not, `required` how many were needed.
