@@ -3,7 +3,8 @@
  * bench/results/results.json and bench/results/results.md.
  *
  * `npm run bench -- persistence` (any benchmark names: `inprocess`, `tcp`,
- * `persistence`, `groupcommit`, `hostile`) runs only those and prints their table; the results files
+ * `persistence`, `groupcommit`, `hostile`, `acks`: A1 alone, also part of `tcp`) runs only those and prints their
+ * table; the results files
  * are left alone (they hold complete runs, all from one machine).
  */
 import { Effect } from "effect"
@@ -13,7 +14,7 @@ import { run as inprocess, type Row } from "./inprocess.ts"
 import { run as groupcommit } from "./groupCommit.ts"
 import { run as hostile } from "./hostile.ts"
 import { run as persistence } from "./persistence.ts"
-import { run as tcp } from "./tcp.ts"
+import { run as tcp, runAcks as acks } from "./tcp.ts"
 
 /** Every benchmark, in the order of the table. */
 const benchmarks = [
@@ -21,7 +22,9 @@ const benchmarks = [
   { name: "tcp", run: tcp },
   { name: "persistence", run: persistence },
   { name: "groupcommit", run: groupcommit },
-  { name: "hostile", run: hostile }
+  { name: "hostile", run: hostile },
+  // Part of `tcp`; on its own for a quick look at A1 (never in a full run).
+  { name: "acks", run: acks, partOf: "tcp" }
 ]
 const filter = process.argv.slice(2)
 const unknown = filter.filter((name) => !benchmarks.some((b) => b.name === name))
@@ -29,7 +32,7 @@ if (unknown.length > 0) {
   console.error(`unknown benchmark ${unknown.join(", ")}; known: ${benchmarks.map((b) => b.name).join(", ")}`)
   process.exit(2)
 }
-const selected = benchmarks.filter((b) => filter.length === 0 || filter.includes(b.name))
+const selected = benchmarks.filter((b) => filter.length === 0 ? !("partOf" in b) : filter.includes(b.name))
 
 const format = (n: number) => Math.abs(n) >= 100 ? Math.round(n).toLocaleString("en-US") : n.toFixed(2)
 

@@ -10,7 +10,10 @@
  *
  * Options: --seeds N (per cell, default 5), --root R (root seed, default
  * 20261201), --faults a,b --strategies a,b --sizes 1,2 (filters),
- * --churn-cycles N, --out FILE (also write the report there).
+ * --churn-cycles N, --out FILE (also write the report there), --awaits (half
+ * the mutations await acknowledgements, checked as they return, and every
+ * node's awaited write after the heal must be acknowledged; adds a column of
+ * awaited writes acknowledged / timed out / unsatisfiable).
  *
  * Every seed is derived from the root seed and the cell, so a run is
  * reproduced with `Simulation.run(scenario, seed)` alone.
@@ -39,6 +42,7 @@ const strategies = list("strategies", Simulation.strategyShapes)
 const sizes = (option("sizes")?.split(",").map(Number)) ?? Simulation.clusterSizes
 const churnCycles = option("churn-cycles") === undefined ? undefined : Number(option("churn-cycles"))
 const out = option("out")
+const awaits = args.includes("--awaits")
 
 interface Cell {
   readonly strategy: Simulation.StrategyShape
@@ -50,6 +54,7 @@ interface Cell {
   worstConvergence: number | undefined
   frames: number
   mutations: number
+  acks: { acknowledged: number; timedOut: number; unsatisfiable: number }
 }
 
 const lines: Array<string> = []
@@ -82,11 +87,18 @@ for (const fault of faults) {
         expectedStuck: 0,
         worstConvergence: undefined,
         frames: 0,
-        mutations: 0
+        mutations: 0,
+        acks: { acknowledged: 0, timedOut: 0, unsatisfiable: 0 }
       }
       for (let k = 0; k < seedsPerCell; k++) {
         const seed = Simulation.deriveSeed(root, `cell/${fault}/${strategy}/${nodes}/${k}`)
-        const scenario: Simulation.Scenario = { strategy, nodes, fault, ...(churnCycles === undefined ? {} : { churnCycles }) }
+        const scenario: Simulation.Scenario = {
+          strategy,
+          nodes,
+          fault,
+          ...(churnCycles === undefined ? {} : { churnCycles }),
+          ...(awaits ? { awaits } : {})
+        }
         const result = await Effect.runPromise(Simulation.run(scenario, seed))
         cell.runs++
         if (result.safety.length > 0 || result.durability.length > 0) cell.safety++
@@ -96,6 +108,9 @@ for (const fault of faults) {
         if (c !== undefined && (cell.worstConvergence === undefined || c > cell.worstConvergence)) cell.worstConvergence = c
         cell.frames += result.messagesPerMutation * result.mutations.acknowledged
         cell.mutations += result.mutations.acknowledged
+        cell.acks.acknowledged += result.acks.acknowledged
+        cell.acks.timedOut += result.acks.timedOut
+        cell.acks.unsatisfiable += result.acks.unsatisfiable
         if (!result.ok) {
           const line = `FAIL ${Simulation.describe(result)}`
           totals.failures.push(line)
@@ -112,14 +127,17 @@ for (const fault of faults) {
   emit("")
   emit(`## ${fault}`)
   emit("")
-  emit("| strategy | nodes | runs | safety violations | liveness failures | expected non-convergence | worst convergence (ms) | messages per mutation |")
-  emit("|---|---:|---:|---:|---:|---:|---:|---:|")
+  emit(
+    "| strategy | nodes | runs | safety violations | liveness failures | expected non-convergence | worst convergence (ms) | messages per mutation |" +
+      (awaits ? " awaited: acknowledged / timed out / unsatisfiable |" : "")
+  )
+  emit("|---|---:|---:|---:|---:|---:|---:|---:|" + (awaits ? "---:|" : ""))
   for (const c of cells) {
     const perMutation = c.mutations === 0 ? "-" : (c.frames / c.mutations).toFixed(1)
     emit(
       `| ${c.strategy} | ${c.nodes} | ${c.runs} | ${c.safety} | ${c.liveness} | ${c.expectedStuck} | ${
         c.worstConvergence ?? "-"
-      } | ${perMutation} |`
+      } | ${perMutation} |${awaits ? ` ${c.acks.acknowledged} / ${c.acks.timedOut} / ${c.acks.unsatisfiable} |` : ""}`
     )
   }
 }

@@ -13,6 +13,11 @@
  *   a plain socket), and the peak RSS of sender and receiver above their idle
  *   baseline, as a multiple of the view size.
  *
+ * - A1 awaited writes (3 processes): latency p50/p99 of `mutate` with
+ *   `await: { peers: "majority" }` (1 of the 2 peers), one call at a time,
+ *   against a request/acknowledge round trip over the plain sockets in the
+ *   same run (the request to both peers, done at the first acknowledgement).
+ *
  * The nodes are bench/tcpNode.ts children driven over IPC. Run: `npm run bench`
  * (all) or `node --expose-gc bench/tcp.ts`; with `DSTATE_BENCH_PROFILE=<dir>`
  * every child writes a CPU profile there.
@@ -358,6 +363,44 @@ export const row = (
   met = true
 ): Row => ({ id, name, value, unit, baseline, baselineName, ratio, target, met })
 
+/** Calls measured per A1 side (after `warmup`). */
+const a1Calls = { warmup: 300, count: 3000 }
+
+/** A1: awaited-majority mutations on a fresh 3-node dstate cluster and raw round trips on fresh sockets. */
+const measureAwaited = async (size: number): Promise<Array<Row>> => {
+  const d = await dstateFanOut()
+  const awaited = (await d.sender.request({ cmd: "awaited", peers: "majority", ...a1Calls }, 120_000)).latencies as Array<number>
+  await stopAll()
+  const r = await rawFanOut()
+  const roundTrips = (await r.sender.request({ cmd: "roundtrips", size, ...a1Calls }, 120_000)).latencies as Array<number>
+  await stopAll()
+  awaited.sort((a, b) => a - b)
+  roundTrips.sort((a, b) => a - b)
+  const baseline = "request/acknowledge round trip, plain node:net sockets (to both peers, first acknowledgement)"
+  return [50, 99].map((p) => {
+    const value = percentile(awaited, p)
+    const base = percentile(roundTrips, p)
+    return row(
+      `A1/p${p}`,
+      `mutate with await: majority (1 of 2 peers) over TCP (3 processes), latency p${p} of ${awaited.length} sequential calls`,
+      [value, "ms"],
+      [base, baseline],
+      value / base,
+      "<= 2",
+      value <= 2 * base
+    )
+  })
+}
+
+/** Only A1 (`npm run bench -- acks`). */
+export const runAcks: Effect.Effect<Array<Row>> = Effect.promise(async () => {
+  try {
+    return await measureAwaited(smallFrameBytes())
+  } finally {
+    await stopAll()
+  }
+})
+
 export const run: Effect.Effect<Array<Row>> = Effect.promise(async () => {
   const rows: Array<Row> = []
   const size = smallFrameBytes()
@@ -396,6 +439,7 @@ export const run: Effect.Effect<Array<Row>> = Effect.promise(async () => {
       row("B3/deltas", `deltas applied/s on the slower of 2 peer processes, every delta sent on its own (${deltaSize}-byte frames; ${dd.applied} of ${dd.sent} applied as deltas, ${dd.gaps} gaps repaired by snapshots)`, [dd.appliedPerSecond, "deltas/s"], [rd.appliedPerSecond, "same frames over plain sockets, one write per frame"], dd.appliedPerSecond / rd.appliedPerSecond, ">= 1.5", dd.appliedPerSecond >= 1.5 * rd.appliedPerSecond),
       row("B3/deltas/redis", "deltas applied/s, same fan-out", [dd.appliedPerSecond, "deltas/s"], [pd.appliedPerSecond, "Redis pub/sub, pipelined PUBLISH"], dd.appliedPerSecond / pd.appliedPerSecond, ">= 2.5", dd.appliedPerSecond >= 2.5 * pd.appliedPerSecond)
     )
+    rows.push(...(await measureAwaited(size)))
     for (const bytes of [MiB, 10 * MiB]) {
       const label = `${bytes / MiB} MiB`
       const id = `B6/${bytes / MiB}MiB`

@@ -8,7 +8,9 @@
  *   state with active push). `config.view` is `"small"` (a 200-byte view with
  *   its send time) or `"large"` (a byte blob).
  * - `"raw"`: the same framed payloads over plain `node:net` sockets with the
- *   same socket options as the TCP runtime, no dstate.
+ *   same socket options as the TCP runtime, no dstate. A payload flagged as a
+ *   request is answered with a 12-byte acknowledgement frame (the round trip
+ *   A1 compares awaited mutations with).
  * - `"redis"`: the same payloads through Redis pub/sub (a minimal RESP client
  *   over `node:net`).
  *
@@ -116,14 +118,27 @@ const paced = async (rate: number, seconds: number, step: (i: number) => Promise
 
 // ---- framed payloads (raw and redis) --------------------------------------------------------------
 
-/** A payload of `size` bytes: u32 length (size - 4), u32 seq, f64 sentAt, filler. */
-const payload = (size: number, seq: number): Uint8Array => {
+/** A payload of `size` bytes: u32 length (size - 4), u32 seq, f64 sentAt, filler (its first byte `ackFlag` for a request). */
+const payload = (size: number, seq: number, request = false): Uint8Array => {
   const bytes = new Uint8Array(size)
   const view = new DataView(bytes.buffer)
   view.setUint32(0, size - 4)
   view.setUint32(4, seq)
   view.setFloat64(8, now())
   bytes.fill(120, 16)
+  if (request) bytes[16] = ackFlag
+  return bytes
+}
+
+/** Marks a payload that asks its receiver for an acknowledgement. */
+const ackFlag = 0xaa
+
+/** An acknowledgement frame: u32 length (8), u32 seq, u32 zero. */
+const ackFrame = (seq: number): Uint8Array => {
+  const bytes = new Uint8Array(12)
+  const view = new DataView(bytes.buffer)
+  view.setUint32(0, 8)
+  view.setUint32(4, seq)
   return bytes
 }
 
@@ -172,15 +187,52 @@ const connect = (port: number) =>
 
 const raw = async () => {
   const sockets: Array<Net.Socket> = []
-  const server = Net.createServer({ noDelay: true }, (socket) => socket.on("data", framer(onPayload)))
+  const server = Net.createServer({ noDelay: true }, (socket) =>
+    socket.on(
+      "data",
+      framer((frame) => {
+        onPayload(frame)
+        // A request: acknowledge once it has been read (as an awaited mutation's peer does once applied).
+        if (frame.length > 16 && frame[16] === ackFlag) socket.write(ackFrame(new DataView(frame.buffer, frame.byteOffset).getUint32(4)))
+      })
+    ))
+  /** Acknowledgements heard, by sequence number: the first one of a round resolves its waiter. */
+  let awaiting: { readonly seq: number; readonly resolve: () => void } | undefined
+  const onAck = (frame: Uint8Array) => {
+    const acked = new DataView(frame.buffer, frame.byteOffset).getUint32(4)
+    if (awaiting !== undefined && acked === awaiting.seq) {
+      const { resolve } = awaiting
+      awaiting = undefined
+      resolve()
+    }
+  }
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()))
   send({ ev: "listening", port: (server.address() as Net.AddressInfo).port })
   const fanOut = (bytes: Uint8Array) => Promise.all(sockets.map((s) => write(s, bytes))).then(() => undefined)
   return async (command: Command) => {
     switch (command.cmd) {
       case "connect":
-        for (const port of command.ports as Array<number>) sockets.push(await connect(port))
+        for (const port of command.ports as Array<number>) {
+          const socket = await connect(port)
+          socket.on("data", framer(onAck))
+          sockets.push(socket)
+        }
         return {}
+      case "roundtrips": {
+        // Request/acknowledge round trips, one at a time: the request to every peer, done at the first acknowledgement.
+        const size = command.size as number
+        const latencies: Array<number> = []
+        const total = (command.warmup as number) + (command.count as number)
+        for (let i = 0; i < total; i++) {
+          const n = ++seq
+          const acked = new Promise<void>((resolve) => (awaiting = { seq: n, resolve }))
+          const t = now()
+          await fanOut(payload(size, n, true))
+          await acked
+          if (i >= (command.warmup as number)) latencies.push(now() - t)
+        }
+        return { latencies }
+      }
       case "burst": {
         const size = command.size as number
         const t0 = now()
@@ -420,6 +472,20 @@ const dstate = Effect.gen(function*() {
             return Effect.runPromise(small.mutate((s) => ({ seq: i, sentAt: now(), data: s.data })).pipe(Effect.asVoid))
           })
         ).pipe(Effect.map((count) => ({ count, final: seq })))
+      case "awaited":
+        // Awaited mutations one at a time: each returns once `peers` peers applied it.
+        return Effect.gen(function*() {
+          const latencies: Array<number> = []
+          const total = (command.warmup as number) + (command.count as number)
+          const options = { await: { peers: command.peers as "majority", timeout: "5 seconds" } } as const
+          for (let k = 0; k < total; k++) {
+            const i = ++seq
+            const t = now()
+            yield* small.mutate((s) => ({ seq: i, sentAt: now(), data: s.data }), options)
+            if (k >= (command.warmup as number)) latencies.push(now() - t)
+          }
+          return { latencies }
+        })
       case "large":
         return Effect.gen(function*() {
           // The new view's blob exists before the meter starts: the meter sees what sending it costs.

@@ -167,6 +167,12 @@ export class ActorRuntime extends Context.Service<ActorRuntime, {
   /** This node's id. */
   readonly nodeId: NodeId
   /**
+   * The highest sync frame protocol this node speaks (`SyncMessage.protocolVersion` or
+   * `SyncMessage.ackProtocolVersion`); the registry rejects frames of a higher one. Optional: absent,
+   * the current one.
+   */
+  readonly syncProtocol?: number | undefined
+  /**
    * Spawns a supervised actor that lives as long as the given scope. Fails with `InvalidOptions` when
    * `mailbox` is neither a positive integer nor `"unbounded"`.
    */
@@ -195,6 +201,13 @@ export class ActorRuntime extends Context.Service<ActorRuntime, {
    * group's state.
    */
   readonly groupJoins?: Stream.Stream<GroupJoin> | undefined
+  /**
+   * The highest frame protocol version `node` speaks (`SyncMessage.protocolVersion` or
+   * `SyncMessage.ackProtocolVersion`), as negotiated when it connected or joined. Acknowledgement
+   * messages go only to members that speak `ackProtocolVersion`. Optional: without it every member is
+   * taken to speak this node's version.
+   */
+  readonly peerProtocol?: ((node: NodeId) => number) | undefined
   /**
    * Sends a frame to every member of a group except this node. `supersede` says which queued frames it
    * makes useless (a runtime without outbound queues ignores it); `trace`, the span it is sent from (a

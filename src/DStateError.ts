@@ -236,6 +236,68 @@ export class RequestRejected extends Schema.TaggedError<RequestRejected>()("Requ
   }
 }
 
+/**
+ * A mutation awaited acknowledgements from its peers and too few came within
+ * the timeout. The mutation itself is committed (persisted, published on the
+ * owner and sent to peers) all the same: only the wait failed.
+ *
+ * **Details**
+ *
+ * - `generation`: the mutation's generation (`incarnation`, `age`).
+ * - `acknowledged`: how many peers had applied it (or a newer generation) when the timeout passed.
+ * - `required`: how many were awaited.
+ * - `missing`: the awaited members that had not acknowledged and were still members.
+ *
+ * @category errors
+ * @since 0.2.0
+ */
+export class AckTimeout extends Schema.TaggedError<AckTimeout>()("AckTimeout", {
+  stateName: Schema.String,
+  generation: Schema.Struct({ incarnation: Schema.Int, age: Schema.Int }),
+  acknowledged: Schema.Int,
+  required: Schema.Int,
+  missing: Schema.Array(NodeId),
+  timeoutMillis: Schema.Finite
+}) {
+  override get message() {
+    return `mutation ${this.generation.incarnation}/${this.generation.age} of "${this.stateName}" is committed and published, ` +
+      `but only ${this.acknowledged} of ${this.required} required peers acknowledged it within ${this.timeoutMillis} ms ` +
+      `(missing: ${this.missing.length === 0 ? "none" : this.missing.join(", ")})`
+  }
+}
+
+/**
+ * A mutation awaited more acknowledgements than the members able to give them:
+ * more peers than the state's group has, `"all"` with a member that speaks
+ * only a wire version without acknowledgements, or members that left during
+ * the wait. Failed at once (or as soon as it became impossible), without
+ * waiting for the timeout. The mutation itself is committed and published.
+ *
+ * **Details**
+ *
+ * - `required`: how many acknowledgements were awaited.
+ * - `acknowledged`: how many came before the wait was given up.
+ * - `eligible`: the members that can acknowledge (speak the acknowledgement's wire version).
+ * - `unsupported`: the members that cannot (an older wire version).
+ *
+ * @category errors
+ * @since 0.2.0
+ */
+export class AckUnsatisfiable extends Schema.TaggedError<AckUnsatisfiable>()("AckUnsatisfiable", {
+  stateName: Schema.String,
+  generation: Schema.Struct({ incarnation: Schema.Int, age: Schema.Int }),
+  acknowledged: Schema.Int,
+  required: Schema.Int,
+  eligible: Schema.Array(NodeId),
+  unsupported: Schema.Array(NodeId)
+}) {
+  override get message() {
+    return `mutation ${this.generation.incarnation}/${this.generation.age} of "${this.stateName}" is committed and published, ` +
+      `but ${this.required} acknowledgements cannot be had: ${this.eligible.length} members can acknowledge` +
+      (this.unsupported.length === 0 ? "" : `, ${this.unsupported.join(", ")} speak a wire version without acknowledgements`)
+  }
+}
+
 const formatValue = (value: unknown): string => {
   switch (typeof value) {
     case "string":

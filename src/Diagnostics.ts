@@ -80,6 +80,12 @@ export interface StateSyncMetrics {
   readonly periodicSyncs: number
   /** Mutations not committed because the save covering them failed. */
   readonly persistenceFailures: number
+  /** Acknowledgement requests sent for awaited mutations, one per awaited peer. */
+  readonly ackRequestsSent: number
+  /** Acknowledgements sent to owners (one per owner per turn, covering every generation up to it). */
+  readonly acksSent: number
+  /** Acknowledgements received from peers of this node's state. */
+  readonly acksReceived: number
 }
 
 /**

@@ -48,7 +48,10 @@ export const state = {
   immediate: counter("dstate_immediate", "Mutations whose urgency was Immediate."),
   delayed: counter("dstate_delayed", "Mutations whose urgency was Delayed."),
   periodicSyncs: counter("dstate_periodic_syncs", "Periodic full syncs that sent a snapshot (ticks with no change send nothing and are not counted)."),
-  persistenceFailures: counter("dstate_persistence_failures", "Mutations not committed because the save covering them failed.")
+  persistenceFailures: counter("dstate_persistence_failures", "Mutations not committed because the save covering them failed."),
+  ackRequestsSent: counter("dstate_ack_requests_sent", "Acknowledgement requests sent for awaited mutations, one per awaited peer."),
+  acksSent: counter("dstate_acks_sent", "Acknowledgements sent to owners (one per owner per turn, covering every generation up to it)."),
+  acksReceived: counter("dstate_acks_received", "Acknowledgements received from peers of this node's state.")
 }
 
 /**

@@ -21,6 +21,8 @@ import type {
 } from "./Diagnostics.ts"
 import type * as DistributedState from "./DistributedState.ts"
 import {
+  type AckTimeout,
+  type AckUnsatisfiable,
   type ActorStopped,
   DuplicateStateName,
   type MailboxFull,
@@ -42,7 +44,7 @@ import * as Metrics from "./Metrics.ts"
 import type { NodeId } from "./NodeId.ts"
 import { StatePersistence } from "./StatePersistence.ts"
 import type { StateView, ViewDiff, ViewMap } from "./StateView.ts"
-import { type BatchedChangeFeed, MaxFrameBytes, type SyncMessage } from "./SyncMessage.ts"
+import { ackProtocolVersion, type BatchedChangeFeed, MaxFrameBytes, type SyncMessage } from "./SyncMessage.ts"
 import * as SyncStrategy from "./SyncStrategy.ts"
 
 /**
@@ -100,6 +102,70 @@ export interface Committed<S> {
   readonly generation: Generation
   readonly state: S
 }
+
+/**
+ * How many peers must hold a mutation before `mutate` returns, and for how
+ * long to wait.
+ *
+ * **Details**
+ *
+ * - `peers`: a number of peers (a positive integer), `"majority"` (a
+ *   majority of the state's group counting the owner: `floor(N / 2)` peers
+ *   in a group of `N` members, so 2 of 4 peers in a 5-node cluster, 1 of 2
+ *   in a 3-node one), or `"all"` (every member at the time of the call that
+ *   is still a member).
+ * - `timeout`: a finite positive duration.
+ *
+ * **Gotchas**
+ *
+ * An acknowledgement is about visibility: the peer applied and published a
+ * view at the mutation's generation or newer. It says nothing about
+ * surviving the owner's store: the owner stays the only writer, and peers
+ * hold read-only views in memory.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface AwaitOptions {
+  readonly peers: number | "majority" | "all"
+  readonly timeout: Duration.Input
+}
+
+/**
+ * The consistency of one mutation: `await` makes the call wait for
+ * acknowledgements (by default a mutation returns once committed locally).
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface MutateOptions {
+  readonly await: AwaitOptions
+}
+
+/**
+ * A committed mutation that enough peers acknowledged: `acknowledged` peers
+ * (`acknowledgedBy`) held its generation or a newer one when the call
+ * returned; `required` were needed.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export interface Acknowledged<S> extends Committed<S> {
+  readonly acknowledged: number
+  readonly acknowledgedBy: ReadonlyArray<NodeId>
+  readonly required: number
+}
+
+/**
+ * The errors of an awaited mutation besides those of `mutate`: the options
+ * were invalid (nothing was committed), or the acknowledgements did not come
+ * (`AckTimeout`) or cannot come (`AckUnsatisfiable`); in those two cases the
+ * mutation is committed and published all the same.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export type AwaitError = AckTimeout | AckUnsatisfiable | InvalidOptions
 
 /**
  * What every state handle offers.
@@ -162,8 +228,19 @@ export interface SimpleHandle<S> extends StateHandle<S, S> {
    * Applies `f` to the owner's state. The new state is persisted first; only
    * when that succeeded does it become visible locally and get pushed to
    * peers. On `PersistenceFailed` nothing changed and nothing was sent.
+   *
+   * With `options.await`, the call returns once that many current members
+   * hold the mutation's generation or a newer one (see `AwaitOptions`), with
+   * how many acknowledged; it fails with `AckTimeout` when the timeout passes
+   * first and with `AckUnsatisfiable` when the members cannot give that many.
    */
-  readonly mutate: (f: (state: S) => S) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull | ActorStopped>
+  readonly mutate: {
+    (f: (state: S) => S): Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull | ActorStopped>
+    (
+      f: (state: S) => S,
+      options: MutateOptions
+    ): Effect.Effect<Acknowledged<S>, PersistenceFailed | MailboxFull | ActorStopped | AwaitError>
+  }
 }
 
 /**
@@ -177,10 +254,17 @@ export interface DeltaHandle<S, V, C> extends StateHandle<S, V> {
   /**
    * Applies `f`, which returns the next state and the change it made. Persist
    * before publish as for `mutate`; peers receive `projectDelta(change)`.
+   * `options.await` waits for acknowledgements as for `mutate`.
    */
-  readonly mutateWithDelta: (
-    f: (state: S) => { readonly state: S; readonly change: C }
-  ) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull | ActorStopped>
+  readonly mutateWithDelta: {
+    (
+      f: (state: S) => { readonly state: S; readonly change: C }
+    ): Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull | ActorStopped>
+    (
+      f: (state: S) => { readonly state: S; readonly change: C },
+      options: MutateOptions
+    ): Effect.Effect<Acknowledged<S>, PersistenceFailed | MailboxFull | ActorStopped | AwaitError>
+  }
 }
 
 /**
@@ -287,6 +371,7 @@ export const layer: Layer.Layer<StateRegistry, InvalidOptions, ActorRuntime | Cl
   StateRegistry,
   Effect.gen(function*() {
     const runtime = yield* ActorRuntime
+    const syncProtocol = runtime.syncProtocol ?? ackProtocolVersion
     const events = yield* ClusterEvents
     const persistence = yield* Effect.serviceOption(StatePersistence)
     const { config, healthStaleAfterMillis, maxFrameBytes } = yield* checkSettings(yield* Settings, yield* MaxFrameBytes)
@@ -326,7 +411,7 @@ export const layer: Layer.Layer<StateRegistry, InvalidOptions, ActorRuntime | Cl
      */
     const admit = (from: NodeId, frame: Uint8Array, copyPayload: boolean) => {
       count("framesReceived")
-      return decodeFrame(frame, maxFrameBytes, from, copyPayload)
+      return decodeFrame(frame, maxFrameBytes, from, copyPayload, syncProtocol)
     }
     function decodeInbound(from: NodeId, frame: Uint8Array, copyPayload: boolean) {
       return Effect.suspend((): Effect.Effect<Result.Result<SyncMessage, MalformedMessage | MessageTooLarge>> => {

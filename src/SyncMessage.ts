@@ -10,7 +10,7 @@
  *
  * ```text
  * u32 BE  body length (protocol version + checksum + message bytes)
- * u8      protocol version (currently 1)
+ * u8      protocol version (1; 2 for the acknowledgement messages)
  * u32 BE  CRC32 of the message bytes
  * ...     message bytes (a fixed binary envelope: tag byte, length-prefixed
  *         UTF-8 strings, f64 numbers, the payload as length-prefixed bytes)
@@ -104,12 +104,40 @@ export class BatchedChangeFeed extends Schema.TaggedClass<BatchedChangeFeed>()("
 }) {}
 
 /**
+ * The owner of `stateName` (`source`) asks the receiver to acknowledge once it
+ * has applied (and published) a view of the owner's state at `generation` or
+ * newer. Protocol version 2: sent only to peers that speak it.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export class AckRequest extends Schema.TaggedClass<AckRequest>()("AckRequest", {
+  stateName: Schema.String,
+  source: NodeId,
+  generation: Generation
+}) {}
+
+/**
+ * `source` holds (applied and published) the receiver's `stateName` at
+ * `generation`; one acknowledgement covers every generation up to it.
+ * Protocol version 2: sent only to peers that speak it.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export class Acknowledge extends Schema.TaggedClass<Acknowledge>()("Acknowledge", {
+  stateName: Schema.String,
+  source: NodeId,
+  generation: Generation
+}) {}
+
+/**
  * Every message.
  *
  * @category models
  * @since 0.1.0
  */
-export const SyncMessage = Schema.Union([FullSnapshot, DeltaUpdate, RequestSnapshot, BatchedChangeFeed])
+export const SyncMessage = Schema.Union([FullSnapshot, DeltaUpdate, RequestSnapshot, BatchedChangeFeed, AckRequest, Acknowledge])
 
 /**
  * @category models
@@ -118,12 +146,24 @@ export const SyncMessage = Schema.Union([FullSnapshot, DeltaUpdate, RequestSnaps
 export type SyncMessage = typeof SyncMessage.Type
 
 /**
- * The protocol version written in every frame.
+ * The protocol version written in every frame but the acknowledgement
+ * messages' (which need `ackProtocolVersion`).
  *
  * @category models
  * @since 0.1.0
  */
 export const protocolVersion = 1
+
+/**
+ * The protocol version of `AckRequest` and `Acknowledge` frames, and the
+ * highest this node speaks. A peer that speaks only version 1 rejects such
+ * frames, so they go only to peers whose handshake (or join) said they speak
+ * it.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export const ackProtocolVersion = 2
 
 /**
  * Bytes before a frame's message: length (4), protocol version (1), CRC32 (4).

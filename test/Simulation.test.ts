@@ -560,6 +560,41 @@ describe("Simulation scenarios", () => {
       }), { timeout: 120_000 })
   })
 
+  describe("awaited writes", () => {
+    for (const fault of ["none", "loss", "partition", "crash", "crashPersistent", "versionSkew", "churn", "lostLastWrite"] as const) {
+      for (const strategy of ["push", "feed", "periodic"] as const) {
+        it.effect(`${strategy} × 5 nodes × ${fault}: every acknowledged write is held by its acknowledgers, every probe after the heal is acknowledged`, () =>
+          Effect.gen(function*() {
+            for (const seed of [11, 12]) {
+              const result = yield* Simulation.run({ strategy, nodes: 5, fault, awaits: true, churnCycles: 20 }, seed)
+              assertOk(result)
+              const why = Simulation.describe(result)
+              assert.isTrue(result.acks.awaited > 0, why)
+              assert.strictEqual(
+                result.acks.acknowledged + result.acks.timedOut + result.acks.unsatisfiable <= result.acks.awaited,
+                true,
+                why
+              )
+              assert.isTrue(result.acks.probes > 0, why)
+              assert.strictEqual(result.acks.probesAcknowledged, result.acks.probes, why)
+              // Without faults nothing times out; old nodes make "all" unsatisfiable, never a timeout by itself.
+              if (fault === "none") assert.strictEqual(result.acks.timedOut, 0, why)
+              if (fault === "versionSkew") assert.isTrue(result.acks.unsatisfiable > 0, why)
+            }
+          }), { timeout: 60_000 })
+      }
+    }
+
+    it.effect("runs without awaited writes keep their history: the same hash with awaits off as before", () =>
+      Effect.gen(function*() {
+        const off = yield* Simulation.run({ strategy: "push", nodes: 3, fault: "loss" }, 4242)
+        assert.deepStrictEqual(off.acks, { awaited: 0, acknowledged: 0, timedOut: 0, unsatisfiable: 0, probes: 0, probesAcknowledged: 0 })
+        const on = yield* Simulation.run({ strategy: "push", nodes: 3, fault: "loss", awaits: true }, 4242)
+        assert.notStrictEqual(on.historyHash, off.historyHash)
+        assertOk(on)
+      }))
+  })
+
   it.effect("hostile frames are rejected exactly, six per node, and change no view", () =>
     Effect.gen(function*() {
       for (const nodes of [1, 3]) {

@@ -436,4 +436,212 @@ describe("sync core", () => {
       { arbitrary: { seed: 4242, runs: 300 } }
     )
   })
+
+  describe("acknowledgements", () => {
+    const [d, e] = [NodeId.make("d"), NodeId.make("e")]
+    const gen = (incarnation: number, age: number) => Generation.make(incarnation, age)
+    const ack = (age: number, from: NodeId.NodeId, incarnation = 1) =>
+      ({ _tag: "Ack", from, message: new SyncMessage.Acknowledge({ stateName: "counter", source: from, generation: gen(incarnation, age) }) }) as const
+    const ackRequest = (incarnation: number, age: number, from: NodeId.NodeId = peer) =>
+      ({ _tag: "AckRequest", from, message: new SyncMessage.AckRequest({ stateName: "counter", source: from, generation: gen(incarnation, age) }) }) as const
+    const awaitInput = (
+      peers: Sync.AwaitPeers,
+      eligible: ReadonlyArray<NodeId.NodeId> = [peer, other, d, e],
+      unsupported: ReadonlyArray<NodeId.NodeId> = [],
+      id = 0,
+      age = 1
+    ): Sync.Input<number, number, number> => ({
+      _tag: "Await",
+      id,
+      generation: gen(1, age),
+      peers,
+      eligible,
+      unsupported,
+      timeoutMillis: 1_000
+    })
+    /** An owner at 1.0 that committed a delta mutation to 1.1 (pushed at once under active push). */
+    const committed = (options: Parameters<typeof make>[0] = {}) => {
+      const t = make(options)
+      t.step({ _tag: "Committed", owner: owner(1, 1), change: 1 })
+      for (const key of Object.keys(t.counts)) delete t.counts[key as Sync.CounterKey]
+      return t
+    }
+    const requests = (to: ReadonlyArray<NodeId.NodeId>, age = 1) =>
+      to.map((node) => ({ _tag: "SendAckRequest" as const, to: node, generation: gen(1, age) }))
+    const resolved = (
+      outcome: Sync.AwaitOutcome,
+      acknowledged: ReadonlyArray<NodeId.NodeId>,
+      missing: ReadonlyArray<NodeId.NodeId>,
+      required: number,
+      eligible: ReadonlyArray<NodeId.NodeId> = [peer, other, d, e],
+      unsupported: ReadonlyArray<NodeId.NodeId> = [],
+      id = 0
+    ) => ({ _tag: "ResolveAwait" as const, id, outcome, acknowledged, missing, required, eligible, unsupported })
+
+    it("requiredOf: n as given, majority of the group counting the owner, all members", () => {
+      assert.deepStrictEqual([0, 1, 2, 3, 4].map((m) => Sync.requiredOf("majority", m)), [0, 1, 1, 2, 2])
+      assert.deepStrictEqual([0, 4].map((m) => Sync.requiredOf("all", m)), [0, 4])
+      assert.strictEqual(Sync.requiredOf(3, 4), 3)
+    })
+
+    it("majority of 5: requests to the 4 peers, resolved at the second acknowledgement with exactly 2", () => {
+      const t = committed()
+      assert.deepStrictEqual(t.step(awaitInput("majority")), [
+        ...requests([peer, other, d, e]),
+        { _tag: "StartAwaitTimer", id: 0, millis: 1_000 },
+          { _tag: "StartAwaitRetry", id: 0, millis: 333 }
+      ])
+      assert.deepStrictEqual(t.step(ack(1, other)), [])
+      assert.deepStrictEqual(t.step(ack(1, other)), [])
+      assert.deepStrictEqual(t.step(ack(1, e)), [resolved("Acknowledged", [other, e], [peer, d], 2)])
+      assert.deepStrictEqual(t.step(ack(1, peer)), [])
+      assert.strictEqual(t.core.awaits.size, 0)
+      assert.deepStrictEqual(t.counts, { ackRequestsSent: 4, acksReceived: 4 })
+      assert.deepStrictEqual(t.step({ _tag: "AwaitDue", id: 0 }), [])
+    })
+
+    it("all: resolved once every awaited peer acknowledged; n: once n did", () => {
+      const t = committed()
+      t.step(awaitInput("all"))
+      for (const node of [peer, other, d]) assert.deepStrictEqual(t.step(ack(1, node)), [])
+      assert.deepStrictEqual(t.step(ack(1, e)), [resolved("Acknowledged", [peer, other, d, e], [], 4)])
+      const u = committed()
+      u.step(awaitInput(3))
+      u.step(ack(1, peer))
+      u.step(ack(1, d))
+      assert.deepStrictEqual(u.step(ack(1, e)), [resolved("Acknowledged", [peer, d, e], [other], 3)])
+    })
+
+    it("an acknowledgement of a newer generation covers older awaits; one the owner never reached is ignored", () => {
+      const t = committed()
+      t.step(awaitInput(1))
+      assert.deepStrictEqual(t.step(ack(7, peer)), [])
+      assert.deepStrictEqual(t.counts, { ackRequestsSent: 4 })
+      t.step({ _tag: "Committed", owner: owner(1, 2), change: 1 })
+      t.step(awaitInput(2, [peer, other, d, e], [], 1, 2))
+      assert.deepStrictEqual(t.step(ack(2, peer)), [resolved("Acknowledged", [peer], [other, d, e], 1)])
+      assert.deepStrictEqual(t.step(ack(2, other)), [resolved("Acknowledged", [peer, other], [d, e], 2, undefined, [], 1)])
+      // Already acknowledged when it is awaited: resolved at once, nothing asked.
+      assert.deepStrictEqual(t.step(awaitInput(2, [peer, other], [], 2, 2)), [
+        resolved("Acknowledged", [peer, other], [], 2, [peer, other], [], 2)
+      ])
+    })
+
+    it("while it waits, the peers that have not acknowledged get the snapshot and the request again, every retry interval", () => {
+      assert.deepStrictEqual([Sync.retryMillisOf(5_000, 1_000), Sync.retryMillisOf(1_000, 60_000), Sync.retryMillisOf(5_000, 2)], [333, 1_000, 1])
+      const t = committed()
+      t.step(awaitInput("all"))
+      t.step(ack(1, other))
+      t.step(ack(1, d))
+      assert.deepStrictEqual(t.step({ _tag: "AwaitRetryDue", id: 0 }), [
+        { _tag: "SendSnapshot", to: peer },
+        ...requests([peer]),
+        { _tag: "SendSnapshot", to: e },
+        ...requests([e]),
+        { _tag: "StartAwaitRetry", id: 0, millis: 333 }
+      ])
+      assert.deepStrictEqual(t.counts, { ackRequestsSent: 6, acksReceived: 2 })
+      t.step(ack(1, peer))
+      t.step(ack(1, e))
+      // Resolved: a retry still due finds nothing to do.
+      assert.deepStrictEqual(t.step({ _tag: "AwaitRetryDue", id: 0 }), [])
+    })
+
+    it("the timeout resolves with who acknowledged and who is missing; a late acknowledgement changes nothing", () => {
+      const t = committed()
+      t.step(awaitInput("all"))
+      t.step(ack(1, other))
+      assert.deepStrictEqual(t.step({ _tag: "AwaitDue", id: 0 }), [resolved("TimedOut", [other], [peer, d, e], 4)])
+      assert.deepStrictEqual(t.step(ack(1, peer)), [])
+      assert.strictEqual(t.core.acked.get(peer)!.age, 1)
+    })
+
+    it("more acknowledgements than members able to give them: unsatisfiable at once, nothing sent", () => {
+      assert.deepStrictEqual(committed().step(awaitInput(5)), [resolved("Unsatisfiable", [], [peer, other, d, e], 5)])
+      // "all" with a member that speaks only the older wire version.
+      assert.deepStrictEqual(committed().step(awaitInput("all", [peer, other, d], [e])), [
+        resolved("Unsatisfiable", [], [peer, other, d], 4, [peer, other, d], [e])
+      ])
+      // That member still counts in the group's size for a majority, and is never asked.
+      const t = committed()
+      assert.deepStrictEqual(t.step(awaitInput("majority", [peer, other, d], [e])), [
+        ...requests([peer, other, d]),
+        { _tag: "StartAwaitTimer", id: 0, millis: 1_000 },
+          { _tag: "StartAwaitRetry", id: 0, millis: 333 }
+      ])
+      // No peers at all: resolved at once with none.
+      assert.deepStrictEqual(committed().step(awaitInput("majority", [], [])), [resolved("Acknowledged", [], [], 0, [], [])])
+    })
+
+    it("a member that leaves during the wait is not counted: all shrinks to who stays, n becomes unsatisfiable", () => {
+      const t = committed()
+      t.step(awaitInput("all"))
+      t.step(ack(1, peer))
+      t.step(ack(1, other))
+      t.step(ack(1, d))
+      // e leaves: "all" is now the three that stay, who all acknowledged.
+      const left = t.step({ _tag: "PeerLeft", node: e })
+      assert.deepStrictEqual(left, [resolved("Acknowledged", [peer, other, d], [], 3, [peer, other, d])])
+      const u = committed()
+      u.step(awaitInput(4))
+      u.step(ack(1, peer))
+      // An acknowledging member that leaves is not counted either.
+      assert.deepStrictEqual(u.step({ _tag: "PeerLeft", node: peer }), [
+        resolved("Unsatisfiable", [], [other, d, e], 4, [other, d, e])
+      ])
+    })
+
+    it("active push: an await sends what peers were not sent yet (a coalesced push) before asking", () => {
+      const t = make({ config: { delta: false } })
+      assert.deepStrictEqual(t.step({ _tag: "Committed", owner: owner(1, 1), change: undefined }), [publish, { _tag: "SchedulePush" }])
+      assert.deepStrictEqual(t.step(awaitInput(1, [peer])), [
+        { _tag: "SendSnapshot", to: undefined },
+        ...requests([peer]),
+        { _tag: "StartAwaitTimer", id: 0, millis: 1_000 },
+          { _tag: "StartAwaitRetry", id: 0, millis: 333 }
+      ])
+      assert.deepStrictEqual(t.step({ _tag: "PushDue" }), [])
+    })
+
+    for (const pushMode of ["FeedLazyPull", "None"] as const) {
+      it(`${pushMode}: an await sends the snapshot to each awaited peer, then asks`, () => {
+        const t = make({ config: { pushMode } })
+        t.step({ _tag: "Committed", owner: owner(1, 1), change: 1 })
+        assert.deepStrictEqual(t.step(awaitInput(2, [peer, other])), [
+          { _tag: "SendSnapshot", to: peer },
+          { _tag: "SendSnapshot", to: other },
+          ...requests([peer, other]),
+          { _tag: "StartAwaitTimer", id: 0, millis: 1_000 },
+          { _tag: "StartAwaitRetry", id: 0, millis: 333 }
+        ])
+      })
+    }
+
+    it("peer side: a request for a generation held is acknowledged once per turn with the newest held", () => {
+      const t = holding()
+      assert.deepStrictEqual(t.step(ackRequest(5, 9)), [{ _tag: "ScheduleAck" }])
+      assert.deepStrictEqual(t.step(ackRequest(5, 10)), [])
+      assert.deepStrictEqual(t.step({ _tag: "AckDue" }), [{ _tag: "SendAck", to: peer, generation: gen(5, 10) }])
+      assert.deepStrictEqual(t.step({ _tag: "AckDue" }), [])
+      assert.deepStrictEqual(t.counts, { acksSent: 1 })
+    })
+
+    it("peer side: a request ahead of the view asks for the snapshot and is acknowledged once the view reaches it", () => {
+      const t = holding()
+      assert.deepStrictEqual(t.step(ackRequest(5, 12)), [{ _tag: "SendRequest", to: peer, held: gen(5, 10) }])
+      assert.deepStrictEqual(t.step({ _tag: "Delta", from: peer, message: delta(5, 11) }), [publish])
+      assert.deepStrictEqual(t.step({ _tag: "Snapshot", from: peer, message: snapshot(5, 13) }), [publish, { _tag: "ScheduleAck" }])
+      assert.deepStrictEqual(t.step({ _tag: "AckDue" }), [{ _tag: "SendAck", to: peer, generation: gen(5, 13) }])
+      assert.strictEqual(t.core.ackWanted.size, 0)
+    })
+
+    it("peer side: an owner that left is owed nothing, and a departed incarnation's request is ignored", () => {
+      const t = holding()
+      t.step(ackRequest(5, 10))
+      t.step({ _tag: "PeerLeft", node: peer })
+      assert.deepStrictEqual(t.step({ _tag: "AckDue" }), [])
+      assert.deepStrictEqual(t.step(ackRequest(5, 11)), [])
+      assert.strictEqual(t.counts.departedIgnored, 1)
+    })
+  })
 })

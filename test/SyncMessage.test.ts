@@ -214,7 +214,7 @@ describe("SyncMessage frames", () => {
     })
 
     it("a wrong protocol version is rejected", () => {
-      for (const version of [0, 2, 255]) {
+      for (const version of [0, 3, 255]) {
         const frame = frameOf(fullSnapshot)
         frame[4] = version
         assertMalformed(failureOf(Codec.decodeFrame(frame, LIMIT)), `unknown protocol version ${version}`)
@@ -601,5 +601,49 @@ describe("makeStateCodec", () => {
     it("a garbage payload in an older version is MalformedMessage", () => {
       assertUndecodable(failureOf(codec.decodeView(new Uint8Array([1, 2, 3]), 1, nodeB)), "node_resource_v2", "view")
     })
+  })
+})
+
+describe("acknowledgement frames (protocol version 2)", () => {
+  const ackRequest = new SyncMessage.AckRequest({ stateName: "counter", source: nodeA, generation: Generation.make(3, 4) })
+  const acknowledge = new SyncMessage.Acknowledge({ stateName: "counter", source: nodeB, generation: Generation.make(3, 9) })
+  const encode = (m: SyncMessage.SyncMessage) => Result.getOrThrow(Codec.encodeFrame(m, LIMIT))
+
+  it("round-trip in frames whose protocol byte is 2, the other messages staying at 1", () => {
+    for (const m of [ackRequest, acknowledge]) {
+      const frame = encode(m)
+      assert.strictEqual(frame[4], SyncMessage.ackProtocolVersion)
+      assert.strictEqual(frame.length, SyncMessage.frameHeaderBytes + 1 + 4 + 7 + 4 + 6 + 16)
+      assert.deepStrictEqual(Result.getOrThrow(Codec.decodeFrame(frame, LIMIT)), m)
+    }
+    assert.strictEqual(encode(fullSnapshot)[4], SyncMessage.protocolVersion)
+  })
+
+  it("a node that speaks only protocol 1 rejects them as an unknown protocol version", () => {
+    const result = Codec.decodeFrame(encode(ackRequest), LIMIT, nodeA, true, 1)
+    assert.isTrue(Result.isFailure(result))
+    assert.include((result as Result.Failure<unknown, DStateError.MalformedMessage>).failure.reason, "unknown protocol version 2")
+  })
+
+  it("an acknowledgement message in a protocol 1 frame is malformed", () => {
+    const frame = encode(acknowledge)
+    frame[4] = SyncMessage.protocolVersion
+    const result = Codec.decodeFrame(frame, LIMIT)
+    assert.isTrue(Result.isFailure(result))
+    assert.include((result as Result.Failure<unknown, DStateError.MalformedMessage>).failure.reason, "needs protocol version 2")
+  })
+
+  it("the protocol byte goes with the tag: a protocol 1 message framed as protocol 2 is malformed", () => {
+    const frame = encode(fullSnapshot)
+    frame[4] = SyncMessage.ackProtocolVersion
+    const result = Codec.decodeFrame(frame, LIMIT)
+    assert.isTrue(Result.isFailure(result))
+    assert.include((result as Result.Failure<unknown, DStateError.MalformedMessage>).failure.reason, "needs protocol version 1")
+  })
+
+  it("the schemas accept what the codec produces", () => {
+    for (const m of [ackRequest, acknowledge]) {
+      assert.deepStrictEqual(Schema.decodeUnknownSync(SyncMessage.SyncMessage)(Schema.encodeSync(SyncMessage.SyncMessage)(m)), m)
+    }
   })
 })

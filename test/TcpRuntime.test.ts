@@ -203,6 +203,15 @@ describe("TcpRuntime: options", () => {
     { option: "handshakeIdleTimeout", good: [{ handshakeIdleTimeout: 1 }], bad: [[{ handshakeIdleTimeout: 0 }, 0, positiveDuration]] },
     { option: "rejectionLogInterval", good: [{ rejectionLogInterval: 1 }], bad: [[{ rejectionLogInterval: 0 }, 0, positiveDuration]] },
     {
+      option: "syncProtocol",
+      good: [{ syncProtocol: 1 }, { syncProtocol: 2 }],
+      bad: [
+        [{ syncProtocol: 0 as never }, 0, "must be an integer from 1 to 2"],
+        [{ syncProtocol: 3 as never }, 3, "must be an integer from 1 to 2"],
+        [{ syncProtocol: 1.5 as never }, 1.5, "must be an integer from 1 to 2"]
+      ]
+    },
+    {
       option: "leaveTimeout",
       good: [{ leaveTimeout: 0 }],
       bad: [[{ leaveTimeout: -1 }, -1, nonNegativeDuration], [{ leaveTimeout: "Infinity" }, "Infinity", nonNegativeDuration]]

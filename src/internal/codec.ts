@@ -10,7 +10,7 @@ import { crc32 } from "node:zlib"
 import type * as DistributedState from "../DistributedState.ts"
 import { MalformedMessage, MessageTooLarge, UnsupportedWireVersion } from "../DStateError.ts"
 import type { NodeId } from "../NodeId.ts"
-import { frameHeaderBytes, protocolVersion, type SyncMessage } from "../SyncMessage.ts"
+import { ackProtocolVersion, frameHeaderBytes, protocolVersion, type SyncMessage } from "../SyncMessage.ts"
 import * as Wire from "./wire.ts"
 
 /**
@@ -42,7 +42,7 @@ export const encodeFrame = (
   if (size > maxFrameBytes) return Result.fail(new MessageTooLarge({ size, limit: maxFrameBytes }))
   const frame = new Uint8Array(size)
   Wire.encodeInto(message, frame, frameHeaderBytes)
-  writeHeader(frame, 0, protocolVersion, frame.subarray(frameHeaderBytes))
+  writeHeader(frame, 0, Wire.needsAckProtocol(message) ? ackProtocolVersion : protocolVersion, frame.subarray(frameHeaderBytes))
   return Result.succeed(frame)
 }
 
@@ -58,12 +58,15 @@ export const announcedFrameSize = (prefix: Uint8Array): number =>
  * `copyPayload` is `false`: then it is a view into `frame`, which the caller
  * must not reuse while the message lives (the registry's inbound path, whose
  * runtimes hand over fresh buffers, so that a large view is not copied).
+ * `maxProtocol` is the highest protocol the node speaks: a node of protocol 1
+ * rejects the acknowledgement frames as an unknown protocol version.
  */
 export const decodeFrame = (
   frame: Uint8Array,
   maxFrameBytes: number,
   from?: NodeId,
-  copyPayload = true
+  copyPayload = true,
+  maxProtocol: number = ackProtocolVersion
 ): Result.Result<SyncMessage, MalformedMessage | MessageTooLarge> => {
   const node = from === undefined ? {} : { node: from }
   if (frame.length < frameHeaderBytes) {
@@ -76,13 +79,14 @@ export const decodeFrame = (
       new MalformedMessage({ ...node, reason: `frame announces ${size} bytes but has ${frame.length}` })
     )
   }
-  if (frame[4] !== protocolVersion) {
+  const protocol = frame[4]
+  if (protocol !== protocolVersion && (protocol !== ackProtocolVersion || maxProtocol < ackProtocolVersion)) {
     return Result.fail(new MalformedMessage({ ...node, reason: `unknown protocol version ${frame[4]}` }))
   }
   const body = frame.subarray(frameHeaderBytes)
   const expected = new DataView(frame.buffer, frame.byteOffset + 5, 4).getUint32(0)
   if (crc32(body) !== expected) return Result.fail(new MalformedMessage({ ...node, reason: "checksum mismatch" }))
-  const decoded = Wire.decode(body, copyPayload)
+  const decoded = Wire.decode(body, copyPayload, protocol)
   if (Result.isFailure(decoded)) {
     return Result.fail(new MalformedMessage({ ...node, reason: `undecodable message: ${decoded.failure}` }))
   }

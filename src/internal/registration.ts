@@ -9,7 +9,7 @@ import { Duration, Effect, Schedule } from "effect"
 import type { HealthStatus } from "../Diagnostics.ts"
 import type * as DistributedState from "../DistributedState.ts"
 import type { NodeId } from "../NodeId.ts"
-import type { RegisterOptions, Settings } from "../StateRegistry.ts"
+import type { MutateOptions, RegisterOptions, Settings } from "../StateRegistry.ts"
 import * as SyncStrategy from "../SyncStrategy.ts"
 import * as Check from "./options.ts"
 import type * as Shard from "./shard.ts"
@@ -45,6 +45,25 @@ export const checkOptions = Effect.fnUntraced(function*(stateName: string, optio
   return shardOptions
 })
 
+/** The await of a mutation's options, or `InvalidOptions` (nothing is committed then). */
+export const checkAwait = Effect.fnUntraced(function*(stateName: string, options: MutateOptions) {
+  const checker = { module: "StateHandle.mutate", stateName }
+  const spec = options?.await
+  if (spec === undefined || spec === null || typeof spec !== "object") {
+    return yield* Check.invalid(checker, "await", spec, "must be an object with peers and timeout")
+  }
+  const peers = spec.peers
+  if (peers !== "majority" && peers !== "all") {
+    if (typeof peers !== "number") {
+      return yield* Check.invalid(checker, "await.peers", peers, "must be a positive integer, \"majority\" or \"all\"")
+    }
+    yield* Check.integer(checker, "await.peers", peers, 1)
+  }
+  const timeout = yield* Check.duration(checker, "await.timeout", spec.timeout, "positive")
+  const awaited: Shard.AwaitSpec = { peers, timeoutMillis: Duration.toMillis(timeout) }
+  return awaited
+})
+
 const severity: Record<HealthStatus, number> = { Healthy: 0, Degraded: 1, Unhealthy: 2 }
 export const worst = (statuses: ReadonlyArray<HealthStatus>): HealthStatus =>
   statuses.reduce<HealthStatus>((acc, s) => severity[s] > severity[acc] ? s : acc, "Healthy")
@@ -67,12 +86,23 @@ export const makeHandle = (shard: Shard.Shard<any, any, any>, nodeId: NodeId): u
     ? {
       ...common,
       _tag: "Simple",
-      mutate: (f: (state: unknown) => unknown) => shard.mutate((state) => ({ state: f(state), change: undefined }))
+      mutate: (f: (state: unknown) => unknown, options?: MutateOptions) => {
+        const apply = (state: unknown) => ({ state: f(state), change: undefined })
+        return options === undefined
+          ? shard.mutate(apply)
+          : Effect.flatMap(checkAwait(shard.name, options), (spec) => shard.mutateAwait(apply, spec))
+      }
     }
     : {
       ...common,
       _tag: "Delta",
-      mutateWithDelta: (f: (state: unknown) => { readonly state: unknown; readonly change: unknown }) => shard.mutate(f)
+      mutateWithDelta: (
+        f: (state: unknown) => { readonly state: unknown; readonly change: unknown },
+        options?: MutateOptions
+      ) =>
+        options === undefined
+          ? shard.mutate(f)
+          : Effect.flatMap(checkAwait(shard.name, options), (spec) => shard.mutateAwait(f, spec))
     }
 }
 

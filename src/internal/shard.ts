@@ -20,7 +20,9 @@ import type {
 } from "../Diagnostics.ts"
 import type * as DistributedState from "../DistributedState.ts"
 import {
-  type ActorStopped,
+  AckTimeout,
+  AckUnsatisfiable,
+  ActorStopped,
   type InvalidOptions,
   MailboxFull,
   MalformedMessage,
@@ -33,11 +35,20 @@ import type { NodeId } from "../NodeId.ts"
 import type { VersionMismatchPolicy } from "../StateRegistry.ts"
 import type { StatePersistence } from "../StatePersistence.ts"
 import type { StateView, ViewDiff, ViewMap } from "../StateView.ts"
-import type { ChangeNotice, DeltaUpdate, FullSnapshot, RequestSnapshot, SyncMessage } from "../SyncMessage.ts"
+import {
+  type Acknowledge,
+  ackProtocolVersion,
+  type AckRequest,
+  type ChangeNotice,
+  type DeltaUpdate,
+  type FullSnapshot,
+  type RequestSnapshot,
+  type SyncMessage
+} from "../SyncMessage.ts"
 import type { SyncStrategy } from "../SyncStrategy.ts"
 import { isSucceeded } from "./actor.ts"
 import * as ChangeStreams from "./changeStreams.ts"
-import { makeStateCodec } from "./codec.ts"
+import { encodeFrame, makeStateCodec } from "./codec.ts"
 import * as MetricSeries from "./metricSeries.ts"
 import * as OwnerStore from "./ownerStore.ts"
 import * as DataMailbox from "./dataMailbox.ts"
@@ -76,7 +87,22 @@ export interface Committed<S> {
   readonly state: S
 }
 
-type Inbound = FullSnapshot | DeltaUpdate | RequestSnapshot
+/** A committed mutation and the peers that acknowledged it. */
+export interface Acknowledged<S> extends Committed<S> {
+  readonly acknowledged: number
+  readonly acknowledgedBy: ReadonlyArray<NodeId>
+  readonly required: number
+}
+
+/** What an awaited mutation waits for (checked by the registry). */
+export interface AwaitSpec {
+  readonly peers: Sync.AwaitPeers
+  readonly timeoutMillis: number
+}
+
+type Inbound = FullSnapshot | DeltaUpdate | RequestSnapshot | AckRequest | Acknowledge
+
+type AwaitResolution = Extract<Sync.Command<unknown>, { readonly _tag: "ResolveAwait" }>
 type Apply<S, C> = (state: S) => { readonly state: S; readonly change: C | undefined }
 
 type Message<S, C> =
@@ -105,6 +131,15 @@ type Message<S, C> =
   | { readonly _tag: "Probe"; readonly done: Deferred.Deferred<void> }
   | { readonly _tag: "PushDue" }
   | { readonly _tag: "PeriodicDue" }
+  | {
+    readonly _tag: "Await"
+    readonly id: number
+    readonly generation: Generation.Generation
+    readonly spec: AwaitSpec
+  }
+  | { readonly _tag: "AwaitDue"; readonly id: number }
+  | { readonly _tag: "AwaitRetryDue"; readonly id: number }
+  | { readonly _tag: "AckDue" }
 
 export interface Shard<S, V, C> {
   readonly name: string
@@ -119,6 +154,11 @@ export interface Shard<S, V, C> {
   /** A change-feed notice: `source`'s view reached `generation`. */
   readonly markStale: (source: NodeId, generation: Generation.Generation) => Effect.Effect<void>
   readonly mutate: (apply: Apply<S, C>) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull | ActorStopped>
+  /** A mutation whose caller waits until `spec.peers` peers hold it (or newer), or the timeout passes. */
+  readonly mutateAwait: (
+    apply: Apply<S, C>,
+    spec: AwaitSpec
+  ) => Effect.Effect<Acknowledged<S>, PersistenceFailed | MailboxFull | ActorStopped | AckTimeout | AckUnsatisfiable>
   readonly query: <A>(options: QueryOptions, f: (views: ViewMap<V>) => A) => Effect.Effect<A, StalePeer | InvalidOptions>
   readonly snapshot: Effect.Effect<ViewMap<V>>
   readonly changes: Stream.Stream<ViewMap<V>>
@@ -303,8 +343,101 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
         return reincarnate(command.seen, command.requester)
       case "Log":
         return log(command)
+      case "SendAckRequest":
+        return sendAckFrame("AckRequest", command.to, command.generation)
+      case "ScheduleAck":
+        // At once when no message waits; else behind the waiting ones, so that one acknowledgement per
+        // owner covers everything they bring.
+        return mailbox.size() === 0 ? ackNow : tellControl(ackDue)
+      case "SendAck":
+        return sendAckFrame("Acknowledge", command.to, command.generation)
+      case "StartAwaitTimer":
+        return startAwaitTimer(command.id, command.millis)
+      case "StartAwaitRetry":
+        return startAwaitRetry(command.id, command.millis)
+      case "ResolveAwait":
+        return resolveAwait(command)
     }
   }
+
+  // ---- acknowledgements ---------------------------------------------------------------------------
+  /** The callers waiting for acknowledgements, by await id, with the timer of each once started. */
+  const waiting = new Map<number, {
+    readonly done: Deferred.Deferred<AwaitResolution, ActorStopped>
+    timer: Fiber.Fiber<void> | undefined
+    retry: Fiber.Fiber<void> | undefined
+  }>()
+  // The state stops (its node leaves or crashes): a caller still waiting for acknowledgements learns it.
+  yield* Effect.addFinalizer(() =>
+    Effect.sync(() => {
+      const stopped = new ActorStopped({ actor: `state/${name}` })
+      for (const entry of waiting.values()) Deferred.doneUnsafe(entry.done, Effect.fail(stopped))
+      waiting.clear()
+    })
+  )
+  let nextAwaitId = 0
+  const ackDue: Message<S, C> = { _tag: "AckDue" }
+  const ackNow = Effect.suspend(() => run(Sync.step(core, { _tag: "AckDue" }, monotonicNow())))
+
+  const sendAckFrame = (tag: "AckRequest" | "Acknowledge", to: NodeId, generation: Generation.Generation) => {
+    const frame = encodeFrame({ _tag: tag, stateName: name, source: self, generation }, env.maxFrameBytes)
+    return Result.isSuccess(frame) ? Effect.ignore(env.runtime.send(to, frame.success)) : undefined
+  }
+  const startAwaitTimer = (id: number, millis: number) =>
+    Effect.flatMap(
+      Scope.provide(env.runtime.after(millis, tellControl({ _tag: "AwaitDue", id })), shardScope),
+      (fiber) =>
+        Effect.sync(() => {
+          const entry = waiting.get(id)
+          if (entry !== undefined) entry.timer = fiber
+        })
+    )
+  const startAwaitRetry = (id: number, millis: number) =>
+    Effect.flatMap(
+      Scope.provide(env.runtime.after(millis, tellControl({ _tag: "AwaitRetryDue", id })), shardScope),
+      (fiber) =>
+        Effect.sync(() => {
+          const entry = waiting.get(id)
+          if (entry !== undefined) entry.retry = fiber
+        })
+    )
+  const resolveAwait = (command: AwaitResolution): Effect.Effect<void> | undefined => {
+    const entry = waiting.get(command.id)
+    if (entry === undefined) return undefined
+    waiting.delete(command.id)
+    Deferred.doneUnsafe(entry.done, Effect.succeed(command))
+    const timers = [entry.timer, entry.retry].filter((fiber) => fiber !== undefined)
+    return timers.length === 0 ? undefined : Fiber.interruptAll(timers)
+  }
+  /**
+   * Whether acknowledgement messages may be exchanged with `node`: both sides speak their protocol (as the
+   * runtime negotiated it when the peer connected or joined; every peer does when the runtime does not say).
+   */
+  const ownProtocol = env.runtime.syncProtocol ?? ackProtocolVersion
+  const speaksAcks = (node: NodeId): boolean => {
+    if (ownProtocol < ackProtocolVersion) return false
+    const protocol = env.runtime.peerProtocol
+    return protocol === undefined || protocol(node) >= ackProtocolVersion
+  }
+  const onAwait = Effect.fnUntraced(function*(id: number, generation: Generation.Generation, spec: AwaitSpec) {
+    const members = yield* env.runtime.members(group)
+    const eligible: Array<NodeId> = []
+    const unsupported: Array<NodeId> = []
+    for (const member of members) {
+      if (member === self) continue
+      if (speaksAcks(member)) eligible.push(member)
+      else unsupported.push(member)
+    }
+    yield* run(Sync.step(core, {
+      _tag: "Await",
+      id,
+      generation,
+      peers: spec.peers,
+      eligible,
+      unsupported,
+      timeoutMillis: spec.timeoutMillis
+    }, monotonicNow()))
+  })
 
   /** Carries out a step's commands in order; an exit when all of them were synchronous. */
   const run = (commands: ReadonlyArray<Sync.Command<D>>): Effect.Effect<void> => {
@@ -423,8 +556,12 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
           ? { _tag: "Request", from, message: m }
           : m._tag === "FullSnapshot"
           ? { _tag: "Snapshot", from, message: m }
-          : { _tag: "Delta", from, message: m }
-        const handled = m._tag === "RequestSnapshot"
+          : m._tag === "DeltaUpdate"
+          ? { _tag: "Delta", from, message: m }
+          : m._tag === "AckRequest"
+          ? { _tag: "AckRequest", from, message: m }
+          : { _tag: "Ack", from, message: m }
+        const handled = m._tag !== "FullSnapshot" && m._tag !== "DeltaUpdate"
           ? run(Sync.step(core, input, monotonicNow()))
           : tracing.apply(message.trace, m, () => run(Sync.step(core, input, monotonicNow())), () => {
             const held = core.views.get(m.source)
@@ -449,7 +586,13 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
         return Deferred.succeed(message.done, undefined)
       case "PushDue":
       case "PeriodicDue":
+      case "AckDue":
         return run(Sync.step(core, message, monotonicNow()))
+      case "AwaitDue":
+      case "AwaitRetryDue":
+        return run(Sync.step(core, message, monotonicNow()))
+      case "Await":
+        return onAwait(message.id, message.generation, message.spec)
     }
   }
 
@@ -498,6 +641,74 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
         })
       )
     )
+
+  const mutate = (apply: Apply<S, C>): Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull | ActorStopped> =>
+    tracing.mutate((span) => {
+      if (groupCommit !== undefined) return groupCommit.mutate(apply, monotonicNow(), span)
+      // A traced mutation goes through the actor, so that its commit runs inside its publish span.
+      const now = span === undefined ? mutateNow(apply) : undefined
+      if (now !== undefined) return now
+      const done = Deferred.makeUnsafe<Committed<S>, PersistenceFailed>()
+      const message: Message<S, C> = { _tag: "Mutate", apply, done, startedAt: monotonicNow(), span }
+      const handled = Effect.andThen(runData(message), Deferred.await(done))
+      // The reply resumes this fiber inside the actor's turn: let the actor finish it first, so that the
+      // caller's next mutation finds it idle instead of queueing behind it.
+      return Effect.tap(handled, () => Effect.yieldNow)
+    })
+
+  /** Waits until the core resolves an await of `committed`, and turns its outcome into the caller's result. */
+  const awaitAcks = (
+    committed: Committed<S>,
+    spec: AwaitSpec
+  ): Effect.Effect<Acknowledged<S>, AckTimeout | AckUnsatisfiable | ActorStopped> => {
+    const id = nextAwaitId++
+    const done = Deferred.makeUnsafe<AwaitResolution, ActorStopped>()
+    waiting.set(id, { done, timer: undefined, retry: undefined })
+    // Handled at once in this fiber when the actor is idle (no mailbox round), else through the mailbox.
+    const runIfIdle = actor.runIfIdleUnsafe
+    const registered = runIfIdle?.(() => onAwait(id, committed.generation, spec)) ??
+      actor.tell({ _tag: "Await", id, generation: committed.generation, spec }).pipe(
+        // The control mailbox is unbounded: only a stopped actor refuses.
+        Effect.catch(() => Effect.fail(new ActorStopped({ actor: `state/${name}` })))
+      )
+    return Effect.andThen(registered, Deferred.await(done)).pipe(
+      Effect.onInterrupt(() => Effect.sync(() => waiting.delete(id))),
+      Effect.flatMap((r): Effect.Effect<Acknowledged<S>, AckTimeout | AckUnsatisfiable | ActorStopped> => {
+        switch (r.outcome) {
+          case "Acknowledged":
+            return Effect.succeed({
+              generation: committed.generation,
+              state: committed.state,
+              acknowledged: r.acknowledged.length,
+              acknowledgedBy: r.acknowledged,
+              required: r.required
+            })
+          case "TimedOut":
+            return Effect.fail(
+              new AckTimeout({
+                stateName: name,
+                generation: committed.generation,
+                acknowledged: r.acknowledged.length,
+                required: r.required,
+                missing: r.missing,
+                timeoutMillis: spec.timeoutMillis
+              })
+            )
+          case "Unsatisfiable":
+            return Effect.fail(
+              new AckUnsatisfiable({
+                stateName: name,
+                generation: committed.generation,
+                acknowledged: r.acknowledged.length,
+                required: r.required,
+                eligible: r.eligible,
+                unsupported: r.unsupported
+              })
+            )
+        }
+      })
+    )
+  }
 
   // ---- queries and pulls ------------------------------------------------------------------------
   const queries = Pulls.make<V>({
@@ -556,19 +767,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     peerJoined: (node) => tellControl({ _tag: "PeerJoined", node }),
     peerLeft: (node) => tellControl({ _tag: "PeerLeft", node }),
     markStale: (source, generation) => tellControl({ _tag: "Notice", source, generation }),
-    mutate: (apply) =>
-      tracing.mutate((span) => {
-        if (groupCommit !== undefined) return groupCommit.mutate(apply, monotonicNow(), span)
-        // A traced mutation goes through the actor, so that its commit runs inside its publish span.
-        const now = span === undefined ? mutateNow(apply) : undefined
-        if (now !== undefined) return now
-        const done = Deferred.makeUnsafe<Committed<S>, PersistenceFailed>()
-        const message: Message<S, C> = { _tag: "Mutate", apply, done, startedAt: monotonicNow(), span }
-        const handled = Effect.andThen(runData(message), Deferred.await(done))
-        // The reply resumes this fiber inside the actor's turn: let the actor finish it first, so that the
-        // caller's next mutation finds it idle instead of queueing behind it.
-        return Effect.tap(handled, () => Effect.yieldNow)
-      }),
+    mutate,
+    mutateAwait: (apply, spec) => Effect.flatMap(mutate(apply), (committed) => awaitAcks(committed, spec)),
     query: queries.query,
     snapshot: Effect.sync(() => core.views.handOut()),
     changes,

@@ -18,11 +18,17 @@
  * Layout (big endian):
  *
  * ```text
- * u8 tag (1 FullSnapshot, 2 DeltaUpdate, 3 RequestSnapshot, 4 BatchedChangeFeed)
+ * u8 tag (1 FullSnapshot, 2 DeltaUpdate, 3 RequestSnapshot, 4 BatchedChangeFeed, 5 AckRequest, 6 Acknowledge)
  * FullSnapshot:      str stateName, str source, gen, f64 wireVersion, f64 createdAt, f64 modifiedAt, bytes payload
  * DeltaUpdate:       str stateName, str source, gen, f64 wireVersion, f64 modifiedAt, bytes payload
  * RequestSnapshot:   str stateName, str source, u8 hasGeneration, [gen], f64 wireVersion
  * BatchedChangeFeed: str source, u32 count, count x (str stateName, str source, gen)
+ * AckRequest:        str stateName, str source, gen      (protocol version 2 only)
+ * Acknowledge:       str stateName, str source, gen      (protocol version 2 only)
+ *
+ * The frame's protocol byte goes with the tag: tags 1 to 4 only under
+ * protocol 1, tags 5 and 6 only under protocol 2 (so a flipped protocol byte
+ * never lets a frame through).
  * str = u32 length + UTF-8, bytes = u32 length + raw, gen = f64 incarnation + f64 age
  * ```
  * @internal
@@ -31,7 +37,15 @@ import { Result } from "effect"
 import { isUtf8 } from "node:buffer"
 import type { Generation } from "../Generation.ts"
 import type { NodeId } from "../NodeId.ts"
-import { BatchedChangeFeed, DeltaUpdate, FullSnapshot, RequestSnapshot, type SyncMessage } from "../SyncMessage.ts"
+import {
+  Acknowledge,
+  AckRequest,
+  BatchedChangeFeed,
+  DeltaUpdate,
+  FullSnapshot,
+  RequestSnapshot,
+  type SyncMessage
+} from "../SyncMessage.ts"
 
 /**
  * The fields of a message, as the encoder reads them: every `SyncMessage` is
@@ -70,11 +84,22 @@ export type Envelope =
     readonly source: string
     readonly notices: ReadonlyArray<{ readonly stateName: string; readonly source: string; readonly generation: Generation }>
   }
+  | {
+    readonly _tag: "AckRequest" | "Acknowledge"
+    readonly stateName: string
+    readonly source: string
+    readonly generation: Generation
+  }
 
 const tagFull = 1
 const tagDelta = 2
 const tagRequest = 3
 const tagFeed = 4
+const tagAckRequest = 5
+const tagAck = 6
+
+/** Whether a message needs protocol version 2 (the acknowledgement messages). */
+export const needsAckProtocol = (m: Envelope): boolean => m._tag === "AckRequest" || m._tag === "Acknowledge"
 
 const encoder = new TextEncoder()
 // Only ever given well-formed UTF-8 (checked first), so it never substitutes; a leading BOM is kept as U+FEFF.
@@ -117,6 +142,9 @@ export const sizeOf = (m: Envelope): number => {
       for (const notice of m.notices) n += strSize(notice.stateName) + strSize(notice.source) + GEN
       return n
     }
+    case "AckRequest":
+    case "Acknowledge":
+      return 1 + strSize(m.stateName) + strSize(m.source) + GEN
   }
 }
 
@@ -220,6 +248,13 @@ export const encodeInto = (m: Envelope, out: Uint8Array, offset: number): void =
         w.str(notice.source)
         w.gen(notice.generation)
       }
+      break
+    case "AckRequest":
+    case "Acknowledge":
+      w.u8(m._tag === "AckRequest" ? tagAckRequest : tagAck)
+      w.str(m.stateName)
+      w.str(m.source)
+      w.gen(m.generation)
       break
   }
 }
@@ -347,8 +382,13 @@ const latin1 = (bytes: Uint8Array, start: number, end: number): string => {
 const instance = <T extends object>(ctor: { readonly prototype: T }, fields: object): T =>
   Object.assign(Object.create(ctor.prototype), fields)
 
-const read = (r: Reader): SyncMessage | undefined => {
+const read = (r: Reader, protocol: number): SyncMessage | undefined => {
   const tag = r.u8("tag")
+  // The protocol byte goes with the tag: the acknowledgement messages travel under 2, every other under 1.
+  if (tag >= tagFull && tag <= tagFeed && protocol !== 1) {
+    r.fail(`message tag ${tag} needs protocol version 1`)
+    return undefined
+  }
   switch (tag) {
     case tagFull:
       return instance(FullSnapshot, {
@@ -399,6 +439,17 @@ const read = (r: Reader): SyncMessage | undefined => {
       }
       return instance(BatchedChangeFeed, { _tag: "BatchedChangeFeed", source, notices })
     }
+    case tagAckRequest:
+    case tagAck: {
+      if (protocol !== 2) {
+        r.fail(`message tag ${tag} needs protocol version 2`)
+        return undefined
+      }
+      const fields = { stateName: r.str("stateName"), source: r.node("source"), generation: r.gen("generation") }
+      return tag === tagAckRequest
+        ? instance(AckRequest, { _tag: "AckRequest", ...fields })
+        : instance(Acknowledge, { _tag: "Acknowledge", ...fields })
+    }
     default:
       r.fail(`unknown message tag ${tag}`)
       return undefined
@@ -409,10 +460,12 @@ const read = (r: Reader): SyncMessage | undefined => {
  * Decodes a message body; the failure is the reason it is not a message. By
  * default a payload is copied, so the message never aliases `bytes`; with
  * `copyPayload: false` it is a view into `bytes` (no copy of a large view).
+ * `protocol` is the frame's protocol version: the acknowledgement messages
+ * decode only under version 2.
  */
-export const decode = (bytes: Uint8Array, copyPayload = true): Result.Result<SyncMessage, string> => {
+export const decode = (bytes: Uint8Array, copyPayload = true, protocol = 1): Result.Result<SyncMessage, string> => {
   const r = new Reader(bytes, copyPayload)
-  const message = read(r)
+  const message = read(r, protocol)
   if (r.error === undefined && r.pos !== bytes.length) r.fail(`${bytes.length - r.pos} trailing bytes`)
   return r.error !== undefined || message === undefined ? Result.fail(r.error ?? "undecodable") : Result.succeed(message)
 }

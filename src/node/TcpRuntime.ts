@@ -37,7 +37,7 @@ import { InvalidOptions, ListenFailed } from "../DStateError.ts"
 import * as Check from "../internal/options.ts"
 import type * as Metrics from "../Metrics.ts"
 import * as NodeId from "../NodeId.ts"
-import { MaxFrameBytes } from "../SyncMessage.ts"
+import { ackProtocolVersion, MaxFrameBytes } from "../SyncMessage.ts"
 import type { DetectorSettings } from "./internal/detector.ts"
 import * as Protocol from "./internal/protocol.ts"
 import * as Transport from "./internal/transport.ts"
@@ -230,6 +230,15 @@ export interface Options {
    * retried forever, pausing 5 seconds between runs of the schedule.
    */
   readonly reconnect?: Schedule.Schedule<unknown, unknown> | undefined
+  /**
+   * The highest sync frame protocol this node speaks: `2` (the default,
+   * `SyncMessage.ackProtocolVersion`) or `1`, the protocol before write
+   * acknowledgements. The handshake settles on the highest both sides speak;
+   * a peer of protocol 1 is never asked for an acknowledgement (see
+   * `StateRegistry.AwaitOptions`). Set `1` to run a node as one of the older
+   * version during a rolling upgrade.
+   */
+  readonly syncProtocol?: 1 | 2 | undefined
 }
 
 /**
@@ -457,6 +466,7 @@ const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxFrame: n
     return yield* invalid("nodeId", options.nodeId, "must be a non-empty string")
   }
   const port = yield* Check.integer(checker, "port", options.port ?? 0, 0, 65535)
+  const syncProtocol = yield* Check.integer(checker, "syncProtocol", options.syncProtocol ?? ackProtocolVersion, 1, ackProtocolVersion)
   const seeds: Array<Transport.Address> = []
   for (const seed of options.seeds ?? []) {
     const address = typeof seed === "string" ? parseAddress(seed) : seed
@@ -552,7 +562,8 @@ const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxFrame: n
     connectTimeout,
     leaveTimeout,
     reconnect: options.reconnect ?? defaultReconnect,
-    seedRetryPause: Duration.seconds(5)
+    seedRetryPause: Duration.seconds(5),
+    syncProtocol
   }
   return settings
 })

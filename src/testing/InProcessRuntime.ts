@@ -9,6 +9,7 @@ import { Context, Deferred, Effect, Layer } from "effect"
 import { ActorRuntime, after, every, spawnActor } from "../ActorRuntime.ts"
 import { ClusterEvents, makeSource } from "../ClusterEvents.ts"
 import type { NodeId } from "../NodeId.ts"
+import { ackProtocolVersion, protocolVersion } from "../SyncMessage.ts"
 import type { Endpoint, SimNetwork } from "./SimNetwork.ts"
 
 /**
@@ -22,10 +23,19 @@ import type { Endpoint, SimNetwork } from "./SimNetwork.ts"
 export const layer = (
   network: SimNetwork,
   nodeId: NodeId,
-  options?: { readonly onEndpoint?: ((endpoint: Endpoint) => void) | undefined }
+  options?: {
+    readonly onEndpoint?: ((endpoint: Endpoint) => void) | undefined
+    /**
+     * The highest sync frame protocol the node speaks (default the current one,
+     * `SyncMessage.ackProtocolVersion`): `1` makes a node of the version before acknowledgements,
+     * which peers never ask for one and which rejects their frames.
+     */
+    readonly syncProtocol?: number | undefined
+  }
 ): Layer.Layer<ActorRuntime | ClusterEvents> =>
   Layer.effectContext(Effect.gen(function*() {
     const source = yield* makeSource
+    const own = options?.syncProtocol ?? ackProtocolVersion
     const endpoint: Endpoint = {
       nodeId,
       inbound: undefined,
@@ -33,7 +43,8 @@ export const layer = (
       busy: 0,
       paused: undefined,
       joined: source.joined,
-      left: source.left
+      left: source.left,
+      syncProtocol: own
     }
     options?.onEndpoint?.(endpoint)
     // A paused node's actors and timers wait here until it is resumed.
@@ -52,6 +63,9 @@ export const layer = (
     yield* Effect.addFinalizer(() => network.detach(nodeId, !endpoint.alive))
     const runtime = ActorRuntime.of({
       nodeId,
+      syncProtocol: own,
+      // Negotiated from what each side announced when it attached: the highest both speak.
+      peerProtocol: (node) => Math.min(own, network.syncProtocolOf(node) ?? protocolVersion),
       spawn: (spawnOptions) => spawnActor(spawnOptions, hooks),
       every: (schedule, effect) => every(schedule, Effect.andThen(gate, effect)),
       after: (delay, effect) => after(delay, Effect.andThen(gate, effect)),

@@ -18,6 +18,7 @@ import { TestClock } from "effect/testing"
 import type { Inbound, TraceContext } from "../ActorRuntime.ts"
 import { NodeUnreachable, RequestRejected, RequestTimeout } from "../DStateError.ts"
 import type { NodeId } from "../NodeId.ts"
+import { ackProtocolVersion } from "../SyncMessage.ts"
 import * as Prng from "./Prng.ts"
 
 /**
@@ -38,6 +39,11 @@ export interface Endpoint {
   paused: Deferred.Deferred<void> | undefined
   readonly joined: (node: NodeId) => Effect.Effect<boolean>
   readonly left: (node: NodeId) => Effect.Effect<boolean>
+  /**
+   * The highest sync frame protocol the node speaks, announced when it attaches (its join): peers
+   * send it only what both speak. Absent: the current one (`SyncMessage.ackProtocolVersion`).
+   */
+  readonly syncProtocol?: number | undefined
 }
 
 /**
@@ -185,6 +191,8 @@ export interface SimNetwork {
   readonly leaveGroup: (group: string, node: NodeId) => void
   /** @internal */
   readonly members: (group: string) => ReadonlyArray<NodeId>
+  /** @internal The sync frame protocol `node` announced when it attached (`undefined`: not attached). */
+  readonly syncProtocolOf: (node: NodeId) => number | undefined
 }
 
 /**
@@ -526,7 +534,11 @@ export const makeWith = Effect.fnUntraced(function*(options: Options): Effect.fn
     leaveGroup: (group, node) => {
       groups.get(group)?.delete(node)
     },
-    members: (group) => [...(groups.get(group) ?? [])]
+    members: (group) => [...(groups.get(group) ?? [])],
+    syncProtocolOf: (node) => {
+      const endpoint = endpoints.get(node)
+      return endpoint === undefined ? undefined : endpoint.syncProtocol ?? ackProtocolVersion
+    }
   }
   return network
 })

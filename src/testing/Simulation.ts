@@ -27,6 +27,12 @@
  *   generation at least as high as any peer accepted from it and with its last
  *   acknowledged state; one restarted from a tampered store (failed load,
  *   rolled back, wiped) ends the run above every generation peers accepted;
+ * - **acknowledgements** (scenarios with `awaits`): half the mutations await
+ *   acknowledgements; an acknowledged write must be held (at its generation
+ *   or newer) by every acknowledger that is up when the call returns
+ *   (`AcknowledgedNotHeld`), and after the final heal each node's awaited
+ *   write must be acknowledged by every member that speaks acknowledgements
+ *   (`AckNotLive`); timeouts during faults are counted, not violations;
  * - the convergence time (simulated), messages per mutation, and a hash of
  *   the whole history: the same seed gives the same hash, bit for bit.
  *
@@ -143,7 +149,7 @@ const runScoped = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed: 
     yield* ctx.advance(timing.period + 100)
     const owner = work.pick(cluster.nodes)
     for (const other of cluster.nodes) if (other !== owner) network.cut(owner.id, other.id)
-    yield* Workload.mutate(ctx, owner, Fixtures.Counter.name)
+    yield* Workload.mutate(ctx, owner, Fixtures.Counter.name, false)
     // Heal as soon as the commit's own sends are dropped, in the same instant: a periodic snapshot
     // due later goes through (one lost as well would only be resent with a next change).
     for (let i = 0; i < 10_000 && network.busyActors() > 0; i++) yield* Effect.yieldNow
@@ -190,6 +196,9 @@ const runScoped = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed: 
     const exit = fiber.pollUnsafe()
     if (exit !== undefined) ctx.defectOf(exit, "workload")
   }
+  // ---- awaited writes after the heal --------------------------------------------------------
+  if (scenario.awaits) yield* ctx.logging(Workload.probeAcks(ctx))
+
   Checker.checkTotals(checker)
   const stats = network.stats()
   checker.hash.num(stats.sent)
@@ -206,6 +215,7 @@ const runScoped = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed: 
     durability,
     liveness,
     mutations,
+    acks: { ...ctx.acks },
     reads: ctx.reads,
     frames: {
       sent: stats.sent,

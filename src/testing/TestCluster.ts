@@ -15,7 +15,7 @@ import type { Duration } from "effect"
 import { type ActorRef, ActorRuntime, type MailboxCapacity } from "../ActorRuntime.ts"
 import type { ClusterEvents } from "../ClusterEvents.ts"
 import * as NodeId from "../NodeId.ts"
-import type { InvalidOptions } from "../DStateError.ts"
+import { InvalidOptions } from "../DStateError.ts"
 import { checkSettings } from "../internal/registration.ts"
 import {
   layer as registryLayerDefault,
@@ -25,7 +25,7 @@ import {
   type Settings as RegistrySettings,
   StateRegistry
 } from "../StateRegistry.ts"
-import { MaxFrameBytes } from "../SyncMessage.ts"
+import { ackProtocolVersion, MaxFrameBytes, protocolVersion } from "../SyncMessage.ts"
 import * as InMemoryPersistence from "./InMemoryPersistence.ts"
 import * as InProcessRuntime from "./InProcessRuntime.ts"
 import * as Prng from "./Prng.ts"
@@ -49,6 +49,13 @@ export interface TestNode {
    * and the network's delays are not affected.
    */
   clockOffsetMillis: number
+  /**
+   * The highest sync frame protocol the node speaks when it (re)starts: `2`
+   * (`SyncMessage.ackProtocolVersion`, the default) or `1`, a node of the
+   * version before acknowledgements. Change it before a `restart` to upgrade
+   * or downgrade the node.
+   */
+  syncProtocol: number
 }
 
 /**
@@ -96,6 +103,11 @@ export interface Options<E> {
    * handle (simulation checkers watch mailbox sizes through it).
    */
   readonly onSpawn?: ((node: NodeId.NodeId, actor: SpawnedActor) => void) | undefined
+  /**
+   * The sync frame protocol of each initial node, by index (see `TestNode.syncProtocol`); nodes
+   * beyond the list, and nodes added later, speak the current one. Each must be `1` or `2`.
+   */
+  readonly syncProtocols?: ReadonlyArray<number> | undefined
 }
 
 /**
@@ -125,8 +137,8 @@ export interface TestCluster<E> {
   readonly run: <A, E2>(node: TestNode, effect: Effect.Effect<A, E2, NodeServices>) => Effect.Effect<A, E2>
   /** Delivers everything in flight and lets every actor go idle. */
   readonly settle: Effect.Effect<void>
-  /** Starts a new node (it joins and runs `setup`). */
-  readonly addNode: () => Effect.Effect<TestNode, E>
+  /** Starts a new node (it joins and runs `setup`), speaking `syncProtocol` (default the current one). */
+  readonly addNode: (options?: { readonly syncProtocol?: 1 | 2 | undefined }) => Effect.Effect<TestNode, E>
   /** Graceful leave: the node's layers close and peers see it leave. */
   readonly removeNode: (node: TestNode) => Effect.Effect<void>
   /** Crash: frames in flight to and from the node are dropped, then it stops. */
@@ -186,6 +198,16 @@ export const make = Effect.fnUntraced(function*<E = never>(
     options.registry === undefined ? registryLayerDefault : registryLayerWith(options.registry)
   )
   const maxSteps = options.maxSettleSteps ?? 1_000_000
+  for (const [index, protocol] of (options.syncProtocols ?? []).entries()) {
+    if (protocol !== protocolVersion && protocol !== ackProtocolVersion) {
+      return yield* new InvalidOptions({
+        module: "TestCluster",
+        option: `syncProtocols[${index}]`,
+        value: protocol,
+        reason: `must be ${protocolVersion} or ${ackProtocolVersion}`
+      })
+    }
+  }
   let counter = 0
 
   yield* Effect.addFinalizer(() =>
@@ -199,7 +221,8 @@ export const make = Effect.fnUntraced(function*<E = never>(
     const runtimeLayer = InProcessRuntime.layer(network, node.id, {
       onEndpoint: (endpoint) => {
         entry.endpoint = endpoint
-      }
+      },
+      syncProtocol: node.syncProtocol
     })
     const onSpawn = options.onSpawn
     const watched = onSpawn === undefined ? runtimeLayer : Layer.effectContext(
@@ -246,7 +269,8 @@ export const make = Effect.fnUntraced(function*<E = never>(
     yield* Scope.close(r.scope, Exit.void)
   })
 
-  const addNode = Effect.fnUntraced(function*() {
+  const addNode = Effect.fnUntraced(function*(addOptions?: { readonly syncProtocol?: 1 | 2 | undefined }) {
+    const syncProtocol = addOptions?.syncProtocol ?? options.syncProtocols?.[counter] ?? ackProtocolVersion
     counter++
     const id = NodeId.make(`node-${counter}`)
     const node: TestNode = {
@@ -254,7 +278,8 @@ export const make = Effect.fnUntraced(function*<E = never>(
       store: persistence === "memory"
         ? InMemoryPersistence.makeStore(root === undefined ? undefined : { seed: root.derive(`store/${id}`).seed })
         : undefined,
-      clockOffsetMillis: 0
+      clockOffsetMillis: 0,
+      syncProtocol
     }
     nodes.push(node)
     yield* start(node)

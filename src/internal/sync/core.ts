@@ -9,15 +9,18 @@
  * shell reads it before stepping again. Each mechanism lives in its own
  * module: `inbound.ts` (the acceptance table at work), `push.ts` (urgency,
  * coalescing, delays, periodic sync), `membership.ts` (join exchange,
- * departures, resync), `peers.ts`, `departed.ts`, `views.ts`.
+ * departures, resync), `acks.ts` (awaited mutations and acknowledgements),
+ * `peers.ts`, `departed.ts`, `views.ts`.
  * @internal
  */
+import * as Acks from "./acks.ts"
 import * as Inbound from "./inbound.ts"
 import * as Membership from "./membership.ts"
 import * as Push from "./push.ts"
 import { emit, publish, setOwner, snapshotToAll, type SyncState } from "./state.ts"
 import type { Command, Input } from "./types.ts"
 
+export { requiredOf, retryMillisOf } from "./acks.ts"
 export { heldOf, make, type SyncState, syncFailed } from "./state.ts"
 export type * from "./types.ts"
 
@@ -33,9 +36,11 @@ export const step = <S, V, D, C>(
       break
     case "Snapshot":
       Inbound.snapshot(state, input.from, input.message, now)
+      if (state.ackWanted.size > 0) Acks.applied(state, input.from)
       break
     case "Delta":
       Inbound.delta(state, input.from, input.message, now)
+      if (state.ackWanted.size > 0) Acks.applied(state, input.from)
       break
     case "Request":
       Inbound.request(state, input.from, input.message)
@@ -54,6 +59,7 @@ export const step = <S, V, D, C>(
       break
     case "PeerLeft":
       Membership.peerLeft(state, input.node)
+      Acks.peerLeft(state, input.node)
       break
     case "Resync":
       Membership.resync(state, input.to, input.from)
@@ -66,6 +72,24 @@ export const step = <S, V, D, C>(
       break
     case "PeriodicDue":
       Push.periodic(state)
+      break
+    case "Await":
+      Acks.awaitAcks(state, input.id, input.generation, input.peers, input.eligible, input.unsupported, input.timeoutMillis)
+      break
+    case "AwaitDue":
+      Acks.awaitDue(state, input.id)
+      break
+    case "AwaitRetryDue":
+      Acks.retryDue(state, input.id)
+      break
+    case "AckRequest":
+      Acks.requested(state, input.from, input.message, now)
+      break
+    case "Ack":
+      Acks.acknowledged(state, input.from, input.message)
+      break
+    case "AckDue":
+      Acks.ackDue(state)
       break
     case "Reincarnated": {
       if (input.owner === undefined) {

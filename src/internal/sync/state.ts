@@ -32,8 +32,35 @@ export interface SyncState<S, V, D, C> {
   pushScheduled: boolean
   /** The generation the last periodic sync sent. */
   lastPeriodic: Generation | undefined
+  /** Owner side: the newest generation of this node's state each peer acknowledged. */
+  readonly acked: Map<NodeId, Generation>
+  /** Owner side: the mutations whose callers wait for acknowledgements, by id. */
+  readonly awaits: Map<number, PendingAwait>
+  /** Peer side: owners that asked for an acknowledgement, with the generation asked for. */
+  readonly ackWanted: Map<NodeId, Generation>
+  /** Peer side: acknowledgements due in this turn (owner -> generation held), sent on `AckDue`. */
+  readonly acksDue: Map<NodeId, Generation>
+  /** Whether an `AckDue` has been handed to the actor and not run yet. */
+  ackScheduled: boolean
   /** The commands of the current step (reused from step to step). */
   readonly out: Array<Command<D>>
+}
+
+/** A mutation whose caller waits for acknowledgements. */
+export interface PendingAwait {
+  readonly id: number
+  readonly generation: Generation
+  /** `"all"`: the required count follows the awaited members that are still members. */
+  readonly all: boolean
+  required: number
+  /** Members at the call that speak acknowledgements and are still members. */
+  readonly eligible: Set<NodeId>
+  /** Members at the call that do not speak acknowledgements and are still members. */
+  readonly unsupported: Set<NodeId>
+  /** Eligible members that acknowledged the generation (or a newer one). */
+  readonly acknowledged: Set<NodeId>
+  /** How long after asking the peers that have not acknowledged are asked again. */
+  readonly retryMillis: number
 }
 
 /**
@@ -61,6 +88,11 @@ export const make = <S, V, D, C>(
     delayDeadline: undefined,
     pushScheduled: false,
     lastPeriodic: undefined,
+    acked: new Map(),
+    awaits: new Map(),
+    ackWanted: new Map(),
+    acksDue: new Map(),
+    ackScheduled: false,
     out: []
   }
 }

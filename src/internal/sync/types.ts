@@ -12,7 +12,7 @@ import type { StateCounter } from "../../Metrics.ts"
 import type { NodeId } from "../../NodeId.ts"
 import type { VersionMismatchPolicy } from "../../StateRegistry.ts"
 import type { StateView } from "../../StateView.ts"
-import type { DeltaUpdate, FullSnapshot, RequestSnapshot } from "../../SyncMessage.ts"
+import type { Acknowledge, AckRequest, DeltaUpdate, FullSnapshot, RequestSnapshot } from "../../SyncMessage.ts"
 import type { PushMode } from "../../SyncStrategy.ts"
 
 export type { DepartedSizes, PushMode, VersionMismatchPolicy }
@@ -80,6 +80,12 @@ export interface Ports<V, D, C> {
 /** The counters of one state (`StateSyncMetrics`). */
 export type CounterKey = StateCounter
 
+/** How many peers an awaited mutation needs: a count, a majority of the group's members (the owner counted), or all. */
+export type AwaitPeers = number | "majority" | "all"
+
+/** How an awaited mutation's wait ended. */
+export type AwaitOutcome = "Acknowledged" | "TimedOut" | "Unsatisfiable"
+
 /** What the shell tells the core. `now` (monotonic milliseconds) comes with every step. */
 export type Input<S, V, C> =
   /** The state registered: `others` are the group's members besides this node. */
@@ -102,6 +108,29 @@ export type Input<S, V, C> =
   | { readonly _tag: "Reincarnated"; readonly owner: Owner<S, V> | undefined; readonly requester: NodeId }
   /** Messages from `from` were dropped, or replies to `to` were not sent, on a full mailbox. */
   | { readonly _tag: "Resync"; readonly to: ReadonlyArray<NodeId>; readonly from: ReadonlyArray<NodeId> }
+  /**
+   * A committed mutation at `generation` awaits acknowledgements: `eligible` are the group's other members
+   * that speak the acknowledgement's wire version, `unsupported` those that do not.
+   */
+  | {
+    readonly _tag: "Await"
+    readonly id: number
+    readonly generation: Generation
+    readonly peers: AwaitPeers
+    readonly eligible: ReadonlyArray<NodeId>
+    readonly unsupported: ReadonlyArray<NodeId>
+    readonly timeoutMillis: number
+  }
+  /** The timeout of await `id` passed. */
+  | { readonly _tag: "AwaitDue"; readonly id: number }
+  /** Time to ask again the peers that have not acknowledged await `id`. */
+  | { readonly _tag: "AwaitRetryDue"; readonly id: number }
+  /** The owner `from` asks for an acknowledgement of its state at `message.generation` or newer. */
+  | { readonly _tag: "AckRequest"; readonly from: NodeId; readonly message: AckRequest }
+  /** Peer `from` holds this node's state at `message.generation`. */
+  | { readonly _tag: "Ack"; readonly from: NodeId; readonly message: Acknowledge }
+  /** The acknowledgements due in this turn may go out (handed over by `ScheduleAck`). */
+  | { readonly _tag: "AckDue" }
 
 /** What the core asks the shell to do, in order. */
 export type Command<D> =
@@ -124,6 +153,33 @@ export type Command<D> =
   /** A peer holds `seen`, newer than our own generation: move to a newer incarnation, persist it, report. */
   | { readonly _tag: "Reincarnate"; readonly seen: Generation; readonly requester: NodeId }
   | { readonly _tag: "Log"; readonly level: "Debug" | "Warning" | "Error"; readonly message: string; readonly annotations: Readonly<Record<string, unknown>> }
+  /** Ask `to` to acknowledge this node's state once it holds `generation` or newer. */
+  | { readonly _tag: "SendAckRequest"; readonly to: NodeId; readonly generation: Generation }
+  /**
+   * Tell `AckDue` once this turn ends: at once when no message waits for the actor, else after the
+   * messages already waiting (the acknowledgements they make due are coalesced with these).
+   */
+  | { readonly _tag: "ScheduleAck" }
+  /** Tell owner `to` that its state is held here at `generation`. */
+  | { readonly _tag: "SendAck"; readonly to: NodeId; readonly generation: Generation }
+  /** Tell `AwaitDue` for await `id` after `millis`. */
+  | { readonly _tag: "StartAwaitTimer"; readonly id: number; readonly millis: number }
+  /** Tell `AwaitRetryDue` for await `id` after `millis`. */
+  | { readonly _tag: "StartAwaitRetry"; readonly id: number; readonly millis: number }
+  /**
+   * The wait of await `id` ended: `acknowledged` are the peers that hold its generation (or newer),
+   * `missing` the awaited members that do not, `required` how many were needed.
+   */
+  | {
+    readonly _tag: "ResolveAwait"
+    readonly id: number
+    readonly outcome: AwaitOutcome
+    readonly acknowledged: ReadonlyArray<NodeId>
+    readonly missing: ReadonlyArray<NodeId>
+    readonly required: number
+    readonly eligible: ReadonlyArray<NodeId>
+    readonly unsupported: ReadonlyArray<NodeId>
+  }
 
 /** The local entry of the view map for an owner state. */
 export const localEntry = <S, V>(

@@ -126,7 +126,9 @@ export const make = Effect.fnUntraced(function*(
     groupsVersion,
     groups: [...localGroups],
     members: memberList(),
-    features: [Protocol.traceContextFeature]
+    features: settings.syncProtocol >= 2
+      ? [Protocol.traceContextFeature, Protocol.syncProtocolFeature(2)]
+      : [Protocol.traceContextFeature]
   })
 
   const declareDown = Effect.fnUntraced(function*(peer: Peer, reason: DownReason) {
@@ -193,6 +195,7 @@ export const make = Effect.fnUntraced(function*(
         groups: new Set(),
         groupsVersion: -1,
         traceContext: false,
+        syncProtocol: 1,
         detector: Detector.make(settings.detector, now),
         queueGauge: MetricSeries.gauge(
           Metrics.outboundQueueBytes,
@@ -204,6 +207,7 @@ export const make = Effect.fnUntraced(function*(
     }
     peer.address = { host: hs.info.host, port: hs.info.port }
     peer.traceContext = hs.info.features?.includes(Protocol.traceContextFeature) ?? false
+    peer.syncProtocol = Protocol.negotiateSyncProtocol(settings.syncProtocol, hs.info.features)
     addresses.set(hs.node, peer.address)
     peer.conns.add(conn)
     peer.detector.heard(now)

@@ -51,6 +51,8 @@ export interface Settings extends Limits {
   readonly leaveTimeout: Duration.Duration
   readonly reconnect: Schedule.Schedule<unknown, unknown>
   readonly seedRetryPause: Duration.Duration
+  /** The highest sync frame protocol this node speaks (announced in its node info). */
+  readonly syncProtocol: number
 }
 
 // ---- diagnostics --------------------------------------------------------------------------------
@@ -120,6 +122,8 @@ export interface Peer {
   groupsVersion: number
   /** Whether the peer reads Delivers with a trace context (it listed the feature in its node info). */
   traceContext: boolean
+  /** The highest sync frame protocol both this node and the peer speak (negotiated from its node info). */
+  syncProtocol: number
   readonly detector: Detector.Detector
   /** The series of `Metrics.outboundQueueBytes` for this peer. */
   readonly queueGauge: Metric.Registration

@@ -27,7 +27,9 @@
  *
  * A node sends 0x85 only to a peer whose node info listed the feature
  * `"traceContext"` (a node that does not know the feature ignores the field
- * and gets 0x84 frames).
+ * and gets 0x84 frames). Likewise a node lists `"syncProtocol/2"` when it
+ * reads the sync frames of protocol 2 (the acknowledgement messages); the
+ * registry sends those only to peers with which both sides listed it.
  *
  * The registry's frames travel as opaque bytes inside `Deliver`, `Request`
  * and `Reply` messages; the registry checks them again itself. A `Deliver`
@@ -58,6 +60,22 @@ export const tracedDeliverProtocol = 0x85
 
 /** The feature a node lists in its node info when it reads `tracedDeliverProtocol` frames. */
 export const traceContextFeature = "traceContext"
+
+/**
+ * The feature a node lists for each sync frame protocol beyond 1 that it speaks (`"syncProtocol/2"`:
+ * the acknowledgement messages). The sync protocol of a connection is the highest both list (1 when a
+ * side lists none).
+ */
+export const syncProtocolFeature = (version: number): string => `syncProtocol/${version}`
+
+/** The highest sync frame protocol both sides speak: this node's `own`, and what the peer's `features` list. */
+export const negotiateSyncProtocol = (own: number, features: ReadonlyArray<string> | undefined): number => {
+  let version = 1
+  if (features !== undefined) {
+    for (let v = 2; v <= own; v++) if (features.includes(syncProtocolFeature(v))) version = v
+  }
+  return version
+}
 
 /** The longest trace or span id carried (longer ones are not sent). */
 export const maxTraceIdLength = 64

@@ -145,6 +145,9 @@ export const make = Effect.fnUntraced(function*(
   // ---- services -------------------------------------------------------------------------------
   const runtime: ActorRuntime["Service"] = {
     nodeId: node.self,
+    syncProtocol: settings.syncProtocol,
+    // Negotiated in the handshake: the highest protocol both sides listed (1 for a node not connected).
+    peerProtocol: (peer) => node.peers.get(peer)?.syncProtocol ?? 1,
     spawn: (options) => spawnActor(options.mailbox === undefined ? { ...options, mailbox: settings.mailbox } : options),
     every,
     after,

@@ -9,7 +9,10 @@
  *
  * @since 0.1.0
  */
+import { Result } from "effect"
 import * as Generation from "../../Generation.ts"
+import { decodeFrame } from "../../internal/codec.ts"
+import { ackProtocolVersion, MaxFrameBytes } from "../../SyncMessage.ts"
 import type * as NodeId from "../../NodeId.ts"
 import type { StateView, ViewMap } from "../../StateView.ts"
 import type * as SimNetwork from "../SimNetwork.ts"
@@ -41,6 +44,8 @@ export interface Violation {
     | "RestartBelowAccepted"
     | "AcknowledgedMutationLost"
     | "EndedBelowAccepted"
+    | "AcknowledgedNotHeld"
+    | "AckNotLive"
   readonly at: number
   readonly detail: string
 }
@@ -69,6 +74,19 @@ export interface RunResult {
     readonly divergent: ReadonlyArray<string>
   }
   readonly mutations: { readonly attempted: number; readonly acknowledged: number; readonly failed: number }
+  /**
+   * Awaited writes (scenarios with `awaits`): how many awaited acknowledgements, how many returned
+   * acknowledged, timed out or could not be satisfied, and the probes after the final heal (each
+   * node's awaited write, which must be acknowledged: `AckNotLive` otherwise).
+   */
+  readonly acks: {
+    readonly awaited: number
+    readonly acknowledged: number
+    readonly timedOut: number
+    readonly unsatisfiable: number
+    readonly probes: number
+    readonly probesAcknowledged: number
+  }
   readonly reads: { readonly ok: number; readonly stalePeer: number }
   readonly frames: {
     readonly sent: number
@@ -195,6 +213,35 @@ export const make = (now: () => number) => {
   let injecting = false
   /** The largest departed set any shard reported. */
   let departedPeak = 0
+  /** (state, acknowledger, owner) → the newest generation the acknowledger ever acknowledged to the owner. */
+  const acksSent = new Map<string, { readonly generation: Generation.Generation; readonly life: number }>()
+  /** How many times each node came up: an acknowledgement made in an earlier life vouches for no view held now. */
+  const lives = new Map<NodeId.NodeId, number>()
+
+  /**
+   * An `Acknowledge` leaving a peer: at that moment the peer must hold the owner's view at the generation it
+   * acknowledges or newer, in the map it published last (it publishes before it acknowledges).
+   */
+  const ackSent = (sent: SimNetwork.SentFrame) => {
+    if (sent.frame.length <= 4 || sent.frame[4] !== ackProtocolVersion) return
+    const decoded = decodeFrame(sent.frame, MaxFrameBytes.defaultValue(), sent.from)
+    if (Result.isFailure(decoded) || decoded.success._tag !== "Acknowledge") return
+    const { generation, stateName } = decoded.success
+    const held = latest.get(stateName)?.get(sent.from)?.get(sent.to)
+    if (held === undefined || Generation.isNewer(generation, held.generation)) {
+      violation(
+        "AcknowledgedNotHeld",
+        `${sent.from} acknowledged ${Generation.format(generation)} of ${sent.to} (${stateName}) holding ${
+          held === undefined ? "no view" : Generation.format(held.generation)
+        }`
+      )
+    }
+    const k = key3(stateName, sent.from, sent.to)
+    const before = acksSent.get(k)
+    if (before === undefined || Generation.isNewer(generation, before.generation)) {
+      acksSent.set(k, { generation, life: lives.get(sent.from) ?? 0 })
+    }
+  }
 
   const settleDelivery = () => {
     const p = pending
@@ -292,6 +339,7 @@ export const make = (now: () => number) => {
     hash.str(event.frame.kind)
     switch (event._tag) {
       case "Sent":
+        ackSent(event.frame)
         return hash.bytes(event.frame.frame)
       case "Dropped":
         return hash.str(event.reason)
@@ -328,7 +376,44 @@ export const make = (now: () => number) => {
       attached = nodes
     },
     acceptedOf: (state: string, owner: NodeId.NodeId) => accepted.get(key2(state, owner)),
+    /**
+     * An awaited write of `owner` returned acknowledged by `acknowledgers`: each of them sent `owner` an
+     * acknowledgement of `generation` or newer (checked against its views as it left, by `trace`), and
+     * each of them that is up still holds the owner's view at that generation or newer, unless it
+     * restarted since (a new life starts without views). `AcknowledgedNotHeld` if not.
+     */
+    acknowledged: (
+      state: string,
+      owner: NodeId.NodeId,
+      generation: Generation.Generation,
+      acknowledgers: ReadonlyArray<NodeId.NodeId>
+    ) => {
+      hash.str(`acknowledged ${owner} ${state} ${Generation.format(generation)} by ${acknowledgers.join(",")}`)
+      for (const node of acknowledgers) {
+        const sent = acksSent.get(key3(state, node, owner))
+        if (sent === undefined || Generation.isNewer(generation, sent.generation)) {
+          violation(
+            "AcknowledgedNotHeld",
+            `${owner} counted ${node} for ${Generation.format(generation)} (${state}), which acknowledged ${
+              sent === undefined ? "nothing" : Generation.format(sent.generation)
+            }`
+          )
+          continue
+        }
+        if (down.has(node) || sent.life !== (lives.get(node) ?? 0)) continue
+        const held = latest.get(state)?.get(node)?.get(owner)
+        if (held === undefined || Generation.isNewer(generation, held.generation)) {
+          violation(
+            "AcknowledgedNotHeld",
+            `${node} acknowledged ${Generation.format(generation)} of ${owner} (${state}) but holds ${
+              held === undefined ? "no view" : Generation.format(held.generation)
+            }`
+          )
+        }
+      }
+    },
     nodeUp: (node: NodeId.NodeId) => {
+      lives.set(node, (lives.get(node) ?? 0) + 1)
       known.add(node)
       down.delete(node)
       for (const k of [...removed]) if (k.endsWith(`\u0000${node}`)) removed.delete(k)

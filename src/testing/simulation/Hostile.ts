@@ -14,7 +14,7 @@ import * as Generation from "../../Generation.ts"
 import { encodeFrame } from "../../internal/codec.ts"
 import * as NodeId from "../../NodeId.ts"
 import * as StateRegistry from "../../StateRegistry.ts"
-import { frameHeaderBytes, FullSnapshot, protocolVersion, RequestSnapshot } from "../../SyncMessage.ts"
+import { ackProtocolVersion, frameHeaderBytes, FullSnapshot, protocolVersion, RequestSnapshot } from "../../SyncMessage.ts"
 import * as Fixtures from "../Fixtures.ts"
 import type * as Prng from "../Prng.ts"
 import type * as TestCluster from "../TestCluster.ts"
@@ -74,7 +74,7 @@ export const hostileFrames = (
   const unknownTag = valid.slice(frameHeaderBytes)
   unknownTag[0] = 0x7f
   const wrongProtocol = valid.slice()
-  wrongProtocol[4] = protocolVersion + 1
+  wrongProtocol[4] = ackProtocolVersion + 1
   const flipped = valid.slice()
   const bit = random.int(frameHeaderBytes * 8, flipped.length * 8 - 1)
   flipped[bit >>> 3] ^= 1 << (bit & 7)

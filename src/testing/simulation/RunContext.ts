@@ -50,6 +50,14 @@ export interface RunContext {
   readonly all: Array<TestCluster.TestNode>
   readonly paused: Set<NodeId.NodeId>
   readonly mutations: { attempted: number; acknowledged: number; failed: number }
+  readonly acks: {
+    awaited: number
+    acknowledged: number
+    timedOut: number
+    unsatisfiable: number
+    probes: number
+    probesAcknowledged: number
+  }
   readonly reads: { ok: number; stalePeer: number }
   readonly mailboxes: { actors: number; samples: number; peak: number }
   /** Every workload effect forked so far. */
@@ -141,6 +149,8 @@ export const make = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed
       actors.set(node, [...list.filter((a) => a.name !== actor.name), actor])
     },
     nodes: size,
+    // versionSkew: the odd nodes (those sending wire version 1) also speak only sync protocol 1.
+    ...(fault === "versionSkew" ? { syncProtocols: Array.from({ length: size }, (_, i) => (i + 1) % 2 === 1 ? 1 : 2) } : {}),
     setup,
     seed,
     persistence,
@@ -180,6 +190,7 @@ export const make = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed
     all: [...cluster.nodes],
     paused,
     mutations: { attempted: 0, acknowledged: 0, failed: 0 },
+    acks: { awaited: 0, acknowledged: 0, timedOut: 0, unsatisfiable: 0, probes: 0, probesAcknowledged: 0 },
     reads: { ok: 0, stalePeer: 0 },
     mailboxes,
     fibers,

@@ -64,7 +64,9 @@ export const clusterSizes: ReadonlyArray<number> = [1, 2, 3, 5, 10]
  *   tag, an unknown state, a wrong protocol version, a wrong wire version, a
  *   forged source, a truncated and a bit-flipped frame);
  * - `versionSkew` (half the nodes send the delta-aware state in wire version
- *   2, the others in version 1, each reading both);
+ *   2, the others in version 1, each reading both; the same odd nodes speak
+ *   only sync frame protocol 1, without acknowledgements, so old and new
+ *   nodes run side by side);
  * - `churn` (join and leave cycles, `churnCycles` of them, rejoining with the
  *   same id or as new nodes); `slowPeer` (one node's links delayed by 300–900 ms with
  *   room for 8 frames, its mailboxes small, and the node pausing every other
@@ -142,6 +144,14 @@ export interface Scenario {
   readonly readers?: boolean | undefined
   /** Join/leave cycles of `churn` (default 60). */
   readonly churnCycles?: number | undefined
+  /**
+   * Awaited writes (default off): half the workload's mutations await
+   * acknowledgements (`"majority"`, `"all"` or 1 peer, `timing.ackTimeout`),
+   * each acknowledgement is checked against the acknowledgers' views, and
+   * after the final heal every node's awaited write must be acknowledged by
+   * every member that speaks acknowledgements.
+   */
+  readonly awaits?: boolean | undefined
 }
 
 /**
@@ -164,7 +174,9 @@ export const timing = {
   /** The largest one-way delay a fault sets (the slow peer's). */
   maxDelay: 900,
   /** Length of the quiet window after the final heal. */
-  quietWindow: 8000
+  quietWindow: 8000,
+  /** The timeout of awaited writes. */
+  ackTimeout: 1500
 } as const
 
 /**
@@ -225,6 +237,7 @@ export interface ResolvedScenario {
   readonly mutations: number
   readonly readers: boolean
   readonly churnCycles: number
+  readonly awaits: boolean
 }
 
 /**
@@ -239,7 +252,8 @@ export const resolve = (scenario: Scenario): ResolvedScenario => ({
   fault: scenario.fault,
   mutations: scenario.mutations ?? 24,
   readers: scenario.readers ?? (scenario.fault !== "lostLastWrite" || scenario.strategy === "feed"),
-  churnCycles: scenario.churnCycles ?? 60
+  churnCycles: scenario.churnCycles ?? 60,
+  awaits: scenario.awaits ?? false
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -1,25 +1,36 @@
 /**
  * The workload of a run, drawn from its `workload` stream: mutations of
  * either state on a node (the counter incremented, the resource changed by a
- * random delta), recorded as acknowledged or failed, and bounded-staleness
+ * random delta), recorded as acknowledged or failed (with `awaits`, half of
+ * them await acknowledgements, each checked against the acknowledgers'
+ * views as it returns), and bounded-staleness
  * reads, each checked as it answers: a read that succeeds returns no view
  * older than `maxStaleness` or with a pending change, and lacks no member
  * that has been up, with the reader, for longer than `pullTimeout`.
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Exit } from "effect"
+import { Cause, Duration, Effect, Exit, Fiber, Option } from "effect"
 import * as Generation from "../../Generation.ts"
 import type * as NodeId from "../../NodeId.ts"
 import type * as StateRegistry from "../../StateRegistry.ts"
+import * as SyncMessage from "../../SyncMessage.ts"
 import * as Fixtures from "../Fixtures.ts"
 import type * as TestCluster from "../TestCluster.ts"
 import type { RunContext } from "./RunContext.ts"
 import type { StateName } from "./Scenario.ts"
 import { timing } from "./Scenario.ts"
 
-/** One mutation of `state` on `node`, counted and hashed; an acknowledged one is remembered for durability. */
-export const mutate = Effect.fnUntraced(function*(ctx: RunContext, node: TestCluster.TestNode, state: StateName) {
+/**
+ * One mutation of `state` on `node`, counted and hashed; an acknowledged one is remembered for durability.
+ * `awaitable: false` never awaits acknowledgements (a mutation the script runs in line, behind cut links).
+ */
+export const mutate = Effect.fnUntraced(function*(
+  ctx: RunContext,
+  node: TestCluster.TestNode,
+  state: StateName,
+  awaitable: boolean = true
+) {
   const { checker, mutations, work } = ctx
   mutations.attempted++
   const h = yield* ctx.handleOn(node, state)
@@ -29,16 +40,81 @@ export const mutate = Effect.fnUntraced(function*(ctx: RunContext, node: TestClu
     ...(work.chance(0.5) ? { memoryUsedMiB: work.int(0, 4096) } : {}),
     ...(work.chance(0.2) ? { tags: [work.pick(["a", "b", "gpu", "eu"])] } : {})
   }
+  // Drawn only in runs with awaited writes: the workload stream of the others stays as it was.
+  const awaited: StateRegistry.MutateOptions | undefined = ctx.scenario.awaits && awaitable && work.chance(0.5)
+    ? { await: { peers: work.pick<StateRegistry.AwaitOptions["peers"]>(["majority", "all", 1]), timeout: timing.ackTimeout } }
+    : undefined
+  const simple = h as unknown as StateRegistry.SimpleHandle<{ readonly value: number }>
+  const delta = h as unknown as StateRegistry.DeltaHandle<
+    Fixtures.NodeResourceState,
+    Fixtures.NodeResourceView,
+    Fixtures.NodeResourceChange
+  >
+  const increment = (s: { readonly value: number }) => ({ value: s.value + 1 })
+  const update = (s: Fixtures.NodeResourceState) => Fixtures.updateResource(s, change)
   const effect = state === Fixtures.Counter.name
-    ? (h as unknown as StateRegistry.SimpleHandle<{ readonly value: number }>).mutate((s) => ({ value: s.value + 1 }))
-    : (h as unknown as StateRegistry.DeltaHandle<Fixtures.NodeResourceState, Fixtures.NodeResourceView, Fixtures.NodeResourceChange>)
-      .mutateWithDelta((s) => Fixtures.updateResource(s, change))
+    ? (awaited === undefined ? simple.mutate(increment) : simple.mutate(increment, awaited))
+    : (awaited === undefined ? delta.mutateWithDelta(update) : delta.mutateWithDelta(update, awaited))
   const exit = yield* Effect.exit(effect as Effect.Effect<StateRegistry.Committed<unknown>, unknown>)
   checker.hash.str(`mutate ${node.id} ${state} ${Exit.isSuccess(exit) ? Generation.format(exit.value.generation) : "failed"}`)
+  if (awaited !== undefined) awaitedOutcome(ctx, node, state, exit)
   if (Exit.isSuccess(exit)) {
     mutations.acknowledged++
     m.acked.set(state, { generation: exit.value.generation, state: exit.value.state })
   } else if (!ctx.defectOf(exit, `mutate on ${node.id}`)) mutations.failed++
+})
+
+/** Counts an awaited write's outcome and checks that its acknowledgers hold it. */
+const awaitedOutcome = (
+  ctx: RunContext,
+  node: TestCluster.TestNode,
+  state: StateName,
+  exit: Exit.Exit<StateRegistry.Committed<unknown>, unknown>
+): void => {
+  ctx.acks.awaited++
+  if (Exit.isSuccess(exit)) {
+    const result = exit.value as StateRegistry.Acknowledged<unknown>
+    ctx.acks.acknowledged++
+    ctx.checker.acknowledged(state, node.id, result.generation, result.acknowledgedBy)
+    return
+  }
+  const error = Cause.findErrorOption(exit.cause)
+  if (Option.isSome(error)) {
+    const tag = (error.value as { readonly _tag?: string })._tag
+    if (tag === "AckTimeout") ctx.acks.timedOut++
+    else if (tag === "AckUnsatisfiable") ctx.acks.unsatisfiable++
+  }
+}
+
+/**
+ * After the final heal, every node's awaited write to the counter must be acknowledged by every other
+ * member that speaks acknowledgements (`AckNotLive` otherwise): links are perfect by then, so it needs
+ * one round trip; it is given the ack timeout.
+ */
+export const probeAcks = Effect.fnUntraced(function*(ctx: RunContext) {
+  const { checker, cluster } = ctx
+  const up = cluster.nodes
+  for (const node of up) {
+    if (node.syncProtocol < SyncMessage.ackProtocolVersion) continue
+    const peers = up.filter((n) => n !== node && n.syncProtocol >= SyncMessage.ackProtocolVersion).length
+    if (peers === 0) continue
+    ctx.acks.probes++
+    const h = (yield* ctx.handleOn(node, Fixtures.Counter.name)) as unknown as StateRegistry.SimpleHandle<{ readonly value: number }>
+    const fiber = yield* Effect.forkChild(
+      h.mutate((s) => ({ value: s.value + 1 }), { await: { peers, timeout: timing.ackTimeout } })
+    )
+    yield* cluster.settle
+    if (fiber.pollUnsafe() === undefined) yield* ctx.advance(timing.ackTimeout)
+    const exit = yield* Fiber.await(fiber)
+    checker.hash.str(`probe ${node.id} ${Exit.isSuccess(exit) ? exit.value.acknowledged : "failed"}`)
+    if (Exit.isSuccess(exit)) {
+      ctx.acks.probesAcknowledged++
+      checker.acknowledged(Fixtures.Counter.name, node.id, exit.value.generation, exit.value.acknowledgedBy)
+      ctx.metaOf(node).acked.set(Fixtures.Counter.name, { generation: exit.value.generation, state: exit.value.state })
+    } else {
+      checker.violation("AckNotLive", `${node.id}'s awaited write after the heal failed: ${Cause.pretty(exit.cause).split("\n")[0]}`)
+    }
+  }
 })
 
 /** One bounded-staleness read of `state` on `node`, checked as it answers, counted and hashed. */
