@@ -24,6 +24,8 @@ export * as NodeId from "./NodeId.ts"
 /** @since 0.1.0 */
 export * as StatePersistence from "./StatePersistence.ts"
 /** @since 0.1.0 */
+export * as StateHandle from "./StateHandle.ts"
+/** @since 0.1.0 */
 export * as StateRegistry from "./StateRegistry.ts"
 /** @since 0.1.0 */
 export * as StateView from "./StateView.ts"

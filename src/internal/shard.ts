@@ -8,47 +8,32 @@
  * published map; stale views are pulled (`pulls.ts`).
  * @internal
  */
-import { Clock, Deferred, Duration, Effect, Exit, Fiber, type Option, PubSub, Result, Scope, Stream, SubscriptionRef, type Tracer } from "effect"
-import type { ActorRef, ActorRuntime, MailboxCapacity, TraceContext } from "../ActorRuntime.ts"
-import type {
-  Observer,
-  PeerSyncStatus,
-  StateHealth,
-  StateReadiness,
-  StateStatus,
-  StateSyncMetrics
-} from "../Diagnostics.ts"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, PubSub, Result, Scope, Stream, SubscriptionRef } from "effect"
+import type { ActorRef, TraceContext } from "../ActorRuntime.ts"
+import type { StateReadiness } from "../Diagnostics.ts"
 import type * as DistributedState from "../DistributedState.ts"
-import {
-  AckTimeout,
-  AckUnsatisfiable,
-  ActorStopped,
-  type InvalidOptions,
-  MailboxFull,
-  MalformedMessage,
-  PersistenceFailed,
-  type StalePeer
-} from "../DStateError.ts"
+import { ActorStopped, type InvalidOptions, MailboxFull, MalformedMessage, PersistenceFailed } from "../DStateError.ts"
 import * as Generation from "../Generation.ts"
 import * as Metrics from "../Metrics.ts"
 import type { NodeId } from "../NodeId.ts"
-import type { VersionMismatchPolicy } from "../StateRegistry.ts"
-import type { StatePersistence } from "../StatePersistence.ts"
-import type { StateView, ViewDiff, ViewMap } from "../StateView.ts"
-import {
-  type Acknowledge,
-  ackProtocolVersion,
-  type AckRequest,
-  type ChangeNotice,
-  type DeltaUpdate,
-  type FullSnapshot,
-  type RequestSnapshot,
-  type SyncMessage
-} from "../SyncMessage.ts"
-import type { SyncStrategy } from "../SyncStrategy.ts"
+import type { ViewMap } from "../StateView.ts"
+import type { RequestSnapshot } from "../SyncMessage.ts"
 import { isSucceeded } from "./actor.ts"
+import * as Awaits from "./awaits.ts"
+import type {
+  Acknowledged,
+  Apply,
+  AwaitSpec,
+  Committed,
+  Inbound,
+  Message,
+  QueryOptions,
+  Shard,
+  ShardEnv,
+  ShardOptions
+} from "./shardApi.ts"
 import * as ChangeStreams from "./changeStreams.ts"
-import { encodeFrame, makeStateCodec } from "./codec.ts"
+import { makeStateCodec } from "./codec.ts"
 import * as MetricSeries from "./metricSeries.ts"
 import * as OwnerStore from "./ownerStore.ts"
 import * as DataMailbox from "./dataMailbox.ts"
@@ -58,124 +43,7 @@ import * as StateFrames from "./stateFrames.ts"
 import * as Sync from "./sync/core.ts"
 import * as Tracing from "./tracing.ts"
 
-export interface ShardOptions {
-  readonly strategy: SyncStrategy
-  readonly persist: boolean
-  readonly pullTimeout: Duration.Duration
-  readonly versionMismatchPolicy: VersionMismatchPolicy
-  readonly mailbox: MailboxCapacity
-}
-
-export interface ShardEnv {
-  readonly runtime: ActorRuntime["Service"]
-  /** The node's change-feed aggregator. */
-  readonly notify: (notice: ChangeNotice) => void
-  readonly persistence: StatePersistence["Service"] | undefined
-  readonly maxFrameBytes: number
-  readonly departedCapacity: number
-  readonly observer: Observer | undefined
-  /** The node's one door for inbound frames: decodes a frame from `from`, counting and reporting a rejected one. */
-  readonly decodeInbound: (from: NodeId, frame: Uint8Array) => Effect.Effect<Result.Result<SyncMessage, unknown>>
-}
-
-export interface QueryOptions {
-  readonly maxStaleness?: Duration.Input | undefined
-}
-
-export interface Committed<S> {
-  readonly generation: Generation.Generation
-  readonly state: S
-}
-
-/** A committed mutation and the peers that acknowledged it. */
-export interface Acknowledged<S> extends Committed<S> {
-  readonly acknowledged: number
-  readonly acknowledgedBy: ReadonlyArray<NodeId>
-  readonly required: number
-}
-
-/** What an awaited mutation waits for (checked by the registry). */
-export interface AwaitSpec {
-  readonly peers: Sync.AwaitPeers
-  readonly timeoutMillis: number
-}
-
-type Inbound = FullSnapshot | DeltaUpdate | RequestSnapshot | AckRequest | Acknowledge
-
-type AwaitResolution = Extract<Sync.Command<unknown>, { readonly _tag: "ResolveAwait" }>
-type Apply<S, C> = (state: S) => { readonly state: S; readonly change: C | undefined }
-
-type Message<S, C> =
-  | {
-    readonly _tag: "Mutate"
-    readonly apply: Apply<S, C>
-    readonly done: Deferred.Deferred<Committed<S>, PersistenceFailed>
-    /** Monotonic ms of the `mutate` call. */
-    readonly startedAt: number
-    readonly span: Tracer.AnySpan | undefined
-  }
-  /** Saves and commits the staged persisted mutations (`groupCommit.ts`). */
-  | { readonly _tag: "Flush" }
-  | {
-    readonly _tag: "Inbound"
-    readonly from: NodeId
-    readonly message: Inbound
-    readonly done?: Deferred.Deferred<void>
-    readonly trace?: TraceContext | undefined
-  }
-  | { readonly _tag: "PeerJoined"; readonly node: NodeId }
-  | { readonly _tag: "AwaitView"; readonly node: NodeId }
-  | { readonly _tag: "PeerLeft"; readonly node: NodeId }
-  | { readonly _tag: "Notice"; readonly source: NodeId; readonly generation: Generation.Generation }
-  | { readonly _tag: "DelayDue" }
-  | { readonly _tag: "Probe"; readonly done: Deferred.Deferred<void> }
-  | { readonly _tag: "PushDue" }
-  | { readonly _tag: "PeriodicDue" }
-  | {
-    readonly _tag: "Await"
-    readonly id: number
-    readonly generation: Generation.Generation
-    readonly spec: AwaitSpec
-  }
-  | { readonly _tag: "AwaitDue"; readonly id: number }
-  | { readonly _tag: "AwaitRetryDue"; readonly id: number }
-  | { readonly _tag: "AckDue" }
-
-export interface Shard<S, V, C> {
-  readonly name: string
-  readonly definition: DistributedState.DistributedState<S, V, any, C>
-  readonly group: string
-  /** Routes a decoded one-way message to the actor. */
-  readonly deliver: (from: NodeId, message: Inbound, trace?: TraceContext) => Effect.Effect<void>
-  /** Answers a pull with the current snapshot frame. */
-  readonly reply: (from: NodeId, message: RequestSnapshot) => Effect.Effect<Uint8Array>
-  readonly peerJoined: (node: NodeId) => Effect.Effect<void>
-  readonly peerLeft: (node: NodeId) => Effect.Effect<void>
-  /** A change-feed notice: `source`'s view reached `generation`. */
-  readonly markStale: (source: NodeId, generation: Generation.Generation) => Effect.Effect<void>
-  readonly mutate: (apply: Apply<S, C>) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull | ActorStopped>
-  /** A mutation whose caller waits until `spec.peers` peers hold it (or newer), or the timeout passes. */
-  readonly mutateAwait: (
-    apply: Apply<S, C>,
-    spec: AwaitSpec
-  ) => Effect.Effect<Acknowledged<S>, PersistenceFailed | MailboxFull | ActorStopped | AckTimeout | AckUnsatisfiable>
-  readonly query: <A>(options: QueryOptions, f: (views: ViewMap<V>) => A) => Effect.Effect<A, StalePeer | InvalidOptions>
-  readonly snapshot: Effect.Effect<ViewMap<V>>
-  readonly changes: Stream.Stream<ViewMap<V>>
-  readonly changesOf: (owner: NodeId) => Stream.Stream<Option.Option<StateView<V>>>
-  readonly diffs: Stream.Stream<ViewDiff<V>>
-  readonly state: Effect.Effect<S>
-  readonly local: Effect.Effect<StateView<V>>
-  readonly syncStatus: Effect.Effect<ReadonlyArray<PeerSyncStatus>>
-  readonly metrics: Effect.Effect<StateSyncMetrics>
-  readonly health: (staleAfterMillis: number) => Effect.Effect<StateHealth>
-  /** Completes once the actor has handled a probe sent now (it waits behind every message already queued). */
-  readonly probe: Effect.Effect<void, ActorStopped | MailboxFull>
-  /** Whether the initial exchange is done (no member's view awaited) and the last save succeeded. */
-  readonly readiness: Effect.Effect<StateReadiness>
-  /** What `/status` reports of this state: views held, staleness, sync status, counters. */
-  readonly status: Effect.Effect<StateStatus>
-}
+export type { Acknowledged, AwaitSpec, Committed, QueryOptions, Shard, ShardEnv, ShardOptions }
 
 /**
  * Starts a shard in the current scope: loads or creates the owner state, spawns the actor, announces itself.
@@ -344,100 +212,14 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
       case "Log":
         return log(command)
       case "SendAckRequest":
-        return sendAckFrame("AckRequest", command.to, command.generation)
       case "ScheduleAck":
-        // At once when no message waits; else behind the waiting ones, so that one acknowledgement per
-        // owner covers everything they bring.
-        return mailbox.size() === 0 ? ackNow : tellControl(ackDue)
       case "SendAck":
-        return sendAckFrame("Acknowledge", command.to, command.generation)
       case "StartAwaitTimer":
-        return startAwaitTimer(command.id, command.millis)
       case "StartAwaitRetry":
-        return startAwaitRetry(command.id, command.millis)
       case "ResolveAwait":
-        return resolveAwait(command)
+        return awaits.execute(command)
     }
   }
-
-  // ---- acknowledgements ---------------------------------------------------------------------------
-  /** The callers waiting for acknowledgements, by await id, with the timer of each once started. */
-  const waiting = new Map<number, {
-    readonly done: Deferred.Deferred<AwaitResolution, ActorStopped>
-    timer: Fiber.Fiber<void> | undefined
-    retry: Fiber.Fiber<void> | undefined
-  }>()
-  // The state stops (its node leaves or crashes): a caller still waiting for acknowledgements learns it.
-  yield* Effect.addFinalizer(() =>
-    Effect.sync(() => {
-      const stopped = new ActorStopped({ actor: `state/${name}` })
-      for (const entry of waiting.values()) Deferred.doneUnsafe(entry.done, Effect.fail(stopped))
-      waiting.clear()
-    })
-  )
-  let nextAwaitId = 0
-  const ackDue: Message<S, C> = { _tag: "AckDue" }
-  const ackNow = Effect.suspend(() => run(Sync.step(core, { _tag: "AckDue" }, monotonicNow())))
-
-  const sendAckFrame = (tag: "AckRequest" | "Acknowledge", to: NodeId, generation: Generation.Generation) => {
-    const frame = encodeFrame({ _tag: tag, stateName: name, source: self, generation }, env.maxFrameBytes)
-    return Result.isSuccess(frame) ? Effect.ignore(env.runtime.send(to, frame.success)) : undefined
-  }
-  const startAwaitTimer = (id: number, millis: number) =>
-    Effect.flatMap(
-      Scope.provide(env.runtime.after(millis, tellControl({ _tag: "AwaitDue", id })), shardScope),
-      (fiber) =>
-        Effect.sync(() => {
-          const entry = waiting.get(id)
-          if (entry !== undefined) entry.timer = fiber
-        })
-    )
-  const startAwaitRetry = (id: number, millis: number) =>
-    Effect.flatMap(
-      Scope.provide(env.runtime.after(millis, tellControl({ _tag: "AwaitRetryDue", id })), shardScope),
-      (fiber) =>
-        Effect.sync(() => {
-          const entry = waiting.get(id)
-          if (entry !== undefined) entry.retry = fiber
-        })
-    )
-  const resolveAwait = (command: AwaitResolution): Effect.Effect<void> | undefined => {
-    const entry = waiting.get(command.id)
-    if (entry === undefined) return undefined
-    waiting.delete(command.id)
-    Deferred.doneUnsafe(entry.done, Effect.succeed(command))
-    const timers = [entry.timer, entry.retry].filter((fiber) => fiber !== undefined)
-    return timers.length === 0 ? undefined : Fiber.interruptAll(timers)
-  }
-  /**
-   * Whether acknowledgement messages may be exchanged with `node`: both sides speak their protocol (as the
-   * runtime negotiated it when the peer connected or joined; every peer does when the runtime does not say).
-   */
-  const ownProtocol = env.runtime.syncProtocol ?? ackProtocolVersion
-  const speaksAcks = (node: NodeId): boolean => {
-    if (ownProtocol < ackProtocolVersion) return false
-    const protocol = env.runtime.peerProtocol
-    return protocol === undefined || protocol(node) >= ackProtocolVersion
-  }
-  const onAwait = Effect.fnUntraced(function*(id: number, generation: Generation.Generation, spec: AwaitSpec) {
-    const members = yield* env.runtime.members(group)
-    const eligible: Array<NodeId> = []
-    const unsupported: Array<NodeId> = []
-    for (const member of members) {
-      if (member === self) continue
-      if (speaksAcks(member)) eligible.push(member)
-      else unsupported.push(member)
-    }
-    yield* run(Sync.step(core, {
-      _tag: "Await",
-      id,
-      generation,
-      peers: spec.peers,
-      eligible,
-      unsupported,
-      timeoutMillis: spec.timeoutMillis
-    }, monotonicNow()))
-  })
 
   /** Carries out a step's commands in order; an exit when all of them were synchronous. */
   const run = (commands: ReadonlyArray<Sync.Command<D>>): Effect.Effect<void> => {
@@ -592,7 +374,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
       case "AwaitRetryDue":
         return run(Sync.step(core, message, monotonicNow()))
       case "Await":
-        return onAwait(message.id, message.generation, message.spec)
+        return awaits.register(message.id, message.generation, message.spec)
     }
   }
 
@@ -631,6 +413,18 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
   const runData = actor.tellOrRun === undefined ? tellData : mailbox.via(actor.tellOrRun)
   const tellControl = (message: Message<S, C>): Effect.Effect<void> => Effect.ignore(actor.tell(message))
 
+  const awaits = yield* Awaits.make<S>({
+    stateName: name,
+    group,
+    runtime: env.runtime,
+    maxFrameBytes: env.maxFrameBytes,
+    scope: shardScope,
+    actor,
+    waitingMessages: () => mailbox.size(),
+    tell: tellControl,
+    step: (input) => run(Sync.step(core, input, monotonicNow()))
+  })
+
   /** Delivers an inbound sync message, or drops it (counted) and remembers to resync with its sender. */
   const deliverInbound = (from: NodeId, message: Inbound, trace?: TraceContext) =>
     tellData({ _tag: "Inbound", from, message, trace }).pipe(
@@ -655,60 +449,6 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
       // caller's next mutation finds it idle instead of queueing behind it.
       return Effect.tap(handled, () => Effect.yieldNow)
     })
-
-  /** Waits until the core resolves an await of `committed`, and turns its outcome into the caller's result. */
-  const awaitAcks = (
-    committed: Committed<S>,
-    spec: AwaitSpec
-  ): Effect.Effect<Acknowledged<S>, AckTimeout | AckUnsatisfiable | ActorStopped> => {
-    const id = nextAwaitId++
-    const done = Deferred.makeUnsafe<AwaitResolution, ActorStopped>()
-    waiting.set(id, { done, timer: undefined, retry: undefined })
-    // Handled at once in this fiber when the actor is idle (no mailbox round), else through the mailbox.
-    const runIfIdle = actor.runIfIdleUnsafe
-    const registered = runIfIdle?.(() => onAwait(id, committed.generation, spec)) ??
-      actor.tell({ _tag: "Await", id, generation: committed.generation, spec }).pipe(
-        // The control mailbox is unbounded: only a stopped actor refuses.
-        Effect.catch(() => Effect.fail(new ActorStopped({ actor: `state/${name}` })))
-      )
-    return Effect.andThen(registered, Deferred.await(done)).pipe(
-      Effect.onInterrupt(() => Effect.sync(() => waiting.delete(id))),
-      Effect.flatMap((r): Effect.Effect<Acknowledged<S>, AckTimeout | AckUnsatisfiable | ActorStopped> => {
-        switch (r.outcome) {
-          case "Acknowledged":
-            return Effect.succeed({
-              generation: committed.generation,
-              state: committed.state,
-              acknowledged: r.acknowledged.length,
-              acknowledgedBy: r.acknowledged,
-              required: r.required
-            })
-          case "TimedOut":
-            return Effect.fail(
-              new AckTimeout({
-                stateName: name,
-                generation: committed.generation,
-                acknowledged: r.acknowledged.length,
-                required: r.required,
-                missing: r.missing,
-                timeoutMillis: spec.timeoutMillis
-              })
-            )
-          case "Unsatisfiable":
-            return Effect.fail(
-              new AckUnsatisfiable({
-                stateName: name,
-                generation: committed.generation,
-                acknowledged: r.acknowledged.length,
-                required: r.required,
-                eligible: r.eligible,
-                unsupported: r.unsupported
-              })
-            )
-        }
-      })
-    )
-  }
 
   // ---- queries and pulls ------------------------------------------------------------------------
   const queries = Pulls.make<V>({
@@ -768,7 +508,7 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     peerLeft: (node) => tellControl({ _tag: "PeerLeft", node }),
     markStale: (source, generation) => tellControl({ _tag: "Notice", source, generation }),
     mutate,
-    mutateAwait: (apply, spec) => Effect.flatMap(mutate(apply), (committed) => awaitAcks(committed, spec)),
+    mutateAwait: (apply, spec) => Effect.flatMap(mutate(apply), (committed) => awaits.await(committed, spec)),
     query: queries.query,
     snapshot: Effect.sync(() => core.views.handOut()),
     changes,
