@@ -22,12 +22,13 @@
  * (all) or `node --expose-gc bench/tcp.ts`; with `DSTATE_BENCH_PROFILE=<dir>`
  * every child writes a CPU profile there.
  */
-import { Effect, Result, Schema } from "effect"
-import { DistributedState, NodeId, SyncMessage } from "dstate"
+import { Effect, Result } from "effect"
+import { NodeId, SyncMessage } from "dstate"
 import { type ChildProcess, fork, spawn } from "node:child_process"
 import * as Net from "node:net"
 import { encodeFrame, makeStateCodec } from "../src/internal/codec.ts"
 import type { Row } from "./inprocess.ts"
+import { Feed, Small } from "./states.ts"
 
 const nodeScript = new URL("./tcpNode.ts", import.meta.url).pathname
 const MiB = 1024 * 1024
@@ -97,11 +98,6 @@ const percentile = (sorted: ReadonlyArray<number>, p: number) =>
 
 /** The size of the registry frame a 200-byte view travels in (what raw and Redis send per update). */
 const smallFrameBytes = (): number => {
-  const Small = DistributedState.make({
-    name: "bench",
-    schema: Schema.Struct({ seq: Schema.Int, sentAt: Schema.Finite, data: Schema.String }),
-    initial: () => ({ seq: 0, sentAt: 0, data: "x".repeat(180) })
-  })
   const payload = Result.getOrThrow(makeStateCodec(Small).encodeView({ seq: 123_456, sentAt: Date.now(), data: "x".repeat(180) }))
   const frame = encodeFrame(
     new SyncMessage.FullSnapshot({
@@ -120,21 +116,10 @@ const smallFrameBytes = (): number => {
 
 /** The size of the registry frame one delta of the bench's delta state travels in. */
 const deltaFrameBytes = (): number => {
-  const Feed = Schema.Struct({ seq: Schema.Int, sentAt: Schema.Finite })
-  const Delta = DistributedState.makeDelta({
-    name: "feed",
-    state: Feed,
-    view: Feed,
-    delta: Feed,
-    initial: () => ({ seq: 0, sentAt: 0 }),
-    projectView: (s) => s,
-    projectDelta: (change: typeof Feed.Type) => change,
-    applyDelta: (_view, delta) => delta
-  })
-  const payload = Result.getOrThrow(makeStateCodec(Delta).encodeDelta({ seq: 123_456, sentAt: Date.now() }))
+  const payload = Result.getOrThrow(makeStateCodec(Feed).encodeDelta({ seq: 123_456, sentAt: Date.now() }))
   const frame = encodeFrame(
     new SyncMessage.DeltaUpdate({
-      stateName: Delta.name,
+      stateName: Feed.name,
       source: NodeId.make("bench-a"),
       generation: { incarnation: Date.now(), age: 123_456 },
       wireVersion: 1,

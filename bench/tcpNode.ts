@@ -21,11 +21,12 @@
  * on a query sees it; the registry's observer is told synchronously), a raw
  * or Redis receiver when the frame has been read.
  */
-import { Effect, Layer, Queue, Redacted, Result, Schema } from "effect"
-import { DistributedState, NodeId, StateRegistry, SyncStrategy } from "dstate"
+import { Effect, Layer, Queue, Redacted, Result } from "effect"
+import { NodeId, StateRegistry, SyncStrategy } from "dstate"
 import { TcpRuntime } from "dstate/node"
 import * as Net from "node:net"
 import * as Protocol from "../src/node/internal/protocol.ts"
+import { Feed, Large, Small } from "./states.ts"
 
 const config = JSON.parse(process.argv[2] ?? "{}") as {
   readonly kind: "dstate" | "raw" | "redis" | "slow" | "flood"
@@ -381,33 +382,6 @@ const redis = async () => {
 }
 
 // ---- dstate ---------------------------------------------------------------------------------------
-
-const SmallView = Schema.Struct({ seq: Schema.Int, sentAt: Schema.Finite, data: Schema.String })
-const Small = DistributedState.make({
-  name: "bench",
-  schema: SmallView,
-  initial: () => ({ seq: 0, sentAt: 0, data: "x".repeat(180) })
-})
-
-const LargeView = Schema.Struct({ seq: Schema.Int, sentAt: Schema.Finite, blob: Schema.Uint8Array })
-const Large = DistributedState.make({
-  name: "large",
-  schema: LargeView,
-  initial: () => ({ seq: 0, sentAt: 0, blob: new Uint8Array(0) })
-})
-
-/** A delta state: every mutation is one small delta, sent on its own (nothing supersedes it but a snapshot). */
-const FeedView = Schema.Struct({ seq: Schema.Int, sentAt: Schema.Finite })
-const Feed = DistributedState.makeDelta({
-  name: "feed",
-  state: FeedView,
-  view: FeedView,
-  delta: FeedView,
-  initial: () => ({ seq: 0, sentAt: 0 }),
-  projectView: (s) => s,
-  projectDelta: (change: typeof FeedView.Type) => change,
-  applyDelta: (_view, delta) => delta
-})
 
 const dstate = Effect.gen(function*() {
   const transport = yield* TcpRuntime.TcpTransport

@@ -26,6 +26,7 @@ import * as Protocol from "../src/node/internal/protocol.ts"
 import * as Rejections from "../src/node/internal/rejections.ts"
 import type * as TcpRuntime from "../src/node/TcpRuntime.ts"
 import { eventuallyWithin } from "./support/Eventually.ts"
+import { canCutConnections, cut } from "./support/CutConnections.ts"
 import * as NodeProcesses from "./support/NodeProcesses.ts"
 import { frameOf, messagesOf, rawConnect, rawHello, write } from "./support/RawClient.ts"
 import { secret } from "./support/RealNodes.ts"
@@ -290,19 +291,6 @@ describe("TcpRuntime: rejection logs an attacker cannot fill", () => {
 })
 
 // ---- handshake lockout ------------------------------------------------------------------------------
-
-/** Whether this machine lets the test cut a live TCP connection (`ss -K` needs root and INET_DIAG_DESTROY). */
-const canCutConnections = (() => {
-  try {
-    execFileSync("ss", ["-K", "dport", "=", ":1"], { stdio: "ignore" })
-    return process.getuid?.() === 0
-  } catch {
-    return false
-  }
-})()
-
-/** Cuts every TCP connection matching the `ss` filter (both ends see it reset). */
-const cut = (...filter: ReadonlyArray<string>) => Effect.sync(() => execFileSync("ss", ["-K", ...filter], { stdio: "ignore" }))
 
 /**
  * Holds `count` idle connections open from `sources` (spread evenly), each

@@ -13,8 +13,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Redacted, Schedule } from "effect"
 import { ClusterEvents, NodeId, StateRegistry } from "dstate"
 import { Fixtures } from "dstate/testing"
-import { execFileSync } from "node:child_process"
 import * as TcpRuntime from "../src/node/TcpRuntime.ts"
+import { canCutConnections, cutPort } from "./support/CutConnections.ts"
 import { eventuallyWithin } from "./support/Eventually.ts"
 import { buildInOwnScope, fastTimings } from "./support/RealNodes.ts"
 
@@ -44,23 +44,6 @@ type Started = Effect.Success<ReturnType<typeof startNode>>
 
 const membersOf = (node: Started) =>
   Effect.map(Context.get(node.context, ClusterEvents.ClusterEvents).members, (members) => [...members].map(String).sort())
-
-/** Whether this machine lets the test cut a live TCP connection (`ss -K` needs root and INET_DIAG_DESTROY). */
-const canCutConnections = (() => {
-  try {
-    execFileSync("ss", ["-K", "dport", "=", ":1"], { stdio: "ignore" })
-    return process.getuid?.() === 0
-  } catch {
-    return false
-  }
-})()
-
-/** Cuts every TCP connection to or from `port` (both ends see it reset). */
-const cutPort = (port: number) =>
-  Effect.sync(() => {
-    execFileSync("ss", ["-K", "sport", "=", `:${port}`], { stdio: "ignore" })
-    execFileSync("ss", ["-K", "dport", "=", `:${port}`], { stdio: "ignore" })
-  })
 
 /** The counters that must stay 0 through a rotation. */
 const untouched = ["nodesLeft", "failuresDetected", "authFailures", "rejectedUnauthenticated", "rejectedMalformed", "rejectedTooLarge"] as const
