@@ -99,6 +99,8 @@ export const transport = {
   bytesReceived: counter("dstate_transport_bytes_received", "Bytes received on authenticated connections."),
   undelivered: counter("dstate_transport_undelivered", "One-way frames that arrived while no handler was installed."),
   oversizedSends: counter("dstate_transport_oversized_sends", "Frames that could not be sent because they exceed the frame limit."),
+  backpressureWaits: counter("dstate_transport_backpressure_waits", "Broadcasts of a state's delta that waited because a peer that was keeping up had its outbound queue at the backpressure mark."),
+  backpressureStalls: counter("dstate_transport_backpressure_stalls", "Such waits that ended because the peer wrote nothing for stallTimeout (it is left to the queue caps and repairs its gaps with a snapshot)."),
   heartbeatsSent: counter("dstate_transport_heartbeats_sent", "Heartbeats sent."),
   heartbeatsReceived: counter("dstate_transport_heartbeats_received", "Heartbeats received."),
   nodesJoined: counter("dstate_transport_nodes_joined", "Nodes that joined (NodeJoined)."),

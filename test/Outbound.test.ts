@@ -3,6 +3,8 @@ import { Deferred, Effect } from "effect"
 import * as Outbound from "../src/node/internal/outbound.ts"
 
 const caps = { maxBytes: 1024 * 1024, maxFrames: 1000 }
+/** A mark no test here reaches. */
+const noBackpressure = { frames: Number.MAX_SAFE_INTEGER, bytes: Number.MAX_SAFE_INTEGER, stallMillis: 1000 }
 
 /** A frame whose first byte says which one it is. */
 const frame = (id: number) => new Uint8Array([id, 0, 0, 0])
@@ -21,7 +23,7 @@ const drain = (queue: Outbound.Outbound, frames: number) =>
 describe("Outbound: caller-given supersede keys", () => {
   it.effect("a replacing frame drops every queued frame of its key and none of another key", () =>
     Effect.gen(function*() {
-      const queue = yield* Outbound.make(caps)
+      const queue = yield* Outbound.make(caps, noBackpressure)
       queue.offer(frame(1), { key: "a", replaces: true })
       queue.offer(frame(2), { key: "a", replaces: false })
       queue.offer(frame(3), { key: "b", replaces: false })
@@ -39,7 +41,7 @@ describe("Outbound: caller-given supersede keys", () => {
 
   it.effect("frames that do not replace are all kept, in order, until a replacing one follows", () =>
     Effect.gen(function*() {
-      const queue = yield* Outbound.make(caps)
+      const queue = yield* Outbound.make(caps, noBackpressure)
       queue.offer(frame(1), { key: "a", replaces: false })
       queue.offer(frame(2), { key: "a", replaces: false })
       queue.offer(frame(3), { key: "a", replaces: false })
@@ -49,7 +51,7 @@ describe("Outbound: caller-given supersede keys", () => {
 
   it.effect("a frame already taken by the writer is not superseded", () =>
     Effect.gen(function*() {
-      const queue = yield* Outbound.make(caps)
+      const queue = yield* Outbound.make(caps, noBackpressure)
       queue.offer(frame(1), { key: "a", replaces: false })
       assert.deepStrictEqual(yield* drain(queue, 1), [1])
       queue.offer(frame(2), { key: "a", replaces: false })
@@ -61,7 +63,7 @@ describe("Outbound: caller-given supersede keys", () => {
 
   it.effect("a frame dropped for the cap is no longer indexed under its key", () =>
     Effect.gen(function*() {
-      const queue = yield* Outbound.make({ maxBytes: 1024, maxFrames: 2 })
+      const queue = yield* Outbound.make({ maxBytes: 1024, maxFrames: 2 }, noBackpressure)
       queue.offer(frame(1), { key: "a", replaces: false })
       queue.offer(frame(2), { key: "b", replaces: false })
       queue.offer(frame(3), { key: "c", replaces: false }) // no queued frame of "c" to take the place of: drops 1, the oldest
@@ -74,7 +76,7 @@ describe("Outbound: caller-given supersede keys", () => {
 
   it.effect("at the frame cap, a frame that does not replace takes the place of the newest queued frame of its key", () =>
     Effect.gen(function*() {
-      const queue = yield* Outbound.make({ maxBytes: 1024, maxFrames: 3 })
+      const queue = yield* Outbound.make({ maxBytes: 1024, maxFrames: 3 }, noBackpressure)
       queue.offer(frame(1), { key: "a", replaces: false })
       queue.offer(frame(2), { key: "b", replaces: false })
       queue.offer(frame(3), { key: "a", replaces: false })
@@ -92,7 +94,7 @@ describe("Outbound: caller-given supersede keys", () => {
 
   it.effect("at the byte cap the same, when the newer frame fits in the place of the older one; else the oldest go", () =>
     Effect.gen(function*() {
-      const queue = yield* Outbound.make({ maxBytes: 12, maxFrames: 100 })
+      const queue = yield* Outbound.make({ maxBytes: 12, maxFrames: 100 }, noBackpressure)
       queue.offer(frame(1), { key: "a", replaces: false })
       queue.offer(frame(2), { key: "a", replaces: false })
       queue.offer(frame(3), { key: "a", replaces: false }) // 12 bytes: at the cap
@@ -107,7 +109,7 @@ describe("Outbound: caller-given supersede keys", () => {
 
   it.effect("a frame somebody waits to see written is never replaced at the cap, nor does one replace another", () =>
     Effect.gen(function*() {
-      const queue = yield* Outbound.make({ maxBytes: 1024, maxFrames: 2 })
+      const queue = yield* Outbound.make({ maxBytes: 1024, maxFrames: 2 }, noBackpressure)
       const written = Deferred.makeUnsafe<void>()
       queue.offer(frame(1), { key: "a", replaces: false })
       queue.offer(frame(2), { key: "a", replaces: false }, written)

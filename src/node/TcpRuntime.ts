@@ -152,6 +152,15 @@ export interface Limits {
   /** Cap of each peer's outbound queue in frames (default 10,000). */
   readonly maxQueuedFrames: number
   /**
+   * Frames queued for a peer at which a broadcast of a state's delta waits for that peer, while it keeps
+   * writing, until its queue is back under half of this (default: half of `maxQueuedFrames`; 1 to
+   * `maxQueuedFrames`). The owner's mutations are slowed to what its peers take instead of deltas being
+   * dropped at the cap; see `stallTimeout`.
+   */
+  readonly backpressureFrames: number
+  /** The same in queued bytes (default: half of `maxQueuedBytes`; 1 to `maxQueuedBytes`). */
+  readonly backpressureBytes: number
+  /**
    * Accepted connections allowed to be in their handshake at once (default 64). Connections this node dials
    * never count against it.
    */
@@ -211,6 +220,12 @@ export interface Options {
   readonly heartbeat?: HeartbeatOptions | undefined
   /** Time allowed for authentication of a new connection (default 5 seconds). */
   readonly handshakeTimeout?: Duration.Input | undefined
+  /**
+   * How long a peer may write nothing, with frames waiting for it, before a broadcast stops waiting for it
+   * (default 1 second): a peer that stopped reading is not waited for; its queue stays at its caps and it
+   * repairs the gaps with a snapshot once it reads again.
+   */
+  readonly stallTimeout?: Duration.Input | undefined
   /** Time an accepted connection has to send its first complete frame (`Hello`; default 1 second). */
   readonly handshakeIdleTimeout?: Duration.Input | undefined
   /**

@@ -22,7 +22,7 @@
  * member set.
  * @internal
  */
-import { Deferred, Effect, PubSub, Result, Stream } from "effect"
+import { Deferred, Duration, Effect, PubSub, Result, Stream } from "effect"
 import type { GroupJoin } from "../../ActorRuntime.ts"
 import { BoundedLru } from "../../internal/lru.ts"
 import * as MetricSeries from "../../internal/metricSeries.ts"
@@ -184,7 +184,14 @@ export const make = Effect.fnUntraced(function*(
     }
     const joining = peer === undefined
     if (peer === undefined) {
-      const outbound = yield* Outbound.make({ maxBytes: settings.maxQueuedBytes, maxFrames: settings.maxQueuedFrames })
+      const outbound = yield* Outbound.make(
+        { maxBytes: settings.maxQueuedBytes, maxFrames: settings.maxQueuedFrames },
+        {
+          frames: settings.backpressureFrames,
+          bytes: settings.backpressureBytes,
+          stallMillis: Duration.toMillis(settings.stallTimeout)
+        }
+      )
       peer = {
         node: hs.node,
         session: hs.session,

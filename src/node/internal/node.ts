@@ -44,6 +44,7 @@ export interface Settings extends Limits {
   readonly heartbeatInterval: Duration.Duration
   readonly detectorCheckInterval: Duration.Duration
   readonly detector: Detector.DetectorSettings
+  readonly stallTimeout: Duration.Duration
   readonly handshakeTimeout: Duration.Duration
   readonly handshakeIdleTimeout: Duration.Duration
   readonly rejectionLogInterval: Duration.Duration

@@ -24,9 +24,16 @@
  * Superseded frames stay in the `Queue` as tombstones without their bytes
  * until the writer reaches them; they count against the frame cap, so the
  * queue's length stays bounded as well as its bytes.
+ *
+ * Backpressure (`backpressure`): before a sequence frame would have to take
+ * another's place, the sender can wait while the peer is keeping up. The
+ * queue says when it is past its high-water mark (`pressed`), and `relieved`
+ * waits until it is back under half of that mark, or until the peer has
+ * written nothing for the stall timeout (a peer that stopped reading is left
+ * to the caps and repairs its gaps with a snapshot).
  * @internal
  */
-import { Deferred, Effect, Queue } from "effect"
+import { Clock, Deferred, Duration, Effect, Queue } from "effect"
 import type { Supersede } from "../../ActorRuntime.ts"
 import type { OutboundStats } from "../TcpRuntime.ts"
 
@@ -57,13 +64,37 @@ export interface Outbound {
   /** Drops everything queued. */
   readonly clear: () => void
   readonly stats: () => OutboundStats
+  /**
+   * Whether a sender should wait for this peer: the queue is at or past its high-water mark (frames or
+   * bytes) and the peer has written something within the stall timeout.
+   */
+  readonly pressed: () => boolean
+  /**
+   * Waits until the queue is back under half of its high-water mark (`"drained"`), or until the peer has
+   * written nothing for the stall timeout (`"stalled"`).
+   */
+  readonly relieved: Effect.Effect<"drained" | "stalled">
+}
+
+/** When a sender waits for a peer: the high-water mark (frames, bytes), and when a peer counts as stalled. */
+export interface Backpressure {
+  readonly frames: number
+  readonly bytes: number
+  readonly stallMillis: number
 }
 
 /** Creates an empty queue with the given caps. */
 export const make = Effect.fnUntraced(function*(
-  caps: { readonly maxBytes: number; readonly maxFrames: number }
+  caps: { readonly maxBytes: number; readonly maxFrames: number },
+  backpressure: Backpressure
 ): Effect.fn.Return<Outbound> {
   const queue = yield* Queue.unbounded<Item>()
+  const clock = yield* Clock.Clock
+  const nowMillis = () => Number(clock.monotonicTimeNanosUnsafe() / 1_000_000n)
+  /** When a batch last reached the socket (or the queue was made). */
+  let lastProgress = nowMillis()
+  /** Completed (and replaced) each time a batch reaches the socket. */
+  let progress = Deferred.makeUnsafe<void>()
   const index = new Map<string, Array<Item>>()
   let queuedBytes = 0
   let queuedFrames = 0
@@ -174,6 +205,10 @@ export const make = Effect.fnUntraced(function*(
   })
 
   const written = Effect.sync(() => {
+    lastProgress = nowMillis()
+    const wake = progress
+    progress = Deferred.makeUnsafe<void>()
+    Deferred.doneUnsafe(wake, Effect.void)
     for (const item of inFlight) {
       inFlightBytes -= item.size
       framesWritten++
@@ -198,11 +233,25 @@ export const make = Effect.fnUntraced(function*(
     inFlight = []
   }
 
+  const pressed = () =>
+    (queuedFrames >= backpressure.frames || queuedBytes >= backpressure.bytes) &&
+    nowMillis() - lastProgress < backpressure.stallMillis
+  const relieved: Effect.Effect<"drained" | "stalled"> = Effect.suspend(function loop(): Effect.Effect<"drained" | "stalled"> {
+    if (queuedFrames < backpressure.frames / 2 && queuedBytes < backpressure.bytes / 2) return Effect.succeed("drained")
+    const quiet = nowMillis() - lastProgress
+    if (quiet >= backpressure.stallMillis) return Effect.succeed("stalled")
+    return Effect.raceFirst(Deferred.await(progress), Effect.sleep(Duration.millis(backpressure.stallMillis - quiet))).pipe(
+      Effect.andThen(Effect.suspend(loop))
+    )
+  })
+
   return {
     offer,
     take,
     written,
     clear,
+    pressed,
+    relieved,
     stats: () => ({
       queuedBytes,
       queuedFrames,

@@ -32,14 +32,16 @@ export interface Routing {
   ) => Effect.Effect<void, NodeUnreachable>
   /**
    * Queues a registry frame for each of `targets` other than this node (the members of a group); with
-   * `trace`, peers that read trace contexts get it with the frame.
+   * `trace`, peers that read trace contexts get it with the frame. A frame of a sequence (a key that does
+   * not replace: a state's delta) then waits for every peer whose queue is at its backpressure mark while
+   * that peer keeps writing (`Outbound.relieved`); counted in `backpressureWaits` and `backpressureStalls`.
    */
   readonly broadcast: (
     targets: ReadonlyArray<NodeId>,
     payload: Uint8Array,
     supersede: Supersede | undefined,
     trace: TraceContext | undefined
-  ) => void
+  ) => Effect.Effect<void>
   /** Sends a request frame and waits for the reply frame. */
   readonly request: (
     to: NodeId,
@@ -173,6 +175,8 @@ export const make = (node: Node): Routing => {
         return Effect.void
       }),
     broadcast: (members, payload, supersede, trace) => {
+      /** Peers past their backpressure mark after this frame (only for a sequence frame). */
+      let pressed: Array<Peer> | undefined
       // Each frame is built once, the first time a peer needs it, and shared by every queue.
       let plain: ReturnType<typeof deliverFrame> | null = null
       let traced: ReturnType<typeof deliverFrame> | null = null
@@ -188,8 +192,16 @@ export const make = (node: Node): Routing => {
           if (plain === null) plain = deliverFrame(payload)
           frame = plain
         }
-        if (frame !== undefined) peer.outbound.offer(frame, supersede)
+        if (frame === undefined) continue
+        peer.outbound.offer(frame, supersede)
+        if (supersede !== undefined && !supersede.replaces && peer.outbound.pressed()) (pressed ??= []).push(peer)
       }
+      if (pressed === undefined) return Effect.void
+      counters.backpressureWaits++
+      return Effect.forEach(pressed, (peer) =>
+        Effect.map(peer.outbound.relieved, (outcome) => {
+          if (outcome === "stalled") counters.backpressureStalls++
+        }), { discard: true })
     },
     request,
     delivered: (from, payload, trace) =>

@@ -102,6 +102,21 @@ export const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxF
     )
   )
   const maxQueuedFrames = yield* count("limits.maxQueuedFrames", limits.maxQueuedFrames ?? 10_000)
+  const backpressureFrames = yield* Check.integer(
+    checker,
+    "limits.backpressureFrames",
+    limits.backpressureFrames ?? Math.max(1, Math.floor(maxQueuedFrames / 2)),
+    1,
+    maxQueuedFrames
+  )
+  const backpressureBytes = yield* Check.integer(
+    checker,
+    "limits.backpressureBytes",
+    limits.backpressureBytes ?? Math.max(1, Math.floor(maxQueuedBytes / 2)),
+    1,
+    maxQueuedBytes
+  )
+  const stallTimeout = yield* positive("stallTimeout", options.stallTimeout ?? "1 second")
   const maxPendingHandshakes = yield* count("limits.maxPendingHandshakes", limits.maxPendingHandshakes ?? 64)
   const maxPendingHandshakesPerAddress = yield* count(
     "limits.maxPendingHandshakesPerAddress",
@@ -160,6 +175,9 @@ export const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxF
     handshakeFrameBytes,
     maxQueuedBytes,
     maxQueuedFrames,
+    backpressureFrames,
+    backpressureBytes,
+    stallTimeout,
     maxPendingHandshakes,
     maxPendingHandshakesPerAddress,
     reservedHandshakes,

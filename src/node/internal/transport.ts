@@ -157,7 +157,7 @@ export const make = Effect.fnUntraced(function*(
     members: (group) => Effect.sync(() => membership.members(group)),
     groupJoins: membership.groupJoins,
     broadcast: (group, payload, supersede, trace) =>
-      Effect.sync(() => routing.broadcast(membership.members(group), payload, supersede, trace)),
+      Effect.suspend(() => routing.broadcast(membership.members(group), payload, supersede, trace)),
     send: routing.send,
     request: routing.request
   }
