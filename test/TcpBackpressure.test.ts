@@ -54,6 +54,17 @@ describe("Outbound: backpressure marks", () => {
       assert.strictEqual(yield* queue.relieved, "stalled")
     }))
 
+  it.effect("a cleared queue (its peer left) relieves its waiters at once", () =>
+    Effect.gen(function*() {
+      const queue = yield* Outbound.make({ maxBytes: 1 << 20, maxFrames: 100 }, { frames: 4, bytes: 1 << 20, stallMillis: 1000 })
+      for (let i = 0; i < 4; i++) queue.offer(frame(i), sequence)
+      const waiting = yield* Effect.forkChild(queue.relieved)
+      yield* Effect.yieldNow
+      assert.isUndefined(waiting.pollUnsafe())
+      queue.clear()
+      assert.strictEqual(yield* Fiber.join(waiting), "drained")
+    }))
+
   it.effect("the byte mark the same way", () =>
     Effect.gen(function*() {
       const queue = yield* Outbound.make({ maxBytes: 1 << 20, maxFrames: 100 }, { frames: 100, bytes: 16, stallMillis: 1000 })

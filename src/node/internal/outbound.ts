@@ -204,11 +204,16 @@ export const make = Effect.fnUntraced(function*(
     }
   })
 
-  const written = Effect.sync(() => {
-    lastProgress = nowMillis()
+  /** Wakes the senders waiting on this queue (they check it again). */
+  const wakeWaiters = () => {
     const wake = progress
     progress = Deferred.makeUnsafe<void>()
     Deferred.doneUnsafe(wake, Effect.void)
+  }
+
+  const written = Effect.sync(() => {
+    lastProgress = nowMillis()
+    wakeWaiters()
     for (const item of inFlight) {
       inFlightBytes -= item.size
       framesWritten++
@@ -226,6 +231,8 @@ export const make = Effect.fnUntraced(function*(
       discard(head.value)
     }
     index.clear()
+    // A peer that left is not waited for.
+    wakeWaiters()
     for (const item of inFlight) {
       inFlightBytes -= item.size
       if (item.written !== undefined) Deferred.doneUnsafe(item.written, Effect.void)
