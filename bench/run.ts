@@ -3,7 +3,7 @@
  * bench/results/results.json and bench/results/results.md.
  *
  * `npm run bench -- persistence` (any benchmark names: `inprocess`, `tcp`,
- * `persistence`, `groupcommit`) runs only those and prints their table; the results files
+ * `persistence`, `groupcommit`, `manystates`) runs only those and prints their table; the results files
  * are left alone (they hold complete runs, all from one machine).
  */
 import { Effect } from "effect"
@@ -11,6 +11,7 @@ import { writeFileSync } from "node:fs"
 import * as os from "node:os"
 import { run as inprocess, type Row } from "./inprocess.ts"
 import { run as groupcommit } from "./groupCommit.ts"
+import { run as manystates } from "./manyStates.ts"
 import { run as persistence } from "./persistence.ts"
 import { run as tcp } from "./tcp.ts"
 
@@ -19,7 +20,8 @@ const benchmarks = [
   { name: "inprocess", run: inprocess },
   { name: "tcp", run: tcp },
   { name: "persistence", run: persistence },
-  { name: "groupcommit", run: groupcommit }
+  { name: "groupcommit", run: groupcommit },
+  { name: "manystates", run: manystates }
 ]
 const filter = process.argv.slice(2)
 const unknown = filter.filter((name) => !benchmarks.some((b) => b.name === name))

@@ -83,7 +83,7 @@ export interface Options {
   /**
    * Once the journal holds more than this many bytes after a batch, it is
    * compacted: the newest record of every state in it is written as that
-   * state's snapshot, and the journal is emptied. Default 16 MiB.
+   * state's snapshot, and the journal is emptied. Default 64 MiB.
    */
   readonly journalBytes?: number | undefined
 }
@@ -105,12 +105,12 @@ export const defaultCompactEvery = 64
 export const defaultMaxBatchSaves = 512
 
 /**
- * The default of `Options.journalBytes` (16 MiB).
+ * The default of `Options.journalBytes` (64 MiB).
  *
  * @category constructors
  * @since 0.2.0
  */
-export const defaultJournalBytes = 16 * 1024 * 1024
+export const defaultJournalBytes = 64 * 1024 * 1024
 
 const maxEncodedName = 100
 
@@ -312,6 +312,13 @@ interface Queued {
   readonly slot: Slot
   readonly record: StoredState
   readonly change: StoredChange | undefined
+  /**
+   * The entry, encoded by the caller (while the journal writes the previous
+   * batch): a change when the state's log had room at the call, else the
+   * record. The writer encodes the record instead when the change no longer
+   * fits (a full record came due, or a save failed meanwhile).
+   */
+  readonly entry: Journal.Pending
   readonly done: Deferred.Deferred<void, PersistenceFailed>
 }
 
@@ -698,7 +705,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         return Result.isFailure(encoded)
           ? Effect.die(encoded.failure)
           : writeDurably(slot.temp, snapshotFile(encoded.success, bufferOf(slot)))
-      }), { concurrency: 4, discard: true })
+      }), { concurrency: 8, discard: true })
     for (const slot of dirty) yield* fs.rename(slot.temp, slot.snapshot)
     yield* syncDirectory
     // The snapshots are durable: the logs and the journal entries they include may go.
@@ -731,23 +738,18 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       for (const item of batch) {
         const slot = item.slot
         const logged = slot.logged
-        let entry: Journal.Pending
-        if (item.change !== undefined && logged !== undefined && logged + 1 < compactEvery) {
-          const json = encodeChange(item.change)
-          if (Result.isFailure(json)) {
-            Deferred.doneUnsafe(item.done, Effect.fail(encodeFailed(slot.name, "change", json.failure)))
-            continue
-          }
-          entry = { kind: Journal.kindChange, name: slot.name, json: json.success }
+        let entry = item.entry
+        if (entry.kind === Journal.kindChange && logged !== undefined && logged + 1 < compactEvery) {
           slot.logged = logged + 1
         } else {
-          const { changes: _, ...snapshot } = item.record
-          const json = encodeRecord(snapshot)
-          if (Result.isFailure(json)) {
-            Deferred.doneUnsafe(item.done, Effect.fail(encodeFailed(slot.name, "record", json.failure)))
-            continue
+          if (entry.kind === Journal.kindChange) {
+            const json = encodeRecord(withoutChanges(item.record))
+            if (Result.isFailure(json)) {
+              Deferred.doneUnsafe(item.done, Effect.fail(encodeFailed(slot.name, "record", json.failure)))
+              continue
+            }
+            entry = { kind: Journal.kindRecord, name: slot.name, json: json.success }
           }
-          entry = { kind: Journal.kindRecord, name: slot.name, json: json.success }
           slot.logged = 0
         }
         entries.push(entry)
@@ -795,8 +797,20 @@ export const make = Effect.fnUntraced(function*(options: Options) {
 
   const save = (stateName: string, record: StoredState, change?: StoredChange) =>
     Effect.suspend(() => {
+      const slot = slotOf(stateName)
+      const logged = slot.logged
+      let entry: Journal.Pending
+      if (change !== undefined && logged !== undefined && logged + 1 < compactEvery) {
+        const json = encodeChange(change)
+        if (Result.isFailure(json)) return Effect.fail(encodeFailed(stateName, "change", json.failure))
+        entry = { kind: Journal.kindChange, name: stateName, json: json.success }
+      } else {
+        const json = encodeRecord(record.changes === undefined ? record : withoutChanges(record))
+        if (Result.isFailure(json)) return Effect.fail(encodeFailed(stateName, "record", json.failure))
+        entry = { kind: Journal.kindRecord, name: stateName, json: json.success }
+      }
       const done = Deferred.makeUnsafe<void, PersistenceFailed>()
-      Queue.offerUnsafe(queue, { slot: slotOf(stateName), record, change, done })
+      Queue.offerUnsafe(queue, { slot, record, change, entry, done })
       return Deferred.await(done)
     })
 
