@@ -246,10 +246,18 @@ export const make = Effect.fnUntraced(function*(options: Options) {
    * logs (a data-modifying `WITH`), and appends the changes of the other
    * states, so that all of it happens or none.
    */
-  const writeRows = (recordRows: ReadonlyArray<RecordRow>, changeRows: ReadonlyArray<ChangeRow>) => {
+  const writeRows = (
+    recordRows: ReadonlyArray<RecordRow>,
+    changeRows: ReadonlyArray<ChangeRow>,
+    toClear: ReadonlyArray<string>
+  ) => {
     if (recordRows.length === 0) return insertChanges(changeRows)
-    const names = recordRows.map((row) => row.state_name)
-    const cleared = sql`DELETE FROM ${changes} WHERE node = ${node} AND state_name IN ${sql.in(names)}`
+    if (toClear.length === 0) {
+      return changeRows.length === 0
+        ? upsertRecords(recordRows)
+        : sql`WITH logged AS (${insertChanges(changeRows)}) ${upsertRecords(recordRows)}`
+    }
+    const cleared = sql`DELETE FROM ${changes} WHERE node = ${node} AND state_name IN ${sql.in(toClear)}`
     return changeRows.length === 0
       ? sql`WITH cleared AS (${cleared}) ${upsertRecords(recordRows)}`
       : sql`WITH cleared AS (${cleared}), logged AS (${insertChanges(changeRows)}) ${upsertRecords(recordRows)}`
@@ -273,6 +281,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       }
       const recordRows: Array<RecordRow> = []
       const changeRows: Array<ChangeRow> = []
+      /** States saved whole whose log may hold changes (none when this process wrote their last record and no change since). */
+      const toClear: Array<string> = []
       const covered: Array<{ readonly slot: Slot; readonly items: ReadonlyArray<Queued>; readonly logged: number }> = []
       for (const [slot, items] of byState) {
         const logged = slot.logged
@@ -322,10 +332,13 @@ export const make = Effect.fnUntraced(function*(options: Options) {
           }
           Deferred.doneUnsafe(item.done, Effect.fail(encodeFailed(slot.name, "record", json.failure)))
         }
-        if (last >= 0) covered.push({ slot, items: items.slice(0, last + 1), logged: 0 })
+        if (last >= 0) {
+          covered.push({ slot, items: items.slice(0, last + 1), logged: 0 })
+          if (logged !== 0) toClear.push(slot.name)
+        }
       }
       if (covered.length === 0) return
-      const result = yield* Effect.result(writeRows(recordRows, changeRows))
+      const result = yield* Effect.result(writeRows(recordRows, changeRows, toClear))
       for (const { items, logged, slot } of covered) {
         slot.logged = Result.isSuccess(result) ? logged : undefined
         for (const item of items) {
