@@ -2,23 +2,39 @@
  * A crash-safe file store for `StatePersistence`: the embedded default for a
  * node that keeps its state on a local disk.
  *
- * **Layout**
+ * **The node journal** (`journal: true`, the default)
  *
- * Every state has up to three files in the store's directory, named after the
- * state (see `fileName`):
+ * Every save is an entry of one append-only file per store, `node.journal`
+ * (`<prefix>.node.journal` with a prefix; format in `internal/journal.ts`):
+ * the saves of all states that arrive while a write is in flight are
+ * appended together by the next write (at most `maxBatchSaves`) and fsynced
+ * once, and each save returns after that fsync. A failed write or fsync
+ * fails every save of the batch; the journal is cut back to its durable end
+ * before the next write. A save with a change is a change entry, except every
+ * `compactEvery`-th change of a state (and the first save of a state, and the
+ * first after a failure), which is a record entry. Once the journal passes
+ * `journalBytes`, the newest record of every state in it is written as that
+ * state's snapshot and the journal is emptied (compaction). The store keeps
+ * the newest record it saved of each state in memory: compaction writes it,
+ * and `load` returns it.
+ *
+ * **Per-state files**
+ *
+ * Every state has up to three files, named after the state (see `fileName`):
  *
  * - `<name>.snapshot`: the last full record, as a header (magic, length,
  *   CRC32) followed by the record encoded as JSON. It is replaced atomically:
  *   written to `<name>.snapshot.tmp`, fsynced, renamed over the target, and the
  *   directory fsynced. A crash leaves either the old or the new snapshot,
  *   never a mix.
- * - `<name>.log`: the changes saved since that snapshot (delta-aware states
- *   with a `change` schema), each a length-prefixed entry with a checksummed
- *   header and a checksummed payload, appended and fsynced before the save
- *   returns. Every `compactEvery` changes the store writes a snapshot instead
- *   and empties the log.
- * - `<name>.snapshot.tmp`: a snapshot being written; one left by a crash is
- *   ignored and overwritten by the next save.
+ * - `<name>.log`: the changes saved since that snapshot, each a
+ *   length-prefixed entry with a checksummed header and a checksummed payload.
+ * - `<name>.snapshot.tmp` (and `<name>.log.tmp` while the journal is folded):
+ *   a file being written; one left by a crash is ignored and overwritten.
+ *
+ * With `journal: false` every save goes to these files directly: a change is
+ * appended to the log and fsynced, every `compactEvery`-th change (and any
+ * save without one) writes a snapshot and empties the log.
  *
  * Nodes may share one directory when each passes its own `prefix` (the node
  * id is a good one): the files of a node are then `<prefix>.<name>.*`. A
@@ -26,16 +42,22 @@
  *
  * **Recovery**
  *
- * `load` verifies every checksum. A snapshot that is truncated, too long or
- * corrupted fails with `PersistenceFailed` (operation `"load"`), and so does a
- * corrupted entry in the middle of the log: the owner then starts fresh with a
- * new incarnation. A torn or corrupt *last* log entry is what a crash during
- * an append leaves behind; it was never acknowledged, so it is dropped with a
- * warning and the load succeeds. The first save of a state after the store
- * starts (and the first save after any failed save) writes a full snapshot, so
- * the store never appends after a torn tail. A save that has started writing
- * is not interrupted: it runs to its end (or its error), so no write of an
- * abandoned save can land in a later one's files.
+ * The journal left by an earlier run is folded into the per-state files when
+ * the store first loads or saves (each state's snapshot and log with the
+ * journal's newer entries on top, written atomically, one directory fsync),
+ * and only then emptied (or removed, with `journal: false`). A torn tail of
+ * the journal is what a crash during a write leaves: it was never
+ * acknowledged, so it is dropped with a warning; damage before the tail fails
+ * every load and save of the store with `PersistenceFailed`. `load` verifies
+ * every checksum of the per-state files. A snapshot that is truncated, too
+ * long or corrupted fails with `PersistenceFailed` (operation `"load"`), and
+ * so does a corrupted entry in the middle of a log: the owner then starts
+ * fresh with a new incarnation. A torn or corrupt *last* log entry is dropped
+ * with a warning and the load succeeds. The first save of a state after the
+ * store starts (and the first save after any failed save) writes a full
+ * record, so the store never appends after a torn tail. A save that has
+ * started writing is not interrupted: it runs to its end (or its error), so
+ * no write of an abandoned save can land in a later one's files.
  *
  * @since 0.1.0
  */
@@ -853,17 +875,22 @@ export const layerFileSystem = (
  *
  * **Details**
  *
- * A save returns once its data is on disk (fsync of the file and, for a new
- * snapshot, of the directory). States that log changes write a full snapshot
- * every `compactEvery` changes (default 64) and append only the change in
- * between.
+ * A save returns once its data is on disk. By default saves go to the
+ * node journal: the saves of all states that wait together share one write
+ * and fsync (at most `maxBatchSaves`, default 512), and the journal is
+ * compacted into per-state snapshots once it passes `journalBytes` (default
+ * 64 MiB). States that log changes write a full record every `compactEvery`
+ * changes (default 64) and only the change in between. `journal: false`
+ * writes each save into its state's own files (one fsync or more per save).
  *
  * **Gotchas**
  *
  * A state must be saved by one node process at a time: two processes writing
  * the same files (same directory and prefix) corrupt each other's logs. The
  * layer fails with a `PlatformError` when the directory cannot be created,
- * and with `InvalidOptions` when `compactEvery` is not a positive integer.
+ * and with `InvalidOptions` when `compactEvery`, `maxBatchSaves` or
+ * `journalBytes` is not a positive integer, or `journal` not a boolean. The
+ * store keeps the newest record of every state it saved in memory.
  *
  * **Example**
  *
