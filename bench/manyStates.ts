@@ -131,7 +131,7 @@ const rowsOf = (
   return [
     {
       id,
-      name: `${name}: total persisted mutations/s (${result.subject.count} mutations)`,
+      name: `${name}: total persisted mutations/s (${result.subject.count} mutations), against ${baselineName}`,
       value: perSecond,
       unit: "mutations/s",
       baseline: floorPerSecond,
@@ -142,7 +142,7 @@ const rowsOf = (
     },
     {
       id: `${id}/p99`,
-      name: `${name}: p99 save-to-acknowledge (${result.subject.latencies.length} saves)`,
+      name: `${name}: p99 save-to-acknowledge (${result.subject.latencies.length} saves), against the p99 of one ${baselineName}`,
       value: ours,
       unit: "ms",
       baseline: theirs,
