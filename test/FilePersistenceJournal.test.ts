@@ -277,6 +277,20 @@ describe("FilePersistence journal", () => {
       })
     }).pipe(provideNode))
 
+  it.effect("a save on a closed store fails with PersistenceFailed", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDir
+      const store = yield* withStore(directory, (store) => Effect.as(store.save("a", record(1)), store))
+      const error = yield* Effect.flip(store.save("a", record(2)))
+      assert.deepStrictEqual([error._tag, error.stateName, error.operation, error.reason], [
+        "PersistenceFailed",
+        "a",
+        "save",
+        "the store is closed"
+      ])
+      assert.deepStrictEqual(yield* withStore(directory, (other) => other.load("a")), record(1))
+    }).pipe(provideNode))
+
   it.effect("a restart folds the journal into the states' files; with the journal off the journal is removed", () =>
     Effect.gen(function*() {
       const directory = yield* tempDir

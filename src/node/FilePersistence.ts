@@ -69,6 +69,7 @@ import * as Zlib from "node:zlib"
 import { type InvalidOptions, PersistenceFailed } from "../DStateError.ts"
 import * as Generation from "../Generation.ts"
 import * as Check from "../internal/options.ts"
+import { closeQueue } from "../internal/closeQueue.ts"
 import { decodeChange, decodeRecord, encodeChange, encodeRecord } from "../internal/storedJson.ts"
 import { StatePersistence, StoredChange, StoredState } from "../StatePersistence.ts"
 import * as Journal from "./internal/journal.ts"
@@ -479,6 +480,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const encodeFailed = (stateName: string, what: string, error: { readonly message: string }) =>
     new PersistenceFailed({ stateName, operation: "save", reason: `cannot encode the ${what}: ${error.message}`, cause: error })
 
+  const closed = (stateName: string) => new PersistenceFailed({ stateName, operation: "save", reason: "the store is closed" })
+
   /** A save into the state's own files (journal off). */
   const saveToFiles = (slot: Slot, record: StoredState, change: StoredChange | undefined) =>
     Effect.suspend(() => {
@@ -816,6 +819,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
 
   const queue = yield* Queue.unbounded<Queued>()
   yield* Effect.forkIn(Effect.forever(Effect.flatMap(Queue.takeBetween(queue, 1, maxBatchSaves), writeBatch)), scope)
+  // Closing the store (after the writer's batch in flight): the saves still waiting fail, later ones too.
+  yield* Scope.addFinalizer(scope, Effect.map(closeQueue(queue), (left) => failAll(left, closed)))
 
   const save = (stateName: string, record: StoredState, change?: StoredChange) =>
     Effect.suspend(() => {
@@ -832,7 +837,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         entry = { kind: Journal.kindRecord, name: stateName, json: json.success }
       }
       const done = Deferred.makeUnsafe<void, PersistenceFailed>()
-      Queue.offerUnsafe(queue, { slot, record, change, entry, done })
+      if (!Queue.offerUnsafe(queue, { slot, record, change, entry, done })) return Effect.fail(closed(stateName))
       return Deferred.await(done)
     })
 

@@ -45,6 +45,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import * as Zlib from "node:zlib"
 import { type InvalidOptions, PersistenceFailed } from "../DStateError.ts"
 import * as Check from "../internal/options.ts"
+import { closeQueue } from "../internal/closeQueue.ts"
 import { decodeChange, decodeRecord, encodeChange, encodeRecord } from "../internal/storedJson.ts"
 import { StatePersistence, StoredChange, StoredState } from "../StatePersistence.ts"
 
@@ -263,6 +264,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       : sql`WITH cleared AS (${cleared}), logged AS (${insertChanges(changeRows)}) ${upsertRecords(recordRows)}`
   }
 
+  const closed = (stateName: string) => new PersistenceFailed({ stateName, operation: "save", reason: "the store is closed" })
+
   const encodeFailed = (stateName: string, what: string, error: { readonly message: string }) =>
     new PersistenceFailed({ stateName, operation: "save", reason: `cannot encode the ${what}: ${error.message}`, cause: error })
 
@@ -352,11 +355,19 @@ export const make = Effect.fnUntraced(function*(options: Options) {
 
   const queue = yield* Queue.unbounded<Queued>()
   yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.takeBetween(queue, 1, maxBatchSaves), writeBatch)))
+  // Closing the store (after the writer's statement in flight): the saves still waiting fail, later ones too.
+  yield* Effect.addFinalizer(() =>
+    Effect.map(closeQueue(queue), (left) => {
+      for (const item of left) Deferred.doneUnsafe(item.done, Effect.fail(closed(item.slot.name)))
+    })
+  )
 
   const save = (stateName: string, record: StoredState, change?: StoredChange) =>
     Effect.suspend(() => {
       const done = Deferred.makeUnsafe<void, PersistenceFailed>()
-      Queue.offerUnsafe(queue, { slot: slotOf(stateName), record, change, done })
+      if (!Queue.offerUnsafe(queue, { slot: slotOf(stateName), record, change, done })) {
+        return Effect.fail(closed(stateName))
+      }
       return Deferred.await(done)
     })
 
