@@ -3,8 +3,8 @@
  * bench/results/results.json and bench/results/results.md.
  *
  * `npm run bench -- persistence` (any benchmark names: `inprocess`, `tcp`,
- * `persistence`, `groupcommit`, `hostile`, `acks`: A1 alone, also part of `tcp`) runs only those and prints their
- * table; the results files
+ * `persistence`, `groupcommit`, `manystates`, `hostile`, `acks`: A1 alone, also part of `tcp`) runs only those
+ * and prints their table; the results files
  * are left alone (they hold complete runs, all from one machine).
  */
 import { Effect } from "effect"
@@ -13,6 +13,7 @@ import * as os from "node:os"
 import { run as inprocess, type Row } from "./inprocess.ts"
 import { run as groupcommit } from "./groupCommit.ts"
 import { run as hostile } from "./hostile.ts"
+import { run as manystates } from "./manyStates.ts"
 import { run as persistence } from "./persistence.ts"
 import { run as tcp, runAcks as acks } from "./tcp.ts"
 
@@ -22,6 +23,7 @@ const benchmarks = [
   { name: "tcp", run: tcp },
   { name: "persistence", run: persistence },
   { name: "groupcommit", run: groupcommit },
+  { name: "manystates", run: manystates },
   { name: "hostile", run: hostile },
   // Part of `tcp`; on its own for a quick look at A1 (never in a full run).
   { name: "acks", run: acks, partOf: "tcp" }

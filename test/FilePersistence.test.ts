@@ -50,7 +50,10 @@ for (
   const [name, options] of [
     ["file (compactEvery 64)", {}],
     ["file (compactEvery 2)", { compactEvery: 2 }],
-    ["file (compactEvery 1, snapshots only)", { compactEvery: 1 }]
+    ["file (compactEvery 1, snapshots only)", { compactEvery: 1 }],
+    ["file, journal off (compactEvery 64)", { journal: false }],
+    ["file, journal off (compactEvery 2)", { journal: false, compactEvery: 2 }],
+    ["file, journal with batches of 1 and compaction after every batch", { maxBatchSaves: 1, journalBytes: 1 }]
   ] as const
 ) {
   suite(name, freshStore(options), { failing: failingStore(options), failingCause: "PlatformError", timeout: 60_000 })
@@ -76,12 +79,15 @@ const change = (age: number, incarnation = inc): StoredChange => ({
 /** A temporary directory for one test, removed at its end. */
 const tempDir = Effect.flatMap(Effect.service(FileSystem.FileSystem), (fs) => fs.makeTempDirectoryScoped({ prefix: "dstate-file-test-" }))
 
-/** Opens a store on `directory`, runs `f` with it, closes it (a node's process, start to stop). */
+/**
+ * Opens a store on `directory`, runs `f` with it, closes it (a node's process, start to stop). The
+ * journal is off unless `options` turn it on: these tests look at the states' own files.
+ */
 const withStore = <A, E, R>(
   directory: string,
   f: (store: Store) => Effect.Effect<A, E, R>,
   options?: Omit<FilePersistence.Options, "directory">
-) => Effect.scoped(Effect.flatMap(FilePersistence.make({ directory, ...options }), f))
+) => Effect.scoped(Effect.flatMap(FilePersistence.make({ directory, journal: false, ...options }), f))
 
 const listing = (directory: string) =>
   Effect.flatMap(Effect.service(FileSystem.FileSystem), (fs) => fs.readDirectory(directory)).pipe(Effect.map((names) => names.sort()))
@@ -457,7 +463,7 @@ describe("FilePersistence", () => {
       const gated = replaceSync(fs, ".snapshot.tmp", (_, sync) =>
         Deferred.succeed(reached, undefined).pipe(Effect.andThen(Deferred.await(release)), Effect.andThen(sync)))
       yield* Effect.scoped(Effect.gen(function*() {
-        const store = yield* FilePersistence.make({ directory }).pipe(Effect.provideService(FileSystem.FileSystem, gated))
+        const store = yield* FilePersistence.make({ directory, journal: false }).pipe(Effect.provideService(FileSystem.FileSystem, gated))
         const saving = yield* Effect.forkChild(store.save("counter", record(1)))
         yield* Deferred.await(reached)
         const interrupting = yield* Effect.forkChild(Fiber.interrupt(saving))
@@ -484,7 +490,7 @@ describe("FilePersistence", () => {
         rename: (from, to) => faults.rename ? Effect.fail(denied("rename", from)) : fs.rename(from, to)
       })
       yield* Effect.scoped(Effect.gen(function*() {
-        const store = yield* FilePersistence.make({ directory }).pipe(Effect.provideService(FileSystem.FileSystem, faulty))
+        const store = yield* FilePersistence.make({ directory, journal: false }).pipe(Effect.provideService(FileSystem.FileSystem, faulty))
         yield* store.save("tally", record(0))
         yield* store.save("tally", record(1), change(1))
         faults.syncLog = true
@@ -596,7 +602,7 @@ describe("FilePersistence with a node", () => {
   it.effect("a corrupted snapshot is logged and the node starts fresh with a newer incarnation", () =>
     Effect.gen(function*() {
       const directory = yield* tempDir
-      const persistence = FilePersistence.layerFile({ directory })
+      const persistence = FilePersistence.layerFile({ directory, journal: false })
       yield* TestClock.setTime(2_000_000)
       yield* onNode(persistence, mutateBoth(3))
       yield* damage(yield* pathOf(directory, Ledger.name, "snapshot"), flipByte((n) => n - 100))
@@ -675,7 +681,7 @@ describe("FilePersistence with a node", () => {
       let clock = 10_000_000
       for (const { damage: f, file: kind, label, reason, state: damaged } of cases) {
         const directory = yield* tempDir
-        const persistence = FilePersistence.layerFile({ directory, compactEvery: 8 })
+        const persistence = FilePersistence.layerFile({ directory, compactEvery: 8, journal: false })
         yield* TestClock.setTime(clock)
         yield* onNode(persistence, mutateBoth(4))
         const file = yield* pathOf(directory, damaged, kind)

@@ -102,14 +102,14 @@ interface Generation {
   readonly age: number
 }
 
-const states = ["ledger", "tally"] as const
-type StateName = typeof states[number]
+const baseStates = ["ledger", "tally"] as const
+type StateName = string
 
 interface Loaded extends Generation {
   readonly consistent: boolean
 }
 
-const parseLoaded = (lines: ReadonlyArray<string>): Record<StateName, Loaded> => {
+const parseLoaded = (lines: ReadonlyArray<string>): Partial<Record<StateName, Loaded>> => {
   const out: Partial<Record<StateName, Loaded>> = {}
   for (const line of lines) {
     const [kind, state, incarnation, age, consistent] = line.split(" ")
@@ -117,7 +117,7 @@ const parseLoaded = (lines: ReadonlyArray<string>): Record<StateName, Loaded> =>
       out[state as StateName] = { incarnation: Number(incarnation), age: Number(age), consistent: consistent === "true" }
     }
   }
-  return out as Record<StateName, Loaded>
+  return out
 }
 
 /** The last acknowledged generation of each state in a child's output. */
@@ -140,7 +140,9 @@ interface Outcome {
   /** Loads that found mutations after the last acknowledged one (saved, killed before printing them). */
   readonly oneNewer: number
   /** What the last writer loaded. */
-  readonly final: Record<StateName, Loaded>
+  readonly final: Partial<Record<StateName, Loaded>>
+  /** The states checked. */
+  readonly states: ReadonlyArray<StateName>
 }
 
 /** Share of the rounds whose kill is timed from "ready" (landing in startup or the first saves). */
@@ -167,6 +169,8 @@ const crashLoop = (options: {
   readonly afterKill?: ((round: number) => Effect.Effect<void, unknown>) | undefined
   /** Concurrent writers per state (as in the config): this many mutations may be durable and not acknowledged. */
   readonly writers?: number | undefined
+  /** More simple states on the node (as `many` in the config), checked like the others. */
+  readonly many?: number | undefined
 }) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
@@ -174,14 +178,18 @@ const crashLoop = (options: {
     const env = { ...process.env, NODE_COMPILE_CACHE: yield* fs.makeTempDirectoryScoped({ prefix: "dstate-crash-cache-" }) }
     const random = prng(options.seed)
     const writers = options.writers ?? 1
+    const states: ReadonlyArray<StateName> = [
+      ...baseStates,
+      ...Array.from({ length: options.many ?? 0 }, (_, i) => `m${i}`)
+    ]
     const acked: Partial<Record<StateName, Generation>> = {}
     const loadedBefore: Partial<Record<StateName, Generation>> = {}
-    let incarnations: Record<StateName, number> | undefined
+    let incarnations: Partial<Record<StateName, number>> | undefined
     let acks = 0
     let oneNewer = 0
     let restarts = 0
     let busyKills = 0
-    let final: Record<StateName, Loaded> | undefined
+    let final: Partial<Record<StateName, Loaded>> | undefined
     const started: Array<Child> = []
     const startUpTo = (round: number) =>
       Effect.gen(function*() {
@@ -199,6 +207,8 @@ const crashLoop = (options: {
       const loaded = parseLoaded(child.lines)
       for (const state of states) {
         const got = loaded[state]
+        assert.isDefined(got, `${state}: the writer reported no load (${where})`)
+        if (got === undefined) return yield* Effect.die("unreachable")
         assert.isTrue(got.consistent, `${state}: loaded value does not match its generation (${where})`)
         if (incarnations === undefined) {
           assert.strictEqual(got.age, 0, `${state}: the first writer starts fresh (${where})`)
@@ -215,11 +225,11 @@ const crashLoop = (options: {
         if (got.age > base) oneNewer++
       }
       if (incarnations === undefined) {
-        incarnations = { ledger: loaded.ledger.incarnation, tally: loaded.tally.incarnation }
+        incarnations = Object.fromEntries(states.map((state) => [state, loaded[state]!.incarnation]))
       } else {
         restarts++
       }
-      for (const state of states) loadedBefore[state] = loaded[state]
+      for (const state of states) loadedBefore[state] = loaded[state]!
       if (round === options.kills) {
         final = loaded
         break
@@ -250,7 +260,7 @@ const crashLoop = (options: {
       acks += child.lines.filter((line) => line.startsWith("ack ")).length
       if (options.afterKill !== undefined) yield* options.afterKill(round)
     }
-    return { restarts, busyKills, acks, oneNewer, final: final! } satisfies Outcome
+    return { restarts, busyKills, acks, oneNewer, final: final!, states } satisfies Outcome
   })
 
 /** What every crash loop must show beyond its per-round checks. */
@@ -259,10 +269,11 @@ const checkOutcome = (outcome: Outcome, kills: number, seed: number) => {
   // Most kills came in the middle of the mutation stream, and every such round left at least one
   // more durable mutation of each state: the last writer loaded at least that many.
   assert.isTrue(outcome.busyKills >= kills / 2, `only ${outcome.busyKills} of ${kills} kills while busy (seed ${seed})`)
-  for (const state of states) {
+  for (const state of outcome.states) {
+    const age = outcome.final[state]?.age ?? -1
     assert.isTrue(
-      outcome.final[state].age >= outcome.busyKills,
-      `${state}: the last writer loaded age ${outcome.final[state].age} after ${outcome.busyKills} busy rounds (seed ${seed})`
+      age >= outcome.busyKills,
+      `${state}: the last writer loaded age ${age} after ${outcome.busyKills} busy rounds (seed ${seed})`
     )
   }
 }
@@ -299,15 +310,47 @@ describe("persistence under SIGKILL", () => {
       assert.isAbove(outcome.acks, 25 * 2)
     }).pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)), { timeout: 90_000 })
 
-  it.live("postgres store: 20 kills, every restart loads the last acknowledged mutation or the next", () =>
+  it.live("file store, 16 more states and 4 concurrent writers per state (saves of all states share journal fsyncs): 20 kills, every restart loads the acknowledged mutations or ones after them", () =>
     Effect.gen(function*() {
-      const table = `dstate_crash_${process.pid}`
+      const fs = yield* FileSystem.FileSystem
+      const directory = yield* fs.makeTempDirectoryScoped({ prefix: "dstate-crash-many-" })
+      const seed = seedFromEnv ?? 0x5eed_3a64
+      const outcome = yield* crashLoop({
+        // A small journal, so that kills also land in compactions.
+        config: () => ({ backend: "file", directory, compactEvery: 5, writers: 4, many: 16, journalBytes: 256 * 1024 }),
+        kills: 20,
+        seed,
+        maxDelayMillis: 60,
+        writers: 4,
+        many: 16
+      })
+      checkOutcome(outcome, 20, seed)
+      assert.strictEqual(outcome.states.length, 18)
+      assert.isAbove(outcome.acks, 20 * 18)
+    }).pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)), { timeout: 120_000 })
+
+  for (
+    const variant of [
+      { title: "postgres store: 20 kills, every restart loads the last acknowledged mutation or the next", kills: 20, many: 0, writers: 1, suffix: "", seed: 0x5eed_0090 },
+      {
+        title: "postgres store, 16 more states and 4 concurrent writers per state (saves of all states share statements): 10 kills, every restart loads the acknowledged mutations or ones after them",
+        kills: 10,
+        many: 16,
+        writers: 4,
+        suffix: "_many",
+        seed: 0x5eed_0d64
+      }
+    ]
+  ) {
+  it.live(variant.title, () =>
+    Effect.gen(function*() {
+      const table = `dstate_crash_${process.pid}${variant.suffix}`
       const sql = yield* PgClient.PgClient
       yield* Effect.addFinalizer(() =>
         sql`DROP TABLE IF EXISTS ${sql(table)}, ${sql(`${table}_changes`)}`.pipe(Effect.ignore)
       )
-      const seed = seedFromEnv ?? 0x5eed_0090
-      const applicationName = (round: number) => `dstate-crash-${process.pid}-${round}`
+      const seed = seedFromEnv ?? variant.seed
+      const applicationName = (round: number) => `dstate-crash-${process.pid}${variant.suffix}-${round}`
       // A statement the server received before the kill may still commit: wait until the server
       // has closed the dead writer's connections, as a real restart must (see layerPostgres).
       const connectionsClosed = (round: number) =>
@@ -321,15 +364,27 @@ describe("persistence under SIGKILL", () => {
           })
         )
       const outcome = yield* crashLoop({
-        config: (round) => ({ backend: "postgres", url, table, applicationName: applicationName(round), compactEvery: 5 }),
-        kills: 20,
+        config: (round) => ({
+          backend: "postgres",
+          url,
+          table,
+          applicationName: applicationName(round),
+          compactEvery: 5,
+          writers: variant.writers,
+          many: variant.many
+        }),
+        kills: variant.kills,
         seed,
         maxDelayMillis: 80,
-        afterKill: connectionsClosed
+        afterKill: connectionsClosed,
+        writers: variant.writers,
+        many: variant.many
       })
-      checkOutcome(outcome, 20, seed)
+      checkOutcome(outcome, variant.kills, seed)
+      assert.strictEqual(outcome.states.length, 2 + variant.many)
     }).pipe(
       Effect.scoped,
       Effect.provide(Layer.mergeAll(NodeFileSystem.layer, Layer.fresh(PgClient.layer({ url: Redacted.make(url) }))))
-    ), { timeout: 60_000 })
+    ), { timeout: 90_000 })
+  }
 })

@@ -1,11 +1,12 @@
 import { PgClient } from "@effect/sql-pg"
 import { assert, layer } from "@effect/vitest"
-import { Effect, Layer, Redacted, Schema } from "effect"
+import { Deferred, Effect, Fiber, Layer, Redacted, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import * as Zlib from "node:zlib"
 import { DStateError, StatePersistence, StateRegistry } from "dstate"
 import { PostgresPersistence } from "dstate/node"
 import { suite } from "./conformance/PersistenceSuite.ts"
+import { eventually } from "./support/Eventually.ts"
 import { Ledger, ledgerPad, onNode, Tally, tallyLabels, tallyNext, type TallyState } from "./fixtures/persistenceNode.ts"
 
 type StoredState = StatePersistence.StoredState
@@ -262,6 +263,81 @@ layer(PgLive)("PostgresPersistence", (it) => {
       yield* store.save("tally", record(1), change(1))
       // compactEvery 1: every save rewrites the record, nothing is logged.
       assert.deepStrictEqual(yield* store.load("tally"), record(1))
+    }))
+
+  it.effect("maxBatchSaves must be an integer from 1 to 10,000: InvalidOptions otherwise", () =>
+    Effect.gen(function*() {
+      for (const maxBatchSaves of [0, 1.5, -1, 10_001]) {
+        assert.deepStrictEqual(
+          yield* Effect.flip(PostgresPersistence.make({ node: "n", table: freshTable(), maxBatchSaves })),
+          new DStateError.InvalidOptions({
+            module: "PostgresPersistence",
+            option: "maxBatchSaves",
+            value: maxBatchSaves,
+            reason: "must be an integer from 1 to 10000"
+          })
+        )
+      }
+      for (const maxBatchSaves of [1, 10_000]) {
+        const table = yield* tableForTest
+        const store = yield* PostgresPersistence.make({ node: "n", table, maxBatchSaves })
+        const names = Array.from({ length: 20 }, (_, i) => `state-${i}`)
+        yield* Effect.forEach(names, (name, i) => store.save(name, record(i)), { concurrency: "unbounded", discard: true })
+        assert.deepStrictEqual(yield* Effect.forEach(names, store.load), names.map((_, i) => record(i)), `${maxBatchSaves}`)
+      }
+    }))
+
+  it.effect("saves of many states waiting together are one statement: one that fails fails them all, and none is written", () =>
+    Effect.gen(function*() {
+      const sql = yield* PgClient.PgClient
+      const table = yield* tableForTest
+      const store = yield* PostgresPersistence.make({ node: "n", table, compactEvery: 4 })
+      yield* store.save("a", record(1))
+      yield* store.save("b", record(0))
+      yield* store.save("b", record(1), change(1))
+      // Another session holds the table: the next statement waits for it, and the saves behind it queue.
+      const locked = yield* Deferred.make<void>()
+      const unlock = yield* Deferred.make<void>()
+      const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function*() {
+        yield* sql`LOCK TABLE ${sql(table)} IN ACCESS EXCLUSIVE MODE`
+        yield* Deferred.succeed(locked, undefined)
+        yield* Deferred.await(unlock)
+      })))
+      yield* Deferred.await(locked)
+      const blocked = yield* Effect.forkChild(store.save("z", record(1)))
+      yield* eventually(
+        Effect.map(
+          sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM pg_locks WHERE relation = to_regclass(${table}) AND NOT granted`,
+          (rows) => rows[0].n > 0
+        ),
+        { timeout: "10 seconds", what: "the blocked statement" }
+      ).pipe(TestClock.withLive)
+      // A NUL byte in a state name: the server refuses the whole statement.
+      const batch = yield* Effect.forEach(
+        [store.save("a", record(2)), store.save("b", record(2), change(2)), store.save("bad\u0000name", record(1))],
+        (save) => Effect.forkChild(Effect.flip(save))
+      )
+      for (let i = 0; i < 50; i++) yield* Effect.yieldNow
+      yield* Deferred.succeed(unlock, undefined)
+      yield* Fiber.join(holder)
+      yield* Fiber.join(blocked)
+      const errors = yield* Effect.forEach(batch, Fiber.join)
+      assert.deepStrictEqual(errors.map((e) => [e._tag, e.stateName, e.operation]), [
+        ["PersistenceFailed", "a", "save"],
+        ["PersistenceFailed", "b", "save"],
+        ["PersistenceFailed", "bad\u0000name", "save"]
+      ])
+      for (const error of errors) assert.strictEqual((error.cause as { readonly _tag?: string })._tag, "SqlError")
+      assert.deepStrictEqual(yield* store.load("a"), record(1))
+      assert.deepStrictEqual(yield* store.load("b"), { ...record(0), changes: [change(1)] })
+      assert.deepStrictEqual(yield* store.load("z"), record(1))
+      // The next saves are written; b's is a full record again.
+      yield* Effect.forEach([store.save("a", record(2)), store.save("b", record(2), change(2))], (e) => e, {
+        concurrency: "unbounded",
+        discard: true
+      })
+      assert.deepStrictEqual(yield* store.load("a"), record(2))
+      assert.deepStrictEqual(yield* store.load("b"), record(2))
     }))
 })
 

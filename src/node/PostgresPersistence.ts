@@ -20,11 +20,17 @@
  *
  * **Writes**
  *
- * A full save is one statement: it upserts the record and deletes the
- * state's logged changes (a data-modifying `WITH`), so both happen or
- * neither. A save that carries a change inserts only the change, until
- * `compactEvery` changes since the last full record make it a full save
- * again. Both return after the server committed. The first save of a state
+ * Saves go through one writer per store: the saves that arrive while a
+ * statement runs (of any states of the node, at most `maxBatchSaves`) are
+ * written by the next one, a single statement that upserts the records of
+ * the states saved whole, deletes those states' logged changes and inserts
+ * the changes of the others (data-modifying `WITH`s), so all of it happens
+ * or none. A save returns after the server committed the statement that
+ * covers it; when the statement fails, every save it covered fails with
+ * `PersistenceFailed`. Per state, a save that carries a change inserts only
+ * the change, until `compactEvery` changes since the last full record make
+ * it a full save again; several saves of one state in a batch are written
+ * as its newest record (or as all their changes). The first save of a state
  * after the store starts, and the first after a failed save, is a full save.
  *
  * **Loads** read the record and the changes after its generation in one
@@ -34,11 +40,12 @@
  * @since 0.1.0
  */
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Layer, Result, Schema, Semaphore } from "effect"
+import { Deferred, Effect, Layer, Queue, Result, Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import * as Zlib from "node:zlib"
 import { type InvalidOptions, PersistenceFailed } from "../DStateError.ts"
 import * as Check from "../internal/options.ts"
+import { closeQueue } from "../internal/closeQueue.ts"
 import { decodeChange, decodeRecord, encodeChange, encodeRecord } from "../internal/storedJson.ts"
 import { StatePersistence, StoredChange, StoredState } from "../StatePersistence.ts"
 
@@ -62,6 +69,12 @@ export interface Options {
    * record and clears the log. `1` always rewrites the record. Default 64.
    */
   readonly compactEvery?: number | undefined
+  /**
+   * Concurrent saves of the node (of any states) are written together, one
+   * statement per batch; at most this many saves share one. Default 512,
+   * at most 10,000 (the statement's parameters stay under the server's limit).
+   */
+  readonly maxBatchSaves?: number | undefined
 }
 
 /**
@@ -80,8 +93,22 @@ export const defaultTable = "dstate_state"
  */
 export const defaultCompactEvery = 64
 
+/**
+ * The default of `Options.maxBatchSaves`.
+ *
+ * @category constructors
+ * @since 0.2.0
+ */
+export const defaultMaxBatchSaves = 512
+
+/** Parameters per saved row are at most 6: the server allows 65,535 per statement. */
+const maxMaxBatchSaves = 10_000
+
 
 const crc32 = (text: string): number => Zlib.crc32(text) >>> 0
+
+/** The rows of a batch, as `sql.insert` takes them (never empty where it is used). */
+type NonEmpty = readonly [Record<string, unknown>, ...Array<Record<string, unknown>>]
 
 /** A table name as `sql(name)` writes it: every dot-separated part double-quoted. */
 const quoted = (name: string) => name.split(".").map((part) => `"${part.replace(/"/g, "\"\"")}"`).join(".")
@@ -94,9 +121,35 @@ const ChangeRows = Schema.fromJsonString(Schema.Array(Schema.Tuple([Schema.Strin
 const decodeChangeRows = Schema.decodeUnknownResult(ChangeRows)
 
 interface Slot {
-  readonly lock: Semaphore.Semaphore
+  readonly name: string
   /** Changes logged since the last full save by this process; `undefined`: the next save is a full one. */
   logged: number | undefined
+}
+
+/** A save waiting for the writer. */
+interface Queued {
+  readonly slot: Slot
+  readonly record: StoredState
+  readonly change: StoredChange | undefined
+  readonly done: Deferred.Deferred<void, PersistenceFailed>
+}
+
+interface RecordRow {
+  readonly node: string
+  readonly state_name: string
+  readonly incarnation: number
+  readonly age: number
+  readonly record: string
+  readonly checksum: number
+}
+
+interface ChangeRow {
+  readonly node: string
+  readonly state_name: string
+  readonly incarnation: number
+  readonly age: number
+  readonly entry: string
+  readonly checksum: number
 }
 
 /**
@@ -120,6 +173,13 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     )
   }
   const compactEvery = yield* Check.integer(checker, "compactEvery", options.compactEvery ?? defaultCompactEvery, 1)
+  const maxBatchSaves = yield* Check.integer(
+    checker,
+    "maxBatchSaves",
+    options.maxBatchSaves ?? defaultMaxBatchSaves,
+    1,
+    maxMaxBatchSaves
+  )
   const node = options.node
   const records = sql(table)
   const changes = sql(`${table}_changes`)
@@ -158,7 +218,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const slotOf = (stateName: string): Slot => {
     let slot = slots.get(stateName)
     if (slot === undefined) {
-      slot = { lock: Semaphore.makeUnsafe(1), logged: undefined }
+      slot = { name: stateName, logged: undefined }
       slots.set(stateName, slot)
     }
     return slot
@@ -167,67 +227,152 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const failed = (stateName: string, operation: "load" | "save") => (error: SqlError) =>
     new PersistenceFailed({ stateName, operation, reason: error.message, cause: error })
 
-  /** Upserts the record and clears the log, in one statement. */
-  const saveRecord = (stateName: string, record: StoredState, json: string) =>
-    sql`WITH cleared AS (
-      DELETE FROM ${changes} WHERE node = ${node} AND state_name = ${stateName}
-    )
-    INSERT INTO ${records} (node, state_name, incarnation, age, record, checksum)
-    VALUES (${node}, ${stateName}, ${record.generation.incarnation}, ${record.generation.age}, ${json}, ${crc32(json)})
+  const upsertRecords = (rows: ReadonlyArray<RecordRow>) =>
+    sql`INSERT INTO ${records} ${sql.insert(rows as unknown as NonEmpty)}
     ON CONFLICT (node, state_name) DO UPDATE SET
       incarnation = excluded.incarnation,
       age = excluded.age,
       record = excluded.record,
       checksum = excluded.checksum`
 
-  /** Appends one change (a retried generation replaces its earlier attempt). */
-  const saveChange = (stateName: string, change: StoredChange, json: string) =>
-    sql`INSERT INTO ${changes} (node, state_name, incarnation, age, entry, checksum)
-    VALUES (${node}, ${stateName}, ${change.generation.incarnation}, ${change.generation.age}, ${json}, ${crc32(json)})
+  /** Appends changes (a retried generation replaces its earlier attempt). */
+  const insertChanges = (rows: ReadonlyArray<ChangeRow>) =>
+    sql`INSERT INTO ${changes} ${sql.insert(rows as unknown as NonEmpty)}
     ON CONFLICT (node, state_name, incarnation, age) DO UPDATE SET
       entry = excluded.entry,
       checksum = excluded.checksum`
 
-  const save = (stateName: string, record: StoredState, change?: StoredChange) =>
-    Effect.suspend(() => {
-      const slot = slotOf(stateName)
-      const refuse = (reason: string, cause: unknown) =>
-        Effect.fail(new PersistenceFailed({ stateName, operation: "save", reason, cause }))
-      const write = Effect.suspend((): Effect.Effect<void, PersistenceFailed | SqlError> => {
+  /**
+   * One statement for a batch: upserts the records and clears those states'
+   * logs (a data-modifying `WITH`), and appends the changes of the other
+   * states, so that all of it happens or none.
+   */
+  const writeRows = (
+    recordRows: ReadonlyArray<RecordRow>,
+    changeRows: ReadonlyArray<ChangeRow>,
+    toClear: ReadonlyArray<string>
+  ) => {
+    if (recordRows.length === 0) return insertChanges(changeRows)
+    if (toClear.length === 0) {
+      return changeRows.length === 0
+        ? upsertRecords(recordRows)
+        : sql`WITH logged AS (${insertChanges(changeRows)}) ${upsertRecords(recordRows)}`
+    }
+    const cleared = sql`DELETE FROM ${changes} WHERE node = ${node} AND state_name IN ${sql.in(toClear)}`
+    return changeRows.length === 0
+      ? sql`WITH cleared AS (${cleared}) ${upsertRecords(recordRows)}`
+      : sql`WITH cleared AS (${cleared}), logged AS (${insertChanges(changeRows)}) ${upsertRecords(recordRows)}`
+  }
+
+  const closed = (stateName: string) => new PersistenceFailed({ stateName, operation: "save", reason: "the store is closed" })
+
+  const encodeFailed = (stateName: string, what: string, error: { readonly message: string }) =>
+    new PersistenceFailed({ stateName, operation: "save", reason: `cannot encode the ${what}: ${error.message}`, cause: error })
+
+  /**
+   * Writes one batch: per state, its changes when every save of it in the
+   * batch carries one and the log has room for them, else its newest record
+   * alone (which covers the earlier saves of the batch).
+   */
+  const writeBatch = (batch: ReadonlyArray<Queued>) =>
+    Effect.gen(function*() {
+      const byState = new Map<Slot, Array<Queued>>()
+      for (const item of batch) {
+        const list = byState.get(item.slot)
+        if (list === undefined) byState.set(item.slot, [item])
+        else list.push(item)
+      }
+      const recordRows: Array<RecordRow> = []
+      const changeRows: Array<ChangeRow> = []
+      /** States saved whole whose log may hold changes (none when this process wrote their last record and no change since). */
+      const toClear: Array<string> = []
+      const covered: Array<{ readonly slot: Slot; readonly items: ReadonlyArray<Queued>; readonly logged: number }> = []
+      for (const [slot, items] of byState) {
         const logged = slot.logged
-        if (change !== undefined && logged !== undefined && logged + 1 < compactEvery) {
-          const json = encodeChange(change)
-          if (Result.isFailure(json)) return refuse(`cannot encode the change: ${json.failure.message}`, json.failure)
-          return saveChange(stateName, change, json.success).pipe(
-            Effect.andThen(Effect.sync(() => {
-              slot.logged = logged + 1
-            }))
+        if (logged !== undefined && logged + items.length < compactEvery && items.every((item) => item.change !== undefined)) {
+          const rows: Array<ChangeRow> = []
+          for (const item of items) {
+            const change = item.change!
+            const json = encodeChange(change)
+            if (Result.isFailure(json)) break
+            rows.push({
+              node,
+              state_name: slot.name,
+              incarnation: change.generation.incarnation,
+              age: change.generation.age,
+              entry: json.success,
+              checksum: crc32(json.success)
+            })
+          }
+          if (rows.length === items.length) {
+            // A generation saved twice in one batch is written once, the later attempt.
+            const seen = new Set<string>()
+            for (let i = rows.length - 1; i >= 0; i--) {
+              const key = `${rows[i].incarnation}/${rows[i].age}`
+              if (!seen.has(key)) changeRows.push(rows[i])
+              seen.add(key)
+            }
+            covered.push({ slot, items, logged: logged + items.length })
+            continue
+          }
+        }
+        // The newest record that encodes covers the saves up to it; later ones that do not encode fail.
+        let last = items.length - 1
+        for (; last >= 0; last--) {
+          const item = items[last]
+          const { changes: _, ...snapshot } = item.record
+          const json = encodeRecord(snapshot)
+          if (Result.isSuccess(json)) {
+            recordRows.push({
+              node,
+              state_name: slot.name,
+              incarnation: item.record.generation.incarnation,
+              age: item.record.generation.age,
+              record: json.success,
+              checksum: crc32(json.success)
+            })
+            break
+          }
+          Deferred.doneUnsafe(item.done, Effect.fail(encodeFailed(slot.name, "record", json.failure)))
+        }
+        if (last >= 0) {
+          covered.push({ slot, items: items.slice(0, last + 1), logged: 0 })
+          if (logged !== 0) toClear.push(slot.name)
+        }
+      }
+      if (covered.length === 0) return
+      const result = yield* Effect.result(writeRows(recordRows, changeRows, toClear))
+      for (const { items, logged, slot } of covered) {
+        slot.logged = Result.isSuccess(result) ? logged : undefined
+        for (const item of items) {
+          Deferred.doneUnsafe(
+            item.done,
+            Result.isSuccess(result) ? Effect.void : Effect.fail(failed(slot.name, "save")(result.failure))
           )
         }
-        const { changes: _, ...snapshot } = record
-        const json = encodeRecord(snapshot)
-        if (Result.isFailure(json)) return refuse(`cannot encode the record: ${json.failure.message}`, json.failure)
-        return saveRecord(stateName, record, json.success).pipe(
-          Effect.andThen(Effect.sync(() => {
-            slot.logged = 0
-          }))
-        )
-      })
-      return write.pipe(
-        Effect.catchTag("SqlError", (error) =>
-          Effect.andThen(
-            Effect.sync(() => {
-              slot.logged = undefined
-            }),
-            Effect.fail(failed(stateName, "save")(error))
-          )),
-        Semaphore.withPermits(slot.lock, 1)
-      )
+      }
+    }).pipe(Effect.uninterruptible)
+
+  const queue = yield* Queue.unbounded<Queued>()
+  yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.takeBetween(queue, 1, maxBatchSaves), writeBatch)))
+  // Closing the store (after the writer's statement in flight): the saves still waiting fail, later ones too.
+  yield* Effect.addFinalizer(() =>
+    Effect.map(closeQueue(queue), (left) => {
+      for (const item of left) Deferred.doneUnsafe(item.done, Effect.fail(closed(item.slot.name)))
+    })
+  )
+
+  const save = (stateName: string, record: StoredState, change?: StoredChange) =>
+    Effect.suspend(() => {
+      const done = Deferred.makeUnsafe<void, PersistenceFailed>()
+      if (!Queue.offerUnsafe(queue, { slot: slotOf(stateName), record, change, done })) {
+        return Effect.fail(closed(stateName))
+      }
+      return Deferred.await(done)
     })
 
   const load = (stateName: string) =>
     Effect.suspend(() => {
-      const slot = slotOf(stateName)
       const corrupt = (reason: string, cause?: unknown) =>
         Effect.fail(
           new PersistenceFailed({ stateName, operation: "load", reason, ...(cause === undefined ? {} : { cause }) })
@@ -266,8 +411,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         }
         return out.length === 0 ? record.success : { ...record.success, changes: out }
       }).pipe(
-        Effect.catchTag("SqlError", (error) => Effect.fail(failed(stateName, "load")(error))),
-        Semaphore.withPermits(slot.lock, 1)
+        Effect.catchTag("SqlError", (error) => Effect.fail(failed(stateName, "load")(error)))
       )
     })
 
@@ -292,8 +436,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
  * when the tables are missing and cannot be created; tables that exist need
  * only `SELECT`, `INSERT`, `UPDATE` and `DELETE` for the layer's role. It
  * fails with `InvalidOptions` when `table` is not `"name"` or
- * `"schema.name"` with parts of 1 to 50 bytes, or `compactEvery` is not a
- * positive integer.
+ * `"schema.name"` with parts of 1 to 50 bytes, `compactEvery` is not a
+ * positive integer, or `maxBatchSaves` is not an integer from 1 to 10,000.
  *
  * **Example**
  *
