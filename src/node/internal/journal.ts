@@ -12,10 +12,12 @@
  * Integers are big-endian.
  * @internal
  */
-import { Result } from "effect"
+import { Data, type Deferred, Result } from "effect"
+import type { PersistenceFailed } from "../../DStateError.ts"
 import * as Zlib from "node:zlib"
 import type { StoredChange, StoredState } from "../../StatePersistence.ts"
 import { decodeChange, decodeRecord } from "../../internal/storedJson.ts"
+import type { Slot } from "./stateFiles.ts"
 
 /** `dsj1`: the node journal, format 1. */
 export const magic = 0x64736a31
@@ -26,8 +28,10 @@ const payloadHeaderBytes = 5
 export const kindRecord = 1
 export const kindChange = 2
 
-const crc32 = (bytes: Uint8Array): number => Zlib.crc32(bytes) >>> 0
-const hex32 = (n: number) => `0x${n.toString(16).padStart(8, "0")}`
+/** CRC32 as an unsigned integer (the journal's and the state files' checksums). */
+export const crc32 = (bytes: Uint8Array): number => Zlib.crc32(bytes) >>> 0
+/** A checksum as it is printed in a damage report. */
+export const hex32 = (n: number) => `0x${n.toString(16).padStart(8, "0")}`
 
 /** The journal's 4-byte header. */
 export const header = (): Buffer => {
@@ -145,4 +149,28 @@ const decodeEntry = (payload: Buffer): Result.Result<Entry, string> => {
       : Result.fail(`does not decode: ${change.failure.message}`)
   }
   return Result.fail(`has an unknown kind ${kind}`)
+}
+
+/** The journal cannot be read back (damaged before its tail), or a folded record does not encode. */
+export class JournalDamaged extends Data.TaggedError("JournalDamaged")<{ readonly reason: string }> {}
+
+/** A record without its changes (what a snapshot holds). */
+export const withoutChanges = (record: StoredState): StoredState => {
+  const { changes: _, ...snapshot } = record
+  return snapshot
+}
+
+/** A save waiting for the journal writer. */
+export interface Queued {
+  readonly slot: Slot
+  readonly record: StoredState
+  readonly change: StoredChange | undefined
+  /**
+   * The entry, encoded by the caller (while the journal writes the previous
+   * batch): a change when the state's log had room at the call, else the
+   * record. The writer encodes the record instead when the change no longer
+   * fits (a full record came due, or a save failed meanwhile).
+   */
+  readonly entry: Pending
+  readonly done: Deferred.Deferred<void, PersistenceFailed>
 }
