@@ -698,3 +698,50 @@ describe("TcpRuntime: TLS", () => {
 function takeEvent(subscription: PubSub.Subscription<ClusterEvents.ClusterEvent>) {
   return PubSub.take(subscription).pipe(Effect.timeout(Duration.seconds(10)))
 }
+
+describe("TcpRuntime: bare Delivers", () => {
+  /** The raw frames a client received after the handshake (Challenge and Welcome dropped). */
+  const framesOf = (received: ReadonlyArray<Uint8Array>) => {
+    const reader = new Protocol.FrameReader(1 << 20)
+    for (const chunk of received) reader.push(chunk)
+    const out: Array<Uint8Array> = []
+    while (true) {
+      const frame = reader.next()
+      if (Result.isFailure(frame) || frame.success === undefined) return out.slice(2)
+      out.push(frame.success.slice())
+    }
+  }
+
+  it.live("a peer that lists bareDeliver gets the registry frame alone, one that does not gets it in a 0x84 Deliver; other bytes always go in one", () =>
+    Effect.gen(function*() {
+      const node = yield* startNode({})
+      const address = transportOf(node).address
+      const bare = yield* rawAuthenticated(address, "bare-peer", ["g"], [Protocol.bareDeliverFeature])
+      const plain = yield* rawAuthenticated(address, "plain-peer", ["g"])
+      yield* poll(Effect.gen(function*() {
+        assert.deepStrictEqual([...(yield* runtimeOf(node).members("g"))].sort(), ["bare-peer", "plain-peer"])
+      }))
+      const registryFrame = Result.getOrThrow(encodeFrame(
+        new SyncMessage.RequestSnapshot({ stateName: "s", source: node.id, wireVersion: 1 }),
+        1024
+      ))
+      const notAFrame = new Uint8Array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0])
+      yield* runtimeOf(node).broadcast("g", registryFrame)
+      yield* runtimeOf(node).broadcast("g", notAFrame)
+      const onBare = yield* poll(Effect.sync(() => {
+        const frames = framesOf(bare.received).filter((f) => f[4] !== Protocol.transportProtocol) // heartbeats aside
+        assert.strictEqual(frames.length, 2)
+        return frames
+      }))
+      assert.deepStrictEqual(onBare[0], registryFrame)
+      assert.strictEqual(onBare[1][4], Protocol.deliverProtocol)
+      assert.deepStrictEqual(onBare[1].subarray(Protocol.headerBytes), notAFrame)
+      const onPlain = yield* poll(Effect.sync(() => {
+        const frames = framesOf(plain.received).filter((f) => f[4] !== Protocol.transportProtocol)
+        assert.strictEqual(frames.length, 2)
+        return frames
+      }))
+      assert.deepStrictEqual(onPlain.map((f) => f[4]), [Protocol.deliverProtocol, Protocol.deliverProtocol])
+      assert.deepStrictEqual(onPlain[0].subarray(Protocol.headerBytes), registryFrame)
+    }), 20_000)
+})

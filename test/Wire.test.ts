@@ -9,6 +9,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Result } from "effect"
 import { NodeId } from "dstate"
 import * as Prng from "../src/testing/Prng.ts"
+import * as Codec from "../src/internal/codec.ts"
 import * as Wire from "../src/internal/wire.ts"
 import * as Protocol from "../src/node/internal/protocol.ts"
 import { DeltaUpdate, FullSnapshot, RequestSnapshot } from "../src/SyncMessage.ts"
@@ -235,5 +236,43 @@ describe("transport: Deliver frames (protocol 0x84)", () => {
       assert.deepStrictEqual(message, { _tag: "Deliver", payload: whole.subarray(Protocol.headerBytes) })
       assert.deepStrictEqual([...whole.subarray(Protocol.headerBytes)], [...payload])
     }
+  })
+})
+
+describe("transport: bare Deliver frames (the registry frame alone)", () => {
+  const snapshot = Result.getOrThrow(Codec.encodeFrame(
+    new FullSnapshot({
+      stateName: "counter",
+      source: NodeId.make("node-a"),
+      generation: { incarnation: 7, age: 3 },
+      wireVersion: 1,
+      createdAt: 1,
+      modifiedAt: 2,
+      payload: new Uint8Array([1, 2, 3])
+    }),
+    1024
+  ))
+
+  it("a registry frame is frame-shaped, and decodes as a Deliver of exactly its own bytes (no transport checksum)", () => {
+    assert.isTrue(Protocol.isFrameShaped(snapshot))
+    const decoded = Protocol.decode(snapshot)
+    assert(decoded._tag === "Success" && decoded.success._tag === "Deliver")
+    assert.strictEqual(decoded.success.payload, snapshot)
+    // A damaged body still decodes here: the registry, which checks the frame's own checksum, refuses it.
+    const damaged = snapshot.slice()
+    damaged[damaged.length - 1] ^= 0xff
+    assert.strictEqual(Protocol.decode(damaged)._tag, "Success")
+    assert.strictEqual(Codec.decodeFrame(damaged, 1024)._tag, "Failure")
+  })
+
+  it("anything else is not frame-shaped: a wrong length prefix, a transport protocol byte, a short buffer", () => {
+    const wrongLength = snapshot.slice()
+    wrongLength[3] ^= 1
+    assert.isFalse(Protocol.isFrameShaped(wrongLength))
+    const transportByte = snapshot.slice()
+    transportByte[4] = Protocol.deliverProtocol
+    assert.isFalse(Protocol.isFrameShaped(transportByte))
+    assert.isFalse(Protocol.isFrameShaped(snapshot.subarray(0, Protocol.headerBytes - 1)))
+    assert.isFalse(Protocol.isFrameShaped(Uint8Array.from({ length: 300 }, (_, i) => (i * 31) % 256)))
   })
 })

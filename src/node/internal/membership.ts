@@ -127,8 +127,8 @@ export const make = Effect.fnUntraced(function*(
     groups: [...localGroups],
     members: memberList(),
     features: settings.syncProtocol >= 2
-      ? [Protocol.traceContextFeature, Protocol.syncProtocolFeature(2)]
-      : [Protocol.traceContextFeature]
+      ? [Protocol.traceContextFeature, Protocol.bareDeliverFeature, Protocol.syncProtocolFeature(2)]
+      : [Protocol.traceContextFeature, Protocol.bareDeliverFeature]
   })
 
   const declareDown = Effect.fnUntraced(function*(peer: Peer, reason: DownReason) {
@@ -202,6 +202,7 @@ export const make = Effect.fnUntraced(function*(
         groups: new Set(),
         groupsVersion: -1,
         traceContext: false,
+        bareDeliver: false,
         syncProtocol: 1,
         detector: Detector.make(settings.detector, now),
         queueGauge: MetricSeries.gauge(
@@ -214,6 +215,7 @@ export const make = Effect.fnUntraced(function*(
     }
     peer.address = { host: hs.info.host, port: hs.info.port }
     peer.traceContext = hs.info.features?.includes(Protocol.traceContextFeature) ?? false
+    peer.bareDeliver = hs.info.features?.includes(Protocol.bareDeliverFeature) ?? false
     peer.syncProtocol = Protocol.negotiateSyncProtocol(settings.syncProtocol, hs.info.features)
     addresses.set(hs.node, peer.address)
     peer.conns.add(conn)

@@ -123,6 +123,8 @@ export interface Peer {
   groupsVersion: number
   /** Whether the peer reads Delivers with a trace context (it listed the feature in its node info). */
   traceContext: boolean
+  /** Whether the peer reads registry frames as Delivers without a transport header (`bareDeliver`). */
+  bareDeliver: boolean
   /** The highest sync frame protocol both this node and the peer speak (negotiated from its node info). */
   syncProtocol: number
   readonly detector: Detector.Detector

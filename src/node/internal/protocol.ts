@@ -36,6 +36,13 @@
  * (every replication message) has its own protocol byte, so that it is sent
  * as a 9-byte header followed by the registry frame itself and read without
  * copying it: a large snapshot is never copied by the transport.
+ *
+ * To a peer that lists the feature `"bareDeliver"`, a `Deliver` without a
+ * trace context is the registry frame alone, with no transport header: its
+ * protocol byte is the sync protocol's (1 or 2, never a transport byte), its
+ * checksum the registry's, checked once, by the registry. One header and one
+ * CRC32 per replication frame, end to end, on both sides. Such a frame is a
+ * `Deliver` only after the handshake (before it, it is out of order).
  * @internal
  */
 import { Result, Schema } from "effect"
@@ -45,6 +52,7 @@ import { crc32 } from "node:zlib"
 import { MalformedMessage, MessageTooLarge } from "../../DStateError.ts"
 import { writeHeader } from "../../internal/codec.ts"
 import { NodeId } from "../../NodeId.ts"
+import { ackProtocolVersion, protocolVersion as syncProtocolVersion } from "../../SyncMessage.ts"
 
 /** The transport protocol this node speaks (its handshake order is part of it). */
 export const protocolVersion = 2
@@ -76,6 +84,22 @@ export const negotiateSyncProtocol = (own: number, features: ReadonlyArray<strin
   }
   return version
 }
+
+/** The feature a node lists in its node info when it reads registry frames as `Deliver`s without a transport header. */
+export const bareDeliverFeature = "bareDeliver"
+
+/** Whether a frame's protocol byte is a sync protocol's: a bare `Deliver` (its checksum is the registry's). */
+export const isBareDeliver = (protocolByte: number): boolean =>
+  protocolByte === syncProtocolVersion || protocolByte === ackProtocolVersion
+
+/**
+ * Whether `payload` can travel as a bare `Deliver`: it has the header of a sync frame (its length prefix counts
+ * what follows it, and its protocol byte is a sync protocol's), so the receiver cuts and dispatches it as one.
+ * The receiver hands it over as it is either way; the registry checks its checksum.
+ */
+export const isFrameShaped = (payload: Uint8Array): boolean =>
+  payload.length >= headerBytes && isBareDeliver(payload[4]) &&
+  ((payload[0] << 24) >>> 0) + (payload[1] << 16) + (payload[2] << 8) + payload[3] === payload.length - 4
 
 /** The longest trace or span id carried (longer ones are not sent). */
 export const maxTraceIdLength = 64
@@ -294,6 +318,8 @@ export const decode = (frame: Uint8Array): Result.Result<TransportMessage, Malfo
   if (frame.length < headerBytes) {
     return Result.fail(new MalformedMessage({ reason: `frame of ${frame.length} bytes is shorter than its header` }))
   }
+  // The registry frame itself: the registry checks its checksum (once, end to end).
+  if (isBareDeliver(frame[4])) return Result.succeed({ _tag: "Deliver", payload: frame })
   if (protocolOneBytes.has(frame[4])) {
     return Result.fail(new MalformedMessage({
       reason: `transport protocol 1 (0x${frame[4].toString(16)}); this node speaks protocol ${protocolVersion}`

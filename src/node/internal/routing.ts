@@ -13,6 +13,7 @@ import type { Inbound, Supersede, TraceContext } from "../../ActorRuntime.ts"
 import { NodeUnreachable, RequestRejected, RequestTimeout } from "../../DStateError.ts"
 import type { NodeId } from "../../NodeId.ts"
 import { encode, type Node, type Peer } from "./node.ts"
+import type * as Outbound from "./outbound.ts"
 import * as Protocol from "./protocol.ts"
 
 interface Pending {
@@ -74,6 +75,19 @@ export const make = (node: Node): Routing => {
       return undefined
     }
     return frame.success
+  }
+
+  /**
+   * The registry frame as it is, for peers that read bare Delivers (checked against the frame limit); a payload
+   * that is not shaped as a sync frame (its length prefix and protocol byte) goes in a `Deliver` header.
+   */
+  const bareFrame = (payload: Uint8Array) => {
+    if (!Protocol.isFrameShaped(payload)) return deliverFrame(payload)
+    if (payload.length > node.frameLimit) {
+      counters.oversizedSends++
+      return undefined
+    }
+    return payload
   }
 
   /** The same with the trace context, for peers that read it (the plain frame when the ids cannot be carried). */
@@ -170,7 +184,11 @@ export const make = (node: Node): Routing => {
         if (to === self) return deliverLocally(payload, trace)
         const peer = node.peers.get(to)
         if (peer === undefined) return Effect.fail(new NodeUnreachable({ node: to }))
-        const frame = trace !== undefined && peer.traceContext ? tracedFrame(payload, trace) : deliverFrame(payload)
+        const frame = trace !== undefined && peer.traceContext
+          ? tracedFrame(payload, trace)
+          : peer.bareDeliver
+          ? bareFrame(payload)
+          : deliverFrame(payload)
         if (frame !== undefined) peer.outbound.offer(frame, supersede)
         return Effect.void
       }),
@@ -180,14 +198,18 @@ export const make = (node: Node): Routing => {
       // Each frame is built once, the first time a peer needs it, and shared by every queue.
       let plain: ReturnType<typeof deliverFrame> | null = null
       let traced: ReturnType<typeof deliverFrame> | null = null
+      let bare: Outbound.Frame | undefined | null = null
       for (const to of members) {
         if (to === self) continue
         const peer = node.peers.get(to)
         if (peer === undefined) continue
-        let frame: ReturnType<typeof deliverFrame>
+        let frame: Outbound.Frame | undefined
         if (trace !== undefined && peer.traceContext) {
           if (traced === null) traced = tracedFrame(payload, trace)
           frame = traced
+        } else if (peer.bareDeliver) {
+          if (bare === null) bare = bareFrame(payload)
+          frame = bare
         } else {
           if (plain === null) plain = deliverFrame(payload)
           frame = plain
