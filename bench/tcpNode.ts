@@ -525,7 +525,15 @@ const slow = async () => {
   socket.write(frame({
     _tag: "Auth",
     proof: Protocol.proof(key, "dialer", transcript),
-    info: { host: "127.0.0.1", port: 1, groupsVersion: 1, groups, members: [] }
+    // It announces what a current node reads, so that it gets the frames a stalled node would get.
+    info: {
+      host: "127.0.0.1",
+      port: 1,
+      groupsVersion: 1,
+      groups,
+      members: [],
+      features: [Protocol.traceContextFeature, Protocol.bareDeliverFeature, Protocol.syncProtocolFeature(2)]
+    }
   }))
   const welcome = await nth(1)
   if (welcome._tag !== "Welcome") throw new Error(`expected a Welcome, got ${welcome._tag}`)
