@@ -118,6 +118,27 @@ const interleave = <E, E2>(
     return { subject: a, floor: b }
   })
 
+/**
+ * The 64 states over `store` (saves timed while a round is measured) in rounds alternating with `floor`'s
+ * (`interleave`).
+ */
+const againstFloor = <E>(
+  store: StatePersistence.StatePersistence["Service"],
+  floor: (millis: number, into: Timing | undefined) => Effect.Effect<void, E>
+) =>
+  Effect.gen(function*() {
+    const current: { timing: Timing | undefined } = { timing: undefined }
+    const mutateAll = yield* node(timed(store, current))
+    return yield* interleave(
+      (millis, into) =>
+        Effect.suspend(() => {
+          current.timing = into
+          return Effect.ensuring(mutateAll(millis, into), Effect.sync(() => (current.timing = undefined)))
+        }),
+      floor
+    )
+  })
+
 const rowsOf = (
   id: string,
   name: string,
@@ -206,16 +227,7 @@ export const runFile = Effect.gen(function*() {
   const store = yield* FilePersistence.make({ directory: nodePath.join(root, "store") }).pipe(
     Effect.provide([NodeFileSystem.layer, NodePath.layer])
   )
-  const current: { timing: Timing | undefined } = { timing: undefined }
-  const mutateAll = yield* node(timed(store, current))
-  const result = yield* interleave(
-    (millis, into) =>
-      Effect.suspend(() => {
-        current.timing = into
-        return Effect.ensuring(mutateAll(millis, into), Effect.sync(() => (current.timing = undefined)))
-      }),
-    floor.run
-  )
+  const result = yield* againstFloor(store, floor.run)
   return rowsOf(
     "P1/64",
     `file store (node journal), ${states} states of 1 KiB on one node, one caller each`,
@@ -259,16 +271,7 @@ const postgres = Effect.gen(function*() {
       }
     })
   const store = yield* PostgresPersistence.make({ node: "bench", table })
-  const current: { timing: Timing | undefined } = { timing: undefined }
-  const mutateAll = yield* node(timed(store, current))
-  const result = yield* interleave(
-    (millis, into) =>
-      Effect.suspend(() => {
-        current.timing = into
-        return Effect.ensuring(mutateAll(millis, into), Effect.sync(() => (current.timing = undefined)))
-      }),
-    floor
-  )
+  const result = yield* againstFloor(store, floor)
   return rowsOf(
     "P3/64",
     `postgres store, ${states} states of 1 KiB on one node, one caller each`,

@@ -9,20 +9,17 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Scope } from "effect"
-import { type ActorRuntime, type ClusterEvents, DStateError, NodeId, StateRegistry } from "dstate"
+import { DStateError, NodeId, StateRegistry } from "dstate"
 import { Fixtures } from "dstate/testing"
 import { execFile } from "node:child_process"
 import * as TcpRuntime from "../src/node/TcpRuntime.ts"
 import { eventuallyWithin } from "./support/Eventually.ts"
 import * as RealNodes from "./support/RealNodes.ts"
-import { buildInOwnScope, fastTimings, type ScopedNode, secret } from "./support/RealNodes.ts"
+import { buildInOwnScope, fastTcp, type ScopedNode, secret, type TcpNodeServices } from "./support/RealNodes.ts"
 
-const fast = {
-  heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("1 second"), checkInterval: "50 millis" },
-  ...fastTimings
-} satisfies Partial<TcpRuntime.Options>
+const fast = fastTcp
 
-type NodeServices = ActorRuntime.ActorRuntime | ClusterEvents.ClusterEvents | TcpRuntime.TcpTransport
+type NodeServices = TcpNodeServices
 type TcpNode = ScopedNode<NodeServices>
 
 let nodeCounter = 0

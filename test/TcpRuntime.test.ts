@@ -20,15 +20,11 @@ import * as RuntimeSuite from "./conformance/RuntimeSuite.ts"
 import { eventually, eventuallyWithin } from "./support/Eventually.ts"
 import { frameOf, messagesOf, rawAuthenticated, rawConnect, rawHello, write } from "./support/RawClient.ts"
 import * as RealNodes from "./support/RealNodes.ts"
-import { buildInOwnScope, fastTimings, type ScopedNode, secret } from "./support/RealNodes.ts"
+import { buildInOwnScope, fastTcp, type ScopedNode, secret, type TcpNodeServices } from "./support/RealNodes.ts"
 
-/** Fast timings for tests: 100 ms heartbeats, down after 1 s of silence. */
-const fast = {
-  heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("1 second"), checkInterval: "50 millis" },
-  ...fastTimings
-} satisfies Partial<TcpRuntime.Options>
+const fast = fastTcp
 
-type NodeServices = ActorRuntime.ActorRuntime | ClusterEvents.ClusterEvents | TcpRuntime.TcpTransport
+type NodeServices = TcpNodeServices
 
 type TcpNode = ScopedNode<NodeServices>
 

@@ -6,7 +6,8 @@
  */
 import { assert } from "@effect/vitest"
 import { Context, type Duration, Effect, Exit, Layer, Redacted, Schedule, Scope } from "effect"
-import { ClusterEvents, type NodeId } from "dstate"
+import { type ActorRuntime, ClusterEvents, type NodeId } from "dstate"
+import * as TcpRuntime from "../../src/node/TcpRuntime.ts"
 import type * as RuntimeSuite from "../conformance/RuntimeSuite.ts"
 import { eventually } from "./Eventually.ts"
 
@@ -21,6 +22,15 @@ export const fastTimings = {
   leaveTimeout: "500 millis",
   handshakeTimeout: "2 seconds"
 } as const
+
+/** The TCP runtime suites' timings: `fastTimings` with 100 ms heartbeats and down after 1 s of silence. */
+export const fastTcp = {
+  heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("1 second"), checkInterval: "50 millis" },
+  ...fastTimings
+} satisfies Partial<TcpRuntime.Options>
+
+/** The services of a TCP node: its runtime, its membership events and its transport's diagnostics. */
+export type TcpNodeServices = ActorRuntime.ActorRuntime | ClusterEvents.ClusterEvents | TcpRuntime.TcpTransport
 
 /** A node running in a closeable scope of its own. */
 export interface ScopedNode<R = ClusterEvents.ClusterEvents> {
