@@ -300,6 +300,7 @@ export const layer: Layer.Layer<StateRegistry, InvalidOptions, ActorRuntime | Cl
     yield* Effect.gen(function*() {
       while (true) {
         const event = yield* PubSub.take(subscription)
+        if (event._tag !== "NodeJoined" && event._tag !== "NodeLeft") continue
         if (event._tag === "NodeJoined") members.add(event.node)
         else members.delete(event.node)
         for (const shard of shards.values()) {
