@@ -128,6 +128,36 @@ export const MemberEntry = Schema.Struct({
 })
 export type MemberEntry = typeof MemberEntry.Type
 
+/** A member record as gossiped (`internal/membership/member.ts`): one session of a node, its incarnation and status. */
+export const MemberRecord = Schema.Struct({
+  node: NodeId,
+  session: Schema.String,
+  /** When the session started (wall-clock milliseconds): orders the sessions of one node. */
+  started: Schema.Number,
+  incarnation: Schema.Int,
+  status: Schema.Literals(["alive", "suspect", "down", "left"]),
+  host: Schema.String,
+  port: Port,
+  groups: Schema.Array(Schema.String)
+})
+export type MemberRecord = typeof MemberRecord.Type
+
+/** What a digest lists of a record: enough to tell which of two records of a node is newer. */
+export const MemberVersion = Schema.Struct({
+  node: NodeId,
+  session: Schema.String,
+  started: Schema.Number,
+  incarnation: Schema.Int,
+  status: Schema.Literals(["alive", "suspect", "down", "left"])
+})
+
+/**
+ * The feature a node lists when it speaks gossip membership: `Pulse` heartbeats, `Gossip`, and the digest
+ * exchange (`DigestHashes`, `Digest`, `Delta`). Only such peers are sent these frames; to others a node sends
+ * the `Heartbeat` and `Members` frames of before (without a member list in heartbeats).
+ */
+export const gossipMembershipFeature = "membership/2"
+
 /** What a node tells a peer about itself once authenticated. */
 export const NodeInfo = Schema.Struct({
   host: Schema.String,
@@ -136,7 +166,9 @@ export const NodeInfo = Schema.Struct({
   groups: Schema.Array(Schema.String),
   members: Schema.Array(MemberEntry),
   /** What this node reads beyond protocol 2 (absent from nodes that know of no such feature). */
-  features: Schema.optionalKey(Schema.Array(Schema.String))
+  features: Schema.optionalKey(Schema.Array(Schema.String)),
+  /** The sender's own member record (from nodes that list `gossipMembershipFeature`). */
+  self: Schema.optionalKey(MemberRecord)
 })
 export type NodeInfo = typeof NodeInfo.Type
 
@@ -170,6 +202,24 @@ export const Heartbeat = Schema.TaggedStruct("Heartbeat", {
   groups: Schema.Array(Schema.String),
   members: Schema.Array(MemberEntry)
 })
+/** Periodic liveness signal of gossip membership: nothing but itself (membership travels in `Gossip`). */
+export const Pulse = Schema.TaggedStruct("Pulse", {})
+/** Membership changes, each sent a bounded number of times by every node that learns it. */
+export const Gossip = Schema.TaggedStruct("Gossip", { records: Schema.Array(MemberRecord) })
+/** Anti-entropy, first round: the sender's hash of each bucket of its live records. */
+export const DigestHashes = Schema.TaggedStruct("DigestHashes", { hashes: Schema.Array(Schema.Number) })
+/**
+ * Anti-entropy: the versions of the sender's live records in `buckets` (of `count`); with `reply`, the
+ * receiver answers with its own digest of them too when it lacks some.
+ */
+export const Digest = Schema.TaggedStruct("Digest", {
+  count: Schema.Int,
+  buckets: Schema.Array(Schema.Int),
+  versions: Schema.Array(MemberVersion),
+  reply: Schema.Boolean
+})
+/** Anti-entropy: the records the receiver's digest lacked or held older (`final`: do not answer with corrections). */
+export const Delta = Schema.TaggedStruct("Delta", { records: Schema.Array(MemberRecord), final: Schema.Boolean })
 /** The sender's groups changed. */
 export const Groups = Schema.TaggedStruct("Groups", {
   version: Schema.Int,
@@ -210,7 +260,12 @@ export const TransportMessage = Schema.Union([
   Request,
   Reply,
   Reject,
-  Leave
+  Leave,
+  Pulse,
+  Gossip,
+  DigestHashes,
+  Digest,
+  Delta
 ])
 export type TransportMessage = typeof TransportMessage.Type
 
