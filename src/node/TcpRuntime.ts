@@ -218,6 +218,16 @@ export interface Options {
   readonly tls?: TlsOptions | undefined
   readonly limits?: Partial<Limits> | undefined
   readonly heartbeat?: HeartbeatOptions | undefined
+  /**
+   * How long a member may stay unreachable before this node declares it down (default 30 seconds; 0: at
+   * once). The failure detector (`heartbeat.detector`) decides when a silent member is *unreachable*
+   * (`NodeUnreachable`: its views stay, marked); one heard again within `downAfter` is `NodeReachable` with its
+   * views intact. After `downAfter` without a word it is *down*: `NodeLeft`, its views dropped, and the down
+   * gossiped to the others. A graceful leave is immediate.
+   *
+   * @since 0.2.0
+   */
+  readonly downAfter?: Duration.Input | undefined
   /** Time allowed for authentication of a new connection (default 5 seconds). */
   readonly handshakeTimeout?: Duration.Input | undefined
   /**
