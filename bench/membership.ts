@@ -22,7 +22,7 @@
  *
  * Run: `npm run bench -- membership`.
  */
-import { Duration, Effect, Layer, Redacted, Result } from "effect"
+import { Context, Duration, Effect, Layer, Redacted, Result } from "effect"
 import { readFileSync, writeFileSync } from "node:fs"
 import { NodeId } from "dstate"
 import * as Core from "../src/internal/membership/core.ts"
@@ -132,17 +132,16 @@ const tcp = (seconds: number) =>
   Effect.scoped(Effect.gen(function*() {
     const secret = Redacted.make("membership-bench-secret-0123456789")
     const heartbeat = { interval: Duration.millis(roundMillis), detector: TcpRuntime.fixedTimeout("5 seconds") }
-    const first = yield* Layer.build(TcpRuntime.layer({ nodeId: "tcp-m-00", secret, heartbeat }))
-    const address = first.mapUnsafe.get(TcpRuntime.TcpTransport.key) as TcpRuntime.TcpTransport["Service"]
-    const transports = [address]
+    const first = Context.get(yield* Layer.build(TcpRuntime.layer({ nodeId: "tcp-m-00", secret, heartbeat })), TcpRuntime.TcpTransport)
+    const transports = [first]
     for (let i = 1; i < 10; i++) {
       const ctx = yield* Layer.build(TcpRuntime.layer({
         nodeId: `tcp-m-${String(i).padStart(2, "0")}`,
         secret,
         heartbeat,
-        seeds: [address.address]
+        seeds: [first.address]
       }))
-      transports.push(ctx.mapUnsafe.get(TcpRuntime.TcpTransport.key) as TcpRuntime.TcpTransport["Service"])
+      transports.push(Context.get(ctx, TcpRuntime.TcpTransport))
     }
     // Converged: every node connected to the nine others; then let the join's gossip settle.
     for (let i = 0; i < 300; i++) {
@@ -190,7 +189,7 @@ const record = (rows: ReadonlyArray<Row>) => {
 
 export const run = Effect.gen(function*() {
   const rows: Array<Row> = []
-  const window = 120
+  const window = 60
   const curve: Array<string> = []
   for (const n of [10, 100, 500]) {
     const s = steady(n, window)

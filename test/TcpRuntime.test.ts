@@ -538,6 +538,34 @@ describe("TcpRuntime: membership", () => {
       )
     }), 20_000)
 
+  it.live("a peer of before gossip membership gets heartbeats without a member list, and a member list when a node joins", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode({})
+      const client = yield* rawAuthenticated(transportOf(a).address, "tcp-old", [])
+      // Its heartbeats: this node's groups, and no member list.
+      const heartbeats = yield* poll(Effect.sync(() => {
+        const beats = messagesOf(client.received).filter((m) => m._tag === "Heartbeat")
+        assert.isAtLeast(beats.length, 2)
+        return beats
+      }))
+      for (const beat of heartbeats) assert.deepStrictEqual(beat._tag === "Heartbeat" ? beat.members : undefined, [])
+      // No frame of gossip membership ever reaches it.
+      const gossipTags = new Set(["Pulse", "Gossip", "DigestHashes", "Digest", "Delta"])
+      const b = yield* startNode({ seeds: [transportOf(a).address] })
+      const listed = yield* poll(Effect.sync(() => {
+        const lists = messagesOf(client.received).filter((m) => m._tag === "Members")
+        assert.isAtLeast(lists.length, 1)
+        return lists[0]
+      }))
+      assert.deepStrictEqual(
+        listed._tag === "Members" ? listed.members.map((m) => m.node).sort() : [],
+        [transportOf(a).nodeId, transportOf(b).nodeId, "tcp-old"].sort()
+      )
+      assert.deepStrictEqual(messagesOf(client.received).filter((m) => gossipTags.has(m._tag)), [])
+      // What a and b sent each other for membership is counted.
+      yield* poll(Effect.map(transportOf(b).stats, (stats) => assert.isAbove(stats.membershipBytesSent, 0)))
+    }), 20_000)
+
   it.live("graceful leave is seen at once, and a restarted node (new session) joins again", () =>
     Effect.gen(function*() {
       const a = yield* startNode({ heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("10 seconds") } })

@@ -13,8 +13,9 @@
  * dialer reconnects, and frames queued meanwhile wait.
  *
  * Membership changes spread by gossip (`gossip.ts`): heartbeats carry no
- * member list. The handshake carries the node's own record and the list of
- * its connected members (whom a newcomer dials); a change of this node's
+ * member list. The handshake carries the node's own record and a list of
+ * up to 64 connected members (whom a newcomer dials at once; the digest
+ * exchange brings it the others); a change of this node's
  * groups is sent to every peer at once (`Groups`, its version being the
  * node's incarnation) and gossiped. Nodes learned from gossip are dialed by
  * the smaller id. Peers that do not list `Protocol.gossipMembershipFeature`
@@ -55,6 +56,12 @@ import * as Outbound from "./outbound.ts"
 import * as Protocol from "./protocol.ts"
 
 const leftSessionsRemembered = 1024
+
+/**
+ * The most members a handshake lists (besides this node): enough for a newcomer to start dialing, small
+ * enough for `handshakeFrameBytes` in any cluster; the digest exchange brings the rest.
+ */
+const handshakeMembers = 64
 
 /** memberlist's `RetransmitMult`: each node gossips a change `4 × ⌈log10(n + 1)⌉` times. */
 const retransmitMultiplier = 4
@@ -195,7 +202,7 @@ export const make = Effect.fnUntraced(function*(
     port: node.address.port,
     groupsVersion: groupsVersion(),
     groups: [...localGroups()],
-    members: memberList(),
+    members: memberList().slice(0, handshakeMembers + 1),
     features,
     self: core.self() as Protocol.MemberRecord
   })
