@@ -178,7 +178,7 @@ const record = (rows: ReadonlyArray<Row>) => {
   writeFileSync(jsonUrl, JSON.stringify(results, null, 2) + "\n")
   const mdUrl = new URL("./results/results.md", import.meta.url)
   const format = (n: number) => Math.abs(n) >= 100 ? Math.round(n).toLocaleString("en-US") : n.toFixed(2)
-  const lines = readFileSync(mdUrl, "utf8").split("\n").filter((l) => l.length > 0 && !l.startsWith("| M1/"))
+  const lines = readFileSync(mdUrl, "utf8").trimEnd().split("\n").filter((l) => !l.startsWith("| M1/"))
   for (const r of rows) {
     lines.push(
       `| ${r.id} | ${r.name} | ${format(r.value)} ${r.unit} | ${format(r.baseline)} (${r.baselineName}) | ${r.ratio.toFixed(3)} | ${r.target} | ${r.met ? "yes" : "no"} |`
