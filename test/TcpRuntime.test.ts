@@ -523,6 +523,7 @@ describe("TcpRuntime: membership", () => {
       assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeJoined(paused))
       const unreachable = yield* takeEvent(subscription)
       assert.strictEqual(unreachable._tag, "NodeUnreachable")
+      assert.deepStrictEqual((yield* transportOf(a).peers).map((p) => [p.node, p.unreachable, p.connected]), [[paused, true, true]])
       // It speaks again: one heartbeat (as a node of before gossip membership sends it).
       yield* write(client.socket, frameOf({ _tag: "Heartbeat", groupsVersion: 1, groups: ["g"], members: [] }))
       assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeReachable(paused))
@@ -531,6 +532,7 @@ describe("TcpRuntime: membership", () => {
       // Its groups and its connection were kept: nothing to join again.
       assert.deepStrictEqual(yield* runtimeOf(a).members("g"), [paused])
       assert.isFalse(client.socket.destroyed)
+      assert.deepStrictEqual((yield* transportOf(a).peers).map((p) => [p.node, p.unreachable]), [[paused, false]])
       const stats = yield* transportOf(a).stats
       assert.deepStrictEqual(
         [stats.nodesJoined, stats.nodesUnreachable, stats.nodesReachable, stats.nodesLeft, stats.handshakesCompleted],

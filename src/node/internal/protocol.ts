@@ -31,6 +31,14 @@
  * reads the sync frames of protocol 2 (the acknowledgement messages); the
  * registry sends those only to peers with which both sides listed it.
  *
+ * Membership (`membership.ts`, `gossip.ts`): to a peer that lists
+ * `"membership/2"` (and its own member record in its node info), a node
+ * sends `Pulse` heartbeats, `Gossip` (member records, each change sent a
+ * bounded number of times) and the digest exchange (`DigestHashes`, `Digest`,
+ * `Delta`); to others, `Heartbeat` with its groups and an empty member list,
+ * and `Members` when a node joins. The feature keeps the protocol at 2: a
+ * node of before never receives a message it cannot decode.
+ *
  * The registry's frames travel as opaque bytes inside `Deliver`, `Request`
  * and `Reply` messages; the registry checks them again itself. A `Deliver`
  * (every replication message) has its own protocol byte, so that it is sent
@@ -196,7 +204,10 @@ export const Welcome = Schema.TaggedStruct("Welcome", { proof: Schema.Uint8Array
  * (`"auth-failed"`) or it is not a listed member (`"not-member"`).
  */
 export const Refused = Schema.TaggedStruct("Refused", { reason: Schema.Literals(["auth-failed", "not-member"]) })
-/** Periodic liveness signal, carrying the sender's groups and member list (gossip). */
+/**
+ * Periodic liveness signal to a peer that does not list `gossipMembershipFeature`: the sender's groups and a
+ * member list (empty from nodes that speak gossip membership; read from older nodes).
+ */
 export const Heartbeat = Schema.TaggedStruct("Heartbeat", {
   groupsVersion: Schema.Int,
   groups: Schema.Array(Schema.String),

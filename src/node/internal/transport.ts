@@ -181,6 +181,7 @@ export const make = Effect.fnUntraced(function*(
         groups: [...peer.groups],
         silenceMillis: peer.detector.silence(now),
         phi: peer.detector.phi(now),
+        unreachable: peer.unreachable,
         outbound: peer.outbound.stats()
       })))
   }
