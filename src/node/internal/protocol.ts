@@ -136,28 +136,24 @@ export const MemberEntry = Schema.Struct({
 })
 export type MemberEntry = typeof MemberEntry.Type
 
-/** A member record as gossiped (`internal/membership/member.ts`): one session of a node, its incarnation and status. */
-export const MemberRecord = Schema.Struct({
+/** What a digest lists of a record: enough to tell which of two records of a node is newer. */
+export const MemberVersion = Schema.Struct({
   node: NodeId,
   session: Schema.String,
   /** When the session started (wall-clock milliseconds): orders the sessions of one node. */
   started: Schema.Number,
   incarnation: Schema.Int,
-  status: Schema.Literals(["alive", "suspect", "down", "left"]),
+  status: Schema.Literals(["alive", "suspect", "down", "left"])
+})
+
+/** A member record as gossiped (`internal/membership/member.ts`): one session of a node, its incarnation and status. */
+export const MemberRecord = Schema.Struct({
+  ...MemberVersion.fields,
   host: Schema.String,
   port: Port,
   groups: Schema.Array(Schema.String)
 })
 export type MemberRecord = typeof MemberRecord.Type
-
-/** What a digest lists of a record: enough to tell which of two records of a node is newer. */
-export const MemberVersion = Schema.Struct({
-  node: NodeId,
-  session: Schema.String,
-  started: Schema.Number,
-  incarnation: Schema.Int,
-  status: Schema.Literals(["alive", "suspect", "down", "left"])
-})
 
 /**
  * The feature a node lists when it speaks gossip membership: `Pulse` heartbeats, `Gossip`, and the digest
