@@ -568,6 +568,37 @@ describe("TcpRuntime: membership", () => {
       yield* poll(Effect.map(transportOf(b).stats, (stats) => assert.isAbove(stats.membershipBytesSent, 0)))
     }), 20_000)
 
+  it.live("a peer that speaks gossip membership gets pulses; a down of it gossiped by another member is NodeLeft at once", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode({ heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("10 seconds") } })
+      const record = (node: string, session: string, status: Protocol.MemberRecord["status"]): Protocol.MemberRecord => ({
+        node: NodeId.make(node),
+        session,
+        started: 1,
+        incarnation: 0,
+        status,
+        host: "127.0.0.1",
+        port: 1,
+        groups: []
+      })
+      const features = [Protocol.gossipMembershipFeature]
+      const subscription = yield* eventsOf(a).subscribe
+      const x = yield* rawAuthenticated(transportOf(a).address, "tcp-gx", [], features, record("tcp-gx", "sx", "alive"), "sx")
+      const y = yield* rawAuthenticated(transportOf(a).address, "tcp-gy", [], features, record("tcp-gy", "sy", "alive"), "sy")
+      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeJoined(NodeId.make("tcp-gx")))
+      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeJoined(NodeId.make("tcp-gy")))
+      // Heartbeats to it are pulses: no groups, no member list.
+      yield* poll(Effect.sync(() => assert.isAtLeast(messagesOf(x.received).filter((m) => m._tag === "Pulse").length, 2)))
+      assert.deepStrictEqual(messagesOf(x.received).filter((m) => m._tag === "Heartbeat"), [])
+      // y gossips that x is down (at x's incarnation): a drops x at once, far below its 10 s detector.
+      const start = yield* Clock.currentTimeMillis
+      yield* write(y.socket, frameOf({ _tag: "Gossip", records: [record("tcp-gx", "sx", "down")] }))
+      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeLeft(NodeId.make("tcp-gx")))
+      assert.isBelow((yield* Clock.currentTimeMillis) - start, 2000)
+      yield* Deferred.await(x.closed).pipe(Effect.timeout("2 seconds"))
+      assert.deepStrictEqual([...(yield* eventsOf(a).members)], [NodeId.make("tcp-gy")])
+    }), 20_000)
+
   it.live("graceful leave is seen at once, and a restarted node (new session) joins again", () =>
     Effect.gen(function*() {
       const a = yield* startNode({ heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("10 seconds") } })
