@@ -105,7 +105,10 @@ export const transport = {
   heartbeatsReceived: counter("dstate_transport_heartbeats_received", "Heartbeats received."),
   nodesJoined: counter("dstate_transport_nodes_joined", "Nodes that joined (NodeJoined)."),
   nodesLeft: counter("dstate_transport_nodes_left", "Nodes that left (NodeLeft)."),
-  failuresDetected: counter("dstate_transport_failures_detected", "Nodes declared down by the failure detector."),
+  failuresDetected: counter("dstate_transport_failures_detected", "Nodes declared down by this node after downAfter of unreachability."),
+  nodesUnreachable: counter("dstate_transport_nodes_unreachable", "Members the failure detector found silent (NodeUnreachable)."),
+  nodesReachable: counter("dstate_transport_nodes_reachable", "Unreachable members heard again before downAfter (NodeReachable)."),
+  membershipBytesSent: counter("dstate_transport_membership_bytes_sent", "Bytes of membership frames sent: heartbeats, gossip, digests and deltas, leaves, group and member lists."),
   leavesReceived: counter("dstate_transport_leaves_received", "Graceful Leave frames received."),
   requestsSent: counter("dstate_transport_requests_sent", "Requests sent."),
   requestTimeouts: counter("dstate_transport_request_timeouts", "Requests that timed out.")

@@ -3,13 +3,15 @@
  * with `Sharding`, several in one process, each built with `Layer.fresh`):
  * the runtime conformance suite, then replication across runners whose
  * membership comes from a shared memory `RunnerStorage` and from
- * `SqlRunnerStorage` on PostgreSQL.
+ * `SqlRunnerStorage` on PostgreSQL, and the reachability of a listed runner
+ * that goes silent.
  */
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Context, Effect, Exit, Layer, Option, PubSub, Redacted, References, Scope } from "effect"
 import {
   MessageStorage,
+  Runner,
   RunnerAddress,
   RunnerHealth,
   RunnerStorage,
@@ -25,6 +27,7 @@ import { ClusterRuntime } from "dstate/cluster"
 import { TcpRuntime } from "dstate/node"
 import { Fixtures } from "dstate/testing"
 import * as RuntimeSuite from "./conformance/RuntimeSuite.ts"
+import { frameOf, rawAuthenticated, write } from "./support/RawClient.ts"
 import { eventually, eventuallyWithin } from "./support/Eventually.ts"
 import * as RealNodes from "./support/RealNodes.ts"
 import { buildInOwnScope, fastTimings, type ScopedNode, secret } from "./support/RealNodes.ts"
@@ -336,6 +339,35 @@ scenarios(
     return { storage, health: layer, down }
   })
 )
+
+describe("ClusterRuntime: reachability", () => {
+  it.live("a listed runner that goes silent is NodeUnreachable, and NodeReachable with its membership kept when heard again", () =>
+    Effect.gen(function*() {
+      const env = yield* memoryEnv
+      const a = yield* startRunner(env, Layer.empty)
+      const events = yield* eventLog(a)
+      // A runner the storage lists whose dstate side is a raw client: it authenticates, then says nothing.
+      const quietAddress = yield* freeRunnerAddress
+      const quiet = ClusterRuntime.nodeId(quietAddress)
+      yield* storageOf(a).register(Runner.make({ address: quietAddress, groups: ["default"], weight: 1 }), true)
+      const transport = ClusterRuntime.transportAddress(a.address)!
+      const client = yield* poll(rawAuthenticated(transport, quiet, []))
+      yield* poll(Effect.map(events, (seen) => assert.deepStrictEqual(seen, [ClusterEvents.NodeJoined(quiet)])))
+      // The detector's 2 s pass: unreachable, still a member.
+      const unreachable = yield* eventually(Effect.map(events, (seen) => {
+        assert.strictEqual(seen.length, 2)
+        return seen[1]
+      }), { timeout: "6 seconds", interval: "20 millis", what: "NodeUnreachable" })
+      assert.strictEqual(unreachable._tag, "NodeUnreachable")
+      assert.strictEqual(unreachable.node, quiet)
+      assert.deepStrictEqual(sorted(yield* eventsOf(a).members), [String(quiet)])
+      // It speaks again.
+      yield* write(client.socket, frameOf({ _tag: "Heartbeat", groupsVersion: 1, groups: [], members: [] }))
+      yield* poll(Effect.map(events, (seen) => assert.deepStrictEqual(seen.slice(2), [ClusterEvents.NodeReachable(quiet)])))
+      assert.deepStrictEqual(sorted(yield* eventsOf(a).members), [String(quiet)])
+      assert.strictEqual((yield* eventsOf(a).unreachable).size, 0)
+    }).pipe(Effect.scoped), 30_000)
+})
 
 describe("ClusterRuntime: addresses and options", () => {
   it.effect("node ids and dstate addresses are derived from the runner address", () =>

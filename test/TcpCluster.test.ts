@@ -3,8 +3,9 @@
  * (test/fixtures/tcpNode.ts: TCP runtime, file persistence, the registry with
  * the fixture `Counter` and `NodeResource` states), driven by this test over
  * their stdin/stdout. Mutations on every node must reach both others with
- * exact values; a node killed with SIGKILL must be reported as NodeLeft by
- * the two others within the failure detector's bound and its views dropped;
+ * exact values; a node killed with SIGKILL must be reported as NodeUnreachable
+ * by the two others within the failure detector's bound, then NodeLeft after
+ * `downAfter`, and its views dropped;
  * the same node restarted on the same data directory must come back with the
  * same incarnations and data, visible on the others again.
  *
@@ -20,13 +21,15 @@ import type { Entry } from "./helpers.ts"
 import { awaitExit, type Child, request, startNode as startProcess, waitFor } from "./support/NodeProcesses.ts"
 import { eventually as poll } from "./support/Eventually.ts"
 
-/** 100 ms heartbeats, down after 1 s of silence, detector consulted every 50 ms. */
-const heartbeat = { intervalMillis: 100, timeoutMillis: 1000, checkMillis: 50 }
+/** 100 ms heartbeats, unreachable after 1 s of silence, down after 1 s more, detector consulted every 50 ms. */
+const heartbeat = { intervalMillis: 100, timeoutMillis: 1000, checkMillis: 50, downAfterMillis: 1000 }
 /**
- * NodeLeft is published at most `timeout` plus one check interval after the
- * peer's last frame, and that frame arrived before the kill.
+ * NodeUnreachable is published at most `timeout` plus one check interval after
+ * the peer's last frame, and that frame arrived before the kill; NodeLeft at
+ * most `downAfter` plus one check interval after that.
  */
 const detectionBoundMillis = heartbeat.timeoutMillis + heartbeat.checkMillis
+const downBoundMillis = heartbeat.downAfterMillis + heartbeat.checkMillis
 /** Scheduling slack for a loaded machine (processes, pipes, event loops). */
 const slackMillis = 750
 
@@ -136,7 +139,7 @@ describe("TcpRuntime: three OS processes", () => {
       yield* awaitViews(nodes.map((n) => n.child), expected2)
     }).pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)), { timeout: 30_000 })
 
-  it.live("kill -9: NodeLeft within the detector bound, views dropped; a restart brings the same incarnation and data back", () =>
+  it.live("kill -9: NodeUnreachable within the detector bound, NodeLeft after downAfter, views dropped; a restart brings the same incarnation and data back", () =>
     Effect.gen(function*() {
       const directory = yield* dataDirectory
       const { a, b, c } = yield* startCluster(directory)
@@ -163,12 +166,19 @@ describe("TcpRuntime: three OS processes", () => {
       yield* awaitExit(b.child)
       const detectedAt = yield* Effect.forEach(survivors, (child, i) =>
         waitFor(child, (messages) =>
+          messages.slice(seen[i]).find((m) => m.event === "unreachable" && m.node === "b")?.at as number | undefined, "NodeUnreachable b"))
+      const downAt = yield* Effect.forEach(survivors, (child, i) =>
+        waitFor(child, (messages) =>
           messages.slice(seen[i]).find((m) => m.event === "left" && m.node === "b")?.at as number | undefined, "NodeLeft b"))
       for (const [i, at] of detectedAt.entries()) {
         const elapsed = at - killedAt
-        assert.isAtMost(elapsed, detectionBoundMillis + slackMillis, `${survivors[i].name}: NodeLeft after ${elapsed} ms`)
+        assert.isAtMost(elapsed, detectionBoundMillis + slackMillis, `${survivors[i].name}: NodeUnreachable after ${elapsed} ms`)
         // Not the socket close: a broken connection alone is not a departure.
-        assert.isAtLeast(elapsed, heartbeat.timeoutMillis / 2, `${survivors[i].name}: NodeLeft after ${elapsed} ms`)
+        assert.isAtLeast(elapsed, heartbeat.timeoutMillis / 2, `${survivors[i].name}: NodeUnreachable after ${elapsed} ms`)
+        const down = downAt[i] - at
+        assert.isAtMost(down, downBoundMillis + slackMillis, `${survivors[i].name}: NodeLeft ${down} ms after NodeUnreachable`)
+        // Down at downAfter, unless the other survivor's gossiped down came first (it is as late, give or take a check).
+        assert.isAtLeast(down, heartbeat.downAfterMillis - 2 * heartbeat.checkMillis - slackMillis, `${survivors[i].name}: NodeLeft ${down} ms after NodeUnreachable`)
       }
       const withoutB: Snapshot = {
         counter: { a: a.ready.counter, c: c.ready.counter },

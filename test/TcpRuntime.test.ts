@@ -185,6 +185,11 @@ describe("TcpRuntime: options", () => {
     },
     { option: "heartbeat.detector.maxSilence", good: [phi({ maxSilence: 1 })], bad: [[phi({ maxSilence: 0 }), 0, positiveDuration]] },
     { option: "handshakeTimeout", good: [{ handshakeTimeout: 1 }], bad: [[{ handshakeTimeout: 0 }, 0, positiveDuration]] },
+    {
+      option: "downAfter",
+      good: [{ downAfter: 0 }, { downAfter: "30 seconds" }],
+      bad: [[{ downAfter: -1 }, -1, nonNegativeDuration], [{ downAfter: "Infinity" }, "Infinity", nonNegativeDuration]]
+    },
     { option: "connectTimeout", good: [{ connectTimeout: 1 }], bad: [[{ connectTimeout: 0 }, 0, positiveDuration]] },
     {
       option: "limits.maxPendingHandshakesPerAddress",
@@ -472,9 +477,9 @@ describe("TcpRuntime: shutdown", () => {
 })
 
 describe("TcpRuntime: membership", () => {
-  it.live("a peer that goes silent is NodeLeft within the detector bound; it is NodeJoined again when it returns", () =>
+  it.live("a peer that goes silent is NodeUnreachable within the detector bound, then NodeLeft after downAfter", () =>
     Effect.gen(function*() {
-      const a = yield* startNode({})
+      const a = yield* startNode({ downAfter: "1 second" })
       const b = yield* startNode({ seeds: [transportOf(a).address] })
       yield* awaitMesh([a, b])
       const subscription = yield* eventsOf(a).subscribe
@@ -483,15 +488,115 @@ describe("TcpRuntime: membership", () => {
       const quiet = NodeId.make("tcp-quiet")
       assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeJoined(quiet))
       const start = yield* Clock.currentTimeMillis
-      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeLeft(quiet))
-      const elapsed = (yield* Clock.currentTimeMillis) - start
+      const unreachable = yield* takeEvent(subscription)
+      const atUnreachable = yield* Clock.currentTimeMillis
+      assert.strictEqual(unreachable._tag, "NodeUnreachable")
+      assert.strictEqual(unreachable.node, quiet)
       // Bound: detector timeout (1 s) + one check interval (50 ms) + scheduling slack.
+      assert.isAtMost(atUnreachable - start, 1000 + 50 + 500)
+      assert.isAtLeast(atUnreachable - start, 900)
+      // Unreachable is not down: still a member, marked, its connection open.
+      assert.deepStrictEqual([...(yield* eventsOf(a).members)].sort(), [b.id, quiet].sort())
+      assert.deepStrictEqual([...(yield* eventsOf(a).unreachable).keys()], [quiet])
+      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeLeft(quiet))
+      const elapsed = (yield* Clock.currentTimeMillis) - atUnreachable
+      // downAfter (1 s) + one check interval + slack.
       assert.isAtMost(elapsed, 1000 + 50 + 500)
       assert.isAtLeast(elapsed, 900)
       // Declared down: its connection was closed.
       yield* Deferred.await(client.closed).pipe(Effect.timeout("2 seconds"))
       // b is unaffected.
       assert.deepStrictEqual([...(yield* eventsOf(a).members)], [b.id])
+      assert.strictEqual((yield* eventsOf(a).unreachable).size, 0)
+      const stats = yield* transportOf(a).stats
+      assert.strictEqual(stats.nodesUnreachable, 1)
+      assert.strictEqual(stats.nodesReachable, 0)
+      assert.strictEqual(stats.failuresDetected, 1)
+    }), 20_000)
+
+  it.live("an unreachable peer that answers again before downAfter is NodeReachable, still a member, on the same connection", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode({})
+      const subscription = yield* eventsOf(a).subscribe
+      const client = yield* rawAuthenticated(transportOf(a).address, "tcp-pause", ["g"])
+      const paused = NodeId.make("tcp-pause")
+      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeJoined(paused))
+      const unreachable = yield* takeEvent(subscription)
+      assert.strictEqual(unreachable._tag, "NodeUnreachable")
+      assert.deepStrictEqual((yield* transportOf(a).peers).map((p) => [p.node, p.unreachable, p.connected]), [[paused, true, true]])
+      // It speaks again: one heartbeat (as a node of before gossip membership sends it).
+      yield* write(client.socket, frameOf({ _tag: "Heartbeat", groupsVersion: 1, groups: ["g"], members: [] }))
+      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeReachable(paused))
+      assert.deepStrictEqual([...(yield* eventsOf(a).members)], [paused])
+      assert.strictEqual((yield* eventsOf(a).unreachable).size, 0)
+      // Its groups and its connection were kept: nothing to join again.
+      assert.deepStrictEqual(yield* runtimeOf(a).members("g"), [paused])
+      assert.isFalse(client.socket.destroyed)
+      assert.deepStrictEqual((yield* transportOf(a).peers).map((p) => [p.node, p.unreachable]), [[paused, false]])
+      const stats = yield* transportOf(a).stats
+      assert.deepStrictEqual(
+        [stats.nodesJoined, stats.nodesUnreachable, stats.nodesReachable, stats.nodesLeft, stats.handshakesCompleted],
+        [1, 1, 1, 0, 1]
+      )
+    }), 20_000)
+
+  it.live("a peer of before gossip membership gets heartbeats without a member list, and a member list when a node joins", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode({})
+      const client = yield* rawAuthenticated(transportOf(a).address, "tcp-old", [])
+      // Its heartbeats: this node's groups, and no member list.
+      const heartbeats = yield* poll(Effect.sync(() => {
+        const beats = messagesOf(client.received).filter((m) => m._tag === "Heartbeat")
+        assert.isAtLeast(beats.length, 2)
+        return beats
+      }))
+      for (const beat of heartbeats) assert.deepStrictEqual(beat._tag === "Heartbeat" ? beat.members : undefined, [])
+      // No frame of gossip membership ever reaches it.
+      const gossipTags = new Set(["Pulse", "Gossip", "DigestHashes", "Digest", "Delta"])
+      const b = yield* startNode({ seeds: [transportOf(a).address] })
+      const listed = yield* poll(Effect.sync(() => {
+        const lists = messagesOf(client.received).filter((m) => m._tag === "Members")
+        assert.isAtLeast(lists.length, 1)
+        return lists[0]
+      }))
+      assert.deepStrictEqual(
+        listed._tag === "Members" ? listed.members.map((m) => m.node).sort() : [],
+        [transportOf(a).nodeId, transportOf(b).nodeId, "tcp-old"].sort()
+      )
+      assert.deepStrictEqual(messagesOf(client.received).filter((m) => gossipTags.has(m._tag)), [])
+      // What a and b sent each other for membership is counted.
+      yield* poll(Effect.map(transportOf(b).stats, (stats) => assert.isAbove(stats.membershipBytesSent, 0)))
+    }), 20_000)
+
+  it.live("a peer that speaks gossip membership gets pulses; a down of it gossiped by another member is NodeLeft at once", () =>
+    Effect.gen(function*() {
+      const a = yield* startNode({ heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("10 seconds") } })
+      const record = (node: string, session: string, status: Protocol.MemberRecord["status"]): Protocol.MemberRecord => ({
+        node: NodeId.make(node),
+        session,
+        started: 1,
+        incarnation: 0,
+        status,
+        host: "127.0.0.1",
+        port: 1,
+        groups: []
+      })
+      const features = [Protocol.gossipMembershipFeature]
+      const subscription = yield* eventsOf(a).subscribe
+      const x = yield* rawAuthenticated(transportOf(a).address, "tcp-gx", [], features, record("tcp-gx", "sx", "alive"), "sx")
+      const y = yield* rawAuthenticated(transportOf(a).address, "tcp-gy", [], features, record("tcp-gy", "sy", "alive"), "sy")
+      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeJoined(NodeId.make("tcp-gx")))
+      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeJoined(NodeId.make("tcp-gy")))
+      // Heartbeats to it are pulses: no groups, no member list.
+      yield* poll(Effect.sync(() => assert.isAtLeast(messagesOf(x.received).filter((m) => m._tag === "Pulse").length, 2)))
+      assert.deepStrictEqual(messagesOf(x.received).filter((m) => m._tag === "Heartbeat"), [])
+      // y gossips that x is down (at x's incarnation): a drops x at once, far below its 10 s detector.
+      const start = yield* Clock.currentTimeMillis
+      yield* write(y.socket, frameOf({ _tag: "Gossip", records: [record("tcp-gx", "sx", "down")] }))
+      assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeLeft(NodeId.make("tcp-gx")))
+      assert.isBelow((yield* Clock.currentTimeMillis) - start, 2000)
+      yield* Deferred.await(x.closed).pipe(Effect.timeout("2 seconds"))
+      assert.deepStrictEqual([...(yield* eventsOf(a).members)], [NodeId.make("tcp-gy")])
     }), 20_000)
 
   it.live("graceful leave is seen at once, and a restarted node (new session) joins again", () =>
@@ -620,9 +725,10 @@ describe("TcpRuntime: membership", () => {
       ])
     }), 20_000)
 
-  it.live("phi accrual: a silent peer is declared down within maxSilence", () =>
+  it.live("phi accrual: a silent peer is unreachable within maxSilence (and, with downAfter 0, down at once)", () =>
     Effect.gen(function*() {
       const a = yield* startNode({
+        downAfter: 0,
         heartbeat: {
           interval: "100 millis",
           checkInterval: "50 millis",
@@ -639,6 +745,8 @@ describe("TcpRuntime: membership", () => {
       const client = yield* rawAuthenticated(transportOf(a).address, "tcp-phi", [])
       assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeJoined(NodeId.make("tcp-phi")))
       const start = yield* Clock.currentTimeMillis
+      const unreachable = yield* takeEvent(subscription)
+      assert.strictEqual(unreachable._tag, "NodeUnreachable")
       assert.deepStrictEqual(yield* takeEvent(subscription), ClusterEvents.NodeLeft(NodeId.make("tcp-phi")))
       // phi passes 8 well before the 2 s hard bound with 100 ms heartbeats; the hard bound caps it anyway.
       assert.isAtMost((yield* Clock.currentTimeMillis) - start, 2000 + 50 + 500)

@@ -13,7 +13,10 @@
  *   (`RunnerHealth`: ping, Kubernetes, or noop), and `SqlRunnerStorage` also
  *   stops listing a runner whose heartbeats stopped. A runner that is not
  *   listed as healthy, this one included, is not a member: a runner that sees
- *   itself unlisted drops every peer until it is listed again.
+ *   itself unlisted drops every peer until it is listed again. A listed
+ *   runner whose dstate heartbeats stop is `NodeUnreachable` (its views stay)
+ *   and `NodeReachable` when heard again; it is `NodeLeft` once unlisted (at
+ *   once) or after `downAfter` (default 30 seconds) of unreachability.
  * - **Transport**: frames travel over dstate's TCP transport (the one of
  *   `dstate/node`: HMAC-authenticated connections, optional TLS, capped
  *   per-peer queues, heartbeats), on a port next to the runner's, `runner port
@@ -193,7 +196,7 @@ const poll = (
  *   is flagged depends on the cluster: `SqlRunnerStorage` stops listing it
  *   once its heartbeats are older than `shardLockExpiration`, the ping health
  *   check runs every `runnerHealthCheckInterval`. dstate's own heartbeats
- *   usually find it first (default: 5 seconds of silence).
+ *   usually find it unreachable first (default: 5 seconds of silence).
  * - Every runner needs the dstate port (runner port + `portOffset`) free and
  *   reachable, and every runner must use the same offset and secret.
  * - When the storage cannot be read, the last member set is kept (logged).

@@ -3,12 +3,14 @@
  * separate OS processes (or machines) and talk over TCP, optionally TLS.
  *
  * Each node listens on one port, dials its seeds, and learns the rest of the
- * cluster from the member lists peers gossip in their handshakes and
- * heartbeats. Every connection is authenticated both ways with an
+ * cluster from the handshake and from gossip of membership changes, with a
+ * periodic digest exchange that repairs what gossip missed (see "Membership"
+ * in the README). Every connection is authenticated both ways with an
  * HMAC-SHA256 challenge/response over a shared cluster secret before any of
  * its frames is applied, and every frame is bound to the node id that
- * authenticated. Failures are found by heartbeats and a failure detector
- * (fixed timeout or phi accrual); a graceful shutdown tells peers at once.
+ * authenticated. A silent peer is found by heartbeats and a failure detector
+ * (fixed timeout or phi accrual) and is unreachable, then down after
+ * `downAfter`; a graceful shutdown tells peers at once.
  * Each peer has a capped outbound queue in which newer snapshots supersede
  * older ones, so a slow peer costs bounded memory.
  *
@@ -218,6 +220,16 @@ export interface Options {
   readonly tls?: TlsOptions | undefined
   readonly limits?: Partial<Limits> | undefined
   readonly heartbeat?: HeartbeatOptions | undefined
+  /**
+   * How long a member may stay unreachable before this node declares it down (default 30 seconds; 0: at
+   * once). The failure detector (`heartbeat.detector`) decides when a silent member is *unreachable*
+   * (`NodeUnreachable`: its views stay, marked); one heard again within `downAfter` is `NodeReachable` with its
+   * views intact. After `downAfter` without a word it is *down*: `NodeLeft`, its views dropped, and the down
+   * gossiped to the others. A graceful leave is immediate.
+   *
+   * @since 0.2.0
+   */
+  readonly downAfter?: Duration.Input | undefined
   /** Time allowed for authentication of a new connection (default 5 seconds). */
   readonly handshakeTimeout?: Duration.Input | undefined
   /**
@@ -302,6 +314,12 @@ export interface PeerDiagnostics {
   readonly silenceMillis: number
   /** Current suspicion level of the failure detector. */
   readonly phi: number
+  /**
+   * Whether the failure detector finds the peer silent (`NodeUnreachable` published, not yet reachable again).
+   *
+   * @since 0.2.0
+   */
+  readonly unreachable: boolean
   readonly outbound: OutboundStats
 }
 

@@ -57,11 +57,13 @@ export const awaitExit = (child: Child) => waitFor(child, () => child.closed ? t
   Effect.catchDefect(() => Effect.void)
 )
 
-/** Heartbeat interval, fixed detector timeout and detector check interval of a node process, in ms. */
+/** Heartbeat interval, fixed detector timeout, detector check interval and downAfter of a node process, in ms. */
 export interface Heartbeat {
   readonly intervalMillis: number
   readonly timeoutMillis: number
   readonly checkMillis: number
+  /** How long a member stays unreachable before it is down (default: the runtime's, 30 s). */
+  readonly downAfterMillis?: number | undefined
 }
 
 /** Optional settings of a node process; each left out keeps the fixture's default. */

@@ -94,11 +94,14 @@ export const rawAuthenticated = (
   address: TcpRuntime.Address,
   node: string,
   groups: ReadonlyArray<string>,
-  features?: ReadonlyArray<string>
+  features?: ReadonlyArray<string>,
+  /** The client's own member record, as a node that speaks gossip membership announces it. */
+  self?: Protocol.MemberRecord,
+  session = "raw-session"
 ) =>
   Effect.gen(function*() {
     const client = yield* rawConnect(address)
-    const { transcript } = yield* rawHello(client, node)
+    const { transcript } = yield* rawHello(client, node, session)
     const key = Protocol.secretBytes(Redacted.value(secret))
     yield* write(client.socket, frameOf({
       _tag: "Auth",
@@ -109,7 +112,8 @@ export const rawAuthenticated = (
         groupsVersion: 1,
         groups: [...groups],
         members: [],
-        ...(features === undefined ? {} : { features: [...features] })
+        ...(features === undefined ? {} : { features: [...features] }),
+        ...(self === undefined ? {} : { self })
       }
     }))
     const welcome = yield* nthMessage(client, 1)

@@ -17,6 +17,7 @@ import * as Socket from "effect/socket/Socket"
 import type { NodeId } from "../../NodeId.ts"
 import type { Dialer } from "./dialer.ts"
 import type { Handshake, Handshakes, Next } from "./handshake.ts"
+import type { Gossip } from "./gossip.ts"
 import type { Heartbeats } from "./heartbeat.ts"
 import type * as Listener from "./listener.ts"
 import type { Membership } from "./membership.ts"
@@ -48,13 +49,14 @@ export const make = (
     readonly handshake: Handshakes
     readonly membership: Membership
     readonly heartbeat: Heartbeats
+    readonly gossip: Gossip
     readonly routing: Routing
     readonly dialer: Dialer
     readonly rejections: Rejections
   }
 ): Connections => {
   const { counters, self, settings } = node
-  const { dialer, handshake, heartbeat, membership, rejections, routing } = mechanisms
+  const { dialer, gossip, handshake, heartbeat, membership, rejections, routing } = mechanisms
   let nextConnId = 1
   /** Accepted connections in their handshake: in all, and per source host. */
   let handshaking = 0
@@ -187,8 +189,16 @@ export const make = (
       const now = yield* monotonicMillis
       peer.detector.heard(now)
       switch (message._tag) {
-        case "Heartbeat": {
+        case "Heartbeat":
+        case "Pulse": {
           yield* heartbeat.received(peer, message, now)
+          break
+        }
+        case "Gossip":
+        case "DigestHashes":
+        case "Digest":
+        case "Delta": {
+          yield* gossip.received(peer, message)
           break
         }
         case "Groups": {

@@ -1,12 +1,17 @@
 /**
  * Failure detectors: pure state machines fed with the arrival times of a
- * peer's frames (monotonic milliseconds) and asked whether the peer should
- * still be considered alive.
+ * peer's frames (monotonic milliseconds) and asked whether the peer is silent.
+ * A silent peer is *unreachable*, not down: membership (`membership.ts`, with
+ * `internal/membership/core.ts`) declares it down only after `downAfter`.
  *
- * - Fixed timeout: the peer is down once nothing was heard for `timeout`.
+ * `failed` takes a multiplier of its timeouts (1 by default): the place where
+ * a local-health score (Lifeguard: memberlist's `awareness.go`) stretches them
+ * while this node itself is slow to process its input.
+ *
+ * - Fixed timeout: the peer is silent once nothing was heard for `timeout`.
  * - Phi accrual (Hayashibara et al.; the variant used by Akka and Cassandra):
  *   the suspicion level `phi` grows with the silence relative to the observed
- *   distribution of heartbeat intervals; the peer is down once `phi` exceeds
+ *   distribution of heartbeat intervals; the peer is silent once `phi` exceeds
  *   the threshold, or once the silence exceeds `maxSilence` whatever the
  *   history (so that the bound stays configurable).
  * @internal
@@ -33,8 +38,8 @@ export interface Detector {
   readonly heartbeat: (now: number) => void
   /** The current suspicion level (0 for a fixed timeout that has not expired, Infinity once expired). */
   readonly phi: (now: number) => number
-  /** Whether the peer is to be considered down at `now`. */
-  readonly failed: (now: number) => boolean
+  /** Whether the peer is silent at `now`, its timeouts scaled by `multiplier` (local health; 1 by default). */
+  readonly failed: (now: number, multiplier?: number) => boolean
   /** Milliseconds since the last frame. */
   readonly silence: (now: number) => number
 }
@@ -52,7 +57,7 @@ export const make = (settings: DetectorSettings, now: number): Detector => {
         if (t > lastHeard) lastHeard = t
       },
       phi: (t) => (t - lastHeard > timeout ? Number.POSITIVE_INFINITY : 0),
-      failed: (t) => t - lastHeard > timeout,
+      failed: (t, multiplier = 1) => t - lastHeard > timeout * multiplier,
       silence: (t) => t - lastHeard
     }
   }
@@ -98,7 +103,7 @@ export const make = (settings: DetectorSettings, now: number): Detector => {
       if (t > lastHeard) lastHeard = t
     },
     phi,
-    failed: (t) => t - lastHeard > s.maxSilenceMillis || phi(t) > s.threshold,
+    failed: (t, multiplier = 1) => t - lastHeard > s.maxSilenceMillis * multiplier || phi(t) > s.threshold * multiplier,
     silence: (t) => t - lastHeard
   }
 }

@@ -44,6 +44,8 @@ export interface Settings extends Limits {
   readonly heartbeatInterval: Duration.Duration
   readonly detectorCheckInterval: Duration.Duration
   readonly detector: Detector.DetectorSettings
+  /** How long a member stays unreachable before this node declares it down. */
+  readonly downAfter: Duration.Duration
   readonly stallTimeout: Duration.Duration
   readonly handshakeTimeout: Duration.Duration
   readonly handshakeIdleTimeout: Duration.Duration
@@ -128,6 +130,10 @@ export interface Peer {
   /** The highest sync frame protocol both this node and the peer speak (negotiated from its node info). */
   syncProtocol: number
   readonly detector: Detector.Detector
+  /** Whether the peer speaks gossip membership (`Protocol.gossipMembershipFeature`): it is sent pulses, gossip and digests. */
+  gossip: boolean
+  /** Whether this node's detector finds the peer silent (NodeUnreachable published, NodeReachable not yet). */
+  unreachable: boolean
   /** The series of `Metrics.outboundQueueBytes` for this peer. */
   readonly queueGauge: Metric.Registration
 }

@@ -31,6 +31,14 @@
  * reads the sync frames of protocol 2 (the acknowledgement messages); the
  * registry sends those only to peers with which both sides listed it.
  *
+ * Membership (`membership.ts`, `gossip.ts`): to a peer that lists
+ * `"membership/2"` (and its own member record in its node info), a node
+ * sends `Pulse` heartbeats, `Gossip` (member records, each change sent a
+ * bounded number of times) and the digest exchange (`DigestHashes`, `Digest`,
+ * `Delta`); to others, `Heartbeat` with its groups and an empty member list,
+ * and `Members` when a node joins. The feature keeps the protocol at 2: a
+ * node of before never receives a message it cannot decode.
+ *
  * The registry's frames travel as opaque bytes inside `Deliver`, `Request`
  * and `Reply` messages; the registry checks them again itself. A `Deliver`
  * (every replication message) has its own protocol byte, so that it is sent
@@ -128,6 +136,32 @@ export const MemberEntry = Schema.Struct({
 })
 export type MemberEntry = typeof MemberEntry.Type
 
+/** What a digest lists of a record: enough to tell which of two records of a node is newer. */
+export const MemberVersion = Schema.Struct({
+  node: NodeId,
+  session: Schema.String,
+  /** When the session started (wall-clock milliseconds): orders the sessions of one node. */
+  started: Schema.Number,
+  incarnation: Schema.Int,
+  status: Schema.Literals(["alive", "suspect", "down", "left"])
+})
+
+/** A member record as gossiped (`internal/membership/member.ts`): one session of a node, its incarnation and status. */
+export const MemberRecord = Schema.Struct({
+  ...MemberVersion.fields,
+  host: Schema.String,
+  port: Port,
+  groups: Schema.Array(Schema.String)
+})
+export type MemberRecord = typeof MemberRecord.Type
+
+/**
+ * The feature a node lists when it speaks gossip membership: `Pulse` heartbeats, `Gossip`, and the digest
+ * exchange (`DigestHashes`, `Digest`, `Delta`). Only such peers are sent these frames; to others a node sends
+ * the `Heartbeat` and `Members` frames of before (without a member list in heartbeats).
+ */
+export const gossipMembershipFeature = "membership/2"
+
 /** What a node tells a peer about itself once authenticated. */
 export const NodeInfo = Schema.Struct({
   host: Schema.String,
@@ -136,7 +170,9 @@ export const NodeInfo = Schema.Struct({
   groups: Schema.Array(Schema.String),
   members: Schema.Array(MemberEntry),
   /** What this node reads beyond protocol 2 (absent from nodes that know of no such feature). */
-  features: Schema.optionalKey(Schema.Array(Schema.String))
+  features: Schema.optionalKey(Schema.Array(Schema.String)),
+  /** The sender's own member record (from nodes that list `gossipMembershipFeature`). */
+  self: Schema.optionalKey(MemberRecord)
 })
 export type NodeInfo = typeof NodeInfo.Type
 
@@ -164,12 +200,33 @@ export const Welcome = Schema.TaggedStruct("Welcome", { proof: Schema.Uint8Array
  * (`"auth-failed"`) or it is not a listed member (`"not-member"`).
  */
 export const Refused = Schema.TaggedStruct("Refused", { reason: Schema.Literals(["auth-failed", "not-member"]) })
-/** Periodic liveness signal, carrying the sender's groups and member list (gossip). */
+/**
+ * Periodic liveness signal to a peer that does not list `gossipMembershipFeature`: the sender's groups and a
+ * member list (empty from nodes that speak gossip membership; read from older nodes).
+ */
 export const Heartbeat = Schema.TaggedStruct("Heartbeat", {
   groupsVersion: Schema.Int,
   groups: Schema.Array(Schema.String),
   members: Schema.Array(MemberEntry)
 })
+/** Periodic liveness signal of gossip membership: nothing but itself (membership travels in `Gossip`). */
+export const Pulse = Schema.TaggedStruct("Pulse", {})
+/** Membership changes, each sent a bounded number of times by every node that learns it. */
+export const Gossip = Schema.TaggedStruct("Gossip", { records: Schema.Array(MemberRecord) })
+/** Anti-entropy, first round: the sender's hash of each bucket of its live records. */
+export const DigestHashes = Schema.TaggedStruct("DigestHashes", { hashes: Schema.Array(Schema.Number) })
+/**
+ * Anti-entropy: the versions of the sender's live records in `buckets` (of `count`); with `reply`, the
+ * receiver answers with its own digest of them too when it lacks some.
+ */
+export const Digest = Schema.TaggedStruct("Digest", {
+  count: Schema.Int,
+  buckets: Schema.Array(Schema.Int),
+  versions: Schema.Array(MemberVersion),
+  reply: Schema.Boolean
+})
+/** Anti-entropy: the records the receiver's digest lacked or held older (`final`: do not answer with corrections). */
+export const Delta = Schema.TaggedStruct("Delta", { records: Schema.Array(MemberRecord), final: Schema.Boolean })
 /** The sender's groups changed. */
 export const Groups = Schema.TaggedStruct("Groups", {
   version: Schema.Int,
@@ -210,7 +267,12 @@ export const TransportMessage = Schema.Union([
   Request,
   Reply,
   Reject,
-  Leave
+  Leave,
+  Pulse,
+  Gossip,
+  DigestHashes,
+  Digest,
+  Delta
 ])
 export type TransportMessage = typeof TransportMessage.Type
 

@@ -65,8 +65,8 @@ const checker: Check.Checker = { module: "TcpRuntime" }
 /**
  * The transport settings of `options`, or `InvalidOptions` for the first
  * option outside its range: sizes and counts are positive integers (the port
- * 0 to 65535), durations finite and positive (`leaveTimeout` and
- * `acceptableHeartbeatPause` may be 0).
+ * 0 to 65535), durations finite and positive (`leaveTimeout`,
+ * `downAfter` and `acceptableHeartbeatPause` may be 0).
  */
 export const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxFrame: number) {
   const invalid = (option: string, value: unknown, reason: string) => Effect.fail(Check.invalid(checker, option, value, reason))
@@ -149,6 +149,7 @@ export const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxF
       firstHeartbeatEstimateMillis: Duration.toMillis(interval),
       maxSilenceMillis: Duration.toMillis(yield* positive("heartbeat.detector.maxSilence", detector.maxSilence))
     }
+  const downAfter = yield* nonNegative("downAfter", options.downAfter ?? "30 seconds")
   const handshakeTimeout = yield* positive("handshakeTimeout", options.handshakeTimeout ?? "5 seconds")
   const handshakeIdleTimeout = yield* positive("handshakeIdleTimeout", options.handshakeIdleTimeout ?? "1 second")
   const connectTimeout = yield* positive("connectTimeout", options.connectTimeout ?? "5 seconds")
@@ -185,6 +186,7 @@ export const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxF
     heartbeatInterval: interval,
     detectorCheckInterval: checkInterval,
     detector: detectorSettings,
+    downAfter,
     handshakeTimeout,
     handshakeIdleTimeout,
     rejectionLogInterval,

@@ -1,8 +1,9 @@
 /**
  * The TCP transport assembled: builds the node's shared state (`node.ts`),
  * starts the listener, and wires the mechanisms together, each in its own
- * module: the handshake (`handshake.ts`), membership and group gossip
- * (`membership.ts`), heartbeats and failure detection (`heartbeat.ts`, with
+ * module: the handshake (`handshake.ts`), membership (`membership.ts`,
+ * driving the core of `internal/membership/`), gossip and digest repair
+ * (`gossip.ts`), heartbeats and failure detection (`heartbeat.ts`, with
  * the detectors in `detector.ts`), dialing and reconnection (`dialer.ts`),
  * connections (`connection.ts`), the per-peer outbound queues
  * (`outbound.ts`) and the routing of frames and requests (`routing.ts`).
@@ -21,6 +22,7 @@ import type { NodeId } from "../../NodeId.ts"
 import type { PeerDiagnostics, TransportStats } from "../TcpRuntime.ts"
 import * as Connection from "./connection.ts"
 import * as Dialer from "./dialer.ts"
+import * as Gossip from "./gossip.ts"
 import * as Handshake from "./handshake.ts"
 import * as Heartbeat from "./heartbeat.ts"
 import * as Listener from "./listener.ts"
@@ -101,9 +103,10 @@ export const make = Effect.fnUntraced(function*(
     onDown: routing.failPendingTo
   })
   const handshake = Handshake.make(node, membership)
-  const heartbeat = Heartbeat.make(node, membership)
+  const gossip = Gossip.make(node, membership)
+  const heartbeat = Heartbeat.make(node, membership, gossip)
   const rejections = yield* Rejections.make({ interval: settings.rejectionLogInterval, annotate: node.annotate })
-  const connections = Connection.make(node, { handshake, membership, heartbeat, routing, dialer, rejections })
+  const connections = Connection.make(node, { handshake, membership, heartbeat, gossip, routing, dialer, rejections })
 
   // ---- start ----------------------------------------------------------------------------------
   yield* server.serve(connections.accept)
@@ -121,6 +124,7 @@ export const make = Effect.fnUntraced(function*(
         for (const peer of node.peers.values()) {
           if (peer.active === undefined) continue
           const done = Deferred.makeUnsafe<void>()
+          node.counters.membershipBytesSent += frame.success.length
           peer.outbound.offer(frame.success, undefined, done)
           written.push(done)
         }
@@ -177,6 +181,7 @@ export const make = Effect.fnUntraced(function*(
         groups: [...peer.groups],
         silenceMillis: peer.detector.silence(now),
         phi: peer.detector.phi(now),
+        unreachable: peer.unreachable,
         outbound: peer.outbound.stats()
       })))
   }
