@@ -3,17 +3,17 @@
  * topology of `count` namespaces, each with one interface (`eth0`) on a
  * private /24, joined by veth pairs to one bridge that lives in a namespace
  * of its own (so the host's interfaces, routes and firewall are never
- * touched), and packet drops between them with `iptables` rules inside the
- * namespaces.
+ * touched), and packet drops between them with `iptables` in the bridge's
+ * namespace.
  *
- * A drop from A to B is one rule in B's namespace: `INPUT -s A -j DROP`.
- * Dropping on the receiving side is what a lossy network does: the sender's
- * packets leave and vanish, its TCP retransmits, and its `connect` waits for
- * the timeout (a rule on A's OUTPUT would instead fail A's own sends at once
- * with EPERM, a fault no network produces). ARP is not IP, so addresses stay
- * resolved and healing is immediate. A cut is a drop both ways; an
- * asymmetric drop is one way only. Rules live in a chain of their own
- * (`dstate`), and healing flushes it.
+ * A drop from A to B is one rule on the bridge: `FORWARD -s A -d B -j DROP`
+ * (bridged IPv4 passes iptables there: `bridge-nf-call-iptables`, on by
+ * default in a new namespace). The packets leave A and vanish on the way, as
+ * in a lossy network: A's TCP retransmits and its `connect` waits for its
+ * timeout. A cut is a drop both ways; an asymmetric drop one way only. ARP
+ * is not IP, so addresses stay resolved and healing is immediate. Every rule
+ * of a partition is installed by one `iptables-restore` (one transaction, so
+ * all directions go down at the same instant), and healing is one flush.
  *
  * Names carry this process's id (`dstp<pid>n<i>`, `dstp<pid>br`): namespaces
  * left by a test process that no longer runs are removed before a new
@@ -70,7 +70,10 @@ const check = (): string | undefined => {
   const probe = `${prefix}${process.pid}probe`
   try {
     run("ip", ["netns", "add", probe])
-    run("ip", ["netns", "exec", probe, "iptables", "-L", "INPUT", "-n"])
+    run("ip", ["netns", "exec", probe, "iptables", "-w", "-L", "FORWARD", "-n"])
+    if (!bridgeFilters(probe)) {
+      return "bridged traffic does not pass iptables in a new namespace (br_netfilter is not loaded)"
+    }
   } catch (error) {
     return `cannot make a network namespace with iptables in it: ${String(error)}`
   } finally {
@@ -81,6 +84,32 @@ const check = (): string | undefined => {
     }
   }
   return undefined
+}
+
+/**
+ * Whether bridged IPv4 in `namespace` passes its iptables: the sysctl of
+ * br_netfilter (loaded first if it is a module), set to 1 there when it is 0
+ * (it is per namespace).
+ */
+const bridgeFilters = (namespace: string): boolean => {
+  const key = "net.bridge.bridge-nf-call-iptables"
+  const read = () => run("ip", ["netns", "exec", namespace, "sysctl", "-n", key]).trim()
+  try {
+    if (read() === "1") return true
+  } catch {
+    try {
+      run("modprobe", ["br_netfilter"])
+    } catch {
+      return false
+    }
+  }
+  try {
+    if (read() === "1") return true
+    run("ip", ["netns", "exec", namespace, "sysctl", "-q", "-w", `${key}=1`])
+    return read() === "1"
+  } catch {
+    return false
+  }
 }
 
 /** A namespace's name and its address (on `eth0`). */
@@ -161,8 +190,9 @@ const destroy = (topology: Topology): void => {
 
 /**
  * Makes `count` namespaces with `lo` up and `eth0` on `10.213.x.(i+1)/24`,
- * each bridged to the others, with an empty `dstate` chain jumped to from
- * INPUT. Removed when the scope closes, or when the process exits first.
+ * each attached to one bridge in a namespace of its own, whose iptables sees
+ * the bridged traffic. Removed when the scope closes, or when the process
+ * exits first.
  */
 export const make = (count: number): Effect.Effect<Topology, never, Scope.Scope> =>
   Effect.acquireRelease(
@@ -181,6 +211,7 @@ export const make = (count: number): Effect.Effect<Topology, never, Scope.Scope>
         run("ip", ["-n", topology.bridge, "link", "set", "lo", "up"])
         run("ip", ["-n", topology.bridge, "link", "add", "br0", "type", "bridge"])
         run("ip", ["-n", topology.bridge, "link", "set", "br0", "up"])
+        if (!bridgeFilters(topology.bridge)) throw new Error(`bridged traffic in ${topology.bridge} does not pass iptables`)
         topology.hosts.forEach((host, i) => {
           run("ip", ["netns", "add", host.namespace])
           run("ip", ["-n", topology.bridge, "link", "add", `v${i}`, "type", "veth", "peer", "name", "eth0", "netns", host.namespace])
@@ -188,8 +219,6 @@ export const make = (count: number): Effect.Effect<Topology, never, Scope.Scope>
           run("ip", ["-n", host.namespace, "link", "set", "lo", "up"])
           run("ip", ["-n", host.namespace, "addr", "add", `${host.address}/24`, "dev", "eth0"])
           run("ip", ["-n", host.namespace, "link", "set", "eth0", "up"])
-          iptables(host, "-N", "dstate")
-          iptables(host, "-I", "INPUT", "-j", "dstate")
         })
       } catch (error) {
         destroy(topology)
@@ -205,35 +234,30 @@ export const make = (count: number): Effect.Effect<Topology, never, Scope.Scope>
       })
   ).pipe(Effect.map(({ topology }) => topology))
 
-const iptables = (host: Host, ...args: ReadonlyArray<string>): string =>
-  run("ip", ["netns", "exec", host.namespace, "iptables", "-w", ...args])
+const iptables = (topology: Topology, ...args: ReadonlyArray<string>): string =>
+  run("ip", ["netns", "exec", topology.bridge, "iptables", "-w", ...args])
 
 /**
- * Drops the given directions of traffic (added to any drops in place): one
- * rule per receiving namespace, listing every source it must not hear.
+ * Drops the given directions of traffic (added to any drops in place), all
+ * in one transaction.
  */
 export const drop = (topology: Topology, drops: ReadonlyArray<Drop>) =>
   Effect.sync(() => {
-    const sources = new Map<number, Set<number>>()
-    for (const { from, to } of drops) sources.set(to, (sources.get(to) ?? new Set()).add(from))
-    for (const [to, from] of sources) {
-      const list = [...from].map((i) => topology.hosts[i]!.address).join(",")
-      iptables(topology.hosts[to]!, "-A", "dstate", "-s", list, "-j", "DROP")
-    }
+    const address = (i: number) => topology.hosts[i]!.address
+    const rules = drops.map(({ from, to }) => `-A FORWARD -s ${address(from)}/32 -d ${address(to)}/32 -j DROP`)
+    execFileSync("ip", ["netns", "exec", topology.bridge, "iptables-restore", "-w", "--noflush"], {
+      env,
+      input: ["*filter", ...rules, "COMMIT", ""].join("\n"),
+      stdio: ["pipe", "ignore", "pipe"]
+    })
   })
 
 /** Removes every drop. */
-export const heal = (topology: Topology) =>
-  Effect.sync(() => {
-    for (const host of topology.hosts) iptables(host, "-F", "dstate")
-  })
+export const heal = (topology: Topology) => Effect.sync(() => void iptables(topology, "-F", "FORWARD"))
 
-/** The drop rules in place, per namespace (`iptables -S dstate`), for a failure message. */
-export const rules = (topology: Topology): Record<string, ReadonlyArray<string>> =>
-  Object.fromEntries(topology.hosts.map((host) => [
-    host.namespace,
-    iptables(host, "-S", "dstate").split("\n").filter((line) => line.startsWith("-A"))
-  ]))
+/** The drop rules in place (`iptables -S FORWARD` on the bridge), for a failure message. */
+export const rules = (topology: Topology): ReadonlyArray<string> =>
+  iptables(topology, "-S", "FORWARD").split("\n").filter((line) => line.startsWith("-A"))
 
 /** The command line that runs `command` inside a namespace (`ip` by its full path). */
 export const exec = (namespace: string, command: string, args: ReadonlyArray<string>): readonly [string, ReadonlyArray<string>] =>
