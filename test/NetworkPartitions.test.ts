@@ -33,15 +33,19 @@ export const timings = {
   /** Heartbeat spacing. */
   heartbeatMillis: 100,
   /** `TcpRuntime.fixedTimeout`: a peer silent this long is declared down. */
-  detectorMillis: 1500,
+  detectorMillis: 2000,
   /** How often the detector is consulted. */
   checkMillis: 50,
   /** TCP connect timeout of a dial: a SYN lost in a cut costs at most this. */
   connectTimeoutMillis: 1000,
   /** The fixture's reconnect schedule: exponential from 50 ms, at most 300 ms apart. */
   reconnectCapMillis: 300,
-  /** Short cuts last this long, well below the detector (TCP retransmits at 200, 600, 1400 ms). */
-  shortCut: { minMillis: 250, maxMillis: 500 },
+  /**
+   * Short cuts last this long. TCP retransmits a lost segment after its retransmission timeout r (200 ms at
+   * least, more when round trips vary under load), then 3r, 7r, ... after the loss: a cut of c ms is a silence
+   * of up to max(3c, r) plus one heartbeat interval, kept well below the detector's timeout.
+   */
+  shortCut: { minMillis: 200, maxMillis: 400 },
   /** Long cuts are held this much longer once every expected NodeLeft was seen. */
   longHold: { minMillis: 0, maxMillis: 500 }
 } as const

@@ -41,7 +41,7 @@ const has = (tool: string): boolean => {
   }
 }
 
-const tools = ["ip", "tc", "iptables"] as const
+const tools = ["ip", "iptables", "iptables-restore"] as const
 
 /**
  * Why namespaces cannot be used here, or `undefined` when they can. Missing
@@ -92,24 +92,18 @@ const check = (): string | undefined => {
  * (it is per namespace).
  */
 const bridgeFilters = (namespace: string): boolean => {
-  const key = "net.bridge.bridge-nf-call-iptables"
-  const read = () => run("ip", ["netns", "exec", namespace, "sysctl", "-n", key]).trim()
-  try {
-    if (read() === "1") return true
-  } catch {
+  const file = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+  const inside = (script: string) => run("ip", ["netns", "exec", namespace, "sh", "-c", script]).trim()
+  const read = () => inside(`cat ${file} 2>/dev/null || true`)
+  if (read() === "") {
     try {
       run("modprobe", ["br_netfilter"])
     } catch {
       return false
     }
   }
-  try {
-    if (read() === "1") return true
-    run("ip", ["netns", "exec", namespace, "sysctl", "-q", "-w", `${key}=1`])
-    return read() === "1"
-  } catch {
-    return false
-  }
+  if (read() === "0") inside(`echo 1 > ${file}`)
+  return read() === "1"
 }
 
 /** A namespace's name and its address (on `eth0`). */
