@@ -22,7 +22,10 @@
 import { NodeFileSystem } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Fiber, FileSystem } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
 import { join } from "node:path"
+import { createInterface } from "node:readline"
+import { fileURLToPath } from "node:url"
 import type { Entry } from "./helpers.ts"
 import * as Netns from "./support/Netns.ts"
 import { type Child, request, startNode } from "./support/NodeProcesses.ts"
@@ -329,6 +332,51 @@ const summarize = (seed: number, measured: ReadonlyArray<Measured>, totalMillis:
 
 const envSeed = process.env.DSTATE_PARTITION_SEED
 
+const netnsModule = fileURLToPath(new URL("./support/Netns.ts", import.meta.url))
+
+/**
+ * Starts a Node process that makes a topology of two namespaces, prints it,
+ * then runs `after` with the topology's scope still open; succeeds once the
+ * topology is printed.
+ */
+const topologyProcess = (after: string) =>
+  Effect.callback<{ readonly topology: Netns.Topology; readonly child: ChildProcess }>((resume) => {
+    const program = [
+      `import { Effect } from "effect"`,
+      `import * as Netns from ${JSON.stringify(netnsModule)}`,
+      `Effect.runFork(Effect.scoped(Effect.flatMap(Netns.make(2), (topology) => Effect.andThen(`,
+      `  Effect.sync(() => process.stdout.write(JSON.stringify(topology) + "\\n")),`,
+      `  Effect.suspend(() => { ${after} })))))`
+    ].join("\n")
+    const child = spawn(process.execPath, ["--input-type=module", "-e", program], { stdio: ["ignore", "pipe", "pipe"] })
+    let stderr = ""
+    let done = false
+    child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
+      stderr += chunk
+    })
+    createInterface({ input: child.stdout! }).once("line", (line) => {
+      done = true
+      resume(Effect.succeed({ topology: JSON.parse(line) as Netns.Topology, child }))
+    })
+    child.once("close", (code) => {
+      if (!done) resume(Effect.die(new Error(`exited with ${code} before its topology was made: ${stderr}`)))
+    })
+    return Effect.sync(() => child.kill("SIGKILL"))
+  }).pipe(Effect.timeoutOrElse({ duration: "30 seconds", orElse: () => Effect.die(new Error("no topology within 30 s")) }))
+
+/** Waits until the process has exited; its exit code (`null` when killed by a signal). */
+const exitOf = (child: ChildProcess) =>
+  Effect.callback<number | null>((resume) => {
+    if (child.exitCode !== null || child.signalCode !== null) resume(Effect.succeed(child.exitCode))
+    else child.once("exit", (code) => resume(Effect.succeed(code)))
+  }).pipe(Effect.timeoutOrElse({ duration: "10 seconds", orElse: () => Effect.die(new Error("the process did not exit")) }))
+
+/** The namespaces of the topology that exist. */
+const existing = (topology: Netns.Topology): ReadonlyArray<string> => {
+  const all = new Set(Netns.namespaces())
+  return [topology.bridge, ...topology.hosts.map((h) => h.namespace)].filter((name) => all.has(name))
+}
+
 describe("Network partitions between node processes (network namespaces)", () => {
   const reason = Netns.unavailable()
   it.live.skipIf(reason !== undefined)(
@@ -471,5 +519,29 @@ describe("Network partitions between node processes (network namespaces)", () =>
         )
       }).pipe(Effect.provide(NodeFileSystem.layer)),
     300_000
+  )
+
+  it.live.skipIf(reason !== undefined)(
+    `namespaces are removed when their process exits without closing the topology's scope, and those of a killed process by the next topology made${
+      reason === undefined ? "" : ` (cannot run here: ${reason})`
+    }`,
+    () =>
+      Effect.gen(function*() {
+        // process.exit with the scope open: the exit hook removes the topology.
+        const exiting = yield* topologyProcess("return Effect.sync(() => process.exit(3))")
+        assert.strictEqual(yield* exitOf(exiting.child), 3)
+        assert.strictEqual(exiting.topology.hosts.length, 2)
+        assert.deepStrictEqual(existing(exiting.topology), [])
+
+        // SIGKILL: nothing runs in the process; its namespaces stay until the next topology is made.
+        const killed = yield* topologyProcess("return Effect.never")
+        assert.strictEqual(existing(killed.topology).length, 3)
+        killed.child.kill("SIGKILL")
+        assert.isNull(yield* exitOf(killed.child))
+        assert.strictEqual(existing(killed.topology).length, 3)
+        assert.includeMembers([...Netns.removeLeftovers()], [killed.topology.bridge, ...killed.topology.hosts.map((h) => h.namespace)])
+        assert.deepStrictEqual(existing(killed.topology), [])
+      }),
+    60_000
   )
 })

@@ -125,7 +125,8 @@ export interface Drop {
   readonly to: number
 }
 
-const namespaces = (): Array<string> =>
+/** The names of every network namespace of the machine (`ip netns list`). */
+export const namespaces = (): Array<string> =>
   run("ip", ["netns", "list"]).split("\n").map((line) => line.split(" ")[0]!).filter((name) => name.length > 0)
 
 const alive = (pid: number): boolean => {
