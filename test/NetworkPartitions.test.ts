@@ -409,10 +409,8 @@ describe("Network partitions between node processes (network namespaces)", () =>
                 seedAddresses: index === 0 ? [] : [seedAddress],
                 connectTimeoutMillis: timings.connectTimeoutMillis
               }),
-              ({ child, ready }) => ({ index, name: `n${index}`, child, ready })
-            ), { concurrency: "unbounded" }).pipe(
-              Effect.map((started) => started.map(({ child, index, name }) => ({ index, name, child })))
-            )
+              ({ child }) => ({ index, name: `n${index}`, child })
+            ), { concurrency: "unbounded" })
           const acknowledged: Acknowledged = {
             counter: nodes.map((n) => {
               const ready = n.child.messages.find((m) => m.event === "ready")!
