@@ -1,7 +1,7 @@
 /**
  * Nodes in OS processes of their own (test/fixtures/tcpNode.ts), driven over
  * stdin/stdout one JSON object per line: starting one (with optional
- * settings) and waiting for its `ready` event, sending a command and waiting
+ * settings, in a network namespace if asked) and waiting for its `ready` event, sending a command and waiting
  * for its reply, waiting for any condition on what it printed, reading the
  * log lines it wrote on stderr, stopping it gracefully, and its exit.
  */
