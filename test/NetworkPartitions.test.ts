@@ -543,3 +543,58 @@ describe("Network partitions between node processes (network namespaces)", () =>
     60_000
   )
 })
+
+describe("Network partitions: the cycles and their expected events", () => {
+  it("a seed draws the same 50 cycles; each kind runs short and long 8 or 9 times, with the drops its kind names", () => {
+    const cycles = planCycles(20261208, 50, nodeCount)
+    assert.deepStrictEqual(planCycles(20261208, 50, nodeCount), cycles)
+    assert.notDeepEqual(planCycles(20261209, 50, nodeCount), cycles)
+    const counts = new Map<string, number>()
+    for (const cycle of cycles) {
+      const key = `${cycle.long ? "long" : "short"} ${cycle.kind}`
+      counts.set(key, (counts.get(key) ?? 0) + 1)
+      const directions = new Set(cycle.drops.map((d) => `${d.from}>${d.to}`))
+      assert.strictEqual(directions.size, cycle.drops.length, "no direction twice")
+      for (const d of cycle.drops) assert.notStrictEqual(d.from, d.to)
+      const both = cycle.drops.every((d) => directions.has(`${d.to}>${d.from}`))
+      // One node cut off: 4 peers both ways; a 2|3 split: 6 pairs both ways; a one-way drop: one direction.
+      assert.strictEqual(cycle.drops.length, { isolate: 8, split: 12, asymmetric: 1 }[cycle.kind], cycle.description)
+      assert.strictEqual(both, cycle.kind !== "asymmetric", cycle.description)
+      const range = cycle.long ? timings.longHold : timings.shortCut
+      assert.isTrue(cycle.holdMillis >= range.minMillis && cycle.holdMillis <= range.maxMillis, cycle.description)
+    }
+    assert.deepStrictEqual(
+      [...counts].sort(([a], [b]) => a.localeCompare(b)),
+      [["long asymmetric", 8], ["long isolate", 8], ["long split", 8], ["short asymmetric", 8], ["short isolate", 9], [
+        "short split",
+        9
+      ]]
+    )
+  })
+
+  it("a long cut: both ends of every pair that lost traffic see the other leave and come back, a one-way drop's sender within twice the bound; a short cut: nothing", () => {
+    const detection = timings.detectorMillis + timings.checkMillis
+    const isolate: Cycle = {
+      index: 0,
+      kind: "isolate",
+      long: true,
+      holdMillis: 0,
+      drops: [1, 2, 3, 4].flatMap((o) => [{ from: 0, to: o }, { from: o, to: 0 }]),
+      description: "long isolate n0"
+    }
+    const events = expectedMembershipEvents(isolate, timings)
+    assert.deepStrictEqual(
+      events.map((e) => `${e.observer}:${e.subject}`).sort(),
+      ["0:1", "0:2", "0:3", "0:4", "1:0", "2:0", "3:0", "4:0"]
+    )
+    for (const e of events) {
+      assert.deepStrictEqual([e.beforeHeal, e.afterHeal, e.dueWithinMillis], [["left"], ["joined"], detection])
+    }
+    assert.deepStrictEqual(expectedMembershipEvents({ ...isolate, long: false }, timings).map((e) => [e.beforeHeal, e.afterHeal]), Array(8).fill([[], []]))
+    const oneWay: Cycle = { index: 1, kind: "asymmetric", long: true, holdMillis: 0, drops: [{ from: 3, to: 1 }], description: "long drop n3 -> n1" }
+    assert.deepStrictEqual(expectedMembershipEvents(oneWay, timings), [
+      { observer: 1, subject: 3, beforeHeal: ["left"], afterHeal: ["joined"], dueWithinMillis: detection },
+      { observer: 3, subject: 1, beforeHeal: ["left"], afterHeal: ["joined"], dueWithinMillis: 2 * detection }
+    ])
+  })
+})
