@@ -432,71 +432,79 @@ describe("Network partitions between node processes (network namespaces)", () =>
 
           let nextValue = 0
           const random = generator(seed ^ 0x5bd1e995)
-          for (const cycle of cycles) {
-            current = `cycle ${cycle.index} (${cycle.description})`
-            const marks = nodes.map((n) => n.child.messages.length)
-            const expected = expectedMembershipEvents(cycle, timings)
-            let cutting = true
-            let mutations = 0
-            // Every node mutates its own states while cut: each acknowledged write is the owner's latest.
-            const mutate = (node: Node) =>
-              Effect.gen(function*() {
-                while (cutting) {
-                  const value = ++nextValue
-                  if (value % 2 === 0) {
-                    const reply = yield* request(node.child, { op: "set", value })
-                    acknowledged.counter[node.index] = { ...(reply.generation as Generation), value: { value } }
-                  } else {
-                    const reply = yield* request(node.child, {
-                      op: "resource",
-                      change: { cpuPercent: Math.floor(random() * 100), memoryUsedMiB: value }
-                    })
-                    acknowledged.resource[node.index] = reply.generation as Generation
+          // On a failure: the drops in place and each node's last membership events, before the scope removes them.
+          const diagnose = Effect.sync(() =>
+            console.error(`partitions: drops in place: ${JSON.stringify(Netns.rules(topology))}; last events: ${
+              JSON.stringify(Object.fromEntries(nodes.map((n) => [n.name, eventsSince(n, 0).slice(-12)])))
+            }`)
+          )
+          yield* Effect.tapCause(Effect.gen(function*() {
+            for (const cycle of cycles) {
+              current = `cycle ${cycle.index} (${cycle.description})`
+              const marks = nodes.map((n) => n.child.messages.length)
+              const expected = expectedMembershipEvents(cycle, timings)
+              let cutting = true
+              let mutations = 0
+              // Every node mutates its own states while cut: each acknowledged write is the owner's latest.
+              const mutate = (node: Node) =>
+                Effect.gen(function*() {
+                  while (cutting) {
+                    const value = ++nextValue
+                    if (value % 2 === 0) {
+                      const reply = yield* request(node.child, { op: "set", value })
+                      acknowledged.counter[node.index] = { ...(reply.generation as Generation), value: { value } }
+                    } else {
+                      const reply = yield* request(node.child, {
+                        op: "resource",
+                        change: { cpuPercent: Math.floor(random() * 100), memoryUsedMiB: value }
+                      })
+                      acknowledged.resource[node.index] = reply.generation as Generation
+                    }
+                    mutations++
+                    yield* Effect.sleep(`${20 + Math.floor(random() * 60)} millis`)
                   }
-                  mutations++
-                  yield* Effect.sleep(`${20 + Math.floor(random() * 60)} millis`)
-                }
-              })
-            yield* Netns.drop(topology, cycle.drops)
-            const cutAt = yield* Clock.currentTimeMillis
-            const writers = yield* Effect.forEach(nodes, (node) => Effect.forkChild(mutate(node)))
-            if (cycle.long) {
-              const due = Math.max(...expected.map((e) => e.dueWithinMillis))
-              yield* eventually(eventsMatch(nodes, marks, expected, "beforeHeal", true), {
-                timeout: `${due + slackMillis} millis`,
-                interval: "25 millis",
-                what: `every expected NodeLeft of ${current}`
+                })
+              yield* Netns.drop(topology, cycle.drops)
+              const cutAt = yield* Clock.currentTimeMillis
+              const writers = yield* Effect.forEach(nodes, (node) => Effect.forkChild(mutate(node)))
+              if (cycle.long) {
+                const due = Math.max(...expected.map((e) => e.dueWithinMillis))
+                yield* eventually(eventsMatch(nodes, marks, expected, "beforeHeal", true), {
+                  timeout: `${due + slackMillis} millis`,
+                  interval: "25 millis",
+                  what: `every expected NodeLeft of ${current}`
+                })
+              }
+              yield* Effect.sleep(`${cycle.holdMillis} millis`)
+              // The writers finish the write in flight: an acknowledged write is never lost to the test.
+              cutting = false
+              yield* Fiber.joinAll(writers)
+              yield* Netns.heal(topology)
+              const healedAt = yield* Clock.currentTimeMillis
+              yield* eventually(
+                Effect.andThen(eventsMatch(nodes, marks, expected, "all", true), converged(nodes, acknowledged)),
+                { timeout: `${convergenceBoundMillis + slackMillis} millis`, interval: "25 millis", what: `convergence after ${current}` }
+              )
+              const convergedAt = yield* Clock.currentTimeMillis
+              // Nothing more than expected shows up once converged either, and every process still runs.
+              yield* eventsMatch(nodes, marks, expected, "all", true)
+              for (const node of nodes) assert.isFalse(node.child.closed, `${node.name} exited`)
+              const events = nodes.flatMap((n) => eventsSince(n, marks[n.index]!))
+              const detections = events.filter((e) => e.event === "left").map((e) => e.at - cutAt)
+              for (const e of expected.filter((x) => x.beforeHeal.length > 0)) {
+                const at = eventsSince(nodes[e.observer]!, marks[e.observer]!).find((x) => x.event === "left" && x.node === `n${e.subject}`)!.at
+                assert.isAtMost(at - cutAt, e.dueWithinMillis + slackMillis, `n${e.observer} saw n${e.subject} down`)
+              }
+              measured.push({
+                cycle,
+                detections,
+                rejoins: events.filter((e) => e.event === "joined").map((e) => e.at - healedAt),
+                convergence: convergedAt - healedAt,
+                mutations,
+                events: events.length
               })
             }
-            yield* Effect.sleep(`${cycle.holdMillis} millis`)
-            // The writers finish the write in flight: an acknowledged write is never lost to the test.
-            cutting = false
-            yield* Fiber.joinAll(writers)
-            yield* Netns.heal(topology)
-            const healedAt = yield* Clock.currentTimeMillis
-            yield* eventually(
-              Effect.andThen(eventsMatch(nodes, marks, expected, "all", true), converged(nodes, acknowledged)),
-              { timeout: `${convergenceBoundMillis + slackMillis} millis`, interval: "25 millis", what: `convergence after ${current}` }
-            )
-            const convergedAt = yield* Clock.currentTimeMillis
-            // Nothing more than expected shows up once converged either, and every process still runs.
-            yield* eventsMatch(nodes, marks, expected, "all", true)
-            for (const node of nodes) assert.isFalse(node.child.closed, `${node.name} exited`)
-            const events = nodes.flatMap((n) => eventsSince(n, marks[n.index]!))
-            const detections = events.filter((e) => e.event === "left").map((e) => e.at - cutAt)
-            for (const e of expected.filter((x) => x.beforeHeal.length > 0)) {
-              const at = eventsSince(nodes[e.observer]!, marks[e.observer]!).find((x) => x.event === "left" && x.node === `n${e.subject}`)!.at
-              assert.isAtMost(at - cutAt, e.dueWithinMillis + slackMillis, `n${e.observer} saw n${e.subject} down`)
-            }
-            measured.push({
-              cycle,
-              detections,
-              rejoins: events.filter((e) => e.event === "joined").map((e) => e.at - healedAt),
-              convergence: convergedAt - healedAt,
-              mutations,
-              events: events.length
-            })
-          }
+          }), () => diagnose)
           current = "teardown"
         })).pipe(
           Effect.tapCause(() =>
