@@ -1,7 +1,7 @@
 /**
  * Nodes in OS processes of their own (test/fixtures/tcpNode.ts), driven over
  * stdin/stdout one JSON object per line: starting one (with optional
- * settings) and waiting for its `ready` event, sending a command and waiting
+ * settings, in a network namespace if asked) and waiting for its `ready` event, sending a command and waiting
  * for its reply, waiting for any condition on what it printed, reading the
  * log lines it wrote on stderr, stopping it gracefully, and its exit.
  */
@@ -10,6 +10,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import * as ChildProcesses from "./ChildProcesses.ts"
+import * as Netns from "./Netns.ts"
 
 const fixture = fileURLToPath(new URL("../fixtures/tcpNode.ts", import.meta.url))
 
@@ -78,6 +79,16 @@ export interface Options {
   readonly reconnect?: "once" | undefined
   /** `"json"`: every log line on stderr is one JSON object (effect's `Logger.formatJson`), read with `logs`. */
   readonly logs?: "json" | undefined
+  /** Runs the process in this network namespace (`ip netns exec`; see test/support/Netns.ts). */
+  readonly netns?: string | undefined
+  /** Interface to listen on and to advertise (default: the runtime's, 127.0.0.1). */
+  readonly host?: string | undefined
+  /** Port to listen on (default 0: chosen by the OS). */
+  readonly port?: number | undefined
+  /** Seeds as `"host:port"`, dialed besides the loopback ports given to `startNode`. */
+  readonly seedAddresses?: ReadonlyArray<string> | undefined
+  /** TCP connect timeout of dials (default: the runtime's, 5 s). */
+  readonly connectTimeoutMillis?: number | undefined
 }
 
 /**
@@ -89,8 +100,18 @@ export const startNode = (name: string, directory: string, seeds: ReadonlyArray<
   Effect.gen(function*() {
     const child = yield* Effect.acquireRelease(
       Effect.sync((): Child => {
-        const config = { ...options, id: name, directory, seeds: seeds.map((port) => `127.0.0.1:${port}`), heartbeat }
-        const proc = spawn(process.execPath, [fixture, JSON.stringify(config)], { stdio: ["pipe", "pipe", "pipe"] })
+        const { netns, seedAddresses, ...rest } = options
+        const config = {
+          ...rest,
+          id: name,
+          directory,
+          seeds: [...seeds.map((port) => `127.0.0.1:${port}`), ...(seedAddresses ?? [])],
+          heartbeat
+        }
+        const [command, args] = netns === undefined ?
+          [process.execPath, [fixture, JSON.stringify(config)]] :
+          Netns.exec(netns, process.execPath, [fixture, JSON.stringify(config)])
+        const proc = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"] })
         const child: Child = { name, process: proc, messages: [], stderr: "", closed: false, nextId: 0, waiters: new Set() }
         createInterface({ input: proc.stdout! }).on("line", (line) => {
           child.messages.push(JSON.parse(line) as Message)
