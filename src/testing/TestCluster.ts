@@ -30,6 +30,7 @@ import * as InMemoryPersistence from "./InMemoryPersistence.ts"
 import * as InProcessRuntime from "./InProcessRuntime.ts"
 import * as Prng from "./Prng.ts"
 import type { Endpoint } from "./SimNetwork.ts"
+import * as SimDetector from "./SimDetector.ts"
 import * as SimNetwork from "./SimNetwork.ts"
 
 /**
@@ -94,8 +95,15 @@ export interface Options<E> {
   readonly maxSettleSteps?: number | undefined
   /** Root seed of the network's and the stores' random streams (default: network seed 1, store seeds 1). */
   readonly seed?: number | undefined
-  /** Options of the network (its seed comes from `seed` when that is set). */
-  readonly network?: Omit<SimNetwork.Options, "seed"> | undefined
+  /** Options of the network (its seed comes from `seed` when that is set; its detector from `detector`). */
+  readonly network?: Omit<SimNetwork.Options, "seed" | "detector"> | undefined
+  /**
+   * A simulated failure detector (`SimDetector`; default none: membership is an oracle, a crash is `NodeLeft`
+   * at once). With it, a cut link, a paused or a crashed node makes members unreachable after `detectAfter`,
+   * down after `downAfter`; a graceful `removeNode` is still `NodeLeft` at once.
+   * @since 0.2.0
+   */
+  readonly detector?: SimDetector.Options | undefined
   /** Installed on every node (simulation checkers). */
   readonly observer?: Observer | undefined
   /**
@@ -183,8 +191,10 @@ export const make = Effect.fnUntraced(function*<E = never>(
   options: Options<E>
 ): Effect.fn.Return<TestCluster<E>, E | InvalidOptions, Scope.Scope> {
   const root = options.seed === undefined ? undefined : Prng.make(options.seed)
+  const detector = options.detector === undefined ? undefined : yield* SimDetector.settings(options.detector)
   const network = yield* SimNetwork.makeWith({
     ...options.network,
+    ...(detector === undefined ? {} : { detector }),
     ...(root === undefined ? {} : { seed: root.derive("network").seed })
   })
   const nodes: Array<TestNode> = []
