@@ -113,8 +113,8 @@ describe("unreachable is not down", () => {
         reachable: 0,
         down: 2,
         rejoined: 0,
-        falseDown: 2,
-        falseUnreachable: 2
+        falseDown: 0,
+        falseUnreachable: 0
       })
 
       // Healed: the next round hears it, a re-join with its snapshot exchange.

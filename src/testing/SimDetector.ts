@@ -105,7 +105,10 @@ export interface Stats {
   readonly reachable: number
   readonly down: number
   readonly rejoined: number
-  /** Downs declared while the declared node was attached, alive and not paused (a false alarm). */
+  /**
+   * False alarms: downs declared of a node that was attached, alive, not paused and connected both ways to
+   * the observer (only the observer's own overload made it look silent).
+   */
   readonly falseDown: number
   /** Unreachable marks of such a node. */
   readonly falseUnreachable: number
@@ -191,6 +194,8 @@ const make = (
   const counts = { unreachable: 0, reachable: 0, down: 0, rejoined: 0, falseDown: 0, falseUnreachable: 0 }
   const interval = config.probeIntervalMillis
   const healthy = (target: Target | undefined) => target !== undefined && target.alive && target.paused === undefined
+  /** Whether `o` judging `node` is a false alarm: it is healthy and the links both ways are open. */
+  const falseAlarm = (o: NodeId, node: NodeId) => healthy(endpoint(node)) && linkOpen(o, node) && linkOpen(node, o)
 
   const answers = (o: Target, node: NodeId): boolean =>
     o.overloaded !== true && healthy(endpoint(node)) && linkOpen(o.nodeId, node) && linkOpen(node, o.nodeId)
@@ -236,13 +241,13 @@ const make = (
       if (peer.unreachableAt === undefined && now - peer.lastHeard >= config.detectAfterMillis * multiplier) {
         peer.unreachableAt = now
         counts.unreachable++
-        if (healthy(endpoint(node))) counts.falseUnreachable++
+        if (falseAlarm(self.nodeId, node)) counts.falseUnreachable++
         if (self.unreachable !== undefined) yield* self.unreachable(node)
       }
       if (peer.unreachableAt !== undefined && now - peer.unreachableAt >= config.downAfterMillis * multiplier) {
         o.peers.delete(node)
         counts.down++
-        if (healthy(endpoint(node))) counts.falseDown++
+        if (falseAlarm(self.nodeId, node)) counts.falseDown++
         yield* self.left(node)
       }
     }

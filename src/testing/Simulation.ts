@@ -92,6 +92,8 @@ export {
 export { describe, type RunResult, type Violation } from "./simulation/Checker.ts"
 /** @since 0.1.0 */
 export { frameWithBody, hostileFrames } from "./simulation/Hostile.ts"
+/** @since 0.2.0 */
+export { lifeguard, type LifeguardOptions, type LifeguardResult } from "./simulation/Lifeguard.ts"
 
 /**
  * Runs one scenario with one seed, on its own `TestClock`, in its own scope.
@@ -231,6 +233,7 @@ const runScoped = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed: 
     lostWrite: lostWrite === undefined ? undefined : { owner: lostWrite.owner.id, generation: lostWrite.generation },
     mailboxes: { ...ctx.mailboxes },
     departedPeak: checker.departedPeak(),
+    detector: network.detector?.stats(),
     historyHash: checker.hash.digest(),
     simulatedMillis: now(),
     ok: safety.length === 0 && durability.length === 0 && liveness.ok

@@ -15,6 +15,7 @@ import { decodeFrame } from "../../internal/codec.ts"
 import { ackProtocolVersion, MaxFrameBytes } from "../../SyncMessage.ts"
 import type * as NodeId from "../../NodeId.ts"
 import type { StateView, ViewMap } from "../../StateView.ts"
+import type * as SimDetector from "../SimDetector.ts"
 import type * as SimNetwork from "../SimNetwork.ts"
 import type * as TestCluster from "../TestCluster.ts"
 import * as HistoryHash from "./HistoryHash.ts"
@@ -114,6 +115,8 @@ export interface RunResult {
    * registry's `departedCapacity`; above it is a `DepartedSetOverCap` violation).
    */
   readonly departedPeak: number
+  /** What the failure detector did (scenarios with `detector`; `undefined` without one). */
+  readonly detector: SimDetector.Stats | undefined
   /** Hash of every frame, view map, rejection and workload outcome, in order. */
   readonly historyHash: string
   /** Simulated time at the end of the run, from its start. */
@@ -166,7 +169,6 @@ interface PendingDelivery {
   readonly at: number
   rejected: boolean
 }
-
 const key3 = (state: string, observer: string, owner: string) => `${state}\u0000${observer}\u0000${owner}`
 const key2 = (state: string, owner: string) => `${state}\u0000${owner}`
 
@@ -575,7 +577,7 @@ export const liveness = (
   const converged = divergent.length === 0
   const expected = !(strategy === "push" && !readers && fault === "lostLastWrite" && outcome.nodesUp >= 2 &&
     outcome.lostWrite)
-  const boundMillis = livenessBound(strategy, readers)
+  const boundMillis = livenessBound(strategy, readers, scenario.detector)
   const convergenceMillis = converged ? Math.max(0, checker.lastChange() - outcome.healedAt) : undefined
   const ok = converged === expected &&
     (!converged || !expected || boundMillis === undefined || (convergenceMillis ?? 0) <= boundMillis)

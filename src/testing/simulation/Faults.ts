@@ -243,6 +243,14 @@ export const planOf = (ctx: RunContext, f: Fault): Plan => {
     }
     case "churn":
       return churnPlan(ctx)
+    case "flap": {
+      const node = victim(ctx)
+      return {
+        ...noop,
+        step: (i) => Effect.sync(() => (i % 8 < 4 ? network.isolate(node.id) : network.heal())),
+        heal: healLinks(ctx)
+      }
+    }
     case "slowPeer": {
       const node = victim(ctx)
       return {

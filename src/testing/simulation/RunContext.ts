@@ -162,7 +162,8 @@ export const make = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed
         if (event._tag === "Delivered") checkMailboxes(event.frame.to)
       }
     },
-    registry: { changeFeedFlush: Duration.millis(timing.feedFlush) }
+    registry: { changeFeedFlush: Duration.millis(timing.feedFlush) },
+    ...(scenario.detector ? { detector: timing.detector } : {})
   })).pipe(Effect.orDie)
   network = cluster.network
   const meta = new Map<NodeId.NodeId, NodeMeta>()
