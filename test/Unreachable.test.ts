@@ -67,6 +67,9 @@ describe("unreachable is not down", () => {
       assert.deepStrictEqual(summary(marked), before)
       assert.strictEqual(marked.get(a.id)!.unreachableSince, 3_000)
       assert.strictEqual(marked.get(b.id)!.unreachableSince, undefined)
+      // `/status` says so too.
+      const [status] = yield* cluster.run(b, Effect.flatMap(StateRegistry.StateRegistry, (r) => r.status))
+      assert.deepStrictEqual(status.views.map((v) => [v.node, v.unreachableSince]), [[a.id, 3_000], [b.id, undefined]])
 
       // Healed at 5 s; the probe round at 6 s hears it again.
       yield* TestClock.adjust(2_000)

@@ -249,7 +249,8 @@ export const status = (
       generation: view.generation,
       wireVersion: view.wireVersion,
       stalenessMillis: view.source === self ? 0 : Math.max(0, now - view.syncedAt),
-      pendingRemote: view.pendingRemote
+      pendingRemote: view.pendingRemote,
+      ...(view.unreachableSince === undefined ? {} : { unreachableSince: view.unreachableSince })
     })),
     awaiting: [...core.awaited].sort(),
     syncStatus: core.peers.report(core.owner.generation, self),
