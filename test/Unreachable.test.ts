@@ -262,15 +262,43 @@ describe("bounded queries and unreachable owners", () => {
   it.effect("a state registered while a member is unreachable starts with it marked: not pulled, StalePeer", () =>
     Effect.gen(function*() {
       const { a, b, cluster } = yield* twoNodes
+      yield* cluster.run(a, StateRegistry.register(Fixtures.NodeResource)).pipe(Effect.orDie)
+      yield* cluster.settle
       cluster.network.partition([a.id], [b.id])
       yield* TestClock.adjust(3_000)
       yield* cluster.settle
       const h = yield* cluster.run(b, StateRegistry.register(Fixtures.NodeResource)).pipe(Effect.orDie)
       yield* cluster.settle
+      // a's view never arrived (its snapshot request was cut) and a is unreachable: StalePeer, no pull.
       const failed = yield* Effect.exit(h.query({ maxStaleness: "1 hour" }, (views) => views.size))
-      assert.isTrue(Exit.isFailure(failed))
+      assert.deepStrictEqual(failed, Exit.fail(new DStateError.StalePeer({ stateName: "node_resource", node: a.id, lastSyncedAt: 0 })))
       assert.strictEqual((yield* h.metrics).pulls, 0)
+      // Asked again only once it answers: nothing while it is unreachable.
+      cluster.network.clearLog()
+      yield* TestClock.adjust(6_000)
+      yield* cluster.settle
+      assert.deepStrictEqual(frames(cluster, { from: b.id, tag: "RequestSnapshot" }).length, 0)
       assert.strictEqual(yield* h.query({ maxStaleness: "1 hour", unreachable: "skip" }, (views) => views.size), 1)
+    }))
+
+  it.effect("an unreachable node that does not replicate the state does not fail its queries", () =>
+    Effect.gen(function*() {
+      const cluster = yield* TestCluster.make({ nodes: 3, setup, detector })
+      const [a, b, c] = cluster.nodes
+      const hb = yield* cluster.run(b, StateRegistry.register(Fixtures.NodeResource)).pipe(Effect.orDie)
+      yield* cluster.run(c, StateRegistry.register(Fixtures.NodeResource)).pipe(Effect.orDie)
+      yield* cluster.settle
+      cluster.network.isolate(a.id)
+      yield* TestClock.adjust(3_000)
+      yield* cluster.settle
+      assert.deepStrictEqual(Object.keys((yield* membershipOn(cluster, b)).unreachable), [a.id])
+      assert.deepStrictEqual(
+        yield* hb.query({ maxStaleness: "1 hour" }, (views) => [...views.keys()].sort()),
+        [b.id, c.id].sort()
+      )
+      // The counter, which a replicates, fails.
+      const counter = yield* handleOn(cluster, b, Counter)
+      assert.isTrue(Exit.isFailure(yield* Effect.exit(counter.query({ maxStaleness: "1 hour" }, (views) => views.size))))
     }))
 })
 

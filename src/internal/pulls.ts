@@ -134,10 +134,17 @@ export const make = <V>(env: PullEnv<V>): Queries<V> => {
     return out
   }
 
+  /** The first unreachable member of this state's group (its view held or awaited), if any. */
+  const firstUnreachable = (): NodeId | undefined => {
+    for (const node of core.unreachable.keys()) if (views.has(node) || core.awaited.has(node)) return node
+    return undefined
+  }
+
   const slowQuery = Effect.fnUntraced(function*<A>(maxStaleness: number, now: number, skip: boolean, f: (views: ViewMap<V>) => A): Effect.fn.Return<A, StalePeer> {
     const unreachable = core.unreachable
     // An unreachable member is never pulled: it fails the query, or is left out of it.
-    if (!skip && unreachable.size > 0) return yield* stalePeer(unreachable.keys().next().value!)
+    const silent = skip ? undefined : firstUnreachable()
+    if (silent !== undefined) return yield* stalePeer(silent)
     const reachable = (node: NodeId) => !unreachable.has(node)
     // Stale views, and members whose view never arrived.
     const stale = [...views.staleAt(now, maxStaleness).map((entry) => entry.source), ...core.awaited].filter(reachable)
@@ -146,7 +153,8 @@ export const make = <V>(env: PullEnv<V>): Queries<V> => {
     if (!env.pullOnQuery) return yield* stalePeer(stale[0])
     yield* Effect.forEach(stale, pull, { concurrency: "unbounded", discard: true })
     // A member that went silent during the pulls fails the query unless skipped.
-    if (!skip && unreachable.size > 0) return yield* stalePeer(unreachable.keys().next().value!)
+    const silentNow = skip ? undefined : firstUnreachable()
+    if (silentNow !== undefined) return yield* stalePeer(silentNow)
     const stillStale = views.staleAt(env.monotonicNow(), maxStaleness).filter((entry) => reachable(entry.source))
     if (stillStale.length > 0) return yield* stalePeer(stillStale[0].source)
     for (const node of core.awaited) if (reachable(node)) return yield* stalePeer(node)
