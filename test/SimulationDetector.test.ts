@@ -67,6 +67,15 @@ describe("Simulation with the failure detector", () => {
       assert.isAbove(downs, 0)
     }), { timeout: 60_000 })
 
+  it.effect("the same seed gives the same history with the detector", () =>
+    Effect.gen(function*() {
+      const seed = Simulation.deriveSeed(seeds.ciRoot, "ci/detector/replay")
+      const first = yield* Simulation.run({ strategy: "feed+periodic", nodes: 5, fault: "mix", detector: true }, seed)
+      const second = yield* Simulation.run({ strategy: "feed+periodic", nodes: 5, fault: "mix", detector: true }, seed)
+      assert.strictEqual(second.historyHash, first.historyHash)
+      assert.deepStrictEqual(second.detector, first.detector)
+    }), { timeout: 60_000 })
+
   it.effect("Lifeguard: false downs of an overloaded node, without and with local health awareness", () =>
     Effect.gen(function*() {
       for (let k = 0; k < 3; k++) {

@@ -186,6 +186,20 @@ describe("unreachable is not down", () => {
       assert.strictEqual(views.get(a.id)!.unreachableSince, undefined)
     }))
 
+  it.effect("since is the observer's own wall clock", () =>
+    Effect.gen(function*() {
+      const cluster = yield* TestCluster.make({ nodes: 2, setup, detector })
+      const [a, b] = cluster.nodes
+      yield* cluster.settle
+      b.clockOffsetMillis = 60_000
+      cluster.network.partition([a.id], [b.id])
+      yield* TestClock.adjust(3_000)
+      yield* cluster.settle
+      assert.deepStrictEqual((yield* membershipOn(cluster, a)).unreachable, { [b.id]: 3_000 })
+      assert.deepStrictEqual((yield* membershipOn(cluster, b)).unreachable, { [a.id]: 63_000 })
+      assert.strictEqual((yield* viewsOn(cluster, b, Counter)).get(a.id)!.unreachableSince, 63_000)
+    }))
+
   it.effect("without a detector a crash is NodeLeft at once (the oracle)", () =>
     Effect.gen(function*() {
       const cluster = yield* TestCluster.make({ nodes: 2, setup })
