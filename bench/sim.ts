@@ -15,7 +15,10 @@
  * node's awaited write after the heal must be acknowledged; adds a column of
  * awaited writes acknowledged / timed out / unsatisfiable), --detector (the
  * simulated failure detector on: members unreachable, then down and
- * re-joined; the totals add what it did). `--lifeguard N` instead measures
+ * re-joined; the totals add what it did), --observed N (the checker watches N
+ * nodes of each run and only they read in the quiet window; default all),
+ * --scale (the scale matrix: sizes 100 and 500, faults none, loss,
+ * partition, churn and crash, 8 watched nodes, unless given). `--lifeguard N` instead measures
  * false downs under an overloaded node over N seeds, with and without local
  * health awareness (`Simulation.lifeguard`), and prints that table only.
  *
@@ -31,9 +34,9 @@ const option = (name: string): string | undefined => {
   const i = args.indexOf(`--${name}`)
   return i === -1 ? undefined : args[i + 1]
 }
-const list = <A extends string>(name: string, all: ReadonlyArray<A>): ReadonlyArray<A> => {
+const list = <A extends string>(name: string, all: ReadonlyArray<A>, preset?: ReadonlyArray<A>): ReadonlyArray<A> => {
   const value = option(name)
-  if (value === undefined) return all
+  if (value === undefined) return preset ?? all
   const wanted = value.split(",")
   for (const w of wanted) if (!all.includes(w as A)) throw new Error(`unknown ${name}: ${w} (one of ${all.join(", ")})`)
   return all.filter((a) => wanted.includes(a))
@@ -41,9 +44,11 @@ const list = <A extends string>(name: string, all: ReadonlyArray<A>): ReadonlyAr
 
 const seedsPerCell = Number(option("seeds") ?? 5)
 const root = Number(option("root") ?? 20261201)
-const faults = list("faults", Simulation.faults)
+const scale = args.includes("--scale")
+const faults = list("faults", Simulation.faults, scale ? Simulation.scaleFaults : undefined)
 const strategies = list("strategies", Simulation.strategyShapes)
-const sizes = (option("sizes")?.split(",").map(Number)) ?? Simulation.clusterSizes
+const sizes = (option("sizes")?.split(",").map(Number)) ?? (scale ? Simulation.scaleSizes : Simulation.clusterSizes)
+const observed = option("observed") !== undefined ? Number(option("observed")) : scale ? Simulation.scaleObserved : undefined
 const churnCycles = option("churn-cycles") === undefined ? undefined : Number(option("churn-cycles"))
 const out = option("out")
 const awaits = args.includes("--awaits")
@@ -137,7 +142,8 @@ for (const fault of faults) {
           fault,
           ...(churnCycles === undefined ? {} : { churnCycles }),
           ...(awaits ? { awaits } : {}),
-          ...(detector ? { detector } : {})
+          ...(detector ? { detector } : {}),
+          ...(observed === undefined ? {} : { observed })
         }
         const result = await Effect.runPromise(Simulation.run(scenario, seed))
         cell.runs++

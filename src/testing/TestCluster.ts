@@ -104,8 +104,14 @@ export interface Options<E> {
    * @since 0.2.0
    */
   readonly detector?: SimDetector.Options | undefined
-  /** Installed on every node (simulation checkers). */
+  /** Installed on every node (simulation checkers), or on those `observe` accepts. */
   readonly observer?: Observer | undefined
+  /**
+   * The nodes `observer` is installed on (default all): a checker of a large cluster watches a sample,
+   * and the others publish their view maps without handing them out.
+   * @since 0.2.0
+   */
+  readonly observe?: ((node: NodeId.NodeId) => boolean) | undefined
   /**
    * Called with every actor a node spawns, its mailbox capacity and its
    * handle (simulation checkers watch mailbox sizes through it).
@@ -249,7 +255,7 @@ export const make = Effect.fnUntraced(function*<E = never>(
       })
     )
     const replicated = registryLayer.pipe(Layer.provideMerge(watched))
-    const observed = options.observer === undefined
+    const observed = options.observer === undefined || (options.observe !== undefined && !options.observe(node.id))
       ? replicated
       : replicated.pipe(Layer.provide(Layer.succeed(RegistryObserver, options.observer)))
     const base = node.store === undefined
