@@ -152,8 +152,25 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
       Effect.sync(() => {
         delayed = fiber
       })))
+  // Peers whose views are awaited, by the millisecond the wait ends: one timer per distinct deadline, not one
+  // per peer (a node joining a large cluster awaits every member's view at once).
+  const awaitedViews = new Map<number, Array<NodeId>>()
   const awaitView = (node: NodeId) =>
-    env.runtime.after(pullTimeoutMillis, tellControl({ _tag: "AwaitView", node })).pipe(Scope.provide(shardScope), Effect.asVoid)
+    Effect.suspend(() => {
+      const due = Math.floor(monotonicNow()) + pullTimeoutMillis
+      const waiting = awaitedViews.get(due)
+      if (waiting !== undefined) {
+        waiting.push(node)
+        return Effect.void
+      }
+      const nodes = [node]
+      awaitedViews.set(due, nodes)
+      const fire = Effect.suspend(() => {
+        awaitedViews.delete(due)
+        return Effect.forEach(nodes, (n) => tellControl({ _tag: "AwaitView", node: n }), { discard: true })
+      })
+      return env.runtime.after(pullTimeoutMillis, fire).pipe(Scope.provide(shardScope), Effect.asVoid)
+    })
 
   /** Moves to a newer incarnation than `seen` (a peer holds it: our clock stepped back or an older state was restored). */
   const reincarnate = Effect.fnUntraced(function*(seen: Generation.Generation, requester: NodeId) {

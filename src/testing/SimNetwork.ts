@@ -307,6 +307,64 @@ export const makeWith = Effect.fnUntraced(function*(options: Options): Effect.fn
     else deliveries.set(at, n)
   }
 
+  /**
+   * Frames due at the same simulated millisecond share one sleeper, which forks their deliveries in the
+   * order they were sent: the clock keeps one sleep per distinct delivery time, not one per frame in
+   * flight (thousands of them while a large cluster broadcasts).
+   */
+  const due = new Map<number, Array<{ readonly delivery: Effect.Effect<void>; readonly settle: () => void }>>()
+  const later = (at: number, now: number, delivery: Effect.Effect<void>, settle: () => void): Effect.Effect<unknown> => {
+    const waiting = due.get(at)
+    if (waiting !== undefined) {
+      waiting.push({ delivery, settle })
+      return Effect.void
+    }
+    const batch = [{ delivery, settle }]
+    due.set(at, batch)
+    const release = Effect.suspend(() => {
+      due.delete(at)
+      return Effect.forEach(batch, (f) => Effect.forkIn(Effect.ensuring(f.delivery, Effect.sync(f.settle)), scope), {
+        discard: true
+      })
+    })
+    return clock.sleep(Duration.millis(at - now)).pipe(
+      Effect.andThen(release),
+      // Closing the network: the frames still waiting are settled as their own fibers would have been.
+      Effect.onInterrupt(() =>
+        Effect.sync(() => {
+          if (due.get(at) !== batch) return
+          due.delete(at)
+          for (const f of batch) f.settle()
+        })
+      ),
+      Effect.forkIn(scope)
+    )
+  }
+
+  /**
+   * Requests expire the same way: the requests whose timeout ends at the same millisecond share one sleeper,
+   * which fails those still unanswered (an answered request's expiry does nothing).
+   */
+  const expiring = new Map<number, Array<Effect.Effect<unknown>>>()
+  const expireAfter = (millis: number, expire: Effect.Effect<unknown>): Effect.Effect<unknown> => {
+    const at = clock.currentTimeMillisUnsafe() + millis
+    const waiting = expiring.get(at)
+    if (waiting !== undefined) {
+      waiting.push(expire)
+      return Effect.void
+    }
+    const batch = [expire]
+    expiring.set(at, batch)
+    return clock.sleep(Duration.millis(millis)).pipe(
+      Effect.andThen(Effect.suspend(() => {
+        expiring.delete(at)
+        return Effect.forEach(batch, (e) => e, { discard: true })
+      })),
+      Effect.onInterrupt(() => Effect.sync(() => expiring.delete(at))),
+      Effect.forkIn(scope)
+    )
+  }
+
   const dropped = (drop: (reason: DropReason) => void, reason: DropReason): Effect.Effect<void> => {
     drop(reason)
     return Effect.void
@@ -396,15 +454,12 @@ export const makeWith = Effect.fnUntraced(function*(options: Options): Effect.fn
             arrive
           )
           : arrive
-        const delivery = at > now ? Effect.andThen(clock.sleep(Duration.millis(at - now)), awake) : awake
-        yield* delivery.pipe(
-          Effect.ensuring(Effect.sync(() => {
-            inFlight--
-            link.inFlight--
-            track(at, -1)
-          })),
-          Effect.forkIn(scope)
-        )
+        const settle = () => {
+          inFlight--
+          link.inFlight--
+          track(at, -1)
+        }
+        yield* at > now ? later(at, now, awake, settle) : Effect.forkIn(Effect.ensuring(awake, Effect.sync(settle)), scope)
       }
     })
 
@@ -526,7 +581,7 @@ export const makeWith = Effect.fnUntraced(function*(options: Options): Effect.fn
       ),
     request: Effect.fnUntraced(function*(from: NodeId, to: NodeId, frame: Uint8Array, timeout: Duration.Input) {
       if (!endpoints.has(to)) return yield* new NodeUnreachable({ node: to })
-      const reply = yield* Deferred.make<Uint8Array, RequestRejected>()
+      const reply = yield* Deferred.make<Uint8Array, RequestRejected | RequestTimeout>()
       yield* transmit(from, to, "request", frame, (target, bytes) =>
         Effect.gen(function*() {
           if (target.inbound === undefined) return
@@ -536,12 +591,13 @@ export const makeWith = Effect.fnUntraced(function*(options: Options): Effect.fn
             Deferred.done(reply, Exit.isSuccess(answer) ? Exit.succeed(received) : answer).pipe(Effect.asVoid))
         }))
       const millis = Duration.toMillis(Duration.fromInputUnsafe(timeout))
-      return yield* Deferred.await(reply).pipe(
-        Effect.timeoutOrElse({
-          duration: millis,
-          orElse: () => Effect.fail(new RequestTimeout({ node: to, timeoutMillis: millis }))
-        })
+      yield* expireAfter(
+        millis,
+        Effect.suspend(() =>
+          Deferred.isDoneUnsafe(reply) ? Effect.void : Deferred.fail(reply, new RequestTimeout({ node: to, timeoutMillis: millis }))
+        )
       )
+      return yield* Deferred.await(reply)
     }),
     joinGroup: (group, node) => {
       let members = groups.get(group)

@@ -190,8 +190,8 @@ export const make = (now: () => number) => {
   /** state → observer → last published map. */
   const latest = new Map<string, Map<NodeId.NodeId, ViewMap<unknown>>>()
   for (const s of stateNames) latest.set(s, new Map())
-  /** Highest generation each observer accepted of each owner, across departures. */
-  const highWater = new Map<string, Generation.Generation>()
+  /** Highest generation each observer accepted of each owner, across departures: by state and owner, then by observer. */
+  const highWater = new Map<string, Map<NodeId.NodeId, Generation.Generation>>()
   /** Highest generation any peer accepted of each owner. */
   const accepted = new Map<string, Generation.Generation>()
   /** Observers that dropped a departed owner's view (while it is away). */
@@ -283,16 +283,18 @@ export const make = (now: () => number) => {
         if (!isKnown(source)) violation("ViewMapOverCap", `${node} holds a view of unknown node ${source} (${stateName})`)
         if (source === node) continue
         const k = key3(stateName, node, source)
-        const high = highWater.get(k)
+        const a = key2(stateName, source)
+        let observers = highWater.get(a)
+        if (observers === undefined) highWater.set(a, observers = new Map())
+        const high = observers.get(node)
         if (high !== undefined && Generation.isNewer(high, entry.generation)) {
           violation(
             "GenerationDecreased",
             `${node} went from ${Generation.format(high)} to ${Generation.format(entry.generation)} of ${source} (${stateName})`
           )
         } else {
-          highWater.set(k, entry.generation)
+          observers.set(node, entry.generation)
         }
-        const a = key2(stateName, source)
         const max = accepted.get(a)
         if (max === undefined || Generation.isNewer(entry.generation, max)) accepted.set(a, entry.generation)
         if (down.has(source) && removed.has(k)) {
@@ -432,14 +434,13 @@ export const make = (now: () => number) => {
       down.delete(node)
       for (const k of [...removed]) if (k.endsWith(`\u0000${node}`)) removed.delete(k)
       // A restarted node is a new observer: replicas are not persisted, what it accepted before is gone.
-      for (const k of [...highWater.keys()]) if (k.split("\u0000")[1] === node) highWater.delete(k)
+      for (const observers of highWater.values()) observers.delete(node)
     },
     /** The highest generation of `owner` held by an observer that is up now (in its current life). */
     acceptedNow: (state: string, owner: NodeId.NodeId) => {
       let max: Generation.Generation | undefined
-      for (const [k, g] of highWater) {
-        const [s, observer, source] = k.split("\u0000")
-        if (s !== state || source !== owner || down.has(observer as NodeId.NodeId)) continue
+      for (const [observer, g] of highWater.get(key2(state, owner)) ?? []) {
+        if (down.has(observer)) continue
         if (max === undefined || Generation.isNewer(g, max)) max = g
       }
       return max
