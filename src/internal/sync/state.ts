@@ -104,11 +104,11 @@ export const emit = <D>(state: SyncState<any, any, D, any>, command: Command<D>)
   state.out.push(command)
 }
 
-/** Publishes after peers' entries changed: the freshness summary and the awaited members follow the map. */
+/** Publishes after peers' entries changed: a member whose view arrived is no longer awaited. */
 export const publishPeers = (state: SyncState<any, any, any, any>): void => {
   const { awaited, views } = state
-  views.summarize()
-  if (awaited.size > 0) for (const node of awaited) if (views.has(node)) awaited.delete(node)
+  const added = views.takeAdded()
+  if (awaited.size > 0) for (const node of added) if (views.has(node)) awaited.delete(node)
   state.out.push(publish)
 }
 
