@@ -272,7 +272,8 @@ export const heapPerViewWith = (views: number) => Effect.scoped(Effect.gen(funct
     createdAt: wall - 2 * i,
     modifiedAt: wall - i,
     syncedAt: performance.now() + i / 7,
-    pendingRemote: undefined
+    pendingRemote: undefined,
+    unreachableSince: undefined
   })
   for (let i = 0; i < views; i++) floor.set(sources[i], entry(i))
   const f0 = yield* settledHeap

@@ -13,7 +13,14 @@
  * --churn-cycles N, --out FILE (also write the report there), --awaits (half
  * the mutations await acknowledgements, checked as they return, and every
  * node's awaited write after the heal must be acknowledged; adds a column of
- * awaited writes acknowledged / timed out / unsatisfiable).
+ * awaited writes acknowledged / timed out / unsatisfiable), --detector (the
+ * simulated failure detector on: members unreachable, then down and
+ * re-joined; the totals add what it did), --observed N (the checker watches N
+ * nodes of each run and only they read in the quiet window; default all),
+ * --scale (the scale matrix: sizes 100 and 500, faults none, loss,
+ * partition, churn and crash, 8 watched nodes, unless given). `--lifeguard N` instead measures
+ * false downs under an overloaded node over N seeds, with and without local
+ * health awareness (`Simulation.lifeguard`), and prints that table only.
  *
  * Every seed is derived from the root seed and the cell, so a run is
  * reproduced with `Simulation.run(scenario, seed)` alone.
@@ -27,9 +34,9 @@ const option = (name: string): string | undefined => {
   const i = args.indexOf(`--${name}`)
   return i === -1 ? undefined : args[i + 1]
 }
-const list = <A extends string>(name: string, all: ReadonlyArray<A>): ReadonlyArray<A> => {
+const list = <A extends string>(name: string, all: ReadonlyArray<A>, preset?: ReadonlyArray<A>): ReadonlyArray<A> => {
   const value = option(name)
-  if (value === undefined) return all
+  if (value === undefined) return preset ?? all
   const wanted = value.split(",")
   for (const w of wanted) if (!all.includes(w as A)) throw new Error(`unknown ${name}: ${w} (one of ${all.join(", ")})`)
   return all.filter((a) => wanted.includes(a))
@@ -37,12 +44,49 @@ const list = <A extends string>(name: string, all: ReadonlyArray<A>): ReadonlyAr
 
 const seedsPerCell = Number(option("seeds") ?? 5)
 const root = Number(option("root") ?? 20261201)
-const faults = list("faults", Simulation.faults)
+const scale = args.includes("--scale")
+const faults = list("faults", Simulation.faults, scale ? Simulation.scaleFaults : undefined)
 const strategies = list("strategies", Simulation.strategyShapes)
-const sizes = (option("sizes")?.split(",").map(Number)) ?? Simulation.clusterSizes
+const sizes = (option("sizes")?.split(",").map(Number)) ?? (scale ? Simulation.scaleSizes : Simulation.clusterSizes)
+const observed = option("observed") !== undefined ? Number(option("observed")) : scale ? Simulation.scaleObserved : undefined
 const churnCycles = option("churn-cycles") === undefined ? undefined : Number(option("churn-cycles"))
 const out = option("out")
 const awaits = args.includes("--awaits")
+const detector = args.includes("--detector")
+const membership = { unreachable: 0, reachable: 0, down: 0, rejoined: 0, falseDown: 0, falseUnreachable: 0 }
+
+const lifeguardSeeds = option("lifeguard")
+if (lifeguardSeeds !== undefined) {
+  const report: Array<string> = [
+    `# False downs under an overloaded node: ${lifeguardSeeds} seeds, root seed ${root}`,
+    "",
+    "5 nodes, 30 simulated minutes per run, detector defaults (probe 1 s, unreachable after 5 s, down after 30 s);",
+    "one node overloaded in episodes of 5 to 300 s between healthy spells of 10 to 60 s; a healthy node crashes halfway.",
+    "",
+    "| local health | runs | overloaded (min, total) | false unreachable | false downs | runs with a false down | crash detected after (s, worst) |",
+    "|---|---:|---:|---:|---:|---:|---:|"
+  ]
+  for (const localHealth of [false, true]) {
+    const sum = { runs: 0, overloaded: 0, falseUnreachable: 0, falseDown: 0, runsWithFalseDown: 0, worstDetection: 0 }
+    for (let k = 0; k < Number(lifeguardSeeds); k++) {
+      const result = await Effect.runPromise(Simulation.lifeguard({ localHealth }, Simulation.deriveSeed(root, `lifeguard/${k}`)))
+      sum.runs++
+      sum.overloaded += result.overloadedMillis
+      sum.falseUnreachable += result.stats.falseUnreachable
+      sum.falseDown += result.stats.falseDown
+      if (result.stats.falseDown > 0) sum.runsWithFalseDown++
+      sum.worstDetection = Math.max(sum.worstDetection, result.crashDetectedMillis ?? Number.POSITIVE_INFINITY)
+    }
+    report.push(
+      `| ${localHealth ? "on" : "off"} | ${sum.runs} | ${(sum.overloaded / 60_000).toFixed(0)} | ${sum.falseUnreachable} | ${sum.falseDown} | ${sum.runsWithFalseDown} | ${
+        (sum.worstDetection / 1000).toFixed(0)
+      } |`
+    )
+  }
+  for (const line of report) console.log(line)
+  if (out !== undefined) writeFileSync(out, report.join("\n") + "\n")
+  process.exit(0)
+}
 
 interface Cell {
   readonly strategy: Simulation.StrategyShape
@@ -97,10 +141,15 @@ for (const fault of faults) {
           nodes,
           fault,
           ...(churnCycles === undefined ? {} : { churnCycles }),
-          ...(awaits ? { awaits } : {})
+          ...(awaits ? { awaits } : {}),
+          ...(detector ? { detector } : {}),
+          ...(observed === undefined ? {} : { observed })
         }
         const result = await Effect.runPromise(Simulation.run(scenario, seed))
         cell.runs++
+        if (result.detector !== undefined) {
+          for (const k of Object.keys(membership) as Array<keyof typeof membership>) membership[k] += result.detector[k]
+        }
         if (result.safety.length > 0 || result.durability.length > 0) cell.safety++
         if (!result.liveness.ok) cell.liveness++
         if (!result.liveness.expected && !result.liveness.converged) cell.expectedStuck++
@@ -152,6 +201,15 @@ emit(
     ((performance.now() - started) / 1000).toFixed(0)
   } | ${((cpu.user + cpu.system) / 1e6).toFixed(0)} |`
 )
+if (detector) {
+  emit("")
+  emit("## Failure detector (summed over every observer)")
+  emit("")
+  emit("| unreachable | reachable again | down | re-joined | false unreachable | false down |")
+  emit("|---:|---:|---:|---:|---:|---:|")
+  const m = membership
+  emit(`| ${m.unreachable} | ${m.reachable} | ${m.down} | ${m.rejoined} | ${m.falseUnreachable} | ${m.falseDown} |`)
+}
 if (totals.failures.length > 0) {
   emit("")
   emit("## Failing runs")

@@ -200,6 +200,11 @@ export interface ViewStatus {
   readonly stalenessMillis: number
   /** A newer generation announced by the change feed and not pulled yet. */
   readonly pendingRemote: Generation | undefined
+  /**
+   * Since when (this node's wall-clock ms) the owner is unreachable (`StateView.unreachableSince`).
+   * @since 0.2.0
+   */
+  readonly unreachableSince?: number | undefined
 }
 
 /**

@@ -36,6 +36,16 @@ export interface QueryOptions {
    * omitted = no freshness requirement.
    */
   readonly maxStaleness?: Duration.Input | undefined
+  /**
+   * What a bounded query (one with `maxStaleness`) does with the views of
+   * unreachable owners (`StateView.unreachableSince` set): `"fail"` (the
+   * default) fails it with `StalePeer` for such an owner at once, without a
+   * pull; `"skip"` leaves those owners out of the map `f` sees (the local
+   * view is always in it) and checks the others as usual. An unreachable
+   * owner is never pulled. Without `maxStaleness` every view is given, marked.
+   * @since 0.2.0
+   */
+  readonly unreachable?: "fail" | "skip" | undefined
 }
 
 /**
@@ -128,8 +138,9 @@ export interface StateHandle<S, V> {
    * Runs `f` over the view map once every peer's view is at most
    * `maxStaleness` old, pulling stale ones first (concurrently, one pull per
    * peer however many queries wait). Fails with `StalePeer` when a peer cannot
-   * be brought up to date, and with `InvalidOptions` when `maxStaleness` is
-   * not a non-negative duration. The fast path reads an immutable map and
+   * be brought up to date or is unreachable (see `QueryOptions.unreachable`),
+   * and with `InvalidOptions` when `maxStaleness` is not a non-negative
+   * duration or `unreachable` is neither `"fail"` nor `"skip"`. The fast path reads an immutable map and
    * does not touch the state's actor.
    */
   readonly query: <A>(options: QueryOptions, f: (views: ViewMap<V>) => A) => Effect.Effect<A, StalePeer | InvalidOptions>

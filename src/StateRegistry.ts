@@ -291,20 +291,36 @@ export const layer: Layer.Layer<StateRegistry, InvalidOptions, ActorRuntime | Cl
       })
     }
 
-    // Membership: every state hears of joins and departures, in order.
+    // Membership: every state hears of joins, reachability changes and departures, in order.
     const subscription = yield* events.subscribe
     // Members as this node sees them (the gauge `dstate_members`), from the set at subscription on.
     const members = new Set(yield* events.members)
+    // Unreachable members with since when: a state registered later starts with them marked.
+    const unreachable = new Map(yield* events.unreachable)
     const membersGauge = MetricSeries.gauge(Metrics.members, metricContext, () => members.size + 1)
     yield* Effect.addFinalizer(() => Effect.sync(membersGauge.remove))
     yield* Effect.gen(function*() {
       while (true) {
         const event = yield* PubSub.take(subscription)
-        if (event._tag !== "NodeJoined" && event._tag !== "NodeLeft") continue
-        if (event._tag === "NodeJoined") members.add(event.node)
-        else members.delete(event.node)
-        for (const shard of shards.values()) {
-          yield* event._tag === "NodeJoined" ? shard.peerJoined(event.node) : shard.peerLeft(event.node)
+        switch (event._tag) {
+          case "NodeJoined":
+            members.add(event.node)
+            unreachable.delete(event.node)
+            for (const shard of shards.values()) yield* shard.peerJoined(event.node)
+            break
+          case "NodeLeft":
+            members.delete(event.node)
+            unreachable.delete(event.node)
+            for (const shard of shards.values()) yield* shard.peerLeft(event.node)
+            break
+          case "NodeUnreachable":
+            unreachable.set(event.node, event.since)
+            for (const shard of shards.values()) yield* shard.peerUnreachable(event.node, event.since)
+            break
+          case "NodeReachable":
+            unreachable.delete(event.node)
+            for (const shard of shards.values()) yield* shard.peerReachable(event.node)
+            break
         }
       }
     }).pipe(Effect.forkScoped)
@@ -337,6 +353,7 @@ export const layer: Layer.Layer<StateRegistry, InvalidOptions, ActorRuntime | Cl
         env
       ).pipe(Scope.provide(scope), Effect.onInterrupt(() => Effect.sync(() => handles.delete(name))))
       shards.set(name, shard)
+      for (const [node, since] of unreachable) yield* shard.peerUnreachable(node, since)
       const handle = makeHandle(shard, runtime.nodeId)
       handles.set(name, { definition, handle })
       yield* Effect.logDebug("registered state").pipe(

@@ -31,6 +31,13 @@ export interface StateView<V> {
   readonly syncedAt: number
   /** A newer generation announced by a change feed but not pulled yet. */
   readonly pendingRemote: Generation | undefined
+  /**
+   * Since when (this node's wall-clock ms, as its runtime reported it) the
+   * owner is unreachable: still a member, its view kept but stale for every
+   * bounded query; `undefined` while it is reachable (always for the local view).
+   * @since 0.2.0
+   */
+  readonly unreachableSince: number | undefined
 }
 
 /**

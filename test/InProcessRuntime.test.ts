@@ -7,7 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Clock, Context, type Duration, Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { ActorRuntime, NodeId } from "dstate"
-import { InProcessRuntime, SimNetwork } from "dstate/testing"
+import { InProcessRuntime, SimDetector, SimNetwork } from "dstate/testing"
 import * as RuntimeSuite from "./conformance/RuntimeSuite.ts"
 
 interface SimNode extends RuntimeSuite.RuntimeNode {
@@ -26,9 +26,9 @@ interface SimCluster extends RuntimeSuite.RuntimeCluster {
   readonly advance: (duration: Duration.Input) => Effect.Effect<void>
 }
 
-const makeCluster = (count: number): Effect.Effect<SimCluster, never, Scope.Scope> =>
+const makeCluster = (count: number, detector?: SimDetector.Settings): Effect.Effect<SimCluster, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const network = yield* SimNetwork.make
+    const network = yield* SimNetwork.makeWith(detector === undefined ? {} : { detector })
     const running = new Map<NodeId.NodeId, SimNode>()
     let counter = 0
 
@@ -78,7 +78,23 @@ const makeCluster = (count: number): Effect.Effect<SimCluster, never, Scope.Scop
     } satisfies SimCluster
   })
 
-RuntimeSuite.suite("in-process", makeCluster)
+const timings = { probeInterval: "1 second", detectAfter: "3 seconds", downAfter: "10 seconds" } as const
+
+RuntimeSuite.suite("in-process", (count) => makeCluster(count), {
+  reachability: {
+    makeNodes: (count) =>
+      Effect.gen(function*() {
+        const cluster = yield* makeCluster(count, yield* SimDetector.settings(timings))
+        return {
+          ...cluster,
+          silence: (node) => Effect.sync(() => cluster.network.isolate(node.id)),
+          answer: () => Effect.sync(() => cluster.network.heal())
+        } satisfies RuntimeSuite.SilenceableCluster
+      }),
+    detectAfter: timings.detectAfter,
+    downAfter: timings.downAfter
+  }
+})
 
 const runtimeOf = (node: SimNode) => Context.get(node.context, ActorRuntime.ActorRuntime)
 

@@ -3,5 +3,5 @@ import { describe } from "@effect/vitest"
 import { matrix } from "./SimulationMatrix.ts"
 
 describe("Simulation matrix (nodes)", () => {
-  matrix(["crash", "crashPersistent", "persistence", "pause", "clockSkew", "versionSkew", "churn", "slowPeer", "mix"])
+  matrix(["crash", "crashPersistent", "persistence", "pause", "clockSkew", "versionSkew", "churn", "slowPeer", "mix", "flap"])
 })

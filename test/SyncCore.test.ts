@@ -258,6 +258,96 @@ describe("sync core", () => {
     })
   })
 
+  describe("reachability", () => {
+    it("unreachable: the view stays, marked with since when, published once; reachable: the mark goes, nothing is sent", () => {
+      const t = holding()
+      assert.deepStrictEqual(t.step({ _tag: "PeerUnreachable", node: peer, since: 1_000 }, 50), [publish])
+      assert.deepStrictEqual(held(t.core), { generation: "5.10", value: 10 })
+      assert.strictEqual(t.core.views.get(peer)!.unreachableSince, 1_000)
+      assert.deepStrictEqual([...t.core.unreachable], [[peer, 1_000]])
+      // The same mark again changes nothing.
+      assert.deepStrictEqual(t.step({ _tag: "PeerUnreachable", node: peer, since: 1_000 }, 60), [])
+      assert.deepStrictEqual(t.step({ _tag: "PeerReachable", node: peer }, 70), [publish])
+      assert.deepStrictEqual(held(t.core), { generation: "5.10", value: 10 })
+      assert.strictEqual(t.core.views.get(peer)!.unreachableSince, undefined)
+      assert.strictEqual(t.core.views.get(peer)!.syncedAt, 0)
+      assert.strictEqual(t.core.unreachable.size, 0)
+      // Reachable again is not a join: nothing sent, nothing asked.
+      assert.deepStrictEqual(t.step({ _tag: "PeerReachable", node: peer }, 80), [])
+      assert.deepStrictEqual(t.counts, {})
+    })
+
+    it("a view accepted while its owner is unreachable keeps the mark; a gap still asks for a snapshot", () => {
+      const t = holding()
+      t.step({ _tag: "PeerUnreachable", node: peer, since: 5 })
+      assert.deepStrictEqual(t.step({ _tag: "Delta", from: peer, message: delta(5, 11) }, 9), [publish])
+      assert.deepStrictEqual(held(t.core), { generation: "5.11", value: 11 })
+      assert.strictEqual(t.core.views.get(peer)!.unreachableSince, 5)
+      t.step({ _tag: "PeerReachable", node: peer })
+      const gap = t.step({ _tag: "Delta", from: peer, message: delta(5, 13) }, 10)
+      assert.deepStrictEqual(gap.map((c) => c._tag), ["Log", "SendRequest"])
+      assert.deepStrictEqual(t.step({ _tag: "Snapshot", from: peer, message: snapshot(5, 13) }, 11), [publish])
+      assert.deepStrictEqual(held(t.core), { generation: "5.13", value: 13 })
+      assert.strictEqual(t.core.views.get(peer)!.unreachableSince, undefined)
+    })
+
+    it("down after unreachable is a departure like any other: view dropped, incarnation ignored, mark forgotten", () => {
+      const t = holding()
+      t.step({ _tag: "PeerUnreachable", node: peer, since: 5 })
+      assert.deepStrictEqual(t.step({ _tag: "PeerLeft", node: peer }), [publish])
+      assert.strictEqual(held(t.core), undefined)
+      assert.strictEqual(t.core.unreachable.size, 0)
+      assert.deepStrictEqual(t.step({ _tag: "Snapshot", from: peer, message: snapshot(5, 11) }), [])
+      // A departed node is not marked (its membership ended).
+      assert.deepStrictEqual(t.step({ _tag: "PeerUnreachable", node: peer, since: 6 }), [])
+      assert.strictEqual(t.core.unreachable.size, 0)
+      assert.deepStrictEqual(t.counts, { departedIgnored: 1 })
+    })
+
+    it("an awaited member that is unreachable is not asked until it answers; a join clears the mark", () => {
+      const t = make()
+      t.step({ _tag: "Started", others: [peer] })
+      t.step({ _tag: "PeerUnreachable", node: peer, since: 3 })
+      assert.deepStrictEqual(t.step({ _tag: "AwaitViewDue", node: peer, member: true }, 6_000), [{ _tag: "AwaitView", node: peer }])
+      t.step({ _tag: "PeerReachable", node: peer })
+      assert.deepStrictEqual(t.step({ _tag: "AwaitViewDue", node: peer, member: true }, 12_000), [
+        { _tag: "SendRequest", to: peer, held: undefined },
+        { _tag: "AwaitView", node: peer }
+      ])
+      t.step({ _tag: "PeerUnreachable", node: peer, since: 4 })
+      t.step({ _tag: "PeerJoined", node: peer, member: true })
+      assert.strictEqual(t.core.unreachable.size, 0)
+    })
+
+    const Event = Schema.Struct({
+      kind: Schema.Literals(["unreachable", "reachable", "snapshot", "delta"]),
+      at: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 9 }))
+    })
+    it.prop(
+      "any sequence of reachability changes and messages: the value and generation are what the messages alone make",
+      [Schema.Array(Event).check(Schema.isMaxLength(30))],
+      ([events]) => {
+        const marked = make()
+        const plain = make()
+        let age = 0
+        events.forEach((e, i) => {
+          if (e.kind === "unreachable") return void marked.step({ _tag: "PeerUnreachable", node: peer, since: e.at }, i)
+          if (e.kind === "reachable") return void marked.step({ _tag: "PeerReachable", node: peer }, i)
+          const input: Sync.Input<number, number, number> = e.kind === "snapshot"
+            ? { _tag: "Snapshot", from: peer, message: snapshot(1, age = age + e.at) }
+            : { _tag: "Delta", from: peer, message: delta(1, age = age + 1) }
+          marked.step(input, i)
+          plain.step(input, i)
+          const mark = marked.core.unreachable.get(peer)
+          const view = marked.core.views.get(peer)
+          if (view !== undefined) assert.strictEqual(view.unreachableSince, mark)
+        })
+        assert.deepStrictEqual(held(marked.core), held(plain.core))
+      },
+      { arbitrary: { seed: 20261208, runs: 300 } }
+    )
+  })
+
   describe("the join exchange", () => {
     it("start: a snapshot to all, one request to all, and every other member awaited", () => {
       const t = make()

@@ -53,7 +53,9 @@ export const ViewStatus = Schema.Struct({
   generation: Generation.Generation,
   wireVersion: Schema.Int,
   stalenessMillis: Schema.Finite,
-  pendingRemote: Schema.optional(Generation.Generation)
+  pendingRemote: Schema.optional(Generation.Generation),
+  /** Since when (wall-clock ms) the owner is unreachable; absent while it is reachable. @since 0.2.0 */
+  unreachableSince: Schema.optional(Schema.Finite)
 })
 
 /**

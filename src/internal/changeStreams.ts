@@ -7,7 +7,8 @@
  * at most one pending value per owner: a slow consumer of `diffs` gets, for
  * each owner, one event from what it last saw to what is held now, in the
  * order of each owner's first pending change. A change is a new generation
- * (or wire version) of a view, its arrival or its removal: sync bookkeeping
+ * (or wire version) of a view, its arrival or its removal, and its owner
+ * becoming unreachable or reachable again: sync bookkeeping
  * alone (a duplicate that refreshes `syncedAt`, a change-feed marker) is not.
  * @internal
  */
@@ -18,7 +19,7 @@ import { diff, type StateView, type ViewDiff, type ViewMap } from "../StateView.
 /** Whether two views (or their absence) hold the same version of the owner's state. */
 const same = <V>(a: StateView<V> | undefined, b: StateView<V> | undefined): boolean =>
   a === b || (a !== undefined && b !== undefined && a.wireVersion === b.wireVersion && a.generation.age === b.generation.age &&
-    a.generation.incarnation === b.generation.incarnation)
+    a.generation.incarnation === b.generation.incarnation && a.unreachableSince === b.unreachableSince)
 
 /** The owner's view now (`None` when none is held) and after each change, latest value only. */
 export const changesOf = <V>(maps: Stream.Stream<ViewMap<V>>, owner: NodeId): Stream.Stream<Option.Option<StateView<V>>> =>

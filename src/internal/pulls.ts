@@ -5,6 +5,9 @@
  * stale peer (and every member whose view never arrived) is pulled
  * concurrently, concurrent pulls of one peer are coalesced, and a peer that
  * does not answer within the pull timeout fails the query with `StalePeer`.
+ * An unreachable member is never pulled: it fails a bounded query with
+ * `StalePeer` at once, or, with `unreachable: "skip"`, is left out of the
+ * map the query function sees.
  * A pull's reply goes through the node's one door for inbound frames, then
  * to the actor like any inbound snapshot. Also the health of a state.
  * @internal
@@ -20,6 +23,7 @@ import type { CounterKey } from "./sync/types.ts"
 
 export interface QueryOptions {
   readonly maxStaleness?: Duration.Input | undefined
+  readonly unreachable?: "fail" | "skip" | undefined
 }
 
 export interface PullEnv<V> {
@@ -119,25 +123,63 @@ export const make = <V>(env: PullEnv<V>): Queries<V> => {
       )
     })
 
-  const slowQuery = Effect.fnUntraced(function*<A>(maxStaleness: number, now: number, f: (views: ViewMap<V>) => A): Effect.fn.Return<A, StalePeer> {
+  /** The map without the unreachable members' views (the map itself when none is held). */
+  const reachableViews = (): ViewMap<V> => {
+    const map = views.handOut()
+    let held = false
+    for (const node of core.unreachable.keys()) if (map.has(node)) held = true
+    if (!held) return map
+    const out = new Map(map)
+    for (const node of core.unreachable.keys()) out.delete(node)
+    return out
+  }
+
+  /** The first unreachable member of this state's group (its view held or awaited), if any. */
+  const firstUnreachable = (): NodeId | undefined => {
+    for (const node of core.unreachable.keys()) if (views.has(node) || core.awaited.has(node)) return node
+    return undefined
+  }
+
+  const slowQuery = Effect.fnUntraced(function*<A>(maxStaleness: number, now: number, skip: boolean, f: (views: ViewMap<V>) => A): Effect.fn.Return<A, StalePeer> {
+    const unreachable = core.unreachable
+    // An unreachable member is never pulled: it fails the query, or is left out of it.
+    const silent = skip ? undefined : firstUnreachable()
+    if (silent !== undefined) return yield* stalePeer(silent)
+    const reachable = (node: NodeId) => !unreachable.has(node)
     // Stale views, and members whose view never arrived.
-    const stale = [...views.staleAt(now, maxStaleness).map((entry) => entry.source), ...core.awaited]
-    if (stale.length === 0) return f(views.handOut())
+    const stale = [...views.staleAt(now, maxStaleness).map((entry) => entry.source), ...core.awaited].filter(reachable)
+    const answer = () => skip ? reachableViews() : views.handOut()
+    if (stale.length === 0) return f(answer())
     if (!env.pullOnQuery) return yield* stalePeer(stale[0])
     yield* Effect.forEach(stale, pull, { concurrency: "unbounded", discard: true })
-    const stillStale = views.staleAt(env.monotonicNow(), maxStaleness)
+    // A member that went silent during the pulls fails the query unless skipped.
+    const silentNow = skip ? undefined : firstUnreachable()
+    if (silentNow !== undefined) return yield* stalePeer(silentNow)
+    const stillStale = views.staleAt(env.monotonicNow(), maxStaleness).filter((entry) => reachable(entry.source))
     if (stillStale.length > 0) return yield* stalePeer(stillStale[0].source)
-    if (core.awaited.size > 0) return yield* stalePeer([...core.awaited][0])
-    return f(views.handOut())
+    for (const node of core.awaited) if (reachable(node)) return yield* stalePeer(node)
+    return f(answer())
   })
 
   const toMillis = memoMillis()
   /** The last query's effect: a hot loop that queries with the same function and bound allocates nothing. */
-  let lastQuery: { readonly f: unknown; readonly input: Duration.Input; readonly effect: Effect.Effect<unknown, StalePeer | InvalidOptions> } | undefined
+  let lastQuery: {
+    readonly f: unknown
+    readonly input: Duration.Input
+    readonly skip: boolean
+    readonly effect: Effect.Effect<unknown, StalePeer | InvalidOptions>
+  } | undefined
   const query = <A>(options: QueryOptions, f: (views: ViewMap<V>) => A): Effect.Effect<A, StalePeer | InvalidOptions> => {
     const input = options.maxStaleness
+    const mode = options.unreachable
+    if (mode !== undefined && mode !== "fail" && mode !== "skip") {
+      return Effect.fail(
+        new InvalidOptions({ module: "query", option: "unreachable", value: mode, reason: "must be \"fail\" or \"skip\"", stateName })
+      )
+    }
+    const skip = mode === "skip"
     if (input === undefined) return Effect.sync(() => f(views.handOut()))
-    if (lastQuery !== undefined && lastQuery.f === f && lastQuery.input === input) {
+    if (lastQuery !== undefined && lastQuery.f === f && lastQuery.input === input && lastQuery.skip === skip) {
       return lastQuery.effect as Effect.Effect<A, StalePeer | InvalidOptions> // made by this function for this very `f`
     }
     const maxStaleness = toMillis(input)
@@ -154,19 +196,25 @@ export const make = <V>(env: PullEnv<V>): Queries<V> => {
     }
     const effect = Effect.suspend(() => {
       const now = env.monotonicNow()
-      if (views.pendingPeers === 0 && core.awaited.size === 0 && now - views.oldestPeerSync <= maxStaleness) {
+      if (
+        views.pendingPeers === 0 && core.awaited.size === 0 && core.unreachable.size === 0 &&
+        now - views.oldestPeerSync <= maxStaleness
+      ) {
         return Exit.succeed(f(views.handOut()))
       }
-      return slowQuery(maxStaleness, now, f)
+      return slowQuery(maxStaleness, now, skip, f)
     })
-    if (typeof input !== "object") lastQuery = { f, input, effect }
+    if (typeof input !== "object") lastQuery = { f, input, skip, effect }
     return effect
   }
 
   return { query }
 }
 
-/** The health of a state: its peers' views fresh, stale (older than `staleAfterMillis` or announced newer) or failing. */
+/**
+ * The health of a state: its peers' views fresh, stale (older than `staleAfterMillis`, announced newer, or of an
+ * unreachable owner) or failing.
+ */
 export const health = (core: SyncState<any, any, any, any>, stateName: string, now: number, staleAfterMillis: number): StateHealth => {
   let fresh = 0
   let stale = 0
@@ -175,7 +223,9 @@ export const health = (core: SyncState<any, any, any, any>, stateName: string, n
     if (entry.source === core.config.self) continue
     const status = core.peers.entry(entry.source)
     if (status !== undefined && status.consecutiveFailures > 0) failing++
-    else if (entry.pendingRemote !== undefined || now - entry.syncedAt > staleAfterMillis) stale++
+    else if (entry.pendingRemote !== undefined || entry.unreachableSince !== undefined || now - entry.syncedAt > staleAfterMillis) {
+      stale++
+    } 
     else fresh++
   }
   const total = fresh + stale + failing
@@ -207,7 +257,8 @@ export const status = (
       generation: view.generation,
       wireVersion: view.wireVersion,
       stalenessMillis: view.source === self ? 0 : Math.max(0, now - view.syncedAt),
-      pendingRemote: view.pendingRemote
+      pendingRemote: view.pendingRemote,
+      ...(view.unreachableSince === undefined ? {} : { unreachableSince: view.unreachableSince })
     })),
     awaiting: [...core.awaited].sort(),
     syncStatus: core.peers.report(core.owner.generation, self),

@@ -376,6 +376,9 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
       }
       case "PeerLeft":
         return run(Sync.step(core, { _tag: "PeerLeft", node: message.node }, monotonicNow()))
+      case "PeerUnreachable":
+      case "PeerReachable":
+        return run(Sync.step(core, message, monotonicNow()))
       case "Notice":
         return run(Sync.step(core, { _tag: "Notice", source: message.source, generation: message.generation }, monotonicNow()))
       case "DelayDue":
@@ -523,6 +526,8 @@ export const make = Effect.fnUntraced(function*<S, V, D, C>(
     }),
     peerJoined: (node) => tellControl({ _tag: "PeerJoined", node }),
     peerLeft: (node) => tellControl({ _tag: "PeerLeft", node }),
+    peerUnreachable: (node, since) => tellControl({ _tag: "PeerUnreachable", node, since }),
+    peerReachable: (node) => tellControl({ _tag: "PeerReachable", node }),
     markStale: (source, generation) => tellControl({ _tag: "Notice", source, generation }),
     mutate,
     mutateAwait: (apply, spec) => Effect.flatMap(mutate(apply), (committed) => awaits.await(committed, spec)),

@@ -85,6 +85,8 @@ export type Message<S, C> =
   | { readonly _tag: "PeerJoined"; readonly node: NodeId }
   | { readonly _tag: "AwaitView"; readonly node: NodeId }
   | { readonly _tag: "PeerLeft"; readonly node: NodeId }
+  | { readonly _tag: "PeerUnreachable"; readonly node: NodeId; readonly since: number }
+  | { readonly _tag: "PeerReachable"; readonly node: NodeId }
   | { readonly _tag: "Notice"; readonly source: NodeId; readonly generation: Generation.Generation }
   | { readonly _tag: "DelayDue" }
   | { readonly _tag: "Probe"; readonly done: Deferred.Deferred<void> }
@@ -102,6 +104,10 @@ export interface Shard<S, V, C> {
   readonly reply: (from: NodeId, message: RequestSnapshot) => Effect.Effect<Uint8Array>
   readonly peerJoined: (node: NodeId) => Effect.Effect<void>
   readonly peerLeft: (node: NodeId) => Effect.Effect<void>
+  /** A member went silent at `since` (wall-clock ms): its view stays, marked. */
+  readonly peerUnreachable: (node: NodeId, since: number) => Effect.Effect<void>
+  /** An unreachable member answers again. */
+  readonly peerReachable: (node: NodeId) => Effect.Effect<void>
   /** A change-feed notice: `source`'s view reached `generation`. */
   readonly markStale: (source: NodeId, generation: Generation.Generation) => Effect.Effect<void>
   readonly mutate: (apply: Apply<S, C>) => Effect.Effect<Committed<S>, PersistenceFailed | MailboxFull | ActorStopped>

@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Deferred, Effect, Layer } from "effect"
+import { Clock, Context, Deferred, Effect, Layer } from "effect"
 import { ActorRuntime, after, every, spawnActor } from "../ActorRuntime.ts"
 import { ClusterEvents, makeSource } from "../ClusterEvents.ts"
 import type { NodeId } from "../NodeId.ts"
@@ -14,8 +14,11 @@ import type { Endpoint, SimNetwork } from "./SimNetwork.ts"
 
 /**
  * A node attached to `network` as `nodeId` for as long as the layer lives.
- * Closing the layer's scope is a graceful leave; `crash` in `TestCluster`
- * marks the node dead first, so its frames in flight are dropped.
+ * Closing the layer's scope is a graceful leave (peers see `NodeLeft` at
+ * once); `crash` in `TestCluster` marks the node dead first, so its frames in
+ * flight are dropped (and, with the network's `SimDetector`, peers see it
+ * unreachable, then down). The detector's `NodeUnreachable` / `NodeReachable`
+ * events reach this node's `ClusterEvents`.
  *
  * @category layers
  * @since 0.1.0
@@ -35,6 +38,8 @@ export const layer = (
 ): Layer.Layer<ActorRuntime | ClusterEvents> =>
   Layer.effectContext(Effect.gen(function*() {
     const source = yield* makeSource
+    // The node's wall clock (offset in a `TestCluster`): `NodeUnreachable.since` is in this node's time.
+    const clock = yield* Clock.Clock
     const own = options?.syncProtocol ?? ackProtocolVersion
     const endpoint: Endpoint = {
       nodeId,
@@ -44,6 +49,8 @@ export const layer = (
       paused: undefined,
       joined: source.joined,
       left: source.left,
+      unreachable: (node) => Effect.suspend(() => source.unreachable(node, clock.currentTimeMillisUnsafe())),
+      reachable: source.reachable,
       syncProtocol: own
     }
     options?.onEndpoint?.(endpoint)

@@ -9,7 +9,8 @@
  * as if a node had sent them. The network keeps its own time (the clock of
  * the fiber that created it), so nodes whose wall clocks are offset still
  * see frames delayed by exactly the link's delay; an optional trace hook
- * sees every frame sent, dropped and delivered.
+ * sees every frame sent, dropped and delivered. Membership is an oracle
+ * (attach joins, detach leaves) unless a `SimDetector` is configured.
  *
  * @since 0.1.0
  */
@@ -20,6 +21,7 @@ import { NodeUnreachable, RequestRejected, RequestTimeout } from "../DStateError
 import type { NodeId } from "../NodeId.ts"
 import { ackProtocolVersion } from "../SyncMessage.ts"
 import * as Prng from "./Prng.ts"
+import * as SimDetector from "./SimDetector.ts"
 
 /**
  * One node as the network knows it.
@@ -39,6 +41,11 @@ export interface Endpoint {
   paused: Deferred.Deferred<void> | undefined
   readonly joined: (node: NodeId) => Effect.Effect<boolean>
   readonly left: (node: NodeId) => Effect.Effect<boolean>
+  /** Publish `node` unreachable (since now) and reachable again on this node (`SimDetector`: crashes too). */
+  readonly unreachable?: ((node: NodeId) => Effect.Effect<boolean>) | undefined
+  readonly reachable?: ((node: NodeId) => Effect.Effect<boolean>) | undefined
+  /** While set, the node's own failure detector hears its probes' answers too late (`SimDetector`). */
+  overloaded?: boolean | undefined
   /**
    * The highest sync frame protocol the node speaks, announced when it attaches (its join): peers
    * send it only what both speak. Absent: the current one (`SyncMessage.ackProtocolVersion`).
@@ -168,6 +175,8 @@ export interface SimNetwork {
   /** Stops a node's actors and timers until `resume`; frames still reach its mailboxes. */
   readonly pause: (node: NodeId) => Effect.Effect<void>
   readonly resume: (node: NodeId) => Effect.Effect<void>
+  /** The simulated failure detector, when `makeWith` was given one. */
+  readonly detector: SimDetector.Control | undefined
   /** Delivers raw bytes to `to` as a one-way frame from `from`, bypassing links. */
   readonly inject: (from: NodeId, to: NodeId, frame: Uint8Array) => Effect.Effect<void>
   /** The nodes currently attached. */
@@ -238,6 +247,8 @@ export interface Options {
   readonly log?: boolean | undefined
   /** Called synchronously for every frame sent, dropped and delivered (simulation checkers, event logs). */
   readonly trace?: ((event: TraceEvent) => void) | undefined
+  /** A simulated failure detector (`SimDetector.settings`); without one, membership is an oracle. */
+  readonly detector?: SimDetector.Settings | undefined
 }
 
 /**
@@ -272,6 +283,12 @@ export const makeWith = Effect.fnUntraced(function*(options: Options): Effect.fn
   let inFlight = 0
   const counts = { sent: 0, delivered: 0, dropped: 0, lost: 0, duplicated: 0, corrupted: 0, overflowed: 0 }
   let log: Array<SentFrame> = []
+  const detector = options.detector === undefined ? undefined : yield* SimDetector.start(
+    options.detector,
+    random.derive("detector"),
+    (node) => endpoints.get(node),
+    (from, to) => !cuts.has(linkKey(from, to))
+  )
 
   const linkKey = (from: NodeId, to: NodeId) => `${from}\u0000${to}`
   const faultsOf = (key: string) => links.get(key) ?? defaultLink
@@ -526,6 +543,7 @@ export const makeWith = Effect.fnUntraced(function*(options: Options): Effect.fn
         endpoint.paused = undefined
         return Deferred.succeed(paused, undefined).pipe(Effect.asVoid)
       }),
+    detector,
     inject: (from, to, frame) =>
       Effect.suspend(() => {
         const target = endpoints.get(to)
@@ -543,6 +561,7 @@ export const makeWith = Effect.fnUntraced(function*(options: Options): Effect.fn
         yield* other.joined(endpoint.nodeId)
         yield* endpoint.joined(other.nodeId)
       }
+      if (detector !== undefined) yield* detector.attached(endpoint, others, clock.currentTimeMillisUnsafe())
     }),
     detach: Effect.fnUntraced(function*(node: NodeId, crashed: boolean) {
       const endpoint = endpoints.get(node)
@@ -550,7 +569,8 @@ export const makeWith = Effect.fnUntraced(function*(options: Options): Effect.fn
       if (crashed) endpoint.alive = false
       endpoints.delete(node)
       for (const members of groups.values()) members.delete(node)
-      for (const other of endpoints.values()) yield* other.left(node)
+      detector?.detached(node, crashed)
+      if (detector === undefined || !crashed) for (const other of endpoints.values()) yield* other.left(node)
       if (endpoint.paused !== undefined) yield* Deferred.succeed(endpoint.paused, undefined)
     }),
     send: (from, to, frame, trace) =>
@@ -600,13 +620,6 @@ export const makeWith = Effect.fnUntraced(function*(options: Options): Effect.fn
 })
 
 /**
- * The error of a request the receiver could not answer (the same class as
- * `DStateError.RequestRejected`).
- *
- * @category errors
- * @since 0.1.0
- */
-/**
  * Delivers every frame in flight and lets every actor go idle, moving the
  * `TestClock` only as far as the next delivery needs (never past it while an
  * actor is busy). The network counts as settled after eight quiet turns in a
@@ -634,4 +647,10 @@ export const settle = (network: SimNetwork, maxSteps = 100_000): Effect.Effect<v
     )
   })
 
+/**
+ * The error of a request the receiver could not answer (the same class as `DStateError.RequestRejected`).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
 export { RequestRejected }

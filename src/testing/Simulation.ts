@@ -82,6 +82,9 @@ export {
   livenessBound,
   resolve,
   type ResolvedScenario,
+  scaleFaults,
+  scaleObserved,
+  scaleSizes,
   type Scenario,
   type StrategyShape,
   strategyOf,
@@ -92,6 +95,8 @@ export {
 export { describe, type RunResult, type Violation } from "./simulation/Checker.ts"
 /** @since 0.1.0 */
 export { frameWithBody, hostileFrames } from "./simulation/Hostile.ts"
+/** @since 0.2.0 */
+export { lifeguard, type LifeguardOptions, type LifeguardResult } from "./simulation/Lifeguard.ts"
 
 /**
  * Runs one scenario with one seed, on its own `TestClock`, in its own scope.
@@ -164,7 +169,10 @@ const runScoped = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed: 
   // ---- the quiet window --------------------------------------------------------------------
   for (let t = 0; t < timing.quietWindow; t += timing.readInterval) {
     if (scenario.readers) {
-      for (const n of cluster.nodes) for (const s of stateNames) yield* ctx.fork(Workload.read(ctx, n, s))
+      for (const n of cluster.nodes) {
+        if (!checker.watches(n.id)) continue
+        for (const s of stateNames) yield* ctx.fork(Workload.read(ctx, n, s))
+      }
     }
     yield* ctx.advance(timing.readInterval)
   }
@@ -179,6 +187,8 @@ const runScoped = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed: 
     const owners = new Map<NodeId.NodeId, StateView<unknown>>()
     for (const o of up) owners.set(o.id, yield* (yield* ctx.handleOn(o, s)).local)
     for (const n of up) {
+      // A large run judges convergence where it reads: on its watched nodes (all of them otherwise).
+      if (!checker.watches(n.id)) continue
       const map = yield* (yield* ctx.handleOn(n, s)).snapshot
       divergent.push(...Checker.divergence(s, n.id, map, owners, upIds))
     }
@@ -231,6 +241,7 @@ const runScoped = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed: 
     lostWrite: lostWrite === undefined ? undefined : { owner: lostWrite.owner.id, generation: lostWrite.generation },
     mailboxes: { ...ctx.mailboxes },
     departedPeak: checker.departedPeak(),
+    detector: network.detector?.stats(),
     historyHash: checker.hash.digest(),
     simulatedMillis: now(),
     ok: safety.length === 0 && durability.length === 0 && liveness.ok

@@ -30,6 +30,7 @@ import * as InMemoryPersistence from "./InMemoryPersistence.ts"
 import * as InProcessRuntime from "./InProcessRuntime.ts"
 import * as Prng from "./Prng.ts"
 import type { Endpoint } from "./SimNetwork.ts"
+import * as SimDetector from "./SimDetector.ts"
 import * as SimNetwork from "./SimNetwork.ts"
 
 /**
@@ -94,10 +95,23 @@ export interface Options<E> {
   readonly maxSettleSteps?: number | undefined
   /** Root seed of the network's and the stores' random streams (default: network seed 1, store seeds 1). */
   readonly seed?: number | undefined
-  /** Options of the network (its seed comes from `seed` when that is set). */
-  readonly network?: Omit<SimNetwork.Options, "seed"> | undefined
-  /** Installed on every node (simulation checkers). */
+  /** Options of the network (its seed comes from `seed` when that is set; its detector from `detector`). */
+  readonly network?: Omit<SimNetwork.Options, "seed" | "detector"> | undefined
+  /**
+   * A simulated failure detector (`SimDetector`; default none: membership is an oracle, a crash is `NodeLeft`
+   * at once). With it, a cut link, a paused or a crashed node makes members unreachable after `detectAfter`,
+   * down after `downAfter`; a graceful `removeNode` is still `NodeLeft` at once.
+   * @since 0.2.0
+   */
+  readonly detector?: SimDetector.Options | undefined
+  /** Installed on every node (simulation checkers), or on those `observe` accepts. */
   readonly observer?: Observer | undefined
+  /**
+   * The nodes `observer` is installed on (default all): a checker of a large cluster watches a sample,
+   * and the others publish their view maps without handing them out.
+   * @since 0.2.0
+   */
+  readonly observe?: ((node: NodeId.NodeId) => boolean) | undefined
   /**
    * Called with every actor a node spawns, its mailbox capacity and its
    * handle (simulation checkers watch mailbox sizes through it).
@@ -183,8 +197,10 @@ export const make = Effect.fnUntraced(function*<E = never>(
   options: Options<E>
 ): Effect.fn.Return<TestCluster<E>, E | InvalidOptions, Scope.Scope> {
   const root = options.seed === undefined ? undefined : Prng.make(options.seed)
+  const detector = options.detector === undefined ? undefined : yield* SimDetector.settings(options.detector)
   const network = yield* SimNetwork.makeWith({
     ...options.network,
+    ...(detector === undefined ? {} : { detector }),
     ...(root === undefined ? {} : { seed: root.derive("network").seed })
   })
   const nodes: Array<TestNode> = []
@@ -239,7 +255,7 @@ export const make = Effect.fnUntraced(function*<E = never>(
       })
     )
     const replicated = registryLayer.pipe(Layer.provideMerge(watched))
-    const observed = options.observer === undefined
+    const observed = options.observer === undefined || (options.observe !== undefined && !options.observe(node.id))
       ? replicated
       : replicated.pipe(Layer.provide(Layer.succeed(RegistryObserver, options.observer)))
     const base = node.store === undefined

@@ -12,6 +12,8 @@ export * as InMemoryPersistence from "./InMemoryPersistence.ts"
 export * as InProcessRuntime from "./InProcessRuntime.ts"
 /** @since 0.1.0 */
 export * as Prng from "./Prng.ts"
+/** @since 0.2.0 */
+export * as SimDetector from "./SimDetector.ts"
 /** @since 0.1.0 */
 export * as SimNetwork from "./SimNetwork.ts"
 /** @since 0.1.0 */

@@ -113,6 +113,28 @@ export interface SuiteOptions {
    * and request timeouts use small multiples of it; raise it on slow machines.
    */
   readonly tick?: Duration.Input | undefined
+  /**
+   * Member states (`NodeUnreachable` / `NodeReachable` before `NodeLeft`), for a backend that detects
+   * failures: a factory whose clusters can silence a node, and its timings. Left out, those cases are not
+   * registered (the in-process runtime without a failure detector is an oracle).
+   */
+  readonly reachability?: {
+    readonly makeNodes: (count: number) => Effect.Effect<SilenceableCluster, unknown, Scope.Scope>
+    /** Silence after which a member is unreachable. */
+    readonly detectAfter: Duration.Input
+    /** Time unreachable after which it is down. */
+    readonly downAfter: Duration.Input
+  } | undefined
+}
+
+/**
+ * A cluster of a backend with a failure detector, whose nodes can be silenced.
+ */
+export interface SilenceableCluster extends RuntimeCluster {
+  /** Cuts the node off from every other node (both ways) without stopping it. */
+  readonly silence: (node: RuntimeNode) => Effect.Effect<void>
+  /** Connects it again. */
+  readonly answer: (node: RuntimeNode) => Effect.Effect<void>
 }
 
 const runtimeOf = (node: RuntimeNode) => Context.get(node.context, ActorRuntime.ActorRuntime)
@@ -1028,5 +1050,68 @@ export const suite = (name: string, makeNodes: MakeNodes, options?: SuiteOptions
           assert.deepStrictEqual(sortedIds(yield* eventsOf(a).members), sortedIds([c.id, d.id]))
         }), timeout)
     })
+
+    const reachability = options?.reachability
+    if (reachability !== undefined) {
+      const millis = (input: Duration.Input) => Duration.toMillis(Duration.fromInputUnsafe(input))
+      const detectAfter = millis(reachability.detectAfter)
+      const downAfter = millis(reachability.downAfter)
+      /** Simulated: lets `ms` pass. Real: nothing (`eventually` waits). */
+      const pass = (cluster: RuntimeCluster, ms: number) =>
+        cluster.advance === undefined ? Effect.void : cluster.advance(ms)
+      const tagsOf = (events: ReadonlyArray<ClusterEvents.ClusterEvent>) => events.map((e) => [e._tag, e.node])
+
+      describe("ClusterEvents: member states", () => {
+        test("a silent member is NodeUnreachable, then NodeReachable once it answers, a member throughout", () =>
+          Effect.gen(function*() {
+            const cluster = yield* reachability.makeNodes(3)
+            const [a, b, c] = cluster.nodes
+            yield* cluster.eventually(Effect.gen(function*() {
+              for (const node of [a, b]) assert.strictEqual((yield* eventsOf(node).members).size, 2)
+            }))
+            const eventsA = yield* recordEvents(a)
+            const eventsB = yield* recordEvents(b)
+            yield* cluster.silence(c)
+            yield* pass(cluster, detectAfter)
+            yield* cluster.eventually(check(() => {
+              assert.deepStrictEqual(tagsOf(eventsA), [["NodeUnreachable", c.id]])
+              assert.deepStrictEqual(tagsOf(eventsB), [["NodeUnreachable", c.id]])
+            }))
+            assert.deepStrictEqual(sortedIds(yield* eventsOf(a).members), sortedIds([b.id, c.id]))
+            assert.deepStrictEqual(sortedIds((yield* eventsOf(a).unreachable).keys()), [String(c.id)])
+            yield* cluster.answer(c)
+            yield* pass(cluster, detectAfter)
+            yield* cluster.eventually(check(() => {
+              assert.deepStrictEqual(tagsOf(eventsA), [["NodeUnreachable", c.id], ["NodeReachable", c.id]])
+              assert.deepStrictEqual(tagsOf(eventsB), [["NodeUnreachable", c.id], ["NodeReachable", c.id]])
+            }))
+            assert.strictEqual((yield* eventsOf(a).unreachable).size, 0)
+            assert.deepStrictEqual(sortedIds(yield* eventsOf(a).members), sortedIds([b.id, c.id]))
+          }), timeout)
+
+        test("a member silent for downAfter after it was marked is NodeLeft; a graceful leave is NodeLeft alone", () =>
+          Effect.gen(function*() {
+            const cluster = yield* reachability.makeNodes(3)
+            const [a, b, c] = cluster.nodes
+            yield* cluster.eventually(Effect.gen(function*() {
+              assert.strictEqual((yield* eventsOf(a).members).size, 2)
+            }))
+            const eventsA = yield* recordEvents(a)
+            yield* cluster.silence(c)
+            yield* pass(cluster, detectAfter)
+            yield* cluster.eventually(check(() => assert.deepStrictEqual(tagsOf(eventsA), [["NodeUnreachable", c.id]])))
+            yield* pass(cluster, downAfter)
+            yield* cluster.eventually(check(() =>
+              assert.deepStrictEqual(tagsOf(eventsA), [["NodeUnreachable", c.id], ["NodeLeft", c.id]])
+            ))
+            assert.deepStrictEqual(sortedIds(yield* eventsOf(a).members), [String(b.id)])
+            assert.strictEqual((yield* eventsOf(a).unreachable).size, 0)
+            yield* cluster.removeNode(b)
+            yield* cluster.eventually(check(() =>
+              assert.deepStrictEqual(tagsOf(eventsA), [["NodeUnreachable", c.id], ["NodeLeft", c.id], ["NodeLeft", b.id]])
+            ))
+          }), timeout)
+      })
+    }
   })
 }

@@ -61,6 +61,12 @@ export const step = <S, V, D, C>(
       Membership.peerLeft(state, input.node)
       Acks.peerLeft(state, input.node)
       break
+    case "PeerUnreachable":
+      Membership.peerUnreachable(state, input.node, input.since)
+      break
+    case "PeerReachable":
+      Membership.peerReachable(state, input.node)
+      break
     case "Resync":
       Membership.resync(state, input.to, input.from)
       break

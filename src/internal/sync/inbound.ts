@@ -151,7 +151,8 @@ const accepted = <V>(
     createdAt,
     modifiedAt: m.modifiedAt,
     syncedAt: now,
-    pendingRemote: pending !== undefined && G.isNewer(pending, m.generation) ? pending : undefined
+    pendingRemote: pending !== undefined && G.isNewer(pending, m.generation) ? pending : undefined,
+    unreachableSince: state.unreachable.size === 0 ? undefined : state.unreachable.get(from)
   })
   publishPeers(state)
 }

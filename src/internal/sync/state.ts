@@ -1,7 +1,7 @@
 /**
  * The state of the sync core for one registered state on one node: the
  * owner's state, the published view map, peers' sync status, the departed
- * set, the members whose view is awaited, and the push engine's
+ * set, the members whose view is awaited, the unreachable members, and the push engine's
  * bookkeeping. Updated in place by `step` (as chitchat's `ClusterState`),
  * never by the shell; the shell reads it for queries and diagnostics.
  * @internal
@@ -22,6 +22,8 @@ export interface SyncState<S, V, D, C> {
   readonly departed: Departed
   /** Members of this state whose view never arrived (a lost join exchange): stale for every bounded query. */
   readonly awaited: Set<NodeId>
+  /** Members that went silent, with since when (wall-clock ms): never pulled, stale for every bounded query. */
+  readonly unreachable: Map<NodeId, number>
   /** The generation peers last received by push (delta or snapshot). */
   lastPushed: Generation
   /** The delta of the newest mutation, while it is the only change not yet pushed. */
@@ -83,6 +85,7 @@ export const make = <S, V, D, C>(
     peers: new Peers(views),
     departed: new Departed(config.departedCapacity, ports.onDeparted),
     awaited: new Set(),
+    unreachable: new Map(),
     lastPushed: owner.generation,
     unsentDelta: undefined,
     delayDeadline: undefined,
@@ -101,11 +104,11 @@ export const emit = <D>(state: SyncState<any, any, D, any>, command: Command<D>)
   state.out.push(command)
 }
 
-/** Publishes after peers' entries changed: the freshness summary and the awaited members follow the map. */
+/** Publishes after peers' entries changed: a member whose view arrived is no longer awaited. */
 export const publishPeers = (state: SyncState<any, any, any, any>): void => {
   const { awaited, views } = state
-  views.summarize()
-  if (awaited.size > 0) for (const node of awaited) if (views.has(node)) awaited.delete(node)
+  const added = views.takeAdded()
+  if (awaited.size > 0) for (const node of added) if (views.has(node)) awaited.delete(node)
   state.out.push(publish)
 }
 

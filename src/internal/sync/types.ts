@@ -101,6 +101,10 @@ export type Input<S, V, C> =
   | { readonly _tag: "PeerJoined"; readonly node: NodeId; readonly member: boolean }
   | { readonly _tag: "AwaitViewDue"; readonly node: NodeId; readonly member: boolean }
   | { readonly _tag: "PeerLeft"; readonly node: NodeId }
+  /** A member went silent at `since` (wall-clock ms): its view stays, marked, and is stale for bounded queries. */
+  | { readonly _tag: "PeerUnreachable"; readonly node: NodeId; readonly since: number }
+  /** An unreachable member answers again: the mark goes, the view stays, no join exchange. */
+  | { readonly _tag: "PeerReachable"; readonly node: NodeId }
   | { readonly _tag: "PushDue" }
   | { readonly _tag: "DelayDue" }
   | { readonly _tag: "PeriodicDue" }
@@ -195,5 +199,6 @@ export const localEntry = <S, V>(
   createdAt: owner.createdAt,
   modifiedAt: owner.modifiedAt,
   syncedAt,
-  pendingRemote: undefined
+  pendingRemote: undefined,
+  unreachableSince: undefined
 })

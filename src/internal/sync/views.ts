@@ -3,9 +3,10 @@
  * until the published map has been given out (to a query function, a
  * snapshot, a subscriber, an observer), the next publication edits it in
  * place; once given out, the next edit works on a copy. Alongside, the
- * freshness summary that makes a bounded query's fast path O(1): the oldest
- * `syncedAt` of a peer's view and how many views wait for an announced
- * generation. Plain data, no effects.
+ * freshness summary of a bounded query's fast path: the oldest `syncedAt`
+ * of a peer's view and how many views wait for an announced generation,
+ * computed when read after a change (a change costs O(1) in a cluster of any
+ * size; a query after changes pays one pass). Plain data, no effects.
  * @internal
  */
 import type { NodeId } from "../../NodeId.ts"
@@ -17,10 +18,12 @@ export class Views<V> {
   handedOut: boolean
   /** Once the map's changes are subscribed to, every published map is given out. */
   subscribed: boolean
-  /** The oldest `syncedAt` among peers' views (`+Infinity` without peers). */
-  oldestPeerSync = Number.POSITIVE_INFINITY
-  /** Peers' views with a change-feed generation not pulled yet. */
-  pendingPeers = 0
+  #oldestPeerSync = Number.POSITIVE_INFINITY
+  #pendingPeers = 0
+  /** Whether entries changed since the summary was computed. */
+  #stale = false
+  /** Owners whose entry was added since `takeAdded` last ran. */
+  #added: Array<NodeId> = []
   readonly #self: NodeId
 
   constructor(self: NodeId, local: StateView<V>, given: boolean) {
@@ -59,17 +62,39 @@ export class Views<V> {
   }
 
   set(node: NodeId, entry: StateView<V>): void {
-    this.#editable().set(node, entry)
+    const map = this.#editable()
+    if (!map.has(node)) this.#added.push(node)
+    map.set(node, entry)
+    this.#stale = true
   }
 
   delete(node: NodeId): boolean {
     if (!this.#map.has(node)) return false
     this.#editable().delete(node)
+    this.#stale = true
     return true
   }
 
-  /** Recomputes the freshness summary after peers' entries changed. */
-  summarize(): void {
+  /** The owners whose entry was added since the last call (each once per addition). */
+  takeAdded(): ReadonlyArray<NodeId> {
+    const added = this.#added
+    if (added.length > 0) this.#added = []
+    return added
+  }
+
+  /** The oldest `syncedAt` among peers' views (`+Infinity` without peers). */
+  get oldestPeerSync(): number {
+    if (this.#stale) this.#summarize()
+    return this.#oldestPeerSync
+  }
+
+  /** Peers' views with a change-feed generation not pulled yet. */
+  get pendingPeers(): number {
+    if (this.#stale) this.#summarize()
+    return this.#pendingPeers
+  }
+
+  #summarize(): void {
     let oldest = Number.POSITIVE_INFINITY
     let pending = 0
     for (const entry of this.#map.values()) {
@@ -77,8 +102,9 @@ export class Views<V> {
       if (entry.syncedAt < oldest) oldest = entry.syncedAt
       if (entry.pendingRemote !== undefined) pending++
     }
-    this.oldestPeerSync = oldest
-    this.pendingPeers = pending
+    this.#oldestPeerSync = oldest
+    this.#pendingPeers = pending
+    this.#stale = false
   }
 
   /** Marks the current map as published: subscribers then hold it. */

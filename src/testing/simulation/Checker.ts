@@ -15,6 +15,7 @@ import { decodeFrame } from "../../internal/codec.ts"
 import { ackProtocolVersion, MaxFrameBytes } from "../../SyncMessage.ts"
 import type * as NodeId from "../../NodeId.ts"
 import type { StateView, ViewMap } from "../../StateView.ts"
+import type * as SimDetector from "../SimDetector.ts"
 import type * as SimNetwork from "../SimNetwork.ts"
 import type * as TestCluster from "../TestCluster.ts"
 import * as HistoryHash from "./HistoryHash.ts"
@@ -114,6 +115,8 @@ export interface RunResult {
    * registry's `departedCapacity`; above it is a `DepartedSetOverCap` violation).
    */
   readonly departedPeak: number
+  /** What the failure detector did (scenarios with `detector`; `undefined` without one). */
+  readonly detector: SimDetector.Stats | undefined
   /** Hash of every frame, view map, rejection and workload outcome, in order. */
   readonly historyHash: string
   /** Simulated time at the end of the run, from its start. */
@@ -166,7 +169,6 @@ interface PendingDelivery {
   readonly at: number
   rejected: boolean
 }
-
 const key3 = (state: string, observer: string, owner: string) => `${state}\u0000${observer}\u0000${owner}`
 const key2 = (state: string, owner: string) => `${state}\u0000${owner}`
 
@@ -196,6 +198,8 @@ export const make = (now: () => number) => {
   const removed = new Set<string>()
   const known = new Set<NodeId.NodeId>()
   let attached: () => ReadonlyArray<NodeId.NodeId> = () => []
+  /** The nodes the checker watches (all unless a large run samples them). */
+  let watches: (node: NodeId.NodeId) => boolean = () => true
   const isKnown = (node: NodeId.NodeId) => known.has(node) || attached().includes(node)
   const down = new Set<NodeId.NodeId>()
   let tracking = false
@@ -223,6 +227,7 @@ export const make = (now: () => number) => {
    * acknowledges or newer, in the map it published last (it publishes before it acknowledges).
    */
   const ackSent = (sent: SimNetwork.SentFrame) => {
+    if (!watches(sent.from)) return
     if (sent.frame.length <= 4 || sent.frame[4] !== ackProtocolVersion) return
     const decoded = decodeFrame(sent.frame, MaxFrameBytes.defaultValue(), sent.from)
     if (Result.isFailure(decoded) || decoded.success._tag !== "Acknowledge") return
@@ -251,6 +256,7 @@ export const make = (now: () => number) => {
       counts.corruptedReplies++
       return
     }
+    if (!watches(p.to)) return
     counts.corruptedDelivered++
     if (p.rejected) counts.corruptedRejected++
     else if (!down.has(p.to)) violation("CorruptedFrameAccepted", `${p.kind} ${p.from}→${p.to} delivered at ${p.at}`)
@@ -298,7 +304,10 @@ export const make = (now: () => number) => {
       if (previous !== undefined && tracking) {
         for (const source of previous.keys()) if (!views.has(source)) lastChange = t
       }
-      for (const d of down) if (!views.has(d)) removed.add(key3(stateName, node, d))
+      // Dropped: the observer held the departed node's view and no longer does. One that never held it
+      // (its join snapshot still queued when the node left) may apply that snapshot before it hears of the
+      // leave, which is a first appearance, not a reappearance.
+      for (const d of down) if (!views.has(d) && previous?.has(d) === true) removed.add(key3(stateName, node, d))
       if (views.size > known.size && views.size > attached().length) {
         violation("ViewMapOverCap", `${node} holds ${views.size} views of ${known.size} nodes`)
       }
@@ -377,6 +386,11 @@ export const make = (now: () => number) => {
     setAttached: (nodes: () => ReadonlyArray<NodeId.NodeId>) => {
       attached = nodes
     },
+    /** Restricts the rules judged at each node to the nodes `watched` accepts (a sample of a large cluster). */
+    setWatched: (watched: (node: NodeId.NodeId) => boolean) => {
+      watches = watched
+    },
+    watches: (node: NodeId.NodeId) => watches(node),
     acceptedOf: (state: string, owner: NodeId.NodeId) => accepted.get(key2(state, owner)),
     /**
      * An awaited write of `owner` returned acknowledged by `acknowledgers`: each of them sent `owner` an
@@ -576,7 +590,7 @@ export const liveness = (
   const converged = divergent.length === 0
   const expected = !(strategy === "push" && !readers && fault === "lostLastWrite" && outcome.nodesUp >= 2 &&
     outcome.lostWrite)
-  const boundMillis = livenessBound(strategy, readers)
+  const boundMillis = livenessBound(strategy, readers, scenario.detector)
   const convergenceMillis = converged ? Math.max(0, checker.lastChange() - outcome.healedAt) : undefined
   const ok = converged === expected &&
     (!converged || !expected || boundMillis === undefined || (convergenceMillis ?? 0) <= boundMillis)

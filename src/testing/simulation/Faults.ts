@@ -38,8 +38,11 @@ export const restart = Effect.fnUntraced(function*(ctx: RunContext, node: TestCl
   if (cluster.isUp(node)) return
   const m = ctx.metaOf(node)
   if (node.store !== undefined && (node.store.failLoads || node.store.failNextLoads > 0)) m.tampered = true
+  // Up for the checker before it starts: while it starts, its first snapshots may already be applied by
+  // peers (in a large cluster its start takes more than one scheduler turn), and they are no departed views.
+  checker.nodeUp(node.id)
   yield* ctx.logging(cluster.restart(node)).pipe(Effect.orDie)
-  ctx.markUp(node)
+  ctx.upSince.set(node.id, ctx.now())
   if (node.store === undefined || m.tampered) return
   for (const state of stateNames) {
     const h = yield* ctx.handleOn(node, state)
@@ -243,6 +246,14 @@ export const planOf = (ctx: RunContext, f: Fault): Plan => {
     }
     case "churn":
       return churnPlan(ctx)
+    case "flap": {
+      const node = victim(ctx)
+      return {
+        ...noop,
+        step: (i) => Effect.sync(() => (i % 8 < 4 ? network.isolate(node.id) : network.heal())),
+        heal: healLinks(ctx)
+      }
+    }
     case "slowPeer": {
       const node = victim(ctx)
       return {

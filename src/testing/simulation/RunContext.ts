@@ -79,6 +79,19 @@ export interface RunContext {
   readonly markUp: (node: TestCluster.TestNode) => void
 }
 
+/** The ids of `scenario.observed` of the first nodes, drawn from `random`; `undefined` when all are watched. */
+const watchedSample = (scenario: ResolvedScenario, random: Prng.Prng): ReadonlySet<NodeId.NodeId> | undefined => {
+  if (scenario.observed >= scenario.nodes) return undefined
+  const ids = Array.from({ length: scenario.nodes }, (_, i) => NodeId.make(`node-${i + 1}`))
+  for (let i = 0; i < scenario.observed; i++) {
+    const j = random.int(i, ids.length - 1)
+    const t = ids[i]
+    ids[i] = ids[j]
+    ids[j] = t
+  }
+  return new Set(ids.slice(0, scenario.observed))
+}
+
 /**
  * Sets the clock to `startTime` and starts the scenario's cluster, seeded by
  * `seed`, with the checker installed.
@@ -96,6 +109,10 @@ export const make = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed
   checker.setAttached(() => network?.nodes() ?? [])
   // The cluster names its first nodes node-1..node-N; they exchange views while it starts.
   for (let i = 1; i <= scenario.nodes; i++) checker.known.add(NodeId.make(`node-${i}`))
+  // A large run watches a seeded sample of its first nodes (every node otherwise).
+  const watched = watchedSample(scenario, root.derive("observed"))
+  const watches = watched === undefined ? () => true : (node: NodeId.NodeId) => watched.has(node)
+  checker.setWatched(watches)
   const logger = Logger.make((options) => {
     if (options.logLevel === "Error" || options.logLevel === "Fatal") {
       const message = Array.isArray(options.message) ? options.message.map(String).join(" ") : String(options.message)
@@ -155,6 +172,7 @@ export const make = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed
     seed,
     persistence,
     observer: checker.observer,
+    ...(watched === undefined ? {} : { observe: watches }),
     network: {
       log: false,
       trace: (event) => {
@@ -162,7 +180,8 @@ export const make = Effect.fnUntraced(function*(scenario: ResolvedScenario, seed
         if (event._tag === "Delivered") checkMailboxes(event.frame.to)
       }
     },
-    registry: { changeFeedFlush: Duration.millis(timing.feedFlush) }
+    registry: { changeFeedFlush: Duration.millis(timing.feedFlush) },
+    ...(scenario.detector ? { detector: timing.detector } : {})
   })).pipe(Effect.orDie)
   network = cluster.network
   const meta = new Map<NodeId.NodeId, NodeMeta>()

@@ -43,6 +43,31 @@ export const strategyShapes: ReadonlyArray<StrategyShape> = ["push", "push+perio
 export const clusterSizes: ReadonlyArray<number> = [1, 2, 3, 5, 10]
 
 /**
+ * The large clusters of the scale matrix (`npm run sim -- --scale`), each run with `scaleFaults` and a
+ * checker watching `scaleObserved` nodes.
+ *
+ * @category constructors
+ * @since 0.2.0
+ */
+export const scaleSizes: ReadonlyArray<number> = [100, 500]
+
+/**
+ * The faults of the scale matrix.
+ *
+ * @category constructors
+ * @since 0.2.0
+ */
+export const scaleFaults: ReadonlyArray<Fault> = ["none", "loss", "partition", "churn", "crash"]
+
+/**
+ * How many nodes the checker watches in a scale run (see `Scenario.observed`).
+ *
+ * @category constructors
+ * @since 0.2.0
+ */
+export const scaleObserved = 8
+
+/**
  * The faults a run can inject (each between the first quarter of the
  * workload and the final heal):
  *
@@ -73,7 +98,9 @@ export const clusterSizes: ReadonlyArray<number> = [1, 2, 3, 5, 10]
  *   step); `mix` (three of the link and node faults at once);
  * - `lostLastWrite` (no faults during the workload; then one owner's last
  *   mutation is committed while its links are cut, and the links heal right
- *   after: only anti-entropy can repair it; readers off except for `feed`).
+ *   after: only anti-entropy can repair it; readers off except for `feed`);
+ * - `flap` (one node isolated for four steps, then connected for four, over
+ *   and over: with the failure detector, unreachable and reachable again).
  *
  * @category models
  * @since 0.1.0
@@ -98,6 +125,7 @@ export type Fault =
   | "slowPeer"
   | "mix"
   | "lostLastWrite"
+  | "flap"
 
 /**
  * Every fault, in table order.
@@ -124,7 +152,8 @@ export const faults: ReadonlyArray<Fault> = [
   "churn",
   "slowPeer",
   "mix",
-  "lostLastWrite"
+  "lostLastWrite",
+  "flap"
 ]
 
 /**
@@ -152,6 +181,22 @@ export interface Scenario {
    * every member that speaks acknowledgements.
    */
   readonly awaits?: boolean | undefined
+  /**
+   * The simulated failure detector (default off: membership is an oracle). On, with `timing.detector`: cut
+   * links, paused and crashed nodes make members unreachable, then down and re-joined; reads expect the
+   * views of the members the reader knows of.
+   * @since 0.2.0
+   */
+  readonly detector?: boolean | undefined
+  /**
+   * How many nodes the checker watches (default: all). In a large cluster every rule is checked on a
+   * seeded sample of this many of the first nodes: their published view maps, the frames they reject,
+   * the acknowledgements they send; in the quiet window only they read, and convergence at the end is
+   * judged on their view maps (each must hold every live owner's own view). Durability is still judged
+   * on every owner.
+   * @since 0.2.0
+   */
+  readonly observed?: number | undefined
 }
 
 /**
@@ -176,7 +221,9 @@ export const timing = {
   /** Length of the quiet window after the final heal. */
   quietWindow: 8000,
   /** The timeout of awaited writes. */
-  ackTimeout: 1500
+  ackTimeout: 1500,
+  /** The failure detector of scenarios with `detector`: probes, silence to unreachable, unreachable to down. */
+  detector: { probeInterval: 100, detectAfter: 300, downAfter: 1200 }
 } as const
 
 /**
@@ -184,14 +231,17 @@ export const timing = {
  * when the strategy has none: with readers every shape converges within
  * `readInterval + maxStaleness + pullTimeout + maxDelay`; without readers
  * the periodic shapes converge within `period + maxDelay` of a change that no
- * periodic snapshot covered yet, and push and feed have no bound.
+ * periodic snapshot covered yet, and push and feed have no bound. With the
+ * failure detector, one probe interval more (members declared down re-join
+ * at the first probe round after the heal).
  *
  * @category combinators
  * @since 0.1.0
  */
-export const livenessBound = (strategy: StrategyShape, readers: boolean): number | undefined => {
-  if (readers) return timing.readInterval + timing.maxStaleness + timing.pullTimeout + timing.maxDelay
-  return strategy === "push" || strategy === "feed" ? undefined : timing.period + timing.maxDelay
+export const livenessBound = (strategy: StrategyShape, readers: boolean, detector = false): number | undefined => {
+  const rejoin = detector ? timing.detector.probeInterval : 0
+  if (readers) return timing.readInterval + timing.maxStaleness + timing.pullTimeout + timing.maxDelay + rejoin
+  return strategy === "push" || strategy === "feed" ? undefined : timing.period + timing.maxDelay + rejoin
 }
 
 /**
@@ -238,6 +288,8 @@ export interface ResolvedScenario {
   readonly readers: boolean
   readonly churnCycles: number
   readonly awaits: boolean
+  readonly detector: boolean
+  readonly observed: number
 }
 
 /**
@@ -253,7 +305,9 @@ export const resolve = (scenario: Scenario): ResolvedScenario => ({
   mutations: scenario.mutations ?? 24,
   readers: scenario.readers ?? (scenario.fault !== "lostLastWrite" || scenario.strategy === "feed"),
   churnCycles: scenario.churnCycles ?? 60,
-  awaits: scenario.awaits ?? false
+  awaits: scenario.awaits ?? false,
+  detector: scenario.detector ?? false,
+  observed: Math.min(scenario.observed ?? scenario.nodes, scenario.nodes)
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -6,11 +6,14 @@
  * views as it returns), and bounded-staleness
  * reads, each checked as it answers: a read that succeeds returns no view
  * older than `maxStaleness` or with a pending change, and lacks no member
- * that has been up, with the reader, for longer than `pullTimeout`.
+ * that has been up, with the reader, for longer than `pullTimeout` (with the
+ * failure detector: and that the reader held as a member before and after
+ * the read, since a member it declared down is not one it must answer for).
  *
  * @since 0.1.0
  */
 import { Cause, Duration, Effect, Exit, Fiber, Option } from "effect"
+import { ClusterEvents } from "../../ClusterEvents.ts"
 import * as Generation from "../../Generation.ts"
 import type * as NodeId from "../../NodeId.ts"
 import type * as StateRegistry from "../../StateRegistry.ts"
@@ -125,8 +128,13 @@ export const read = Effect.fnUntraced(function*(ctx: RunContext, node: TestClust
   // Members up (with the reader) for a while before the read: their views must be in a fresh answer.
   const settled = (id: NodeId.NodeId) => (upSince.get(id) ?? Infinity) <= started - timing.pullTimeout
   const expectedMembers = settled(node.id) ? cluster.nodes.map((n) => n.id).filter(settled) : []
+  // With the failure detector, the members the reader knows of: checked once the read answered.
+  const membersOf = cluster.run(node, Effect.flatMap(ClusterEvents, (events) => events.members))
+  const before = ctx.scenario.detector ? yield* membersOf : undefined
+  let answered: ReadonlyMap<NodeId.NodeId, unknown> | undefined
   const exit = yield* Effect.exit(h.query({ maxStaleness: Duration.millis(timing.maxStaleness) }, (views) => {
-    for (const member of expectedMembers) {
+    if (before !== undefined) answered = views
+    for (const member of before === undefined ? expectedMembers : []) {
       // Still up, without a restart, since before the read: one that left and came back meanwhile is new.
       if (!views.has(member) && cluster.nodes.some((n) => n.id === member) && settled(member)) {
         checker.violation("ReadMissedMember", `${node.id} read its ${state} views without member ${member}`)
@@ -146,6 +154,14 @@ export const read = Effect.fnUntraced(function*(ctx: RunContext, node: TestClust
     }
     return views.size
   }))
+  if (before !== undefined && answered !== undefined && cluster.isUp(node)) {
+    const after = yield* membersOf
+    for (const member of expectedMembers) {
+      if (member === node.id || !before.has(member) || !after.has(member) || answered.has(member)) continue
+      if (!cluster.nodes.some((n) => n.id === member) || !settled(member)) continue
+      checker.violation("ReadMissedMember", `${node.id} read its ${state} views without member ${member}`)
+    }
+  }
   checker.hash.str(`read ${node.id} ${state} ${Exit.isSuccess(exit) ? exit.value : "stale"}`)
   if (Exit.isSuccess(exit)) ctx.reads.ok++
   else if (!ctx.defectOf(exit, `read on ${node.id}`)) ctx.reads.stalePeer++
