@@ -9,7 +9,7 @@
  * `detectAfter` and down at exactly `detectAfter + downAfter`.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Stream } from "effect"
+import { type Duration, Effect, Exit, Fiber, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { ClusterEvents, DStateError, StateRegistry, SyncStrategy } from "dstate"
 import { Fixtures, SimDetector, TestCluster } from "dstate/testing"
@@ -419,4 +419,58 @@ describe("detector options", () => {
       yield* cluster.settle
       assert.deepStrictEqual(yield* membershipOn(cluster, b), { members: [], unreachable: {} })
     }))
+
+  describe("awaited writes", () => {
+    const threeNodes = Effect.gen(function*() {
+      const cluster = yield* TestCluster.make({ nodes: 3, setup, detector })
+      yield* cluster.settle
+      return { cluster, a: cluster.nodes[0], b: cluster.nodes[1], c: cluster.nodes[2] }
+    })
+    const awaiting = (cluster: Cluster, node: Node, peers: number | "majority" | "all", timeout: Duration.Input) =>
+      Effect.flatMap(handleOn(cluster, node, Counter), (h) =>
+        Effect.forkChild(h.mutate(inc, { await: { peers, timeout } }) as Effect.Effect<StateRegistry.Committed<{ readonly value: number }>, unknown>))
+
+    it.effect("a member unreachable at the call is not counted: \"all\" is met by the others, a count it cannot reach is unsatisfiable", () =>
+      Effect.gen(function*() {
+        const { a, b, c, cluster } = yield* threeNodes
+        cluster.network.partition([a.id, b.id], [c.id])
+        yield* TestClock.adjust(3_000)
+        yield* cluster.settle
+        assert.deepStrictEqual((yield* membershipOn(cluster, a)).unreachable, { [c.id]: 3_000 })
+
+        const all = yield* awaiting(cluster, a, "all", "20 seconds")
+        yield* cluster.settle
+        const done = yield* Fiber.join(all)
+        assert.deepStrictEqual((done as StateRegistry.Acknowledged<{ readonly value: number }>).acknowledgedBy, [b.id])
+        assert.deepStrictEqual(done.state, { value: 1 })
+
+        // A majority of the two other members is one: b.
+        const majority = yield* Fiber.join(yield* awaiting(cluster, a, "majority", "20 seconds"))
+        assert.deepStrictEqual((majority as StateRegistry.Acknowledged<{ readonly value: number }>).acknowledgedBy, [b.id])
+
+        // Two acknowledgements cannot come while c is unreachable: said at once, the mutation committed.
+        const two = yield* Fiber.await(yield* awaiting(cluster, a, 2, "20 seconds"))
+        assert.isTrue(Exit.isFailure(two))
+        const error = Exit.isFailure(two) ? (two.cause.reasons[0] as { readonly error?: unknown }).error : undefined
+        assert.instanceOf(error, DStateError.AckUnsatisfiable)
+        assert.strictEqual((error as DStateError.AckUnsatisfiable).required, 2)
+        assert.deepStrictEqual((error as DStateError.AckUnsatisfiable).eligible, [b.id])
+        assert.deepStrictEqual(summary(yield* viewsOn(cluster, a, Counter))[a.id].value, { value: 3 })
+      }))
+
+    it.effect("a member that becomes unreachable during the wait stops being waited for", () =>
+      Effect.gen(function*() {
+        const { a, b, c, cluster } = yield* threeNodes
+        // c is cut off at 0; the await starts before anyone finds it silent.
+        cluster.network.partition([a.id, b.id], [c.id])
+        const all = yield* awaiting(cluster, a, "all", "20 seconds")
+        yield* TestClock.adjust(2_999)
+        assert.isUndefined(all.pollUnsafe())
+        yield* TestClock.adjust(1)
+        yield* cluster.settle
+        const done = yield* Fiber.join(all)
+        assert.deepStrictEqual((done as StateRegistry.Acknowledged<{ readonly value: number }>).acknowledgedBy, [b.id])
+        assert.deepStrictEqual(done.state, { value: 1 })
+      }))
+  })
 })

@@ -5,7 +5,8 @@
  * to each of them), asks each for an acknowledgement, and resolves the await
  * once enough of them hold that generation or a newer one, when its timer
  * ends, or as soon as it cannot be met (more acknowledgements required than
- * members able to give them). Members that leave are not counted; for
+ * members able to give them). Members that leave, or are unreachable at
+ * the call or become so before they acknowledge, are not counted; for
  * `"all"` they are no longer required either. While it waits, the peers
  * that have not acknowledged get the snapshot and the request again every
  * `retryMillis` (the pull timeout, or a third of the await's timeout when
@@ -50,17 +51,22 @@ export const awaitAcks = (
   unsupported: ReadonlyArray<NodeId>,
   timeoutMillis: number
 ): void => {
+  // An unreachable member cannot acknowledge: it counts towards a majority of the members, never for one.
+  const reachable = eligible.filter((node) => !state.unreachable.has(node))
+  const answering = unsupported.filter((node) => !state.unreachable.has(node))
   const pending: PendingAwait = {
     id,
     generation,
     all: peers === "all",
-    required: requiredOf(peers, eligible.length + unsupported.length),
-    eligible: new Set(eligible),
-    unsupported: new Set(unsupported),
+    required: peers === "all"
+      ? reachable.length + answering.length
+      : requiredOf(peers, eligible.length + unsupported.length),
+    eligible: new Set(reachable),
+    unsupported: new Set(answering),
     acknowledged: new Set(),
     retryMillis: retryMillisOf(state.config.pullTimeoutMillis, timeoutMillis)
   }
-  for (const node of eligible) {
+  for (const node of reachable) {
     const acked = state.acked.get(node)
     if (acked !== undefined && !G.isNewer(generation, acked)) pending.acknowledged.add(node)
   }
@@ -191,6 +197,18 @@ export const ackDue = (state: AnyState): void => {
     emit(state, { _tag: "SendAck", to, generation: held !== undefined && G.isNewer(held, generation) ? held : generation })
   }
   state.acksDue.clear()
+}
+
+/** `node` became unreachable: the awaits it has not acknowledged yet no longer count it (nor, for `"all"`, require it). */
+export const peerUnreachable = (state: AnyState, node: NodeId): void => {
+  for (const pending of state.awaits.values()) {
+    if (pending.acknowledged.has(node)) continue
+    const wasEligible = pending.eligible.delete(node)
+    const wasUnsupported = pending.unsupported.delete(node)
+    if (!wasEligible && !wasUnsupported) continue
+    if (pending.all) pending.required = pending.eligible.size + pending.unsupported.size
+    settle(state, pending)
+  }
 }
 
 /** `node` left: it is no longer awaited (nor, for `"all"`, required), and nothing is owed to it. */

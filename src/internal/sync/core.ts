@@ -63,6 +63,7 @@ export const step = <S, V, D, C>(
       break
     case "PeerUnreachable":
       Membership.peerUnreachable(state, input.node, input.since)
+      Acks.peerUnreachable(state, input.node)
       break
     case "PeerReachable":
       Membership.peerReachable(state, input.node)
