@@ -172,6 +172,18 @@ export const members = Metric.gauge("dstate_members", {
 })
 
 /**
+ * This node's local health score over TCP (0 healthy, up to `heartbeat.localHealth.max`; always 0 with
+ * local health awareness off): its failure detector's timeouts and `downAfter` are multiplied by
+ * `1 + score` (label `node`).
+ *
+ * @category metrics
+ * @since 0.2.0
+ */
+export const localHealth = Metric.gauge("dstate_transport_local_health", {
+  description: "Local health score: the failure detector's timeouts are multiplied by 1 + score."
+})
+
+/**
  * Bucket boundaries in milliseconds of the latency histograms: 0.05 ms to
  * about 1.6 s, doubling.
  *

@@ -5,7 +5,7 @@
  * stop reading, failure detection and reconnection, TLS).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option, PubSub, Redacted, Result, Scope, Stream } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Metric, Option, PubSub, Redacted, Result, Scope, Stream } from "effect"
 import { ActorRuntime, ClusterEvents, NodeId, StateRegistry, SyncMessage } from "dstate"
 import { Fixtures } from "dstate/testing"
 import { execFileSync } from "node:child_process"
@@ -185,6 +185,18 @@ describe("TcpRuntime: options", () => {
     },
     { option: "heartbeat.detector.maxSilence", good: [phi({ maxSilence: 1 })], bad: [[phi({ maxSilence: 0 }), 0, positiveDuration]] },
     { option: "handshakeTimeout", good: [{ handshakeTimeout: 1 }], bad: [[{ handshakeTimeout: 0 }, 0, positiveDuration]] },
+    {
+      option: "heartbeat.localHealth.max",
+      good: [
+        { heartbeat: { ...fast.heartbeat, localHealth: { max: 0 } } },
+        { heartbeat: { ...fast.heartbeat, localHealth: true } },
+        { heartbeat: { ...fast.heartbeat, localHealth: false } }
+      ],
+      bad: [
+        [{ heartbeat: { ...fast.heartbeat, localHealth: { max: -1 } } }, -1, "must be a non-negative integer"],
+        [{ heartbeat: { ...fast.heartbeat, localHealth: { max: 2.5 } } }, 2.5, "must be a non-negative integer"]
+      ]
+    },
     {
       option: "downAfter",
       good: [{ downAfter: 0 }, { downAfter: "30 seconds" }],
@@ -512,6 +524,40 @@ describe("TcpRuntime: membership", () => {
       assert.strictEqual(stats.nodesUnreachable, 1)
       assert.strictEqual(stats.nodesReachable, 0)
       assert.strictEqual(stats.failuresDetected, 1)
+    }), 20_000)
+
+  it.live("local health: a detector check that runs late raises the score, and rounds in which every member is heard bring it back to 0", () =>
+    Effect.gen(function*() {
+      const aware = yield* startNode({ heartbeat: { ...fast.heartbeat, localHealth: { max: 3 } } })
+      const unaware = yield* startNode({ seeds: [transportOf(aware).address] })
+      yield* awaitMesh([aware, unaware])
+      const score = (node: TcpNode) =>
+        Effect.map(Metric.snapshot, (snapshot) => {
+          const found = snapshot.filter((m) => m.id === "dstate_transport_local_health" && m.attributes?.node === node.id)
+          assert.strictEqual(found.length, 1)
+          return (found[0].state as Metric.GaugeState<number>).value
+        })
+      yield* poll(Effect.gen(function*() {
+        assert.strictEqual(yield* score(aware), 0)
+      }))
+      // The whole process stops for 300 ms: both nodes' checks (every 50 ms) run at least 250 ms late.
+      yield* Effect.sync(() => {
+        const until = performance.now() + 300
+        while (performance.now() < until) {
+          // busy: the event loop is held
+        }
+      })
+      yield* poll(Effect.gen(function*() {
+        assert.isAtLeast(yield* score(aware), 1)
+      }))
+      // Off, the score stays 0 whatever happens.
+      assert.strictEqual(yield* score(unaware), 0)
+      // Nothing was silent long enough to be unreachable (300 ms against a 1 s detector).
+      assert.strictEqual((yield* eventsOf(aware).unreachable).size, 0)
+      // Every heartbeat interval in which the other member is heard takes one off.
+      yield* poll(Effect.gen(function*() {
+        assert.strictEqual(yield* score(aware), 0)
+      }))
     }), 20_000)
 
   it.live("an unreachable peer that answers again before downAfter is NodeReachable, still a member, on the same connection", () =>

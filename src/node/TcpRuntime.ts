@@ -191,6 +191,16 @@ export interface HeartbeatOptions {
   readonly detector?: FailureDetector | undefined
   /** How often the detector is consulted (default: half the heartbeat interval). */
   readonly checkInterval?: Duration.Input | undefined
+  /**
+   * Local health awareness (Lifeguard; default off): a node that is itself in trouble judges others more
+   * slowly. Its score (0 to `max`, default 8) rises by one each time its own detector check runs more than
+   * half a check interval late and each heartbeat interval in which fewer than half its connected members were
+   * heard, and falls by one each interval in which every one was; the detector's timeouts and `downAfter` are
+   * multiplied by `1 + score`. `true` is `{ max: 8 }`.
+   *
+   * @since 0.2.0
+   */
+  readonly localHealth?: boolean | { readonly max?: number | undefined } | undefined
 }
 
 /**

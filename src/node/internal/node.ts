@@ -46,6 +46,8 @@ export interface Settings extends Limits {
   readonly detector: Detector.DetectorSettings
   /** How long a member stays unreachable before this node declares it down. */
   readonly downAfter: Duration.Duration
+  /** The bound of the local health score (Lifeguard), or `undefined` when local health awareness is off. */
+  readonly localHealthMax: number | undefined
   readonly stallTimeout: Duration.Duration
   readonly handshakeTimeout: Duration.Duration
   readonly handshakeIdleTimeout: Duration.Duration

@@ -8,6 +8,7 @@
  */
 import { Duration, Effect, Redacted, Schedule } from "effect"
 import { InvalidOptions } from "../../DStateError.ts"
+import * as LocalHealth from "../../internal/localHealth.ts"
 import * as Check from "../../internal/options.ts"
 import * as NodeId from "../../NodeId.ts"
 import { ackProtocolVersion } from "../../SyncMessage.ts"
@@ -150,6 +151,15 @@ export const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxF
       maxSilenceMillis: Duration.toMillis(yield* positive("heartbeat.detector.maxSilence", detector.maxSilence))
     }
   const downAfter = yield* nonNegative("downAfter", options.downAfter ?? "30 seconds")
+  const localHealth = options.heartbeat?.localHealth
+  const localHealthMax = localHealth === undefined || localHealth === false
+    ? undefined
+    : yield* Check.integer(
+      checker,
+      "heartbeat.localHealth.max",
+      localHealth === true ? LocalHealth.defaultMax : localHealth.max ?? LocalHealth.defaultMax,
+      0
+    )
   const handshakeTimeout = yield* positive("handshakeTimeout", options.handshakeTimeout ?? "5 seconds")
   const handshakeIdleTimeout = yield* positive("handshakeIdleTimeout", options.handshakeIdleTimeout ?? "1 second")
   const connectTimeout = yield* positive("connectTimeout", options.connectTimeout ?? "5 seconds")
@@ -187,6 +197,7 @@ export const resolve = Effect.fnUntraced(function*(options: Options, defaultMaxF
     detectorCheckInterval: checkInterval,
     detector: detectorSettings,
     downAfter,
+    localHealthMax,
     handshakeTimeout,
     handshakeIdleTimeout,
     rejectionLogInterval,

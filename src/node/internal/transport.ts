@@ -105,6 +105,8 @@ export const make = Effect.fnUntraced(function*(
   const handshake = Handshake.make(node, membership)
   const gossip = Gossip.make(node, membership)
   const heartbeat = Heartbeat.make(node, membership, gossip)
+  const healthGauge = MetricSeries.gauge(Metrics.localHealth, metricContext, heartbeat.healthScore)
+  yield* Effect.addFinalizer(() => Effect.sync(() => healthGauge.remove()))
   const rejections = yield* Rejections.make({ interval: settings.rejectionLogInterval, annotate: node.annotate })
   const connections = Connection.make(node, { handshake, membership, heartbeat, gossip, routing, dialer, rejections })
 
