@@ -24,7 +24,7 @@
  * @since 0.1.0
  */
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Duration, Effect, Layer, Metric, Redacted, Schema } from "effect"
+import { Context, Duration, Effect, Layer, Metric, Option, Redacted, Schema } from "effect"
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
 import * as Crypto from "node:crypto"
@@ -252,6 +252,19 @@ export class HttpOperations extends Context.Service<HttpOperations, {
 }>()("dstate/http/HttpOperations") {}
 
 /**
+ * Routes another module serves on the same server, when a layer provides
+ * them: `dstate/web` mounts its WebSocket endpoint and its dashboard this
+ * way (`WebReplicas.layer`). Optional: without it the server has the four
+ * endpoints above.
+ *
+ * @category services
+ * @since 0.2.0
+ */
+export class Mounts extends Context.Service<Mounts, {
+  readonly routes: ReadonlyArray<HttpRouter.Route<never, never>>
+}>()("dstate/http/HttpOperations/Mounts") {}
+
+/**
  * The operations endpoints of the node whose `StateRegistry` and
  * `ClusterEvents` are provided, listening until the layer's scope closes.
  * When the scope closes the endpoints first drain (`/readyz` answers 503)
@@ -363,11 +376,13 @@ const make = Effect.fnUntraced(function*(options: Options) {
     return yield* json(encodeStatus, body, 200)
   })
 
+  const mounts = yield* Effect.serviceOption(Mounts)
   const routes = HttpRouter.addAll([
     HttpRouter.route("GET", "/healthz", healthz),
     HttpRouter.route("GET", "/readyz", readyz),
     HttpRouter.route("GET", "/metrics", metrics),
-    HttpRouter.route("GET", "/status", status)
+    HttpRouter.route("GET", "/status", status),
+    ...Option.match(mounts, { onNone: () => [], onSome: (mounted) => mounted.routes })
   ])
   const server = HttpRouter.serve(routes, { disableLogger: true, disableListenLog: true }).pipe(
     Layer.provideMerge(NodeHttpServer.layer(() => Http.createServer(), { host, port }))
