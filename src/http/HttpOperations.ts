@@ -29,6 +29,7 @@ import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "e
 import { PrometheusMetrics } from "effect/observability"
 import * as Crypto from "node:crypto"
 import * as Http from "node:http"
+import type * as Net from "node:net"
 import { ClusterEvents } from "../ClusterEvents.ts"
 import { type InvalidOptions, ListenFailed } from "../DStateError.ts"
 import * as Generation from "../Generation.ts"
@@ -262,6 +263,8 @@ export class HttpOperations extends Context.Service<HttpOperations, {
  */
 export class Mounts extends Context.Service<Mounts, {
   readonly routes: ReadonlyArray<HttpRouter.Route<never, never>>
+  /** Ends what the routes hold open (WebSockets), after the drain and before the server closes. */
+  readonly close: Effect.Effect<void>
 }>()("dstate/http/HttpOperations/Mounts") {}
 
 /**
@@ -377,6 +380,7 @@ const make = Effect.fnUntraced(function*(options: Options) {
   })
 
   const mounts = yield* Effect.serviceOption(Mounts)
+  const unused = new Set<Net.Socket>()
   const routes = HttpRouter.addAll([
     HttpRouter.route("GET", "/healthz", healthz),
     HttpRouter.route("GET", "/readyz", readyz),
@@ -385,7 +389,7 @@ const make = Effect.fnUntraced(function*(options: Options) {
     ...Option.match(mounts, { onNone: () => [], onSome: (mounted) => mounted.routes })
   ])
   const server = HttpRouter.serve(routes, { disableLogger: true, disableListenLog: true }).pipe(
-    Layer.provideMerge(NodeHttpServer.layer(() => Http.createServer(), { host, port }))
+    Layer.provideMerge(NodeHttpServer.layer(() => trackUnused(Http.createServer(), unused), { host, port }))
   )
   const built = yield* Layer.build(server).pipe(
     Effect.mapError((cause) => new ListenFailed({ host, port, cause }))
@@ -394,6 +398,11 @@ const make = Effect.fnUntraced(function*(options: Options) {
   const boundPort = address._tag === "UnixPathAddress" ? port : address.port
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${boundPort}`
 
+  // Finalizers run last-added first. Right before the server's close, which waits for every connection:
+  // connections that never carried a request (a browser's preconnect) are closed.
+  yield* Effect.addFinalizer(() => Effect.sync(() => unused.forEach((socket) => socket.destroy())))
+  // Before that, after the drain: what the mounted routes hold open (WebSockets) is closed.
+  if (Option.isSome(mounts)) yield* Effect.addFinalizer(() => mounts.value.close)
   // Added after the server: runs before it closes, so that probes see the node draining.
   yield* Effect.addFinalizer(() =>
     Effect.suspend(() => {
@@ -411,6 +420,17 @@ const make = Effect.fnUntraced(function*(options: Options) {
     draining: Effect.sync(() => draining)
   })
 })
+
+/** Keeps in `unused` the server's connections that have not carried a request yet. */
+const trackUnused = (server: Http.Server, unused: Set<Net.Socket>): Http.Server => {
+  server.on("connection", (socket: Net.Socket) => {
+    unused.add(socket)
+    socket.once("close", () => unused.delete(socket))
+  })
+  server.on("request", (request: Http.IncomingMessage) => unused.delete(request.socket))
+  server.on("upgrade", (request: Http.IncomingMessage) => unused.delete(request.socket))
+  return server
+}
 
 const encodeHealth = Schema.encodeSync(Health)
 const encodeReady = Schema.encodeSync(Ready)

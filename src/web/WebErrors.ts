@@ -24,7 +24,11 @@ import { RefusalReason } from "./internal/protocol.ts"
 export class WebTokenRefused extends Schema.TaggedError<WebTokenRefused>()("WebTokenRefused", {
   reason: RefusalReason,
   detail: Schema.String
-}) {}
+}) {
+  override get message() {
+    return `refused (${this.reason}): ${this.detail}`
+  }
+}
 
 /**
  * A browser replica has never been connected, or `connect` gave up: the
@@ -36,4 +40,8 @@ export class WebTokenRefused extends Schema.TaggedError<WebTokenRefused>()("WebT
 export class WebDisconnected extends Schema.TaggedError<WebDisconnected>()("WebDisconnected", {
   url: Schema.String,
   reason: Schema.String
-}) {}
+}) {
+  override get message() {
+    return `not connected to ${this.url}: ${this.reason}`
+  }
+}

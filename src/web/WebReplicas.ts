@@ -28,6 +28,7 @@
 import { NodeFileSystem } from "@effect/platform-node"
 import { Clock, Context, Duration, Effect, FileSystem, Layer, Redacted, Schedule, Stream } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { Socket } from "effect/socket"
 import type * as Http from "node:http"
 import { fileURLToPath } from "node:url"
 import { ClusterEvents } from "../ClusterEvents.ts"
@@ -296,10 +297,20 @@ const make = Effect.fnUntraced(function*(options: Options) {
     monotonicNow
   }
 
+  let closing = false
   const upgrade = (request: HttpServerRequest.HttpServerRequest) =>
     Effect.gen(function*() {
       const socket = yield* request.upgrade.pipe(Effect.option)
       if (socket._tag === "None") return HttpServerResponse.text("a WebSocket endpoint\n", { status: 426 })
+      // A browser reconnecting while the node stops is closed at once (1001), so that the server can close.
+      if (closing) {
+        yield* Effect.scoped(Effect.gen(function*() {
+          yield* socket.value.reader
+          const writer = yield* socket.value.writer
+          yield* writer.write(new Socket.CloseEvent(1001, "the node is stopping"))
+        })).pipe(Effect.ignore)
+        return HttpServerResponse.empty()
+      }
       const tcp = (request.source as Http.IncomingMessage).socket
       yield* Effect.scoped(Connection.serve(endpoint, socket.value, tcp ?? undefined)).pipe(Effect.ignore)
       return HttpServerResponse.empty()
@@ -332,7 +343,16 @@ const make = Effect.fnUntraced(function*(options: Options) {
     issue: (issueOptions) => WebToken.issue(keys[0], issueOptions),
     stats: Effect.sync(() => ({ ...series.values, connections: connections.size }))
   })
-  return { service, mounts: HttpOperations.Mounts.of({ routes }) }
+  // The node is stopping: every browser is told (1001) and its handler ends, so that the server can close.
+  const close = Effect.gen(function*() {
+    closing = true
+    yield* Effect.forEach([...connections], (connection) => connection.close, { discard: true })
+    yield* Effect.sleep("10 millis").pipe(
+      Effect.repeat({ until: () => connections.size === 0 }),
+      Effect.timeoutOption("2 seconds")
+    )
+  })
+  return { service, mounts: HttpOperations.Mounts.of({ routes, close }) }
 })
 
 const reserved = new Set(["/", "/dashboard.js", "/healthz", "/readyz", "/metrics", "/status"])

@@ -47,6 +47,8 @@ export interface Served {
 export interface Connection extends Subscriber {
   readonly states: ReadonlyArray<string>
   readonly status: boolean
+  /** Closes the connection (the node is stopping). */
+  readonly close: Effect.Effect<void>
 }
 
 /** What every connection shares. */
@@ -153,7 +155,8 @@ export const serve = Effect.fnUntraced(function*(endpoint: Endpoint, ws: Socket.
       outbound.offer(frame, { key, replaces: true })
     },
     offerRemoved: (state, owner, frame) => outbound.offer(frame, { key: `${state}\u0000${owner}`, replaces: true }),
-    offerControl: (frame, key) => outbound.offer(frame, key === undefined ? undefined : { key, replaces: true })
+    offerControl: (frame, key) => outbound.offer(frame, key === undefined ? undefined : { key, replaces: true }),
+    close: writer.write(new Socket.CloseEvent(1001, "the node is stopping")).pipe(Effect.ignore)
   }
   count("connectionsAccepted")
   endpoint.connections.add(connection)
