@@ -79,7 +79,7 @@ export interface Options {
   readonly socketHighWater?: number | undefined
   /** How long a new connection has to send its hello (default 5 seconds). */
   readonly helloTimeout?: Duration.Input | undefined
-  /** The largest message a browser may send, in UTF-16 code units (default 8192); a larger one closes it. */
+  /** The largest message a browser may send, in UTF-16 code units (default 8192, at least 256: a hello carries its token); a larger one closes the connection (or refuses it, for the hello). */
   readonly maxClientMessageBytes?: number | undefined
   /** Pulls in flight per connection at most; one more is answered at once as stale (default 8). */
   readonly maxPendingPulls?: number | undefined
@@ -169,7 +169,7 @@ const make = Effect.fnUntraced(function*(options: Options) {
     maxQueuedBytes: yield* Check.integer(checker, "maxQueuedBytes", options.maxQueuedBytes ?? 8 * 1024 * 1024, 1),
     socketHighWater: yield* Check.integer(checker, "socketHighWater", options.socketHighWater ?? 256 * 1024, 1),
     helloTimeout: yield* Check.duration(checker, "helloTimeout", options.helloTimeout ?? "5 seconds", "positive"),
-    maxClientMessageBytes: yield* Check.integer(checker, "maxClientMessageBytes", options.maxClientMessageBytes ?? 8192, 64),
+    maxClientMessageBytes: yield* Check.integer(checker, "maxClientMessageBytes", options.maxClientMessageBytes ?? 8192, 256),
     maxPendingPulls: yield* Check.integer(checker, "maxPendingPulls", options.maxPendingPulls ?? 8, 1)
   }
   const statusInterval = yield* Check.duration(checker, "statusInterval", options.statusInterval ?? "1 second", "positive")
