@@ -137,8 +137,8 @@ export const web = {
   snapshotRequests: counter("dstate_web_snapshot_requests", "Snapshots asked again by browsers (gaps)."),
   framesSent: counter("dstate_web_frames_sent", "Frames written to browsers."),
   bytesSent: counter("dstate_web_bytes_sent", "Bytes written to browsers."),
-  superseded: counter("dstate_web_superseded", "Queued frames dropped for a newer one of the same view (or status) before a slow browser read them."),
-  droppedOldest: counter("dstate_web_dropped_oldest", "Queued frames dropped from the head of a browser's queue at its caps.")
+  superseded: counter("dstate_web_superseded", "Queued frames dropped for a newer one of the same view (or status) before a slow browser read them (counted when its connection ends)."),
+  droppedOldest: counter("dstate_web_dropped_oldest", "Queued frames dropped from the head of a browser's queue at its caps (counted when its connection ends).")
 }
 
 /**

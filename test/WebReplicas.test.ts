@@ -9,61 +9,12 @@
  * caps (newer snapshots supersede).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, Redacted, Scope } from "effect"
-import { NodeId, StatePersistence, StateRegistry, SyncStrategy } from "dstate"
-import { HttpOperations } from "dstate/http"
-import { TcpRuntime } from "dstate/node"
+import { Effect, Exit, Redacted, Scope } from "effect"
+import type { NodeId } from "dstate"
 import { Fixtures } from "dstate/testing"
-import { WebClient, WebErrors, WebReplicas, WebToken } from "dstate/web"
+import { WebClient, WebErrors, WebToken } from "dstate/web"
+import { startNode, token } from "./support/BrowserReplicas.ts"
 import { eventually } from "./support/Eventually.ts"
-import { buildInOwnScope, fastTimings, secret } from "./support/RealNodes.ts"
-
-const key = Redacted.make("web-test-key-0123456789")
-const fast = {
-  heartbeat: { interval: "100 millis", detector: TcpRuntime.fixedTimeout("2 seconds"), checkInterval: "50 millis" },
-  ...fastTimings
-} satisfies Partial<TcpRuntime.Options>
-
-let nodeCounter = 0
-const nextId = () => NodeId.make(`web-${String(++nodeCounter).padStart(3, "0")}`)
-
-interface StartOptions {
-  readonly seeds?: ReadonlyArray<TcpRuntime.Address>
-  readonly web?: Partial<WebReplicas.Options>
-  readonly http?: HttpOperations.Options
-  readonly id?: NodeId.NodeId
-}
-
-/** A TCP node with Counter and NodeResource registered, its operations server and the web endpoint, in a scope of its own. */
-const startNode = (options: StartOptions = {}) =>
-  Effect.gen(function*() {
-    const id = options.id ?? nextId()
-    const node = StateRegistry.layer.pipe(
-      Layer.provideMerge(TcpRuntime.layer({ ...fast, nodeId: id, secret, seeds: options.seeds ?? [] })),
-      Layer.provide(StatePersistence.layerMemory)
-    )
-    const web = WebReplicas.layer({ key, states: [Fixtures.Counter, Fixtures.NodeResource], ...options.web })
-    const { context, scope } = yield* buildInOwnScope(
-      HttpOperations.layer(options.http).pipe(Layer.provideMerge(web), Layer.provideMerge(node))
-    )
-    const registry = Context.get(context, StateRegistry.StateRegistry)
-    const counter = yield* registry.register(Fixtures.Counter, { strategy: SyncStrategy.activePush() })
-    const resource = yield* registry.register(Fixtures.NodeResource, { strategy: SyncStrategy.activePush() })
-    const http = Context.get(context, HttpOperations.HttpOperations)
-    return {
-      id,
-      scope,
-      counter,
-      resource,
-      url: http.url,
-      ws: `${http.url.replace("http", "ws")}/web`,
-      port: http.address.port,
-      address: Context.get(context, TcpRuntime.TcpTransport).address,
-      web: Context.get(context, WebReplicas.WebReplicas)
-    }
-  })
-
-const token = (options: Partial<WebToken.IssueOptions> = {}) => WebToken.issue(key, { states: "*", ...options })
 
 const counterValues = (views: ReadonlyMap<NodeId.NodeId, { readonly value: { readonly value: number } }>) =>
   Object.fromEntries([...views].map(([owner, view]) => [owner, view.value.value]))

@@ -88,12 +88,20 @@ export interface Options {
 }
 
 /**
- * The counters of the endpoint (`Metrics.web`) and its open connections.
+ * The counters of the endpoint (`Metrics.web`; `superseded` and `droppedOldest` include the open
+ * connections'), its open connections and what their queues hold.
  *
  * @category models
  * @since 0.2.0
  */
-export type Stats = { readonly [K in Metrics.WebCounter]: number } & { readonly connections: number }
+export type Stats = { readonly [K in Metrics.WebCounter]: number } & {
+  /** Open connections. */
+  readonly connections: number
+  /** Frames waiting in the open connections' queues. */
+  readonly queuedFrames: number
+  /** Bytes waiting in the open connections' queues. */
+  readonly queuedBytes: number
+}
 
 /**
  * The running endpoint.
@@ -341,7 +349,21 @@ const make = Effect.fnUntraced(function*(options: Options) {
     path,
     states: names,
     issue: (issueOptions) => WebToken.issue(keys[0], issueOptions),
-    stats: Effect.sync(() => ({ ...series.values, connections: connections.size }))
+    stats: Effect.sync(() => {
+      // Superseded and dropped frames are counted when a connection ends: add those of the open ones.
+      let superseded = series.values.superseded
+      let droppedOldest = series.values.droppedOldest
+      let queuedFrames = 0
+      let queuedBytes = 0
+      for (const connection of connections) {
+        const queue = connection.queue()
+        superseded += queue.superseded
+        droppedOldest += queue.droppedOldest + queue.replacedAtCap
+        queuedFrames += queue.queuedFrames
+        queuedBytes += queue.queuedBytes
+      }
+      return { ...series.values, superseded, droppedOldest, connections: connections.size, queuedFrames, queuedBytes }
+    })
   })
   // The node is stopping: every browser is told (1001) and its handler ends, so that the server can close.
   const close = Effect.gen(function*() {

@@ -18,6 +18,7 @@ import type { StalePeer } from "../../DStateError.ts"
 import type * as Generation from "../../Generation.ts"
 import type { WebCounter } from "../../Metrics.ts"
 import * as Outbound from "../../node/internal/outbound.ts"
+import type { OutboundStats } from "../../node/TcpRuntime.ts"
 import type { NodeId } from "../../NodeId.ts"
 import type { StateHandle } from "../../StateHandle.ts"
 import type { ViewMap } from "../../StateView.ts"
@@ -49,6 +50,8 @@ export interface Connection extends Subscriber {
   readonly status: boolean
   /** Closes the connection (the node is stopping). */
   readonly close: Effect.Effect<void>
+  /** Its queue's counters. */
+  readonly queue: () => OutboundStats
 }
 
 /** What every connection shares. */
@@ -156,7 +159,8 @@ export const serve = Effect.fnUntraced(function*(endpoint: Endpoint, ws: Socket.
     },
     offerRemoved: (state, owner, frame) => outbound.offer(frame, { key: `${state}\u0000${owner}`, replaces: true }),
     offerControl: (frame, key) => outbound.offer(frame, key === undefined ? undefined : { key, replaces: true }),
-    close: writer.write(new Socket.CloseEvent(1001, "the node is stopping")).pipe(Effect.ignore)
+    close: writer.write(new Socket.CloseEvent(1001, "the node is stopping")).pipe(Effect.ignore),
+    queue: outbound.stats
   }
   count("connectionsAccepted")
   endpoint.connections.add(connection)
