@@ -23,7 +23,9 @@
  *   and every generation.
  *
  * Run: `npm run bench -- web` or `node bench/web.ts`; with
- * `DSTATE_BENCH_PROFILE=<dir>` the server child writes a CPU profile there.
+ * `DSTATE_BENCH_PROFILE=<dir>` the server child writes a CPU profile there;
+ * `DSTATE_BENCH_WEB_CLIENTS` and `DSTATE_BENCH_WEB_BURST` change the number
+ * of clients (100) and the burst's mutations (20,000) for a closer look.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Deferred, Duration, Effect, Layer, Redacted, Result, Stream } from "effect"
@@ -38,7 +40,7 @@ import { encodeFrame, makeStateCodec } from "../src/internal/codec.ts"
 import type { Row } from "./inprocess.ts"
 import { Small } from "./states.ts"
 
-const clients = 100
+const clients = Number(process.env.DSTATE_BENCH_WEB_CLIENTS ?? 100)
 const burst = Number(process.env.DSTATE_BENCH_WEB_BURST ?? 20_000)
 const pacedRate = 500
 const pacedSeconds = 4

@@ -426,26 +426,37 @@ export const make = Effect.fn("WebClient.make")(function*(options: Options) {
     }
   }
 
+  /**
+   * Checks one frame and applies it when it is a view (synchronously: the hot path); returns the control
+   * message to handle, or the snapshot request a gap calls for.
+   */
+  const readFrame = (raw: Uint8Array | string): Frames.Decoded | { readonly _tag: "Gap"; readonly state: string; readonly owner: NodeId } | undefined => {
+    if (typeof raw === "string") {
+      stats.malformed++
+      return undefined
+    }
+    stats.framesReceived++
+    stats.bytesReceived += raw.length
+    const decoded = Frames.decode(raw, maxFrameBytes)
+    if (decoded._tag === "Refused") {
+      stats.malformed++
+      return undefined
+    }
+    if (decoded._tag === "Data") {
+      return onData(decoded.message) === "gap"
+        ? { _tag: "Gap", state: decoded.message.stateName, owner: decoded.message.source }
+        : undefined
+    }
+    return decoded
+  }
+
   /** Handles one frame; a refusal ends the session with its error. */
-  const onFrame = (raw: Uint8Array | string): Effect.Effect<void, WebTokenRefused> =>
-    Effect.gen(function*() {
-      if (typeof raw === "string") {
-        stats.malformed++
-        return
-      }
-      stats.framesReceived++
-      stats.bytesReceived += raw.length
-      const decoded = Frames.decode(raw, maxFrameBytes)
-      if (decoded._tag === "Refused") {
-        stats.malformed++
-        return
-      }
-      if (decoded._tag === "Data") {
-        if (onData(decoded.message) === "gap") {
-          yield* send({ t: "snapshot", state: decoded.message.stateName, owner: decoded.message.source })
-        }
-        return
-      }
+  const onFrame = (raw: Uint8Array | string): Effect.Effect<void, WebTokenRefused> => {
+    const decoded = readFrame(raw)
+    if (decoded === undefined) return Effect.void
+    if (decoded._tag === "Gap") return Effect.asVoid(send({ t: "snapshot", state: decoded.state, owner: decoded.owner }))
+    if (decoded._tag !== "Control") return Effect.void
+    return Effect.gen(function*() {
       const message = decodeServerMessage(decoded.json)
       if (Result.isFailure(message)) {
         stats.malformed++
@@ -481,6 +492,7 @@ export const make = Effect.fn("WebClient.make")(function*(options: Options) {
           return
       }
     })
+  }
 
   const publish = Effect.suspend(() =>
     Effect.forEach([...replicas.values()], (state) => {
