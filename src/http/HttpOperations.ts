@@ -8,7 +8,8 @@
  * own, bound to 127.0.0.1 unless told otherwise; `/metrics` and `/status`
  * can require a bearer token. The JSON bodies are described by the Schemas
  * of this module (`Status`, `Health`, `Ready`), which the `dstate` CLI
- * decodes with.
+ * decodes with. Other modules can serve routes on the same server through
+ * `Mounts` (`dstate/web` serves its WebSocket endpoint and dashboard so).
  *
  * - `/healthz`: 200 while the registry is not shutting down and every state
  *   actor handles a probe within `livenessTimeout` (a probe waits behind the
