@@ -91,6 +91,11 @@ export const make = (env: Env): Feed => {
   const reconcile = (views: ViewMap<unknown>) => {
     const previous = current
     current = views
+    // Nobody to tell: nothing is encoded (a joining subscriber gets the frames of `current`).
+    if (subscribers.size === 0) {
+      for (const owner of cache.keys()) if (!views.has(owner)) cache.delete(owner)
+      return
+    }
     for (const [owner, view] of views) {
       const before = previous.get(owner)
       if (before !== undefined && Generation.equals(before.generation, view.generation)) continue
