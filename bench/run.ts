@@ -3,7 +3,7 @@
  * bench/results/results.json and bench/results/results.md.
  *
  * `npm run bench -- persistence` (any benchmark names: `inprocess`, `tcp`,
- * `persistence`, `groupcommit`, `manystates`, `hostile`, `membership`, `acks`: A1 alone, also part of `tcp`) runs only those
+ * `persistence`, `groupcommit`, `manystates`, `hostile`, `membership`, `web`, `acks`: A1 alone, also part of `tcp`) runs only those
  * and prints their table; the results files
  * are left alone (they hold complete runs, all from one machine).
  */
@@ -17,6 +17,7 @@ import { run as manystates } from "./manyStates.ts"
 import { run as membership } from "./membership.ts"
 import { run as persistence } from "./persistence.ts"
 import { run as tcp, runAcks as acks } from "./tcp.ts"
+import { run as web } from "./web.ts"
 
 /** Every benchmark, in the order of the table. */
 const benchmarks = [
@@ -27,6 +28,7 @@ const benchmarks = [
   { name: "manystates", run: manystates },
   { name: "hostile", run: hostile },
   { name: "membership", run: membership },
+  { name: "web", run: web },
   // Part of `tcp`; on its own for a quick look at A1 (never in a full run).
   { name: "acks", run: acks, partOf: "tcp" }
 ]

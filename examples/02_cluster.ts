@@ -16,22 +16,30 @@
  * npm start -- --memory                       # no persistence: new incarnations on every run
  * npm start -- --duration 8                   # stop after 8 s; exit 0 only if every node saw every node
  * npm start -- --http-port 9400               # operations endpoints of node i on 127.0.0.1:9400 + i - 1
+ * npm start -- --http-port 0                  # no operations endpoints, no dashboard
  * ```
+ *
+ * Node 1 also serves the live dashboard of `dstate/web` at `GET /` of its operations server (by default
+ * http://127.0.0.1:9464/): the launcher gives it a fresh web key, builds the dashboard's script when it is
+ * stale (`scripts/build-web.ts`), and prints the dashboard's URL with a token (valid 12 hours) in its fragment.
  *
  * Options (`npm start -- --help` lists them): `--nodes N` (default 3), `--base-port P` (default 7100),
  * `--data DIR` (default `<tmpdir>/dstate-demo`; node i keeps its state in `DIR/node-i`, so a second run
  * continues from the saved generations) or `--memory`, `--strategy push|feed` (see 03_node.ts),
  * `--duration SECONDS` (also `DSTATE_DEMO_DURATION`): run that long, then wait up to 20 s more for every
  * node to see every other, stop, print the final table, and exit 0 when they converged, 1 otherwise. A
- * `--http-port P` (default 0: off): node i serves `/healthz`, `/readyz`, `/metrics` and `/status` on
- * 127.0.0.1:P + i - 1 (the URLs are printed at startup; try `npm run dstate -- status --url ...`). A
+ * `--http-port P` (default 9464; 0: off): node i serves `/healthz`, `/readyz`, `/metrics` and `/status` on
+ * 127.0.0.1:P + i - 1, and node 1 the dashboard at `/` (the URLs are printed at startup; try
+ * `npm run dstate -- status --url ...`). A
  * bad flag or value prints the usage and what is wrong, and exits 1 before any node starts. The nodes use
  * `DSTATE_SECRET` when it is set, else the built-in demo secret.
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Clock, Config, Deferred, Duration, Effect, Layer, Option, Schedule } from "effect"
+import { Clock, Config, Deferred, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
 import { CliConfig, CliError, Command, Flag, GlobalFlag } from "effect/cli"
+import { WebToken } from "dstate/web"
 import { type ChildProcess, spawn } from "node:child_process"
+import * as Crypto from "node:crypto"
 import * as Os from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
@@ -92,8 +100,10 @@ const flags = {
   ),
   httpPort: Flag.Int("http-port").pipe(
     Flag.withMetavar("P"),
-    Flag.withDescription("node i serves /healthz, /readyz, /metrics and /status on 127.0.0.1:P + i - 1 (default 0: off)"),
-    Flag.withDefault(0),
+    Flag.withDescription(
+      "node i serves /healthz, /readyz, /metrics and /status on 127.0.0.1:P + i - 1, node 1 the dashboard at / (default 9464; 0: off)"
+    ),
+    Flag.withDefault(9464),
     Flag.filter((port) => port >= 0 && port <= 65535, () => "a port from 0 (off) to 65535")
   )
 }
@@ -124,7 +134,8 @@ const spawnNode = (
   port: number,
   httpPort: number,
   seeds: string,
-  onLog: (line: string) => void
+  onLog: (line: string) => void,
+  webKey: string | undefined
 ) =>
   Effect.sync((): NodeProcess => {
     const args = [
@@ -135,7 +146,8 @@ const spawnNode = (
       ...(httpPort === 0 ? [] : ["--http-port", String(httpPort), "--http-min-peers", String(options.nodes - 1)])
     ]
     // Own process group: a Ctrl-C in the terminal reaches the launcher only, which then stops the nodes itself.
-    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], detached: true })
+    const env = webKey === undefined ? process.env : { ...process.env, DSTATE_WEB_KEY: webKey }
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], detached: true, env })
     const node: NodeProcess = { id, process: child, last: undefined, exited: Deferred.makeUnsafe<string>() }
     // stdout carries one JSON report per line; anything else is shown as a log line.
     onLines(child.stdout!, (line) => {
@@ -198,9 +210,17 @@ const cluster = (options: Options, outcome: { final: ReadonlyArray<Report | unde
     if (!tty) process.stdout.write(`${line}\n`)
   }
 
+  // Node 1 serves the dashboard: a fresh web key for it, and its script built when stale.
+  const webKey = options.httpPort === 0 ? undefined : Crypto.randomBytes(24).toString("base64url")
+  if (webKey !== undefined) {
+    yield* Effect.tryPromise(() => import("../scripts/build-web.ts").then((build) => build.ensureBuilt())).pipe(
+      Effect.catch((error) => Effect.logWarning(`the dashboard's script could not be built: ${String(error)}`))
+    )
+  }
+
   // Start the nodes; whatever ends this program (Ctrl-C, the duration, a node dying) stops them all.
   const nodes = yield* Effect.acquireRelease(
-    Effect.forEach(ids, (id, i) => spawnNode(options, id, ports[i], httpPorts[i], seeds, onLog)),
+    Effect.forEach(ids, (id, i) => spawnNode(options, id, ports[i], httpPorts[i], seeds, onLog, i === 0 ? webKey : undefined)),
     (nodes) =>
       Effect.gen(function*() {
         const finalReports = nodes.map((node) => node.last)
@@ -248,6 +268,8 @@ const cluster = (options: Options, outcome: { final: ReadonlyArray<Report | unde
       `  (npm run dstate -- status --url http://127.0.0.1:${httpPorts[i]})`
     )
     yield* Effect.sync(() => process.stdout.write(`operations endpoints:\n${urls.join("\n")}\n`))
+    const token = yield* WebToken.issue(Redacted.make(webKey!), { states: "*", status: true, ttl: "12 hours", subject: "npm start" })
+    yield* Effect.sync(() => process.stdout.write(`dashboard: http://127.0.0.1:${httpPorts[0]}/#token=${token}\n`))
   }
   if (!tty) yield* Effect.sync(() => process.stdout.write(`${header}\n`))
   yield* draw.pipe(Effect.repeat(Schedule.spaced("1 second")), Effect.forkScoped)

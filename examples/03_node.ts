@@ -31,7 +31,9 @@
  * - `--http-port P` (default 0: off): serve the operations endpoints of `dstate/http` (`/healthz`, `/readyz`,
  *   `/metrics`, `/status`) on P, on `--http-host` (default 127.0.0.1). `--http-min-peers N` (default 0): peers
  *   that must be seen before `/readyz` answers 200. With `DSTATE_HTTP_TOKEN` set, `/metrics` and `/status`
- *   require `Authorization: Bearer <token>`. The URLs are logged at startup.
+ *   require `Authorization: Bearer <token>`. The URLs are logged at startup. With `DSTATE_WEB_KEY` set (at least
+ *   16 characters), the same server also serves browser read replicas of the state (`dstate/web`: the WebSocket
+ *   endpoint `/web`, tokens signed with that key) and the live dashboard at `/`.
  *
  * The cluster secret comes from the environment variable `DSTATE_SECRET` (at least 16 bytes). Without it the
  * node uses the built-in demo secret `dstate-local-demo-secret`, which is fine on loopback and nowhere else.
@@ -44,6 +46,7 @@ import { DistributedState, StatePersistence, StateRegistry, SyncStrategy, SyncUr
 import type { StateView } from "dstate"
 import { HttpOperations } from "dstate/http"
 import { FilePersistence, TcpRuntime } from "dstate/node"
+import { WebReplicas } from "dstate/web"
 import * as Os from "node:os"
 
 // ---- the state --------------------------------------------------------------------------------
@@ -350,12 +353,17 @@ const runNode = (options: Options) => {
 
   // The operations endpoints sit on top of the node: on shutdown they stop first (after draining).
   const httpToken = process.env.DSTATE_HTTP_TOKEN
+  // Browser read replicas and the dashboard, on the same server, when a web key is given.
+  const webKey = process.env.DSTATE_WEB_KEY
+  const web = webKey === undefined || webKey.length === 0
+    ? Layer.empty
+    : WebReplicas.layer({ key: Redacted.make(webKey), states: [NodeResource] })
   const withOperations = options.httpPort === 0 ? node : HttpOperations.layer({
     host: options.httpHost,
     port: options.httpPort,
     minPeers: options.httpMinPeers,
     token: httpToken === undefined || httpToken.length === 0 ? undefined : Redacted.make(httpToken)
-  }).pipe(Layer.provideMerge(node))
+  }).pipe(Layer.provideMerge(web), Layer.provideMerge(node))
 
   // The clock views are stamped with (`syncedAt`): monotonic milliseconds.
   const monotonicMillis = Effect.clockWith((clock) => Effect.sync(() => Number(clock.monotonicTimeNanosUnsafe()) / 1e6))

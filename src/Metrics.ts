@@ -1,7 +1,8 @@
 /**
  * Every metric dstate reports, as Effect `Metric`s: the counters of each
  * state, of the registry's inbound door and of the TCP transport, gauges
- * for mailbox depth, outbound queue bytes per peer and members, and
+ * for mailbox depth, outbound queue bytes per peer and members, the
+ * WebSocket endpoint's counters and open connections (`dstate/web`), and
  * histograms for save latency and mutate-to-publish time. Series carry the
  * labels `state`, `node` and `peer` where they apply. They live in the
  * fiber's `Metric.MetricRegistry`, so any Effect metrics exporter (for
@@ -113,6 +114,54 @@ export const transport = {
   requestsSent: counter("dstate_transport_requests_sent", "Requests sent."),
   requestTimeouts: counter("dstate_transport_request_timeouts", "Requests that timed out.")
 }
+
+/**
+ * The counters of the WebSocket endpoint of `dstate/web` (label `node`), as
+ * `WebReplicas.stats` reads them: connections, each reason a connection was
+ * refused for (before any view was sent), the browsers' messages, and what
+ * the per-connection queues wrote, superseded and dropped.
+ *
+ * @category metrics
+ * @since 0.2.0
+ */
+export const web = {
+  connectionsAccepted: counter("dstate_web_connections_accepted", "WebSocket connections whose token was accepted."),
+  connectionsClosed: counter("dstate_web_connections_closed", "Accepted WebSocket connections that ended (either side)."),
+  refusedMalformed: counter("dstate_web_refused_malformed", "Connections refused: the token was not a token of this format."),
+  refusedBadSignature: counter("dstate_web_refused_bad_signature", "Connections refused: the token was not signed with the endpoint's key."),
+  refusedExpired: counter("dstate_web_refused_expired", "Connections refused: the token had expired."),
+  refusedOutOfScope: counter("dstate_web_refused_out_of_scope", "Connections refused: the token did not allow a state asked for (or one not served), or the status."),
+  refusedTooManyConnections: counter("dstate_web_refused_too_many_connections", "Connections refused at maxConnections."),
+  refusedHelloTimeout: counter("dstate_web_refused_hello_timeout", "Connections closed because no hello arrived within helloTimeout."),
+  refusedBadHello: counter("dstate_web_refused_bad_hello", "Connections refused: the first message was not a hello."),
+  tokensExpired: counter("dstate_web_tokens_expired", "Accepted connections closed when their token expired."),
+  clientMessagesRejected: counter("dstate_web_client_messages_rejected", "Browser messages after the hello that were binary, too large or undecodable (the connection is closed)."),
+  pulls: counter("dstate_web_pulls", "Pulls asked by browser queries."),
+  snapshotRequests: counter("dstate_web_snapshot_requests", "Snapshots asked again by browsers (gaps)."),
+  framesSent: counter("dstate_web_frames_sent", "Frames written to browsers."),
+  bytesSent: counter("dstate_web_bytes_sent", "Bytes written to browsers."),
+  superseded: counter("dstate_web_superseded", "Queued frames dropped for a newer one of the same view (or status) before a slow browser read them (counted when its connection ends)."),
+  droppedOldest: counter("dstate_web_dropped_oldest", "Queued frames dropped from the head of a browser's queue at its caps (counted when its connection ends).")
+}
+
+/**
+ * The names of the WebSocket endpoint's counters.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export type WebCounter = keyof typeof web
+
+/**
+ * Open WebSocket connections of browsers whose token was accepted (label
+ * `node`).
+ *
+ * @category metrics
+ * @since 0.2.0
+ */
+export const webConnections = Metric.gauge("dstate_web_connections", {
+  description: "Open WebSocket connections of browsers whose token was accepted."
+})
 
 /**
  * The names of a state's counters.

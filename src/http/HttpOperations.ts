@@ -8,7 +8,8 @@
  * own, bound to 127.0.0.1 unless told otherwise; `/metrics` and `/status`
  * can require a bearer token. The JSON bodies are described by the Schemas
  * of this module (`Status`, `Health`, `Ready`), which the `dstate` CLI
- * decodes with.
+ * decodes with. Other modules can serve routes on the same server through
+ * `Mounts` (`dstate/web` serves its WebSocket endpoint and dashboard so).
  *
  * - `/healthz`: 200 while the registry is not shutting down and every state
  *   actor handles a probe within `livenessTimeout` (a probe waits behind the
@@ -24,11 +25,12 @@
  * @since 0.1.0
  */
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Duration, Effect, Layer, Metric, Redacted, Schema } from "effect"
+import { Context, Duration, Effect, Layer, Metric, Option, Redacted, Schema } from "effect"
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
 import * as Crypto from "node:crypto"
 import * as Http from "node:http"
+import type * as Net from "node:net"
 import { ClusterEvents } from "../ClusterEvents.ts"
 import { type InvalidOptions, ListenFailed } from "../DStateError.ts"
 import * as Generation from "../Generation.ts"
@@ -254,6 +256,21 @@ export class HttpOperations extends Context.Service<HttpOperations, {
 }>()("dstate/http/HttpOperations") {}
 
 /**
+ * Routes another module serves on the same server, when a layer provides
+ * them: `dstate/web` mounts its WebSocket endpoint and its dashboard this
+ * way (`WebReplicas.layer`). Optional: without it the server has the four
+ * endpoints above.
+ *
+ * @category services
+ * @since 0.2.0
+ */
+export class Mounts extends Context.Service<Mounts, {
+  readonly routes: ReadonlyArray<HttpRouter.Route<never, never>>
+  /** Ends what the routes hold open (WebSockets), after the drain and before the server closes. */
+  readonly close: Effect.Effect<void>
+}>()("dstate/http/HttpOperations/Mounts") {}
+
+/**
  * The operations endpoints of the node whose `StateRegistry` and
  * `ClusterEvents` are provided, listening until the layer's scope closes.
  * When the scope closes the endpoints first drain (`/readyz` answers 503)
@@ -365,14 +382,17 @@ const make = Effect.fnUntraced(function*(options: Options) {
     return yield* json(encodeStatus, body, 200)
   })
 
+  const mounts = yield* Effect.serviceOption(Mounts)
+  const unused = new Set<Net.Socket>()
   const routes = HttpRouter.addAll([
     HttpRouter.route("GET", "/healthz", healthz),
     HttpRouter.route("GET", "/readyz", readyz),
     HttpRouter.route("GET", "/metrics", metrics),
-    HttpRouter.route("GET", "/status", status)
+    HttpRouter.route("GET", "/status", status),
+    ...Option.match(mounts, { onNone: () => [], onSome: (mounted) => mounted.routes })
   ])
   const server = HttpRouter.serve(routes, { disableLogger: true, disableListenLog: true }).pipe(
-    Layer.provideMerge(NodeHttpServer.layer(() => Http.createServer(), { host, port }))
+    Layer.provideMerge(NodeHttpServer.layer(() => trackUnused(Http.createServer(), unused), { host, port }))
   )
   const built = yield* Layer.build(server).pipe(
     Effect.mapError((cause) => new ListenFailed({ host, port, cause }))
@@ -381,6 +401,11 @@ const make = Effect.fnUntraced(function*(options: Options) {
   const boundPort = address._tag === "UnixPathAddress" ? port : address.port
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${boundPort}`
 
+  // Finalizers run last-added first. Right before the server's close, which waits for every connection:
+  // connections that never carried a request (a browser's preconnect) are closed.
+  yield* Effect.addFinalizer(() => Effect.sync(() => unused.forEach((socket) => socket.destroy())))
+  // Before that, after the drain: what the mounted routes hold open (WebSockets) is closed.
+  if (Option.isSome(mounts)) yield* Effect.addFinalizer(() => mounts.value.close)
   // Added after the server: runs before it closes, so that probes see the node draining.
   yield* Effect.addFinalizer(() =>
     Effect.suspend(() => {
@@ -398,6 +423,17 @@ const make = Effect.fnUntraced(function*(options: Options) {
     draining: Effect.sync(() => draining)
   })
 })
+
+/** Keeps in `unused` the server's connections that have not carried a request yet. */
+const trackUnused = (server: Http.Server, unused: Set<Net.Socket>): Http.Server => {
+  server.on("connection", (socket: Net.Socket) => {
+    unused.add(socket)
+    socket.once("close", () => unused.delete(socket))
+  })
+  server.on("request", (request: Http.IncomingMessage) => unused.delete(request.socket))
+  server.on("upgrade", (request: Http.IncomingMessage) => unused.delete(request.socket))
+  return server
+}
 
 const encodeHealth = Schema.encodeSync(Health)
 const encodeReady = Schema.encodeSync(Ready)
