@@ -36,7 +36,7 @@
 import { Result } from "effect"
 import { isUtf8 } from "node:buffer"
 import type { Generation } from "../Generation.ts"
-import type { NodeId } from "../NodeId.ts"
+import { Reader } from "./reader.ts"
 import {
   Acknowledge,
   AckRequest,
@@ -266,104 +266,17 @@ export const encode = (m: Envelope, offset: number): Uint8Array => {
   return out
 }
 
-/**
- * Reads fields in order. The first failed check is recorded in `error`; every
- * later read returns a placeholder, so a message can be assembled field by
- * field and dropped at the end when `error` is set.
- */
-class Reader {
-  readonly bytes: Uint8Array
-  readonly view: DataView
-  pos = 0
-  error: string | undefined = undefined
-  /** Whether payloads are copied out of the input (else they are views into it). */
-  readonly copy: boolean
-  constructor(bytes: Uint8Array, copy: boolean) {
-    this.bytes = bytes
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-    this.copy = copy
-  }
-  fail(reason: string): void {
-    if (this.error === undefined) this.error = reason
-  }
-  need(n: number, what: string): boolean {
-    if (this.error !== undefined) return false
-    if (this.bytes.length - this.pos < n) {
-      this.error = `truncated ${what}`
-      return false
+/** The node's UTF-8 check: ASCII by a scan (most names), the rest by `buffer.isUtf8`. */
+const text = (bytes: Uint8Array, start: number, end: number): string | undefined => {
+  for (let i = start; i < end; i++) {
+    if (bytes[i] >= 0x80) {
+      const utf8 = bytes.subarray(start, end)
+      return isUtf8(utf8) ? decoder.decode(utf8) : undefined
     }
-    return true
   }
-  u8(what: string): number {
-    if (!this.need(1, what)) return 0
-    return this.bytes[this.pos++]
-  }
-  u32(what: string): number {
-    if (!this.need(4, what)) return 0
-    const v = this.view.getUint32(this.pos)
-    this.pos += 4
-    return v
-  }
-  f64(what: string): number {
-    if (!this.need(8, what)) return 0
-    const v = this.view.getFloat64(this.pos)
-    this.pos += 8
-    return v
-  }
-  finite(what: string): number {
-    const v = this.f64(what)
-    if (!Number.isFinite(v)) this.fail(`${what} is not a finite number`)
-    return v
-  }
-  int(what: string): number {
-    const v = this.f64(what)
-    if (!Number.isSafeInteger(v)) this.fail(`${what} is not an integer`)
-    return v
-  }
-  str(what: string): string {
-    const n = this.u32(what)
-    if (!this.need(n, what)) return ""
-    const start = this.pos
-    const end = start + n
-    this.pos = end
-    const bytes = this.bytes
-    let ascii = true
-    for (let i = start; i < end; i++) {
-      if (bytes[i] >= 0x80) {
-        ascii = false
-        break
-      }
-    }
-    if (ascii) return latin1(bytes, start, end)
-    const utf8 = bytes.subarray(start, end)
-    if (!isUtf8(utf8)) {
-      this.fail(`${what} is not valid UTF-8`)
-      return ""
-    }
-    return decoder.decode(utf8)
-  }
-  node(what: string): NodeId {
-    const s = this.str(what)
-    if (s.length === 0) this.fail(`${what} is empty`)
-    return s as NodeId
-  }
-  /** The next `length`-prefixed bytes: a copy, or a view into the input when `copy` is off. */
-  raw(what: string): Uint8Array {
-    const n = this.u32(what)
-    if (!this.need(n, what)) return empty
-    const out = this.copy ? this.bytes.slice(this.pos, this.pos + n) : this.bytes.subarray(this.pos, this.pos + n)
-    this.pos += n
-    return out
-  }
-  gen(what: string): Generation {
-    const incarnation = this.int(`${what} incarnation`)
-    const age = this.int(`${what} age`)
-    if (incarnation < 0 || age < 0) this.fail(`${what} is negative`)
-    return { incarnation, age }
-  }
+  return latin1(bytes, start, end)
 }
 
-const empty = new Uint8Array(0)
 
 const latin1 = (bytes: Uint8Array, start: number, end: number): string => {
   if (end - start <= inlineAscii) {
@@ -464,7 +377,7 @@ const read = (r: Reader, protocol: number): SyncMessage | undefined => {
  * decode only under version 2.
  */
 export const decode = (bytes: Uint8Array, copyPayload = true, protocol = 1): Result.Result<SyncMessage, string> => {
-  const r = new Reader(bytes, copyPayload)
+  const r = new Reader(bytes, copyPayload, text)
   const message = read(r, protocol)
   if (r.error === undefined && r.pos !== bytes.length) r.fail(`${bytes.length - r.pos} trailing bytes`)
   return r.error !== undefined || message === undefined ? Result.fail(r.error ?? "undecodable") : Result.succeed(message)

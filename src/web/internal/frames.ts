@@ -13,6 +13,7 @@
 import { Result } from "effect"
 import type { Generation } from "../../Generation.ts"
 import type { NodeId } from "../../NodeId.ts"
+import { Reader } from "../../internal/reader.ts"
 import { frameHeaderBytes, protocolVersion } from "../../SyncMessage.ts"
 
 /** The protocol byte of a control frame ("W"). */
@@ -114,81 +115,8 @@ const decodeText = (bytes: Uint8Array): string | undefined =>
 const parseJson = (text: string): { readonly value: unknown } | undefined =>
   Result.getOrUndefined(Result.try(() => ({ value: JSON.parse(text) as unknown })))
 
-class Reader {
-  pos = 0
-  error: string | undefined = undefined
-  readonly bytes: Uint8Array
-  readonly view: DataView
-  constructor(bytes: Uint8Array) {
-    this.bytes = bytes
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  }
-  need(n: number, what: string): boolean {
-    if (this.error !== undefined) return false
-    if (this.bytes.length - this.pos < n) {
-      this.error = `truncated ${what}`
-      return false
-    }
-    return true
-  }
-  u8(what: string): number {
-    return this.need(1, what) ? this.bytes[this.pos++] : 0
-  }
-  u32(what: string): number {
-    if (!this.need(4, what)) return 0
-    const v = this.view.getUint32(this.pos)
-    this.pos += 4
-    return v
-  }
-  f64(what: string): number {
-    if (!this.need(8, what)) return 0
-    const v = this.view.getFloat64(this.pos)
-    this.pos += 8
-    return v
-  }
-  finite(what: string): number {
-    const v = this.f64(what)
-    if (!Number.isFinite(v) && this.error === undefined) this.error = `${what} is not a finite number`
-    return v
-  }
-  int(what: string): number {
-    const v = this.f64(what)
-    if (!Number.isSafeInteger(v) && this.error === undefined) this.error = `${what} is not an integer`
-    return v
-  }
-  str(what: string): string {
-    const n = this.u32(what)
-    if (!this.need(n, what)) return ""
-    const text = decodeText(this.bytes.subarray(this.pos, this.pos + n))
-    this.pos += n
-    if (text === undefined) {
-      if (this.error === undefined) this.error = `${what} is not valid UTF-8`
-      return ""
-    }
-    return text
-  }
-  node(what: string): NodeId {
-    const s = this.str(what)
-    if (s.length === 0 && this.error === undefined) this.error = `${what} is empty`
-    return s as NodeId
-  }
-  raw(what: string): Uint8Array {
-    const n = this.u32(what)
-    if (!this.need(n, what)) return new Uint8Array(0)
-    const out = this.bytes.slice(this.pos, this.pos + n)
-    this.pos += n
-    return out
-  }
-  gen(what: string): Generation {
-    const incarnation = this.int(`${what} incarnation`)
-    const age = this.int(`${what} age`)
-    if ((incarnation < 0 || age < 0) && this.error === undefined) this.error = `${what} is negative`
-    return { incarnation, age }
-  }
-}
-
 const readMessage = (body: Uint8Array): Decoded => {
-  const r = new Reader(body)
+  const r = new Reader(body, true, (bytes, start, end) => decodeText(bytes.subarray(start, end)))
   const tag = r.u8("tag")
   let message: DataMessage | undefined
   if (tag === 1) {
@@ -212,9 +140,9 @@ const readMessage = (body: Uint8Array): Decoded => {
       modifiedAt: r.finite("modifiedAt"),
       payload: r.raw("payload")
     }
-  } else if (r.error === undefined) {
-    r.error = `message tag ${tag} is not a snapshot or a delta`
+  } else {
+    r.fail(`message tag ${tag} is not a snapshot or a delta`)
   }
-  if (r.error === undefined && r.pos !== body.length) r.error = `${body.length - r.pos} trailing bytes`
+  if (r.pos !== body.length) r.fail(`${body.length - r.pos} trailing bytes`)
   return r.error !== undefined || message === undefined ? refused(r.error ?? "undecodable") : { _tag: "Data", message }
 }
