@@ -136,13 +136,12 @@ export interface ExpectedEvents {
  * reconnected to the members they declared down: a node on either side may
  * drop a member of its own side (`left`) until the member refutes
  * (`joined`). A one-way drop's receiver and sender reach every other node all
- * along: each gossips the other down to all three others at once (the
- * gossip goes to 3 connected members, and they are all it has), so each of
- * them sees the sender and the receiver leave, then join again once they
- * reconnect and refute: exactly `["left", "joined"]` (a refutation can only
- * overtake the down it answers). After a two-way cut both `[]` and
- * `["left", "joined"]` are allowed for a bystander, and which happened is
- * counted.
+ * along: each gossips the other down to the three others, which see that
+ * end leave, then join again once it reconnects and refutes; but the end's
+ * refutation, which it gossips as soon as one of them relays the down, may
+ * reach a node before the down itself does (seen: seed 1410364135, cycle 32),
+ * and that node then sees nothing. For every such bystander both `[]` and
+ * `["left", "joined"]` are allowed, and which happened is counted.
  */
 export const expectedMembershipEvents = (cycle: Cycle, t: typeof timings, nodes = nodeCount): ReadonlyArray<ExpectedEvents> => {
   const detection = t.detectorMillis + t.checkMillis
@@ -181,7 +180,6 @@ export const expectedMembershipEvents = (cycle: Cycle, t: typeof timings, nodes 
   if (cycle.length === "long") {
     const all = Array.from({ length: nodes }, (_, i) => i)
     const bystander: Omit<ExpectedEvents, "observer" | "subject"> = { beforeHeal: [], allowed: [[], ["left", "joined"]], dueWithinMillis: 0 }
-    const flaps: Omit<ExpectedEvents, "observer" | "subject"> = { beforeHeal: [], allowed: [["left", "joined"]], dueWithinMillis: 0 }
     const oneWay = cycle.drops.length === 1 ? cycle.drops[0] : undefined
     for (const observer of all) {
       for (const subject of all) {
@@ -189,7 +187,7 @@ export const expectedMembershipEvents = (cycle: Cycle, t: typeof timings, nodes 
         // A two-way cut: members of one side about each other (every pair left); a one-way drop: the others about its two ends.
         const stale = oneWay === undefined ||
           (subject === oneWay.from || subject === oneWay.to) && observer !== oneWay.from && observer !== oneWay.to
-        if (stale) expected.push({ observer, subject, ...(oneWay === undefined ? bystander : flaps) })
+        if (stale) expected.push({ observer, subject, ...bystander })
       }
     }
   }
@@ -623,7 +621,7 @@ describe("Network partitions between node processes (network namespaces)", () =>
                 const last = e.beforeHeal[e.beforeHeal.length - 1]!
                 assert.isAtMost(at(e, last) - cutAt, e.dueWithinMillis + slackMillis, `n${e.observer} saw n${e.subject} ${last}`)
               }
-              const bystanders = expected.filter((e) => e.allowed.length > 1 || e.allowed[0]!.length === 2)
+              const bystanders = expected.filter((e) => e.allowed.length > 1)
               const flapped = bystanders.filter((e) => about(e).length > 0).length
               measured.push({
                 cycle,
@@ -750,7 +748,7 @@ describe("Network partitions: the cycles and their expected events", () => {
     ])
   })
 
-  it("a long cut: the pairs that lost traffic see unreachable, left, joined; after a two-way cut bystanders that stale down gossip may reach see nothing or exactly left, joined; a one-way drop's bystanders see its two ends leave and join", () => {
+  it("a long cut: the pairs that lost traffic see unreachable, left, joined; bystanders that down gossip may reach see nothing or exactly left, joined", () => {
     const down = timings.detectorMillis + timings.checkMillis + timings.downAfterMillis + timings.checkMillis
     const lost: Pick<ExpectedEvents, "beforeHeal" | "allowed"> = { beforeHeal: ["unreachable", "left"], allowed: [["unreachable", "left", "joined"]] }
     const bystander: Omit<ExpectedEvents, "observer" | "subject"> = { beforeHeal: [], allowed: [[], ["left", "joined"]], dueWithinMillis: 0 }
@@ -776,7 +774,7 @@ describe("Network partitions: the cycles and their expected events", () => {
     assert.deepStrictEqual(expectedMembershipEvents(oneWay, timings), [
       { observer: 1, subject: 3, ...lost, dueWithinMillis: down },
       { observer: 3, subject: 1, ...lost, dueWithinMillis: down + 2 * (timings.detectorMillis + timings.checkMillis) },
-      ...[0, 2, 4].flatMap((observer) => [1, 3].map((subject) => ({ observer, subject, beforeHeal: [], allowed: [["left", "joined"]], dueWithinMillis: 0 }) as ExpectedEvents))
+      ...[0, 2, 4].flatMap((observer) => [1, 3].map((subject) => ({ observer, subject, ...bystander })))
     ])
   })
 })
