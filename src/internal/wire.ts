@@ -36,16 +36,9 @@
 import { Result } from "effect"
 import { isUtf8 } from "node:buffer"
 import type { Generation } from "../Generation.ts"
-import { Reader } from "./reader.ts"
-import {
-  Acknowledge,
-  AckRequest,
-  BatchedChangeFeed,
-  DeltaUpdate,
-  FullSnapshot,
-  RequestSnapshot,
-  type SyncMessage
-} from "../SyncMessage.ts"
+import * as Body from "./reader.ts"
+import { tagAck, tagAckRequest, tagDelta, tagFeed, tagFull, tagRequest } from "./reader.ts"
+import type { SyncMessage } from "../SyncMessage.ts"
 
 /**
  * The fields of a message, as the encoder reads them: every `SyncMessage` is
@@ -91,12 +84,6 @@ export type Envelope =
     readonly generation: Generation
   }
 
-const tagFull = 1
-const tagDelta = 2
-const tagRequest = 3
-const tagFeed = 4
-const tagAckRequest = 5
-const tagAck = 6
 
 /** Whether a message needs protocol version 2 (the acknowledgement messages). */
 export const needsAckProtocol = (m: Envelope): boolean => m._tag === "AckRequest" || m._tag === "Acknowledge"
@@ -291,84 +278,6 @@ const latin1 = (bytes: Uint8Array, start: number, end: number): string => {
   return s
 }
 
-/** Builds a message instance without re-running the schema checks the decoder already made. */
-const instance = <T extends object>(ctor: { readonly prototype: T }, fields: object): T =>
-  Object.assign(Object.create(ctor.prototype), fields)
-
-const read = (r: Reader, protocol: number): SyncMessage | undefined => {
-  const tag = r.u8("tag")
-  // The protocol byte goes with the tag: the acknowledgement messages travel under 2, every other under 1.
-  if (tag >= tagFull && tag <= tagFeed && protocol !== 1) {
-    r.fail(`message tag ${tag} needs protocol version 1`)
-    return undefined
-  }
-  switch (tag) {
-    case tagFull:
-      return instance(FullSnapshot, {
-        _tag: "FullSnapshot",
-        stateName: r.str("stateName"),
-        source: r.node("source"),
-        generation: r.gen("generation"),
-        wireVersion: r.int("wireVersion"),
-        createdAt: r.finite("createdAt"),
-        modifiedAt: r.finite("modifiedAt"),
-        payload: r.raw("payload")
-      })
-    case tagDelta:
-      return instance(DeltaUpdate, {
-        _tag: "DeltaUpdate",
-        stateName: r.str("stateName"),
-        source: r.node("source"),
-        generation: r.gen("generation"),
-        wireVersion: r.int("wireVersion"),
-        modifiedAt: r.finite("modifiedAt"),
-        payload: r.raw("payload")
-      })
-    case tagRequest: {
-      const stateName = r.str("stateName")
-      const source = r.node("source")
-      const has = r.u8("generation flag")
-      if (has > 1) r.fail("bad generation flag")
-      const generation = has === 1 ? r.gen("generation") : undefined
-      const wireVersion = r.int("wireVersion")
-      return instance(
-        RequestSnapshot,
-        generation === undefined
-          ? { _tag: "RequestSnapshot", stateName, source, wireVersion }
-          : { _tag: "RequestSnapshot", stateName, source, generation, wireVersion }
-      )
-    }
-    case tagFeed: {
-      const source = r.node("source")
-      const count = r.u32("notice count")
-      // Each notice takes at least 4 + 4 + 1 + 16 bytes: reject counts the input cannot hold before allocating.
-      if (count > (r.bytes.length - r.pos) / 25) {
-        r.fail(`notice count ${count} exceeds the frame`)
-        return undefined
-      }
-      const notices = new Array(count)
-      for (let i = 0; i < count && r.error === undefined; i++) {
-        notices[i] = { stateName: r.str("notice stateName"), source: r.node("notice source"), generation: r.gen("notice generation") }
-      }
-      return instance(BatchedChangeFeed, { _tag: "BatchedChangeFeed", source, notices })
-    }
-    case tagAckRequest:
-    case tagAck: {
-      if (protocol !== 2) {
-        r.fail(`message tag ${tag} needs protocol version 2`)
-        return undefined
-      }
-      const fields = { stateName: r.str("stateName"), source: r.node("source"), generation: r.gen("generation") }
-      return tag === tagAckRequest
-        ? instance(AckRequest, { _tag: "AckRequest", ...fields })
-        : instance(Acknowledge, { _tag: "Acknowledge", ...fields })
-    }
-    default:
-      r.fail(`unknown message tag ${tag}`)
-      return undefined
-  }
-}
-
 /**
  * Decodes a message body; the failure is the reason it is not a message. By
  * default a payload is copied, so the message never aliases `bytes`; with
@@ -376,9 +285,5 @@ const read = (r: Reader, protocol: number): SyncMessage | undefined => {
  * `protocol` is the frame's protocol version: the acknowledgement messages
  * decode only under version 2.
  */
-export const decode = (bytes: Uint8Array, copyPayload = true, protocol = 1): Result.Result<SyncMessage, string> => {
-  const r = new Reader(bytes, copyPayload, text)
-  const message = read(r, protocol)
-  if (r.error === undefined && r.pos !== bytes.length) r.fail(`${bytes.length - r.pos} trailing bytes`)
-  return r.error !== undefined || message === undefined ? Result.fail(r.error ?? "undecodable") : Result.succeed(message)
-}
+export const decode = (bytes: Uint8Array, copyPayload = true, protocol = 1): Result.Result<SyncMessage, string> =>
+  Body.decode(bytes, text, copyPayload, protocol)

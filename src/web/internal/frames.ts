@@ -11,10 +11,8 @@
  * @internal
  */
 import { Result } from "effect"
-import type { Generation } from "../../Generation.ts"
-import type { NodeId } from "../../NodeId.ts"
-import { Reader } from "../../internal/reader.ts"
-import { frameHeaderBytes, protocolVersion } from "../../SyncMessage.ts"
+import * as Body from "../../internal/reader.ts"
+import { type DeltaUpdate, frameHeaderBytes, type FullSnapshot, protocolVersion } from "../../SyncMessage.ts"
 
 /** The protocol byte of a control frame ("W"). */
 export const webProtocol = 0x57
@@ -52,26 +50,7 @@ export const controlFrame = (message: unknown): Uint8Array => {
 }
 
 /** A sync message as the browser reads it: a snapshot or a delta of one owner's view. */
-export type DataMessage =
-  | {
-    readonly _tag: "FullSnapshot"
-    readonly stateName: string
-    readonly source: NodeId
-    readonly generation: Generation
-    readonly wireVersion: number
-    readonly createdAt: number
-    readonly modifiedAt: number
-    readonly payload: Uint8Array
-  }
-  | {
-    readonly _tag: "DeltaUpdate"
-    readonly stateName: string
-    readonly source: NodeId
-    readonly generation: Generation
-    readonly wireVersion: number
-    readonly modifiedAt: number
-    readonly payload: Uint8Array
-  }
+export type DataMessage = FullSnapshot | DeltaUpdate
 
 /** A decoded frame: a data message, a control message (parsed JSON, not yet checked), or why it was refused. */
 export type Decoded =
@@ -116,33 +95,11 @@ const parseJson = (text: string): { readonly value: unknown } | undefined =>
   Result.getOrUndefined(Result.try(() => ({ value: JSON.parse(text) as unknown })))
 
 const readMessage = (body: Uint8Array): Decoded => {
-  const r = new Reader(body, true, (bytes, start, end) => decodeText(bytes.subarray(start, end)))
-  const tag = r.u8("tag")
-  let message: DataMessage | undefined
-  if (tag === 1) {
-    message = {
-      _tag: "FullSnapshot",
-      stateName: r.str("stateName"),
-      source: r.node("source"),
-      generation: r.gen("generation"),
-      wireVersion: r.int("wireVersion"),
-      createdAt: r.finite("createdAt"),
-      modifiedAt: r.finite("modifiedAt"),
-      payload: r.raw("payload")
-    }
-  } else if (tag === 2) {
-    message = {
-      _tag: "DeltaUpdate",
-      stateName: r.str("stateName"),
-      source: r.node("source"),
-      generation: r.gen("generation"),
-      wireVersion: r.int("wireVersion"),
-      modifiedAt: r.finite("modifiedAt"),
-      payload: r.raw("payload")
-    }
-  } else {
-    r.fail(`message tag ${tag} is not a snapshot or a delta`)
+  if (body.length > 0 && body[0] !== Body.tagFull && body[0] !== Body.tagDelta) {
+    return refused(`message tag ${body[0]} is not a snapshot or a delta`)
   }
-  if (r.pos !== body.length) r.fail(`${body.length - r.pos} trailing bytes`)
-  return r.error !== undefined || message === undefined ? refused(r.error ?? "undecodable") : { _tag: "Data", message }
+  const decoded = Body.decode(body, (bytes, start, end) => decodeText(bytes.subarray(start, end)), true, protocolVersion)
+  return Result.isFailure(decoded)
+    ? refused(decoded.failure)
+    : { _tag: "Data", message: { ...decoded.success } as DataMessage } // plain data, as the browser holds it
 }
